@@ -1,0 +1,75 @@
+"""Config checks that name the offending key path, and cross-key rules a schema can't say."""
+from __future__ import annotations
+
+import jsonschema
+
+from .data.registry import TASKS
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _path(parts) -> str:
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def schema_errors(config: dict, schema: dict) -> list[str]:
+    """Every schema violation as 'config key <path>: <what is wrong>'."""
+    validator = jsonschema.Draft202012Validator(schema)
+    out = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        path = list(err.absolute_path)
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            extra = sorted(set(err.instance) - set(allowed))
+            for key in extra:
+                out.append(f"config key {_path(path + [key])}: unknown key"
+                           + (f" (allowed here: {', '.join(allowed)})" if allowed else ""))
+        else:
+            out.append(f"config key {_path(path)}: {err.message}")
+    return out
+
+
+def semantic_errors(config: dict) -> list[str]:
+    """Rules across keys, checked after defaults are filled in."""
+    out = []
+    for name, task in config["tasks"].items():
+        if name not in TASKS:
+            out.append(f"config key tasks.{name}: unknown task; registered: {', '.join(sorted(TASKS))}")
+            continue
+        tr = task["train"]
+        if tr["micro_batch_size"] > tr["batch_size"]:
+            out.append(f"config key tasks.{name}.train.micro_batch_size: {tr['micro_batch_size']} "
+                       f"exceeds batch_size {tr['batch_size']}")
+    for e in config["merge"]["epochs"] or []:
+        if e > config["epochs"]:
+            out.append(f"config key merge.epochs: epoch {e} > epochs ({config['epochs']})")
+    rep = config["report"]["epoch"]
+    if rep is not None:
+        if rep > config["epochs"]:
+            out.append(f"config key report.epoch: {rep} > epochs ({config['epochs']})")
+        elif config["merge"]["epochs"] is not None and rep not in config["merge"]["epochs"]:
+            out.append(f"config key report.epoch: {rep} is not among merge.epochs")
+    w = config["merge"]["weights"]
+    if w is not None:
+        if len(w) != config["K"]:
+            out.append(f"config key merge.weights: {len(w)} values for K = {config['K']}")
+        elif abs(sum(w) - 1.0) > 1e-6:
+            out.append(f"config key merge.weights: must sum to 1, sum is {sum(w)}")
+    if config["K"] < 2:
+        out.append(f"config key K: {config['K']}; selection and resample need at least 2 sub-models")
+    if config["model"]["source"] != "tiny" and config["model"]["name"] == "tiny-llama":
+        out.append("config key model.name: set a name for the pretrained source "
+                   f"{config['model']['source']!r} (it is the {{model}} path wildcard)")
+    return out
+
+
+def check(config: dict, schema: dict, fill_defaults) -> None:
+    """Raise ConfigError listing every problem; `fill_defaults(config)` sets schema defaults."""
+    errors = schema_errors(config, schema)
+    if not errors:
+        fill_defaults(config)
+        errors = semantic_errors(config)
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

@@ -1,0 +1,1 @@
+"""Tasks, their rows, and the data orders of the sub-model runs."""

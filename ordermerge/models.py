@@ -1,0 +1,116 @@
+"""Base models and tokenizers: build the tiny one, load a pretrained one, save.
+
+A base is either built here (``source: tiny``: a Llama-architecture decoder
+from a config, with a BPE tokenizer trained on the suite's own text) or a
+pretrained checkpoint (``source``: a Hugging Face id or a local directory).
+Everything is saved with ``save_pretrained`` in the configured dtype.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+def dtype_of(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; known: {sorted(DTYPES)}") from None
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer with single-digit tokens, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
+    # one token per digit keeps arithmetic learnable for a tiny model
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[SPECIAL[k] for k in ("pad_token", "bos_token", "eos_token", "unk_token")],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
+
+
+def build_tiny(arch: dict, tokenizer, seed: int):
+    """A freshly initialised LlamaForCausalLM of the configured size."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=arch["hidden_size"],
+        intermediate_size=arch["intermediate_size"],
+        num_hidden_layers=arch["num_hidden_layers"],
+        num_attention_heads=arch["num_attention_heads"],
+        num_key_value_heads=arch["num_attention_heads"],
+        max_position_embeddings=arch["max_position_embeddings"],
+        tie_word_embeddings=arch["tie_word_embeddings"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_pretrained_source(source: str, dtype: str, config_key: str):
+    """Model and tokenizer from a local directory or a hub id; fail fast when offline."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .data.registry import hub_reachable
+
+    if not Path(source).is_dir():
+        if Path(source).exists() or source.startswith((".", "/")) or source.count("/") > 1:
+            raise FileNotFoundError(f"{config_key} = {source!r}: not a model directory")
+        if not hub_reachable():
+            raise RuntimeError(f"model {source!r} is not reachable: offline or no network. "
+                               f"Download it elsewhere and set {config_key} to the local copy.")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype_of(dtype))
+    return model, tokenizer
+
+
+def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype is not None else "auto")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def stored_dtype(path: str | os.PathLike) -> torch.dtype:
+    """The dtype a checkpoint directory's config says its weights are stored in."""
+    import json
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    name = cfg.get("dtype") or cfg.get("torch_dtype")
+    if name is None:
+        raise ValueError(f"{path}/config.json names no dtype")
+    return dtype_of(name)
+
+
+def save_model(model, tokenizer, out_dir: str | os.PathLike, dtype: torch.dtype) -> None:
+    """save_pretrained in `dtype` (safetensors), with the tokenizer beside it.
+
+    The model itself is left in its training dtype: only the saved copy is cast.
+    """
+    state = {k: v.detach().to(dtype) for k, v in model.state_dict().items()}
+    train_dtype = model.config.dtype
+    model.config.dtype = dtype
+    try:
+        model.save_pretrained(out_dir, state_dict=state)
+    finally:
+        model.config.dtype = train_dtype
+    tokenizer.save_pretrained(out_dir)

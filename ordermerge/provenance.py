@@ -1,0 +1,146 @@
+"""The provenance record written beside every output.
+
+A record names the rule, its params and seeds, the sha256 of every input
+file, the sha256 of every output file, the code version (git commit and dirty
+flag), package versions, host and start/end time. Records of directory
+outputs live inside the directory as ``provenance.json``; records of file
+outputs are a sidecar ``<file>.prov.json``.
+
+Hashing a 13 GB checkpoint for every consumer would dominate a paper-scale
+run, so an input directory that carries its producer's record reuses the
+hashes listed there when each file's size and mtime still match.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable
+
+from .utils import sha256_file, write_json
+
+RECORD_NAME = "provenance.json"
+SIDECAR_SUFFIX = ".prov.json"
+PACKAGES = (
+    "ordermerge", "torch", "transformers", "tokenizers", "safetensors", "accelerate",
+    "datasets", "numpy", "pandas", "snakemake",
+)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def record_path(output: str | os.PathLike) -> Path:
+    """Where the record of `output` lives."""
+    output = Path(output)
+    if output.is_dir():
+        return output / RECORD_NAME
+    return output.with_name(output.name + SIDECAR_SUFFIX)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                 text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _files_under(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [path]
+
+
+def _stat_key(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def hash_outputs(root: Path, exclude: Iterable[Path] = ()) -> dict:
+    """sha256, size and mtime of every file under `root`, keyed by relative path."""
+    exclude = {Path(p).resolve() for p in exclude}
+    out = {}
+    for f in _files_under(root):
+        if f.resolve() in exclude:
+            continue
+        rel = f.name if f == root else str(f.relative_to(root))
+        out[rel] = {"sha256": sha256_file(f), **_stat_key(f)}
+    return out
+
+
+def hash_inputs(paths: Iterable[str | os.PathLike]) -> dict:
+    """sha256 of every input file; directories are expanded to their files."""
+    hashes: dict[str, str] = {}
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise FileNotFoundError(f"provenance: input {p} does not exist")
+        known: dict = {}
+        if p.is_dir() and (p / RECORD_NAME).is_file():
+            known = json.loads((p / RECORD_NAME).read_text()).get("outputs", {})
+        for f in _files_under(p):
+            if f.name == RECORD_NAME:
+                continue
+            rel = str(f.relative_to(p)) if p.is_dir() else None
+            entry = known.get(rel) if rel else None
+            if entry and {k: entry.get(k) for k in ("size", "mtime_ns")} == _stat_key(f):
+                hashes[str(f)] = entry["sha256"]
+            else:
+                hashes[str(f)] = sha256_file(f)
+    return hashes
+
+
+def write_record(output: str | os.PathLike, *, rule: str, params: dict, seeds: dict | None,
+                 inputs: Iterable[str | os.PathLike], start: str,
+                 record: str | os.PathLike | None = None,
+                 final: str | os.PathLike | None = None) -> Path:
+    """Write the provenance record of `output` (a file or a finished directory).
+
+    `final` names the output's final path when `output` is still a temporary
+    directory that will be renamed.
+    """
+    output = Path(output)
+    path = Path(record) if record is not None else record_path(output)
+    rec = {
+        "rule": rule,
+        "output": str(final if final is not None else output),
+        "params": params,
+        "seeds": seeds or {},
+        "inputs": hash_inputs(inputs),
+        "outputs": hash_outputs(output, exclude=[path]),
+        "code": code_version(),
+        "packages": package_versions(),
+        "host": socket.gethostname(),
+        "argv": sys.argv,
+        "start": start,
+        "end": now(),
+    }
+    write_json(path, rec)
+    return path

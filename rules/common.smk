@@ -1,0 +1,111 @@
+# Config validation, wildcard constraints, path helpers and the target list.
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+from ordermerge.config import ConfigError, check as check_config
+from ordermerge.merge import ENGINE_SOURCES, METHOD_SOURCES, method_id
+
+SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
+try:
+    check_config(config, yaml.safe_load(SCHEMA.read_text()), lambda c: validate(c, str(SCHEMA)))
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+MODEL = config["model"]["name"]
+TASKS = list(config["tasks"])
+SCHEMES = config["order_schemes"]
+RUNS = list(range(config["K"]))
+EPOCHS = list(range(1, config["epochs"] + 1))
+MERGE_EPOCHS = config["merge"]["epochs"] or EPOCHS
+REPORT_EPOCH = config["report"]["epoch"] or EPOCHS[-1]
+SEEDS = config["merge"]["seeds"]
+LIB = Path(workflow.basedir) / "ordermerge"
+SCRIPTS = Path(workflow.basedir) / "scripts"
+PY = sys.executable
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9._-]+",
+    task=r"[a-z0-9_]+",
+    scheme="|".join(SCHEMES),
+    run=r"\d+",
+    epoch=r"\d+",
+    kind="sft|merged",
+    split="train|validation|test",
+
+
+def lib(*modules):
+    """Library source files a rule's results depend on (Snakemake does not track imports)."""
+    return [str(LIB / m) for m in modules]
+
+
+def script(name):
+    return str(SCRIPTS / name)
+
+
+def res(stage, key):
+    """A resource of a stage: the stage's own setting, else the default's."""
+    r = config["resources"]
+    return r[stage].get(key, r["default"].get(key))
+
+
+def resources_of(stage):
+    """Snakemake / SLURM resources of a stage, from config."""
+    out = {"mem_mb": res(stage, "mem_mb"), "runtime": res(stage, "runtime"),
+           "cpus_per_task": res(stage, "cpus")}
+    if res(stage, "gpus"):
+        out["gpu"] = res(stage, "gpus")
+    for key in ("slurm_partition", "slurm_extra"):
+        if res(stage, key):
+            out[key] = res(stage, key)
+    return out
+
+
+def as_json(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+def task_cfg(wildcards):
+    return config["tasks"][wildcards.task]
+
+
+def method_ids(task):
+    """Every merge of one task: the average, selection and resample for each seed."""
+    n = config["tasks"][task]["resample_rounds"]
+    return (["avg"] + [method_id("select", seed=s) for s in SEEDS]
+            + [method_id("resample", rounds=n, seed=s) for s in SEEDS])
+
+
+def sft_dir(model, task, scheme, run, epoch):
+    return f"results/sft/{model}/{task}/{scheme}/run{run}/epoch{epoch}"
+
+
+def merged_dir(model, task, scheme, epoch, mid):
+    return f"results/merged/{model}/{task}/{scheme}/epoch{epoch}/{mid}"
+
+
+def eval_record(model, task, scheme, epoch, kind, name):
+    return f"results/eval/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{name}.json"
+
+
+def eval_records(task, scheme, epochs):
+    out = []
+    for e in epochs:
+        out += [eval_record(MODEL, task, scheme, e, "sft", f"run{r}") for r in RUNS]
+        out += [eval_record(MODEL, task, scheme, e, "merged", m) for m in method_ids(task)]
+    return out
+
+
+def all_targets():
+    targets = ["results/tables/table1.csv", "results/tables/table1.md"]
+    for task in TASKS:
+        for scheme in SCHEMES:
+            targets += eval_records(task, scheme, MERGE_EPOCHS)
+            targets += [f"results/sft/{MODEL}/{task}/{scheme}/run{r}/samples.csv" for r in RUNS]
+    return targets

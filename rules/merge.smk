@@ -1,0 +1,92 @@
+# Merges of the K sub-models at one epoch. One rule per method, each depending on its own
+# source file, so editing one method's code or settings reruns only that method's merges.
+
+
+def sub_models(wildcards):
+    return [sft_dir(wildcards.model, wildcards.task, wildcards.scheme, r, wildcards.epoch)
+            for r in RUNS]
+
+
+def merge_sources(method):
+    return [script("merge.py")] + lib(*(f"merge/{f}" for f in ENGINE_SOURCES + METHOD_SOURCES[method]))
+
+
+MERGE_PARAMS = as_json({"weights": config["merge"]["weights"]})
+MERGE_SHELL = ("{PY} {input.sources[0]} --rule {rule} --threads {threads} --method-id {params.mid}"
+               " {params.base} --out-dir {output} --params {params.json:q} {input.sub_models}"
+               " > {log} 2>&1")
+
+
+rule merge_average:
+    input:
+        sources=merge_sources("average"),
+        sub_models=sub_models,
+    output:
+        directory("results/merged/{model}/{task}/{scheme}/epoch{epoch}/avg"),
+    params:
+        mid="avg",
+        base="",
+        json=MERGE_PARAMS,
+    threads: res("merge", "cpus")
+    log:
+        "results/logs/merge/{model}/{task}/{scheme}/epoch{epoch}/avg.log",
+    benchmark:
+        "results/benchmarks/merge/{model}/{task}/{scheme}/epoch{epoch}/avg.tsv"
+    resources:
+        **resources_of("merge"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        MERGE_SHELL
+
+
+rule merge_select:
+    input:
+        sources=merge_sources("select"),
+        sub_models=sub_models,
+    output:
+        directory("results/merged/{model}/{task}/{scheme}/epoch{epoch}/select-s{seed}"),
+    wildcard_constraints:
+        seed=r"\d+",
+    params:
+        mid="select-s{seed}",
+        base="",
+        json=MERGE_PARAMS,
+    threads: res("merge", "cpus")
+    log:
+        "results/logs/merge/{model}/{task}/{scheme}/epoch{epoch}/select-s{seed}.log",
+    benchmark:
+        "results/benchmarks/merge/{model}/{task}/{scheme}/epoch{epoch}/select-s{seed}.tsv"
+    resources:
+        **resources_of("merge"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        MERGE_SHELL
+
+
+rule merge_resample:
+    input:
+        sources=merge_sources("resample"),
+        sub_models=sub_models,
+        base="results/base/{model}/model",
+    output:
+        directory("results/merged/{model}/{task}/{scheme}/epoch{epoch}/resample-n{rounds}-s{seed}"),
+    wildcard_constraints:
+        seed=r"\d+",
+        rounds=r"\d+",
+    params:
+        mid="resample-n{rounds}-s{seed}",
+        base="--base results/base/{model}/model",
+        json=MERGE_PARAMS,
+    threads: res("merge", "cpus")
+    log:
+        "results/logs/merge/{model}/{task}/{scheme}/epoch{epoch}/resample-n{rounds}-s{seed}.log",
+    benchmark:
+        "results/benchmarks/merge/{model}/{task}/{scheme}/epoch{epoch}/resample-n{rounds}-s{seed}.tsv"
+    resources:
+        **resources_of("merge"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        MERGE_SHELL

@@ -1,0 +1,23 @@
+# Tables from the evaluation records.
+
+
+rule table1:
+    input:
+        script("table.py"),
+        lib("report/tables.py"),
+        records=[r for t in TASKS for r in eval_records(t, SCHEMES[0], [REPORT_EPOCH])],
+    output:
+        csv=report("results/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
+        md="results/tables/table1.md",
+        prov=["results/tables/table1.csv.prov.json", "results/tables/table1.md.prov.json"],
+    params:
+        json=as_json({"epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "model": MODEL}),
+    log:
+        "results/logs/table1.log",
+    resources:
+        **resources_of("report"),
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "{PY} {input[0]} --rule table1 --csv {output.csv} --md {output.md}"
+        " --params {params.json:q} {input.records} > {log} 2>&1"

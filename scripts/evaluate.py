@@ -1,0 +1,34 @@
+"""Greedy evaluation of one model (a sub-model or a merge) on a task's test split."""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from ordermerge.data.registry import get_task
+from ordermerge.evaluate.run import evaluate_rows
+from ordermerge.models import load_model
+from ordermerge.provenance import write_record
+from ordermerge.runner import log, parser, start
+from ordermerge.utils import atomic_file, read_jsonl
+
+p = parser(__doc__)
+p.add_argument("--task", required=True)
+p.add_argument("--model", required=True, type=Path)
+p.add_argument("--test", required=True, type=Path)
+p.add_argument("--out", required=True, type=Path)
+args = p.parse_args()
+t0 = start(args)
+cfg = args.params
+model, tokenizer = load_model(args.model, dtype=torch.float32)
+record = evaluate_rows(model, tokenizer, get_task(args.task), read_jsonl(args.test),
+                       max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"])
+record.update({k: cfg[k] for k in ("kind", "name", "epoch", "scheme", "model")},
+              model_path=str(args.model))
+with atomic_file(args.out) as fh:
+    json.dump(record, fh, indent=1, sort_keys=True)
+write_record(args.out, rule=args.rule, params=cfg, seeds={}, inputs=[args.model, args.test], start=t0)
+log(f"{args.task} {cfg['kind']}/{cfg['name']} epoch {cfg['epoch']}: "
+    f"{record['metric']} {record['score']:.4f} over {record['n']}")

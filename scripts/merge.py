@@ -1,0 +1,28 @@
+"""Merge K sub-model checkpoints with one method (its id carries its settings)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ordermerge.merge import parse_method_id
+from ordermerge.merge.engine import merge
+from ordermerge.provenance import write_record
+from ordermerge.runner import log, parser, start
+from ordermerge.utils import atomic_dir
+
+p = parser(__doc__)
+p.add_argument("--method-id", required=True)
+p.add_argument("--base", type=Path)
+p.add_argument("--out-dir", required=True, type=Path)
+p.add_argument("sub_models", nargs="+", type=Path)
+args = p.parse_args()
+t0 = start(args)
+method, settings = parse_method_id(args.method_id)
+with atomic_dir(args.out_dir) as tmp:
+    recipe = merge(method, args.sub_models, tmp, base=args.base if method == "resample" else None,
+                   weights=args.params.get("weights"), **settings)
+    write_record(tmp, final=args.out_dir, rule=args.rule, params={**args.params, **settings,
+                 "method": method}, seeds={"merge_seed": settings.get("seed")},
+                 inputs=[*args.sub_models, *([args.base] if method == "resample" else [])],
+                 start=t0)
+log(f"{args.method_id}: {recipe['stats']}")

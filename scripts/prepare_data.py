@@ -1,0 +1,25 @@
+"""Write a task's train / validation / test rows, with stable ids."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ordermerge.data.prepare import prepare
+from ordermerge.provenance import now, write_record
+from ordermerge.runner import parser
+from ordermerge.utils import write_jsonl
+
+p = parser(__doc__)
+p.add_argument("--task", required=True)
+p.add_argument("--out-dir", required=True, type=Path)
+args = p.parse_args()
+start = now()
+cfg = args.params
+splits = prepare(args.task, cfg["data"], cfg["seed"], f"tasks.{args.task}.data")
+inputs = [cfg["data"]["path"]] if cfg["data"].get("path") else []
+for split, rows in splits.items():
+    out = args.out_dir / f"{split}.jsonl"
+    write_jsonl(out, rows)
+    write_record(out, rule=args.rule, params=cfg, seeds={"seed": cfg["seed"]}, inputs=inputs,
+                 start=start)
+    print(f"{args.task} {split}: {len(rows)} rows", file=sys.stderr)
