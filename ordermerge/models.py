@@ -104,13 +104,12 @@ def stored_dtype(path: str | os.PathLike) -> torch.dtype:
 def save_model(model, tokenizer, out_dir: str | os.PathLike, dtype: torch.dtype) -> None:
     """save_pretrained in `dtype` (safetensors), with the tokenizer beside it.
 
-    The model itself is left in its training dtype: only the saved copy is cast.
+    The model itself is left in its training dtype: a copy is cast and saved
+    (save_pretrained writes the config's dtype from the module's own dtype).
     """
-    state = {k: v.detach().to(dtype) for k, v in model.state_dict().items()}
-    train_dtype = model.config.dtype
-    model.config.dtype = dtype
-    try:
-        model.save_pretrained(out_dir, state_dict=state)
-    finally:
-        model.config.dtype = train_dtype
+    import copy
+    to_save = model if model.dtype == dtype else copy.deepcopy(model).to(dtype)
+    to_save.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    if to_save is not model:
+        del to_save

@@ -20,6 +20,8 @@ def parser(description: str) -> argparse.ArgumentParser:
 def start(args: argparse.Namespace) -> str:
     """Fix the thread count (results depend on it bit-for-bit) and return the start time."""
     import torch
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     return now()
