@@ -4,8 +4,8 @@
 
 rule tokenizer:
     input:
-        script("tokenizer.py"),
-        lib("data/toy.py", "data/registry.py", "models.py", "utils.py"),
+        script=script("tokenizer.py"),
+        lib=lib("data/toy.py", "data/registry.py", "models.py", "utils.py"),
         train=expand("results/data/{task}/train.jsonl", task=TASKS),
     output:
         corpus="results/base/{model}/corpus.txt",
@@ -20,28 +20,15 @@ rule tokenizer:
     conda:
         "../envs/train.yaml"
     shell:
-        "{PY} {input[0]} --rule tokenizer --train {input.train} --corpus {output.corpus}"
+        "python {input.script} --rule tokenizer --train {input.train} --corpus {output.corpus}"
         " --out-dir {output.tokenizer} --params {params.json:q} > {log} 2>&1"
-
-
-def base_inputs(wildcards):
-    if config["model"]["source"] == "tiny":
-        return {"tokenizer": f"results/base/{wildcards.model}/tokenizer",
-                "corpus": f"results/base/{wildcards.model}/corpus.txt"}
-    return {}
-
-
-def base_args(wildcards, input):
-    if config["model"]["source"] == "tiny":
-        return f"--tokenizer {input.tokenizer} --corpus {input.corpus}"
-    return ""
 
 
 rule base:
     input:
-        script("base.py"),
-        lib("models.py", "train.py", "utils.py"),
         unpack(base_inputs),
+        script=script("base.py"),
+        lib=lib("models.py", "train.py", "utils.py"),
     output:
         directory("results/base/{model}/model"),
     params:
@@ -58,5 +45,5 @@ rule base:
     conda:
         "../envs/train.yaml"
     shell:
-        "{PY} {input[0]} --rule base --threads {threads} {params.args} --out-dir {output}"
+        "python {input.script} --rule base --threads {threads} {params.args} --out-dir {output}"
         " --params {params.json:q} > {log} 2>&1"

@@ -27,7 +27,6 @@ REPORT_EPOCH = config["report"]["epoch"] or EPOCHS[-1]
 SEEDS = config["merge"]["seeds"]
 LIB = Path(workflow.basedir) / "ordermerge"
 SCRIPTS = Path(workflow.basedir) / "scripts"
-PY = sys.executable
 
 
 wildcard_constraints:
@@ -109,3 +108,51 @@ def all_targets():
             targets += eval_records(task, scheme, MERGE_EPOCHS)
             targets += [f"results/sft/{MODEL}/{task}/{scheme}/run{r}/samples.csv" for r in RUNS]
     return targets
+
+
+def base_inputs(wildcards):
+    if config["model"]["source"] == "tiny":
+        return {"tokenizer": f"results/base/{wildcards.model}/tokenizer",
+                "corpus": f"results/base/{wildcards.model}/corpus.txt"}
+    return {}
+
+
+
+def base_args(wildcards, input):
+    if config["model"]["source"] == "tiny":
+        return f"--tokenizer {input.tokenizer} --corpus {input.corpus}"
+    return ""
+
+
+
+def sft_outputs():
+    return [directory(sft_dir("{model}", "{task}", "{scheme}", "{run}", e)) for e in EPOCHS]
+
+
+
+def sub_models(wildcards):
+    return [sft_dir(wildcards.model, wildcards.task, wildcards.scheme, r, wildcards.epoch)
+            for r in RUNS]
+
+
+
+def merge_sources(method):
+    """The engine's files and the method's own: editing one method reruns only its merges."""
+    return lib(*(f"merge/{f}" for f in ENGINE_SOURCES + METHOD_SOURCES[method]))
+
+
+
+def candidate_model(wildcards):
+    if wildcards.kind == "sft":
+        run = wildcards.name.removeprefix("run")
+        return sft_dir(wildcards.model, wildcards.task, wildcards.scheme, run, wildcards.epoch)
+    return merged_dir(wildcards.model, wildcards.task, wildcards.scheme, wildcards.epoch,
+                      wildcards.name)
+
+
+
+def eval_params(wildcards):
+    return as_json(task_cfg(wildcards)["evaluate"] | {
+        "kind": wildcards.kind, "name": wildcards.name, "epoch": int(wildcards.epoch),
+        "scheme": wildcards.scheme, "model": wildcards.model})
+

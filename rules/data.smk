@@ -3,8 +3,8 @@
 
 rule prepare_data:
     input:
-        script("prepare_data.py"),
-        lib("data/prepare.py", "data/registry.py", "data/toy.py", "utils.py"),
+        script=script("prepare_data.py"),
+        lib=lib("data/prepare.py", "data/registry.py", "data/toy.py", "utils.py"),
     output:
         expand("results/data/{{task}}/{split}.jsonl", split=["train", "validation", "test"]),
         expand("results/data/{{task}}/{split}.jsonl.prov.json", split=["train", "validation", "test"]),
@@ -17,14 +17,14 @@ rule prepare_data:
     conda:
         "../envs/train.yaml"
     shell:
-        "{PY} {input[0]} --rule prepare_data --task {wildcards.task} --params {params.json:q}"
+        "python {input.script} --rule prepare_data --task {wildcards.task} --params {params.json:q}"
         " --out-dir results/data/{wildcards.task} > {log} 2>&1"
 
 
 rule order:
     input:
-        script("make_order.py"),
-        lib("data/orders.py", "utils.py"),
+        script=script("make_order.py"),
+        lib=lib("data/orders.py", "utils.py"),
         train="results/data/{task}/train.jsonl",
     output:
         order="results/orders/{task}/{scheme}/run{run}.json",
@@ -39,6 +39,6 @@ rule order:
     conda:
         "../envs/train.yaml"
     shell:
-        "{PY} {input[0]} --rule order --task {wildcards.task} --scheme {wildcards.scheme}"
+        "python {input.script} --rule order --task {wildcards.task} --scheme {wildcards.scheme}"
         " --run {wildcards.run} --train {input.train} --out {output.order}"
         " --params {params.json:q} > {log} 2>&1"

@@ -1,24 +1,10 @@
 # Greedy evaluation of every sub-model and every merge on the task's test split.
 
 
-def candidate_model(wildcards):
-    if wildcards.kind == "sft":
-        run = wildcards.name.removeprefix("run")
-        return sft_dir(wildcards.model, wildcards.task, wildcards.scheme, run, wildcards.epoch)
-    return merged_dir(wildcards.model, wildcards.task, wildcards.scheme, wildcards.epoch,
-                      wildcards.name)
-
-
-def eval_params(wildcards):
-    return as_json(task_cfg(wildcards)["evaluate"] | {
-        "kind": wildcards.kind, "name": wildcards.name, "epoch": int(wildcards.epoch),
-        "scheme": wildcards.scheme, "model": wildcards.model})
-
-
 rule evaluate:
     input:
-        script("evaluate.py"),
-        lib("evaluate/__init__.py", "evaluate/generate.py", "evaluate/run.py",
+        script=script("evaluate.py"),
+        lib=lib("evaluate/__init__.py", "evaluate/generate.py", "evaluate/run.py",
             "evaluate/math_answers.py", "data/registry.py", "models.py"),
         model=candidate_model,
         test="results/data/{task}/test.jsonl",
@@ -39,6 +25,6 @@ rule evaluate:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "{PY} {input[0]} --rule evaluate --threads {threads} --task {wildcards.task}"
+        "python {input.script} --rule evaluate --threads {threads} --task {wildcards.task}"
         " --model {input.model} --test {input.test} --out {output.record}"
         " --params {params.json:q} > {log} 2>&1"

@@ -2,28 +2,21 @@
 # source file, so editing one method's code or settings reruns only that method's merges.
 
 
-def sub_models(wildcards):
-    return [sft_dir(wildcards.model, wildcards.task, wildcards.scheme, r, wildcards.epoch)
-            for r in RUNS]
-
-
-def merge_sources(method):
-    return [script("merge.py")] + lib(*(f"merge/{f}" for f in ENGINE_SOURCES + METHOD_SOURCES[method]))
-
-
 MERGE_PARAMS = as_json({"weights": config["merge"]["weights"]})
-MERGE_SHELL = ("{PY} {input.sources[0]} --rule {rule} --threads {threads} --method-id {params.mid}"
+MERGE_SHELL = ("python {input.script} --rule {params.rule} --threads {threads} --method-id {params.mid}"
                " {params.base} --out-dir {output} --params {params.json:q} {input.sub_models}"
                " > {log} 2>&1")
 
 
 rule merge_average:
     input:
-        sources=merge_sources("average"),
+        script=script("merge.py"),
+        lib=merge_sources("average"),
         sub_models=sub_models,
     output:
         directory("results/merged/{model}/{task}/{scheme}/epoch{epoch}/avg"),
     params:
+        rule="merge_average",
         mid="avg",
         base="",
         json=MERGE_PARAMS,
@@ -42,13 +35,15 @@ rule merge_average:
 
 rule merge_select:
     input:
-        sources=merge_sources("select"),
+        script=script("merge.py"),
+        lib=merge_sources("select"),
         sub_models=sub_models,
     output:
         directory("results/merged/{model}/{task}/{scheme}/epoch{epoch}/select-s{seed}"),
     wildcard_constraints:
         seed=r"\d+",
     params:
+        rule="merge_select",
         mid="select-s{seed}",
         base="",
         json=MERGE_PARAMS,
@@ -67,7 +62,8 @@ rule merge_select:
 
 rule merge_resample:
     input:
-        sources=merge_sources("resample"),
+        script=script("merge.py"),
+        lib=merge_sources("resample"),
         sub_models=sub_models,
         base="results/base/{model}/model",
     output:
@@ -76,6 +72,7 @@ rule merge_resample:
         seed=r"\d+",
         rounds=r"\d+",
     params:
+        rule="merge_resample",
         mid="resample-n{rounds}-s{seed}",
         base="--base results/base/{model}/model",
         json=MERGE_PARAMS,

@@ -3,8 +3,8 @@
 
 rule table1:
     input:
-        script("table.py"),
-        lib("report/tables.py"),
+        script=script("table.py"),
+        lib=lib("report/tables.py"),
         records=[r for t in TASKS for r in eval_records(t, SCHEMES[0], [REPORT_EPOCH])],
     output:
         csv=report("results/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
@@ -19,5 +19,5 @@ rule table1:
     conda:
         "../envs/report.yaml"
     shell:
-        "{PY} {input[0]} --rule table1 --csv {output.csv} --md {output.md}"
+        "python {input.script} --rule table1 --csv {output.csv} --md {output.md}"
         " --params {params.json:q} {input.records} > {log} 2>&1"

@@ -1,14 +1,10 @@
 # One SFT run per (task, order scheme, run): a checkpoint per epoch and a per-sample loss log.
 
 
-def sft_outputs():
-    return [directory(sft_dir("{model}", "{task}", "{scheme}", "{run}", e)) for e in EPOCHS]
-
-
 rule sft:
     input:
-        script("sft.py"),
-        lib("train.py", "models.py", "data/registry.py", "utils.py"),
+        script=script("sft.py"),
+        lib=lib("train.py", "models.py", "data/registry.py", "utils.py"),
         base="results/base/{model}/model",
         data=expand("results/data/{{task}}/{split}.jsonl", split=["train", "validation"]),
         order="results/orders/{task}/{scheme}/run{run}.json",
@@ -29,6 +25,6 @@ rule sft:
     conda:
         "../envs/train.yaml"
     shell:
-        "{PY} {input[0]} --rule sft --threads {threads} --task {wildcards.task}"
+        "python {input.script} --rule sft --threads {threads} --task {wildcards.task}"
         " --base {input.base} --data-dir results/data/{wildcards.task} --order {input.order}"
         " --out-dir {params.out_dir} --params {params.json:q} > {log} 2>&1"

@@ -61,15 +61,21 @@ def arithmetic_problems(n: int, seed: int, two_step_rate: float = 0.3) -> list[d
 
 
 def pretraining_corpus(n_lines: int, seed: int) -> list[str]:
-    """Plain-text lines for pretraining the tiny base: facts and story sentences."""
+    """Plain-text lines for pretraining the tiny base.
+
+    Arithmetic facts, story sentences, and worked problems written as plain
+    prose (question then solution, no ``Question:``/``Answer:``/``####``
+    markers), so the base can already copy numbers into equations, as a real
+    base model can, and SFT teaches the task's format.
+    """
     rng = random.Random(seed)
     lines = []
     for _ in range(n_lines):
         kind = rng.random()
-        if kind < 0.6:
+        if kind < 0.4:
             op, a, b, c = _facts(rng)
             lines.append(f"{a} {op} {b} = {c}.")
-        else:
+        elif kind < 0.7:
             name, item = rng.choice(NAMES), rng.choice(ITEMS)
             op, a, b, c = _facts(rng)
             if op == "*":
@@ -77,4 +83,9 @@ def pretraining_corpus(n_lines: int, seed: int) -> list[str]:
             else:
                 verb = "gets" if op == "+" else "gives away"
                 lines.append(f"{name} has {a} {item} and {verb} {b}. That is {a} {op} {b} = {c} {item}.")
+        else:
+            name, item = rng.choice(NAMES), rng.choice(ITEMS)
+            make = _two_step if rng.random() < 0.3 else _one_step
+            question, answer = make(rng, name, item)
+            lines.append(f"{question} {answer.split(chr(10))[0]}")
     return lines

@@ -1,0 +1,169 @@
+"""The whole pipeline on a reduced tiny suite, run once in a copy of the project.
+
+Asserts on the table, the merged models, the provenance records, byte-for-byte
+reproducibility, and on what `snakemake -n` plans after config and source edits.
+"""
+import json
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from ordermerge.utils import sha256_file
+from workflow_helpers import copy_project, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+K, EPOCHS, SEEDS = 2, 2, 2
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    wd = copy_project(tmp_path_factory.mktemp("wf") / "project")
+    snakemake(wd, "--configfile", "config.yaml", "reduced.yaml")
+    return wd
+
+
+def config_args(*extra):
+    return ("--configfile", "config.yaml", "reduced.yaml", *extra)
+
+
+def test_table1_rows_columns_and_ranges(done):
+    table = pd.read_csv(done / "results/tables/table1.csv", index_col="row")
+    assert list(table.index) == ["single", "weighted-avg", "param-selection", "resample"]
+    assert {"gsm8k", "gsm8k_std", "gsm8k_n", "avg_delta"} <= set(table.columns)
+    assert table["gsm8k"].between(0, 100).all()
+    assert table.loc["single", "gsm8k_n"] == K
+    assert table.loc["weighted-avg", "gsm8k_n"] == 1
+    assert table.loc["param-selection", "gsm8k_n"] == SEEDS
+    assert table.loc["resample", "gsm8k_n"] == SEEDS
+    assert math.isnan(table.loc["single", "avg_delta"])
+    for row in ("weighted-avg", "param-selection", "resample"):
+        assert table.loc[row, "avg_delta"] == pytest.approx(
+            table.loc[row, "gsm8k"] - table.loc["single", "gsm8k"], abs=1e-3)
+    md = (done / "results/tables/table1.md").read_text()
+    assert md.splitlines()[0] == "| | gsm8k | Avg Δ |"
+    assert md.count("\n") == 6
+
+
+def test_scores_match_the_evaluation_records(done):
+    ev = done / "results/eval/tiny-llama/gsm8k/shuffle" / f"epoch{EPOCHS}"
+    singles = [json.loads((ev / f"sft/run{r}.json").read_text()) for r in range(K)]
+    for rec in singles:
+        assert rec["n"] == 24 and len(rec["examples"]) == 24
+        assert rec["score"] == sum(e["correct"] for e in rec["examples"]) / 24
+        assert {"id", "prompt", "output", "extracted", "gold", "correct"} <= set(rec["examples"][0])
+    table = pd.read_csv(done / "results/tables/table1.csv", index_col="row")
+    assert table.loc["single", "gsm8k"] == pytest.approx(
+        100 * sum(r["score"] for r in singles) / K, abs=1e-3)
+
+
+def test_checkpoints_are_in_the_base_dtype_and_merges_load_and_generate(done):
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sft = done / "results/sft/tiny-llama/gsm8k/shuffle/run0/epoch1"
+    assert json.loads((sft / "config.json").read_text())["dtype"] == "bfloat16"
+    with safe_open(str(sft / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    merged = done / f"results/merged/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/resample-n1-s0"
+    model = AutoModelForCausalLM.from_pretrained(merged)
+    tok = AutoTokenizer.from_pretrained(merged)
+    ids = torch.tensor([[tok.bos_token_id] + tok("Question: Tom has 2 pens.",
+                                                 add_special_tokens=False)["input_ids"]])
+    out = model.generate(input_ids=ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > ids.shape[1]
+    recipe = json.loads((merged / "merge.json").read_text())
+    assert recipe["method"] == "resample" and recipe["rounds"] == 1 and recipe["seed"] == 0
+    assert len(recipe["sub_models"]) == K
+
+
+def test_every_output_has_a_provenance_record(done):
+    res = done / "results"
+    outputs = [*res.glob("eval/**/*.json"), *res.glob("tables/*.csv"), *res.glob("orders/**/*.json"),
+               *res.glob("data/*/*.jsonl"), res / "base/tiny-llama/corpus.txt"]
+    outputs = [p for p in outputs if not p.name.endswith(".prov.json")]
+    dirs = [*res.glob("sft/**/epoch*"), *res.glob("merged/**/epoch*/*"), res / "base/tiny-llama/model",
+            res / "base/tiny-llama/tokenizer"]
+    assert len(outputs) > 20 and len(dirs) > 10
+    for p in outputs:
+        rec = json.loads(p.with_name(p.name + ".prov.json").read_text())
+        assert set(rec) >= {"rule", "params", "seeds", "inputs", "outputs", "code", "packages",
+                            "host", "start", "end"}
+        assert rec["outputs"][p.name]["sha256"] == sha256_file(p)
+    for d in dirs:
+        rec = json.loads((d / "provenance.json").read_text())
+        for rel, h in rec["outputs"].items():
+            assert sha256_file(d / rel) == h["sha256"], (d, rel)
+    # the sft record hashes the order it followed
+    rec = json.loads((res / "sft/tiny-llama/gsm8k/shuffle/run1/epoch1/provenance.json").read_text())
+    assert rec["inputs"]["results/orders/gsm8k/shuffle/run1.json"] == \
+        sha256_file(res / "orders/gsm8k/shuffle/run1.json")
+    assert rec["seeds"]["run"] == 1
+
+
+def test_samples_log_has_every_row_every_epoch(done):
+    df = pd.read_csv(done / "results/sft/tiny-llama/gsm8k/shuffle/run0/samples.csv")
+    assert len(df) == 48 * EPOCHS
+    for epoch, g in df.groupby("epoch"):
+        assert sorted(g["position"]) == list(range(48))
+        assert g["id"].nunique() == 48
+    order = json.loads((done / "results/orders/gsm8k/shuffle/run0.json").read_text())
+    first = df[df.epoch == 1].sort_values("position")["id"].tolist()
+    assert first == order["epochs"][0]
+    assert (df["final_loss"] > 0).all() and (df["loss_seen"] > 0).all()
+
+
+def test_same_config_and_seeds_give_the_same_bytes(done, tmp_path):
+    """Re-run one SFT run and one merge from their provenance records; compare bytes."""
+    res = done / "results"
+    ck = res / "sft/tiny-llama/gsm8k/shuffle/run0"
+    rec = json.loads((ck / "epoch1/provenance.json").read_text())
+    params = {k: v for k, v in rec["params"].items() if k != "epoch"}
+    subprocess.run([sys.executable, "scripts/sft.py", "--task", "gsm8k",
+                    "--base", "results/base/tiny-llama/model", "--data-dir", "results/data/gsm8k",
+                    "--order", "results/orders/gsm8k/shuffle/run0.json",
+                    "--out-dir", str(tmp_path / "sft"), "--params", json.dumps(params)],
+                   cwd=done, check=True, capture_output=True)
+    for e in range(1, EPOCHS + 1):
+        assert sha256_file(tmp_path / f"sft/epoch{e}/model.safetensors") == \
+            sha256_file(ck / f"epoch{e}/model.safetensors")
+    subs = [f"results/sft/tiny-llama/gsm8k/shuffle/run{r}/epoch1" for r in range(K)]
+    subprocess.run([sys.executable, "scripts/merge.py", "--method-id", "resample-n1-s1",
+                    "--base", "results/base/tiny-llama/model", "--out-dir", str(tmp_path / "m"),
+                    *subs], cwd=done, check=True, capture_output=True)
+    assert sha256_file(tmp_path / "m/model.safetensors") == \
+        sha256_file(res / "merged/tiny-llama/gsm8k/shuffle/epoch1/resample-n1-s1/model.safetensors")
+
+
+def test_a_complete_run_has_nothing_left_to_do(done):
+    assert planned_jobs(done, *config_args()) == {}
+
+
+def _assert_only_resample(jobs, rounds):
+    assert set(jobs) == {"merge_resample", "evaluate", "table1", "all"}, jobs
+    assert len(jobs["merge_resample"]) == EPOCHS * SEEDS
+    assert all(f"/resample-n{rounds}-s" in p for p in jobs["merge_resample"])
+    assert len(jobs["evaluate"]) == EPOCHS * SEEDS
+    assert all(f"/merged/resample-n{rounds}-s" in p for p in jobs["evaluate"])
+
+
+def test_changing_resample_rounds_reruns_only_resample(done):
+    (done / "n2.yaml").write_text("tasks:\n  gsm8k:\n    resample_rounds: 2\n")
+    _assert_only_resample(planned_jobs(done, *config_args("n2.yaml")), rounds=2)
+
+
+def test_editing_the_resample_source_reruns_only_resample(done):
+    src = done / "ordermerge/merge/resample.py"
+    text = src.read_text()
+    try:
+        src.write_text(text + "\n# an edit\n")
+        _assert_only_resample(planned_jobs(done, *config_args()), rounds=1)
+    finally:
+        src.write_text(text)
+        # the restored file is newer than the outputs: mark them current again
+        snakemake(done, *config_args("--touch"))
+    assert planned_jobs(done, *config_args()) == {}

@@ -1,0 +1,50 @@
+"""Run the workflow in a throwaway copy of the project."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIED = ("Snakefile", "config.yaml", "config", "rules", "scripts", "ordermerge", "envs", "report",
+          "slurm")
+
+
+def copy_project(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    shutil.copy2(ROOT / "tests" / "data" / "reduced.yaml", dest / "reduced.yaml")
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    # the rules call `python`: make it this interpreter, as an activated environment would
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, list[str]]:
+    """rule -> first output of each job `snakemake -n` would run."""
+    proc = snakemake(workdir, "-n", *args)
+    out = proc.stdout + proc.stderr
+    jobs: dict[str, list[str]] = {}
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    output: ([^,\n]+)", out, re.M):
+        jobs.setdefault(m.group(1), []).append(m.group(2))
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n    input:", out, re.M):
+        jobs.setdefault(m.group(1), [])
+    if "Nothing to be done" in out:
+        return {}
+    return jobs
