@@ -51,14 +51,15 @@ def semantic_errors(config: dict) -> list[str]:
             out.append(f"config key report.epoch: {rep} > epochs ({config['epochs']})")
         elif config["merge"]["epochs"] is not None and rep not in config["merge"]["epochs"]:
             out.append(f"config key report.epoch: {rep} is not among merge.epochs")
+    k = config["num_sub_models"]
     w = config["merge"]["weights"]
     if w is not None:
-        if len(w) != config["K"]:
-            out.append(f"config key merge.weights: {len(w)} values for K = {config['K']}")
+        if len(w) != k:
+            out.append(f"config key merge.weights: {len(w)} values for num_sub_models = {k}")
         elif abs(sum(w) - 1.0) > 1e-6:
             out.append(f"config key merge.weights: must sum to 1, sum is {sum(w)}")
-    if config["K"] < 2:
-        out.append(f"config key K: {config['K']}; selection and resample need at least 2 sub-models")
+    if k < 2:
+        out.append(f"config key num_sub_models: {k}; selection and resample need at least 2 sub-models")
     if config["model"]["source"] != "tiny" and config["model"]["name"] == "tiny-llama":
         out.append("config key model.name: set a name for the pretrained source "
                    f"{config['model']['source']!r} (it is the {{model}} path wildcard)")

@@ -20,7 +20,7 @@ except ConfigError as e:
 MODEL = config["model"]["name"]
 TASKS = list(config["tasks"])
 SCHEMES = config["order_schemes"]
-RUNS = list(range(config["K"]))
+RUNS = list(range(config["num_sub_models"]))
 EPOCHS = list(range(1, config["epochs"] + 1))
 MERGE_EPOCHS = config["merge"]["epochs"] or EPOCHS
 REPORT_EPOCH = config["report"]["epoch"] or EPOCHS[-1]

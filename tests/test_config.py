@@ -35,22 +35,22 @@ def test_default_and_paper_configs_are_valid():
     assert cfg["resources"]["default"]["cpus"] == 1
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
     check(paper, SCHEMA, fill_defaults)
-    assert paper["K"] == 20 and paper["merge"]["seeds"] == [0, 1, 2, 3, 4]
+    assert paper["num_sub_models"] == 20 and paper["merge"]["seeds"] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("changes,message", [
     ({"Kk": 2}, "config key Kk: unknown key"),
-    ({"K": "two"}, "config key K: 'two' is not of type 'integer'"),
+    ({"num_sub_models": "two"}, "config key num_sub_models: 'two' is not of type 'integer'"),
     ({"tasks__gsm8k__train__lrr": 1.0}, "config key tasks.gsm8k.train.lrr: unknown key"),
     ({"tasks__gsm8k__train__lr": -1}, "config key tasks.gsm8k.train.lr"),
     ({"tasks__gsm8k__data__source": "web"}, "config key tasks.gsm8k.data.source"),
     ({"order_schemes": ["random"]}, "config key order_schemes.0"),
     ({"merge__seeds": []}, "config key merge.seeds"),
     ({"tasks__nosuchtask": {}}, "config key tasks.nosuchtask: unknown task"),
-    ({"merge__weights": [0.5, 0.5]}, "config key merge.weights: 2 values for K = 4"),
+    ({"merge__weights": [0.5, 0.5]}, "config key merge.weights: 2 values for num_sub_models = 4"),
     ({"tasks__gsm8k__train__micro_batch_size": 64}, "micro_batch_size: 64 exceeds batch_size"),
     ({"report__epoch": 9}, "config key report.epoch: 9 > epochs"),
-    ({"K": 1}, "config key K: 1"),
+    ({"num_sub_models": 1}, "config key num_sub_models: 1"),
 ])
 def test_bad_config_names_the_key(changes, message):
     with pytest.raises(ConfigError) as e:
@@ -72,7 +72,7 @@ def test_snakemake_rejects_a_bad_key_before_any_job(project):
 
 
 def test_config_overrides_change_the_plan(project):
-    jobs = planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml", "--config", "K=3")
+    jobs = planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml", "--config", "num_sub_models=3")
     assert len(jobs["sft"]) == 3 and len(jobs["order"]) == 3
     # 2 epochs x (3 sub-models + avg + 2 select + 2 resample)
     assert len(jobs["evaluate"]) == 2 * (3 + 1 + 2 + 2)

@@ -163,3 +163,15 @@ def test_engine_errors_name_the_problem(ckpts, tmp_path, case, match):
         subs = subs[:2] + [tmp_path / "m"]
     with pytest.raises(MergeError, match=match):
         merge(method, subs, tmp_path / "out", **kw)
+
+
+@pytest.mark.parametrize("method,kw", [("average", {}), ("select", {"seed": 3}),
+                                       ("resample", {"seed": 3, "rounds": 2})])
+def test_merging_identical_sub_models_gives_them_back(tmp_path, method, kw):
+    t = {"w": torch.randn(5, 7).to(torch.bfloat16), "b": torch.randn(7).to(torch.bfloat16)}
+    subs = [write_ckpt(tmp_path / f"s{i}", t) for i in range(3)]
+    base = write_ckpt(tmp_path / "base", {k: torch.zeros_like(v) for k, v in t.items()})
+    merge(method, subs, tmp_path / "out", base=base, **kw)
+    from safetensors.torch import load_file
+    out = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert all(torch.equal(out[k], t[k]) for k in t)
