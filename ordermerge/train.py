@@ -155,6 +155,7 @@ def sft(model, tokenizer, *, train_rows: list[dict], validation_rows: list[dict]
     step, real_tokens, padded_tokens = 0, 0, 0
     history = []
     t0 = time.perf_counter()
+    run_start = now()
     model.train()
     for epoch, ids in enumerate(order, 1):
         for b in range(0, len(ids), B):
@@ -176,11 +177,10 @@ def sft(model, tokenizer, *, train_rows: list[dict], validation_rows: list[dict]
         val_loss = sum(val.values()) / max(len(val), 1)
         history.append({"epoch": epoch, "step": step, "validation_loss": val_loss})
         log(f"epoch {epoch} step {step} validation loss {val_loss:.4f}")
-        start = now()
         final = out_dir / f"epoch{epoch}"
         with atomic_dir(final) as tmp:
             save_model(model, tokenizer, tmp, save_dtype)
-            write_record(tmp, final=final, start=start,
+            write_record(tmp, final=final, start=run_start,
                          **{**provenance, "params": {**provenance["params"], "epoch": epoch}})
     wall = time.perf_counter() - t0
     final_loss = evaluate_losses(model, examples, list(examples), pad, mB)
@@ -200,4 +200,6 @@ def sft(model, tokenizer, *, train_rows: list[dict], validation_rows: list[dict]
     }
     with atomic_file(out_dir / "run.json") as fh:
         json.dump(summary, fh, indent=2, sort_keys=True)
+    for name in ("samples.csv", "run.json"):
+        write_record(out_dir / name, start=run_start, **provenance)
     return summary

@@ -5,14 +5,16 @@
 rule tokenizer:
     input:
         script=script("tokenizer.py"),
-        lib=lib("data/toy.py", "data/registry.py", "models.py", "utils.py"),
-        train=expand("results/data/{task}/train.jsonl", task=TASKS),
+        lib=lib("data/corpus.py", "data/toy.py", "data/registry.py", "models.py", "utils.py"),
+        data=expand("results/data/{task}/{split}.jsonl", task=TASKS,
+                    split=["train", "validation", "test"]),
     output:
         corpus="results/base/{model}/corpus.txt",
         corpus_prov="results/base/{model}/corpus.txt.prov.json",
         tokenizer=directory("results/base/{model}/tokenizer"),
     params:
         json=as_json({**config["model"]["tokenizer"], "seed": config["seed"]}),
+        data_dirs=" ".join(f"results/data/{t}" for t in TASKS),
     log:
         "results/logs/tokenizer/{model}.log",
     resources:
@@ -20,7 +22,7 @@ rule tokenizer:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule tokenizer --train {input.train} --corpus {output.corpus}"
+        "python {input.script} --rule tokenizer --data-dirs {params.data_dirs} --corpus {output.corpus}"
         " --out-dir {output.tokenizer} --params {params.json:q} > {log} 2>&1"
 
 

@@ -7,7 +7,7 @@ rule table1:
         lib=lib("report/tables.py"),
         records=[r for t in TASKS for r in eval_records(t, SCHEMES[0], [REPORT_EPOCH])],
     output:
-        csv=report("results/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
+        csv=report("results/tables/table1.csv", caption="captions/table1.rst", category="Tables"),
         md="results/tables/table1.md",
         prov=["results/tables/table1.csv.prov.json", "results/tables/table1.md.prov.json"],
     params:

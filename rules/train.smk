@@ -12,6 +12,8 @@ rule sft:
         checkpoints=sft_outputs(),
         samples="results/sft/{model}/{task}/{scheme}/run{run}/samples.csv",
         summary="results/sft/{model}/{task}/{scheme}/run{run}/run.json",
+        prov=expand("results/sft/{{model}}/{{task}}/{{scheme}}/run{{run}}/{name}.prov.json",
+                    name=["samples.csv", "run.json"]),
     params:
         json=lambda w: as_json(task_cfg(w)["train"]),
         out_dir=lambda w: f"results/sft/{w.model}/{w.task}/{w.scheme}/run{w.run}",

@@ -50,3 +50,20 @@ def test_identity_and_bad_input():
         order("random")
     with pytest.raises(ValueError, match="not unique"):
         make_order(IDS + IDS[:1], scheme="shuffle", run=0, epochs=1, seed=0, task="t")
+
+
+def test_pretraining_corpus_excludes_held_out_prompts_and_is_seeded():
+    from ordermerge.data.corpus import pretraining_corpus
+    from ordermerge.data.registry import get_task
+
+    task = get_task("gsm8k")
+    rows = task.toy(300, 5)
+    held_out = {task.prompt(r) for r in rows}
+    lines = pretraining_corpus([task], 2000, 5, 0.5, held_out)
+    assert len(lines) == 2000
+    task_lines = [x for x in lines if x.startswith("Question:")]
+    assert len(task_lines) == 1000
+    assert not any(x.startswith(p.replace("\n", " ")) for x in task_lines for p in held_out)
+    assert all("\n" not in x for x in lines)
+    assert pretraining_corpus([task], 2000, 5, 0.5, held_out) == lines
+    assert pretraining_corpus([task], 2000, 6, 0.5, held_out) != lines

@@ -84,7 +84,8 @@ def test_checkpoints_are_in_the_base_dtype_and_merges_load_and_generate(done):
 def test_every_output_has_a_provenance_record(done):
     res = done / "results"
     outputs = [*res.glob("eval/**/*.json"), *res.glob("tables/*.csv"), *res.glob("orders/**/*.json"),
-               *res.glob("data/*/*.jsonl"), res / "base/tiny-llama/corpus.txt"]
+               *res.glob("data/*/*.jsonl"), *res.glob("sft/**/samples.csv"), *res.glob("sft/**/run.json"),
+               res / "base/tiny-llama/corpus.txt"]
     outputs = [p for p in outputs if not p.name.endswith(".prov.json")]
     dirs = [*res.glob("sft/**/epoch*"), *res.glob("merged/**/epoch*/*"), res / "base/tiny-llama/model",
             res / "base/tiny-llama/tokenizer"]

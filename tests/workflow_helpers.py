@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("Snakefile", "config.yaml", "config", "rules", "scripts", "ordermerge", "envs", "report",
+COPIED = ("Snakefile", "config.yaml", "config", "rules", "scripts", "ordermerge", "envs",
           "slurm")
 
 

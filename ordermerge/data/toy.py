@@ -3,9 +3,8 @@
 `arithmetic_problems` writes rows in GSM8K's schema (``question``, ``answer``
 with a worked solution ending in ``#### <number>``): one- and two-step
 arithmetic word problems with small numbers, learnable by a ~1M-parameter
-model. `pretraining_corpus` writes the plain text the tiny base model is
-pretrained on: arithmetic facts and story sentences in the same vocabulary,
-but never in the question/answer format that SFT teaches.
+model. `plain_text` writes arithmetic facts and story sentences in the same
+vocabulary, part of the tiny base's pretraining corpus (see `corpus`).
 """
 from __future__ import annotations
 
@@ -60,32 +59,18 @@ def arithmetic_problems(n: int, seed: int, two_step_rate: float = 0.3) -> list[d
     return rows
 
 
-def pretraining_corpus(n_lines: int, seed: int) -> list[str]:
-    """Plain-text lines for pretraining the tiny base.
-
-    Arithmetic facts, story sentences, and worked problems written as plain
-    prose (question then solution, no ``Question:``/``Answer:``/``####``
-    markers), so the base can already copy numbers into equations, as a real
-    base model can, and SFT teaches the task's format.
-    """
+def plain_text(n_lines: int, seed: int) -> list[str]:
+    """Arithmetic facts and story sentences in the suite's vocabulary, one per line."""
     rng = random.Random(seed)
     lines = []
     for _ in range(n_lines):
-        kind = rng.random()
-        if kind < 0.4:
-            op, a, b, c = _facts(rng)
+        name, item = rng.choice(NAMES), rng.choice(ITEMS)
+        op, a, b, c = _facts(rng)
+        if rng.random() < 0.5:
             lines.append(f"{a} {op} {b} = {c}.")
-        elif kind < 0.7:
-            name, item = rng.choice(NAMES), rng.choice(ITEMS)
-            op, a, b, c = _facts(rng)
-            if op == "*":
-                lines.append(f"{name} has {a} boxes of {b} {item}. That is {a} * {b} = {c} {item}.")
-            else:
-                verb = "gets" if op == "+" else "gives away"
-                lines.append(f"{name} has {a} {item} and {verb} {b}. That is {a} {op} {b} = {c} {item}.")
+        elif op == "*":
+            lines.append(f"{name} has {a} boxes of {b} {item}. That is {a} * {b} = {c} {item}.")
         else:
-            name, item = rng.choice(NAMES), rng.choice(ITEMS)
-            make = _two_step if rng.random() < 0.3 else _one_step
-            question, answer = make(rng, name, item)
-            lines.append(f"{question} {answer.split(chr(10))[0]}")
+            verb = "gets" if op == "+" else "gives away"
+            lines.append(f"{name} has {a} {item} and {verb} {b}. That is {a} {op} {b} = {c} {item}.")
     return lines
