@@ -8,7 +8,6 @@ from ordermerge.merge import parse_method_id
 from ordermerge.merge.engine import merge
 from ordermerge.provenance import write_record
 from ordermerge.runner import log, parser, start
-from ordermerge.utils import atomic_dir
 
 p = parser(__doc__)
 p.add_argument("--method-id", required=True)
@@ -18,11 +17,17 @@ p.add_argument("sub_models", nargs="+", type=Path)
 args = p.parse_args()
 t0 = start(args)
 method, settings = parse_method_id(args.method_id)
-with atomic_dir(args.out_dir) as tmp:
-    recipe = merge(method, args.sub_models, tmp, base=args.base if method == "resample" else None,
-                   weights=args.params.get("weights"), **settings)
-    write_record(tmp, final=args.out_dir, rule=args.rule, params={**args.params, **settings,
-                 "method": method}, seeds={"merge_seed": settings.get("seed")},
-                 inputs=[*args.sub_models, *([args.base] if method == "resample" else [])],
-                 start=t0)
-log(f"{args.method_id}: {recipe['stats']}")
+base = args.base if method == "resample" else None
+
+
+def record(tmp, recipe):
+    write_record(tmp, final=args.out_dir, rule=args.rule,
+                 params={**args.params, **settings, "method": method},
+                 seeds={"merge_seed": settings.get("seed")},
+                 inputs=[*args.sub_models, *([base] if base else [])], start=t0)
+
+
+recipe = merge(method, args.sub_models, args.out_dir, overwrite=True, base=base,
+               weights=args.params.get("weights"), before_rename=record,
+               memory_budget=args.params.get("memory_budget", 1 << 30), **settings)
+log(f"{args.method_id}: {recipe['stats']} in {recipe['wall_s']:.2f} s")

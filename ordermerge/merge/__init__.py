@@ -11,9 +11,9 @@ import re
 METHOD_SOURCES = {
     "average": ("average.py",),
     "select": ("select.py", "rng.py"),
-    "resample": ("resample.py", "rng.py"),
+    "resample": ("resample.py", "select.py", "rng.py"),
 }
-ENGINE_SOURCES = ("__init__.py", "engine.py")
+ENGINE_SOURCES = ("__init__.py", "engine.py", "st_io.py")
 
 _PATTERNS = {
     "average": re.compile(r"avg"),

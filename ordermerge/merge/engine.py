@@ -1,142 +1,265 @@
-"""The merge engine: reads K checkpoints, applies a method tensor by tensor, writes a model.
+"""The merge engine: streams K checkpoints through a method, chunk by chunk, into a model.
 
-This version holds one tensor of each of the K inputs in memory at a time
-(tensors are read lazily with ``safe_open``) and writes one
-``model.safetensors``. The output directory is a complete Hugging Face model:
-config, generation config and tokenizer files copied from the first input,
-``merge.json`` with the recipe.
+The output layout (tensor names, dtypes, shapes, shards) is known from the
+input headers, so each chunk is written as soon as it is merged. Every buffer
+is sized from the memory budget: K input chunks, the base chunk, the draws
+and the float32 accumulators of one chunk; a tensor larger than a chunk is
+cut into consecutive element ranges, which for a row-major tensor are cuts
+along its first dimension. Draws are keyed by element index (rng.py), so the
+bytes do not depend on the chunk size, the thread count or the device.
 """
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import time
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from . import average, resample, select
+from . import average, resample, rng, select
+from .st_io import DTYPES, TORCH_TO_ST, Checkpoint, CheckpointError, ShardedWriter
 
-WEIGHTS = "model.safetensors"
-INDEX = "model.safetensors.index.json"
+METHODS = ("average", "select", "resample")
 COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-          "special_tokens_map.json", "chat_template.jinja", "tokenizer.model")
+          "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json",
+          "merges.txt")
+DEFAULT_BUDGET = 1 << 30
+DEFAULT_SHARD = 5 * 10**9
 
 
 class MergeError(ValueError):
     pass
 
 
-class Checkpoint:
-    """Lazy access to the tensors of one checkpoint directory (single file or sharded)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if (self.path / INDEX).is_file():
-            index = json.loads((self.path / INDEX).read_text())["weight_map"]
-            self.files = {name: self.path / f for name, f in index.items()}
-        elif (self.path / WEIGHTS).is_file():
-            self.files = None
-        else:
-            raise MergeError(f"{self.path}: no {WEIGHTS} or {INDEX}")
-        self._handles: dict[Path, object] = {}
-        if self.files is None:
-            self.files = {name: self.path / WEIGHTS for name in self._open(self.path / WEIGHTS).keys()}
-
-    def _open(self, f: Path):
-        if f not in self._handles:
-            try:
-                self._handles[f] = safe_open(str(f), framework="pt")
-            except (SafetensorError, OSError) as e:
-                raise MergeError(f"{f}: not a readable safetensors file: {e}") from None
-        return self._handles[f]
-
-    def names(self) -> list[str]:
-        return sorted(self.files)
-
-    def get(self, name: str) -> torch.Tensor:
-        try:
-            return self._open(self.files[name]).get_tensor(name)
-        except SafetensorError as e:
-            raise MergeError(f"{self.files[name]}: tensor {name!r} cannot be read: {e}") from None
-
-
-def _check_probs(values: list[float] | None, k: int, what: str) -> list[float]:
+def check_probs(values: list[float] | None, k: int, what: str) -> list[float]:
+    """Uniform when None; else length K, non-negative, summing to 1 within 1e-6."""
     if values is None:
         return [1.0 / k] * k
+    values = [float(v) for v in values]
     if len(values) != k:
         raise MergeError(f"{what}: {len(values)} values for {k} sub-models")
-    if any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise MergeError(f"{what}: must be non-negative and sum to 1, got {values}")
-    return list(values)
+    if any(v < 0 or math.isnan(v) for v in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise MergeError(f"{what}: must be non-negative and sum to 1 (within 1e-6), got {values}")
+    return values
 
 
-def merge(method: str, inputs: list[str | Path], out_dir: str | Path, *, base: str | Path | None = None,
-          weights: list[float] | None = None, seed: int = 0, rounds: int = 0) -> dict:
-    """Merge `inputs` into `out_dir` (which must not exist yet; the caller renames it)."""
+def bytes_per_element(k: int, itemsize: int, method: str) -> int:
+    """Anonymous memory one chunk element costs: K inputs, base, output and temporaries."""
+    per = k * itemsize + 2 * itemsize
+    if method == "average":
+        per += 3 * 4  # float32 accumulator, term, one converted input
+    else:
+        per += 4 * 8  # index, draw, its temporary, picked sub-model
+    return per
+
+
+def _open_all(inputs, base, method) -> tuple[list[Checkpoint], Checkpoint | None]:
+    try:
+        subs = [Checkpoint(p) for p in inputs]
+        base_ckpt = Checkpoint(base) if method == "resample" else None
+    except CheckpointError as e:
+        raise MergeError(str(e)) from None
+    ref = subs[0]
+    for s in subs[1:]:
+        extra = sorted(set(s.tensors) ^ set(ref.tensors))
+        if extra:
+            holder, lacking = (s, ref) if extra[0] in s.tensors else (ref, s)
+            raise MergeError(f"tensor {extra[0]!r} is in {holder.tensors[extra[0]].file} but "
+                             f"missing from {lacking.path} ({len(extra)} tensors differ)")
+    for name, t in ref.tensors.items():
+        for s in subs[1:] + ([base_ckpt] if base_ckpt else []):
+            if name not in s.tensors:
+                raise MergeError(f"tensor {name!r} is missing from the base {s.path}")
+            u = s.tensors[name]
+            if (u.shape, u.dtype) != (t.shape, t.dtype):
+                raise MergeError(f"tensor {name!r}: {u.file} has {list(u.shape)} {u.dtype}, "
+                                 f"{t.file} has {list(t.shape)} {t.dtype}")
+    return subs, base_ckpt
+
+
+def _peak_memory() -> dict:
+    """Peak RSS and current file-backed RSS from /proc (Linux); peak anon = the difference."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key in ("VmHWM", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(val.split()[0]) / 1024
+    except OSError:
+        return {}
+    if {"VmHWM", "RssFile"} <= set(out):
+        out["peak_anon_mb_estimate"] = out["VmHWM"] - out["RssFile"] - out.get("RssShmem", 0.0)
+    return out
+
+
+def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
+               base: str | Path | None = None, weights: list[float] | None = None, seed: int = 0,
+               rounds: int = 0, dtype: str | None = None, device: str = "cpu",
+               memory_budget: int = DEFAULT_BUDGET, max_shard_bytes: int = DEFAULT_SHARD,
+               chunk_elements: int | None = None) -> dict:
+    """Merge `inputs` into the existing empty directory `out_dir`; returns the recipe.
+
+    `weights` are the average's weights or the selection probabilities
+    (uniform by default). `chunk_elements` overrides the chunk size the
+    budget gives (for tests of chunk invariance).
+    """
+    t0 = time.perf_counter()
     k = len(inputs)
+    if method not in METHODS:
+        raise MergeError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
     if k < 1:
         raise MergeError("no sub-models to merge")
-    if method in ("select", "resample") and k < 2:
+    if method != "average" and k < 2:
         raise MergeError(f"{method} needs at least 2 sub-models, got {k}")
     if method == "resample" and base is None:
-        raise MergeError("resample needs the base model (task vectors are relative to it)")
-    if method not in ("average", "select", "resample"):
-        raise MergeError(f"unknown merge method {method!r}")
-    w = _check_probs(weights, k, "weights" if method == "average" else "probabilities")
-    subs = [Checkpoint(p) for p in inputs]
-    base_ckpt = Checkpoint(base) if method == "resample" else None
-    names = subs[0].names()
-    for s in subs[1:]:
-        if s.names() != names:
-            diff = sorted(set(names) ^ set(s.names()))
-            raise MergeError(f"tensor {diff[0]!r} is in {subs[0].path} or {s.path} but not both "
-                             f"({len(diff)} differ)")
-    merged: dict[str, torch.Tensor] = {}
-    stats = {"tensors": 0, "elements": 0, "equal_to_base": 0}
-    for name in names:
-        stack = [s.get(name) for s in subs]
-        for s, t in zip(subs, stack):
-            if t.shape != stack[0].shape or t.dtype != stack[0].dtype:
-                raise MergeError(f"tensor {name!r}: {s.path} has {tuple(t.shape)} {t.dtype}, "
-                                 f"{subs[0].path} has {tuple(stack[0].shape)} {stack[0].dtype}")
-        if not stack[0].is_floating_point():
-            if any(not torch.equal(t, stack[0]) for t in stack[1:]):
-                raise MergeError(f"non-float tensor {name!r} differs between sub-models")
-            merged[name] = stack[0]
-            continue
-        sub_models = torch.stack(stack)
-        if method == "average":
-            out = average.merge_chunk(sub_models, w)
-        elif method == "select":
-            out = select.merge_chunk(sub_models, w, seed=seed, name=name, offset=0)
-        else:
-            if name not in base_ckpt.files:
-                raise MergeError(f"tensor {name!r} is missing from the base {base_ckpt.path}")
-            b = base_ckpt.get(name)
-            if b.shape != stack[0].shape or b.dtype != stack[0].dtype:
-                raise MergeError(f"tensor {name!r}: base {base_ckpt.path} has {tuple(b.shape)} "
-                                 f"{b.dtype}, sub-models have {tuple(stack[0].shape)} {stack[0].dtype}")
-            out = resample.merge_chunk(sub_models, b, w, rounds=rounds, seed=seed, name=name, offset=0)
-            stats["equal_to_base"] += int((out == b).sum())
-        merged[name] = out.contiguous()
-        stats["tensors"] += 1
-        stats["elements"] += out.numel()
+        raise MergeError("resample needs --base: task vectors are relative to the base model")
+    if rounds < 0:
+        raise MergeError(f"rounds must be >= 0, got {rounds}")
+    w = check_probs(weights, k, "weights" if method == "average" else "probabilities")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MergeError(f"device {device!r} asked for, but CUDA is not available")
+    dev = torch.device(device)
+    out_torch_dtype = None
+    if dtype is not None:
+        try:
+            out_torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16,
+                               "float32": torch.float32}[dtype]
+        except KeyError:
+            raise MergeError(f"dtype {dtype!r}: expected bfloat16, float16 or float32") from None
+
+    subs, base_ckpt = _open_all(inputs, base, method)
+    names = sorted(subs[0].tensors)
+    infos = [subs[0].tensors[n] for n in names]
+
+    def out_dtype_of(info):
+        return TORCH_TO_ST[out_torch_dtype] if (out_torch_dtype and info.is_float) else info.dtype
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(merged, str(out_dir / WEIGHTS), metadata={"format": "pt"})
+    writer = ShardedWriter(out_dir, [(i.name, out_dtype_of(i), i.shape) for i in infos],
+                           max_shard_bytes)
+    max_item = max((i.itemsize for i in infos), default=1)
+    if chunk_elements is None:
+        chunk_elements = max(1, memory_budget // bytes_per_element(k, max(max_item, 4), method))
+    largest = max((i.numel for i in infos), default=1)
+    chunk_elements = max(1, min(chunk_elements, largest))
+    pin = dev.type == "cuda"
+    buffers: dict[torch.dtype, torch.Tensor] = {}
+
+    def buffer(dt: torch.dtype, rows: int) -> torch.Tensor:
+        if dt not in buffers:
+            buffers[dt] = torch.empty((k + 1, chunk_elements), dtype=dt, pin_memory=pin)
+        return buffers[dt][:rows]
+
+    cuts = rng.thresholds(w, dev) if method != "average" else None
+    stats = {"tensors": 0, "elements": 0, "chunks": 0, "copied_non_float": 0,
+             "equal_to_base": 0 if method == "resample" else None}
+    try:
+        for info in infos:
+            name, numel = info.name, info.numel
+            if numel == 0:
+                writer.write(name, torch.empty(0, dtype=DTYPES[out_dtype_of(info)][0]))
+            for start in range(0, numel, chunk_elements):
+                n = min(chunk_elements, numel - start)
+                rows = k + (1 if base_ckpt is not None else 0)
+                buf = buffer(info.torch_dtype, rows)
+                for i, s in enumerate(subs):
+                    s.read_into(name, start, buf[i, :n])
+                if base_ckpt is not None:
+                    base_ckpt.read_into(name, start, buf[k, :n])
+                stack = buf[:k, :n].to(dev, non_blocking=True)
+                if not info.is_float:
+                    differs = [subs[i].path for i in range(1, k) if not torch.equal(stack[i], stack[0])]
+                    if differs:
+                        raise MergeError(f"non-float tensor {name!r} differs between {subs[0].path} "
+                                         f"and {differs[0]}: it cannot be merged")
+                    out = stack[0]
+                elif method == "average":
+                    out = average.merge_chunk(stack, w, out_torch_dtype)
+                elif method == "select":
+                    out = select.merge_chunk(stack, cuts, seed=seed, name=name, start=start)
+                else:
+                    b = buf[k, :n].to(dev, non_blocking=True)
+                    out = resample.merge_chunk(stack, b, cuts, rounds=rounds, seed=seed, name=name,
+                                               start=start)
+                    stats["equal_to_base"] += int((out == b).sum())
+                if out_torch_dtype is not None and info.is_float:
+                    out = out.to(out_torch_dtype)
+                writer.write(name, out.cpu())
+                stats["chunks"] += 1
+            if info.is_float:
+                stats["tensors"] += 1
+                stats["elements"] += numel
+            else:
+                stats["copied_non_float"] += 1
+        writer.close()
+    finally:
+        for c in subs + ([base_ckpt] if base_ckpt else []):
+            c.close()
+
+    source = Path(base) if base is not None else Path(inputs[0])
     for f in COPIED:
-        if (Path(inputs[0]) / f).is_file():
-            shutil.copy2(Path(inputs[0]) / f, out_dir / f)
-    recipe = {
+        if (source / f).is_file():
+            shutil.copy2(source / f, out_dir / f)
+    if out_torch_dtype is not None and (out_dir / "config.json").is_file():
+        cfg = json.loads((out_dir / "config.json").read_text())
+        cfg["dtype"] = dtype
+        (out_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return {
         "method": method,
         "sub_models": [str(p) for p in inputs],
         "base": str(base) if base is not None else None,
         "weights" if method == "average" else "probabilities": w,
         "seed": seed if method != "average" else None,
         "rounds": rounds if method == "resample" else None,
+        "dtype": dtype,
+        "device": str(dev),
+        "memory_budget": memory_budget,
+        "chunk_elements": chunk_elements,
+        "shards": writer.names,
         "stats": stats,
+        "wall_s": time.perf_counter() - t0,
+        "memory_mb": _peak_memory(),
     }
-    (out_dir / "merge.json").write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
+
+
+def model_card(recipe: dict) -> str:
+    k = len(recipe["sub_models"])
+    lines = [f"# Merged model: {recipe['method']} of {k} sub-models", "",
+             "Made by ordermerge (Ju et al. 2024, selective parameter merging).", "",
+             f"- method: `{recipe['method']}`"]
+    if recipe["method"] == "average":
+        lines.append(f"- weights: {recipe['weights']}")
+    else:
+        lines.append(f"- probabilities: {recipe['probabilities']}, seed {recipe['seed']}")
+    if recipe["method"] == "resample":
+        lines.append(f"- resample rounds: {recipe['rounds']}, base: `{recipe['base']}`")
+    lines += ["- sub-models:"] + [f"  - `{p}`" for p in recipe["sub_models"]]
+    lines += ["", "The full recipe, input hashes and versions are in `merge.json`.", ""]
+    return "\n".join(lines)
+
+
+def merge(method: str, inputs: list[str | Path], out_dir: str | Path, *, overwrite: bool = False,
+          before_rename=None, **kw) -> dict:
+    """Merge into `out_dir` atomically: built in a temporary directory beside it and renamed
+    on success, so on any failure nothing is at `out_dir`. Writes ``merge.json`` (recipe and
+    provenance: input sha256, code and package versions, wall time, memory) and a model card.
+    `before_rename(tmp_dir, recipe)` may add files before the rename. See merge_into for
+    the options."""
+    from ..provenance import code_version, hash_inputs, package_versions
+    from ..utils import atomic_dir
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise MergeError(f"{out_dir} already exists (pass overwrite=True / --overwrite)")
+    with atomic_dir(out_dir) as tmp:
+        recipe = merge_into(tmp, method, inputs, **kw)
+        sources = [*inputs, *([kw["base"]] if method == "resample" else [])]
+        recipe["provenance"] = {"inputs_sha256": hash_inputs(sources), "code": code_version(),
+                                "packages": package_versions()}
+        (tmp / "merge.json").write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
+        (tmp / "README.md").write_text(model_card(recipe))
+        if before_rename is not None:
+            before_rename(tmp, recipe)
     return recipe

@@ -1,28 +1,29 @@
 """selection + resample: where the chosen element equals the base, draw again, n rounds.
 
-Round 0 is plain selection. In each later round every element whose chosen
-value has a zero task vector (tau_ij = theta_ij - theta_base_j == 0 exactly)
-is drawn again from all K sub-models. n = 0 is plain selection.
+Round 0 is plain selection (the same draws as `select`). In each later round
+every element whose chosen value has a zero task vector (tau_ij = theta_ij -
+theta_base_j == 0 exactly) is drawn again from all K sub-models, and only
+those elements are drawn: the draws are counter-based, so the others need
+none. n = 0 is plain selection.
 """
 from __future__ import annotations
 
 import torch
 
 from .rng import choices
+from .select import merge_chunk as select_chunk
 
 NAME = "resample"
 
 
-def merge_chunk(sub_models: torch.Tensor, base: torch.Tensor, probs: list[float], *, rounds: int,
-                seed: int, name: str, offset: int) -> torch.Tensor:
-    flat = sub_models.reshape(sub_models.shape[0], -1)
-    base = base.reshape(-1)
-    pick = choices(seed, name, 0, offset, flat.shape[1], probs)
-    out = flat.gather(0, pick.unsqueeze(0)).squeeze(0)
+def merge_chunk(sub_models: torch.Tensor, base: torch.Tensor, cuts: torch.Tensor, *, rounds: int,
+                seed: int, name: str, start: int) -> torch.Tensor:
+    """`sub_models` is a [K, n] stack and `base` the [n] base elements at start .. start+n-1."""
+    out = select_chunk(sub_models, cuts, seed=seed, name=name, start=start)
     for r in range(1, rounds + 1):
-        unchanged = out == base
-        if not bool(unchanged.any()):
+        pos = (out == base).nonzero().squeeze(1)
+        if pos.numel() == 0:
             break
-        again = choices(seed, name, r, offset, flat.shape[1], probs)
-        out = torch.where(unchanged, flat.gather(0, again.unsqueeze(0)).squeeze(0), out)
-    return out.reshape(sub_models.shape[1:])
+        pick = choices(seed, name, r, pos + start, cuts)
+        out[pos] = sub_models[pick, pos]
+    return out

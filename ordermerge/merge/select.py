@@ -8,9 +8,11 @@ from .rng import choices
 NAME = "select"
 
 
-def merge_chunk(sub_models: torch.Tensor, probs: list[float], *, seed: int, name: str,
-                offset: int) -> torch.Tensor:
-    """`offset` is the flat index of the chunk's first element within tensor `name`."""
-    flat = sub_models.reshape(sub_models.shape[0], -1)
-    pick = choices(seed, name, 0, offset, flat.shape[1], probs)
-    return flat.gather(0, pick.unsqueeze(0)).reshape(sub_models.shape[1:])
+def merge_chunk(sub_models: torch.Tensor, cuts: torch.Tensor, *, seed: int, name: str,
+                start: int) -> torch.Tensor:
+    """`sub_models` is a [K, n] stack of flat elements start .. start+n-1 of tensor `name`;
+    `cuts` are the integer thresholds of the selection probabilities (rng.thresholds)."""
+    n = sub_models.shape[1]
+    index = torch.arange(start, start + n, dtype=torch.int64, device=sub_models.device)
+    pick = choices(seed, name, 0, index, cuts)
+    return sub_models.gather(0, pick.unsqueeze(0)).squeeze(0)

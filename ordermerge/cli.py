@@ -1,0 +1,82 @@
+"""The `ordermerge` command line. Start-up imports only what a subcommand needs."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """'1GiB', '512MB', '1048576' -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1GiB, 512MB, 1048576)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def merge_parser(sub) -> None:
+    p = sub.add_parser("merge", help="merge K checkpoints (Hugging Face layout) into one model",
+                       description="Merge K sub-models: weighted average, parameter selection, or "
+                                   "selection with resampling (Ju et al. 2024).")
+    p.add_argument("--method", required=True, choices=["average", "select", "resample"])
+    p.add_argument("--base", help="base model directory (needed by resample)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--weights", type=float, nargs="+", help="average weights, one per input")
+    g.add_argument("--probs", type=float, nargs="+", help="selection probabilities, one per input")
+    p.add_argument("--rounds", type=int, default=1, help="resample rounds n (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="output dtype of float tensors (default: the inputs')")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--memory-budget", type=parse_size, default="1GiB",
+                   help="peak working memory for chunks (default 1GiB)")
+    p.add_argument("--max-shard-size", type=parse_size, default="5GB")
+    p.add_argument("--threads", type=int, help="torch CPU threads (results do not depend on it)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-o", "--out", required=True, help="output model directory")
+    p.add_argument("inputs", nargs="+", help="the K sub-model directories")
+
+
+def run_merge(args) -> int:
+    import torch
+
+    from .merge.engine import MergeError, merge
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.method == "average" and args.probs:
+        print("ordermerge merge: --probs is for select/resample; average takes --weights",
+              file=sys.stderr)
+        return 2
+    if args.method != "average" and args.weights:
+        print("ordermerge merge: --weights is for average; select/resample take --probs",
+              file=sys.stderr)
+        return 2
+    try:
+        recipe = merge(args.method, args.inputs, args.out, overwrite=args.overwrite,
+                       base=args.base, weights=args.weights or args.probs, seed=args.seed,
+                       rounds=args.rounds, dtype=args.dtype, device=args.device,
+                       memory_budget=args.memory_budget, max_shard_bytes=args.max_shard_size)
+    except MergeError as e:
+        print(f"ordermerge merge: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: recipe[k] for k in ("method", "stats", "wall_s", "shards")}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ordermerge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    merge_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "merge":
+        return run_merge(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The streaming merge engine: layouts, chunk and thread invariance, errors, the CLI."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ordermerge.cli import main as cli
+from ordermerge.merge import rng
+from ordermerge.merge.engine import MergeError, merge
+from ordermerge.utils import sha256_file
+
+SHAPES = {"embed.weight": (37, 16), "layers.0.w": (16, 48), "layers.0.norm": (16,),
+          "layers.1.w": (48, 16), "scalar": ()}
+
+
+def tensors(seed, dtype=torch.bfloat16, base=None, frac_changed=0.7):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in SHAPES.items():
+        t = torch.randn(shape, generator=g).to(dtype)
+        if base is not None:  # a sub-model: most elements moved, the rest exactly the base's
+            keep = torch.rand(shape, generator=g) >= frac_changed
+            t = torch.where(keep, base[name], base[name] + t * 0.01)
+        out[name] = t
+    out["position_ids"] = torch.arange(7)
+    return out
+
+
+def write_ckpt(path, ts, shards=1):
+    path.mkdir(parents=True)
+    names = sorted(ts)
+    if shards == 1:
+        save_file(ts, str(path / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for s in range(shards):
+            part = {n: ts[n] for n in names[s::shards]}
+            f = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+            save_file(part, str(path / f), metadata={"format": "pt"})
+            weight_map.update({n: f for n in part})
+        (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (path / "config.json").write_text(json.dumps({"dtype": "bfloat16", "model_type": "toy"}))
+    return path
+
+
+@pytest.fixture
+def ckpts(tmp_path):
+    base_t = tensors(100)
+    base = write_ckpt(tmp_path / "base", base_t)
+    subs = [write_ckpt(tmp_path / f"s{i}", tensors(i, base=base_t), shards=1 + i % 2)
+            for i in range(3)]
+    return base, subs, base_t, [load_file(str(s / "model.safetensors")) if i % 2 == 0 else None
+                                for i, s in enumerate(subs)]
+
+
+def reference(method, sub_tensors, base_t, probs, seed, rounds):
+    """An in-memory merge of whole tensors with the same counter-based draws."""
+    out = {}
+    cuts = rng.thresholds(probs)
+    for name in sub_tensors[0]:
+        stack = torch.stack([t[name].reshape(-1) for t in sub_tensors])
+        if not stack.is_floating_point():
+            out[name] = sub_tensors[0][name]
+            continue
+        if method == "average":
+            v = sum(p * s.float() for p, s in zip(probs, stack)).to(stack.dtype)
+        else:
+            idx = torch.arange(stack.shape[1])
+            v = stack[rng.choices(seed, name, 0, idx, cuts), idx]
+            for r in range(1, rounds + 1 if method == "resample" else 1):
+                at_base = v == base_t[name].reshape(-1)
+                redraw = stack[rng.choices(seed, name, r, idx, cuts), idx]
+                v = torch.where(at_base, redraw, v)
+        out[name] = v.reshape(sub_tensors[0][name].shape)
+    return out
+
+
+def all_tensors(path):
+    files = sorted(path.glob("*.safetensors"))
+    out = {}
+    for f in files:
+        out.update(load_file(str(f)))
+    return out
+
+
+@pytest.mark.parametrize("method", ["average", "select", "resample"])
+def test_engine_matches_reference_for_sharded_inputs(ckpts, tmp_path, method):
+    base, subs, base_t, _ = ckpts
+    sub_t = [all_tensors(s) for s in subs]
+    probs = [0.2, 0.3, 0.5]
+    recipe = merge(method, subs, tmp_path / "out", base=base, weights=probs, seed=4, rounds=2,
+                   chunk_elements=100)
+    got = all_tensors(tmp_path / "out")
+    want = reference(method, sub_t, base_t, probs, 4, 2)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), name
+    assert recipe["stats"]["copied_non_float"] == 1
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert method in card
+    rec = json.loads((tmp_path / "out" / "merge.json").read_text())
+    hashed = rec["provenance"]["inputs_sha256"]
+    assert hashed[str(subs[1] / "model-00001-of-00002.safetensors")] == \
+        sha256_file(subs[1] / "model-00001-of-00002.safetensors")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "toy"
+
+
+@pytest.mark.parametrize("method", ["average", "select", "resample"])
+def test_bytes_do_not_depend_on_chunk_size_threads_or_shards(ckpts, tmp_path, method):
+    base, subs, _, _ = ckpts
+    digests = set()
+    threads = torch.get_num_threads()
+    try:
+        for i, (chunk, nthreads) in enumerate([(7, 1), (1000, 2), (None, 1)]):
+            torch.set_num_threads(nthreads)
+            merge(method, subs, tmp_path / f"o{i}", base=base, seed=9, rounds=3, chunk_elements=chunk)
+            digests.add(sha256_file(tmp_path / f"o{i}" / "model.safetensors"))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(digests) == 1
+    # a sharded output holds the same tensors
+    merge(method, subs, tmp_path / "sharded", base=base, seed=9, rounds=3, max_shard_bytes=1500)
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 2
+    one, many = all_tensors(tmp_path / "o0"), all_tensors(tmp_path / "sharded")
+    assert one.keys() == many.keys() and all(torch.equal(one[k], many[k]) for k in one)
+
+
+def test_output_dtype_and_memory_budget(ckpts, tmp_path):
+    base, subs, _, _ = ckpts
+    r = merge("average", subs, tmp_path / "f32", dtype="float32", memory_budget=4096)
+    out = all_tensors(tmp_path / "f32")
+    assert out["embed.weight"].dtype == torch.float32 and out["position_ids"].dtype == torch.int64
+    assert json.loads((tmp_path / "f32" / "config.json").read_text())["dtype"] == "float32"
+    # a 4 KiB budget cuts the 37x16 and 16x48 tensors into several chunks
+    assert r["chunk_elements"] < 16 * 48 and r["stats"]["chunks"] > len(SHAPES) + 1
+
+
+def _corrupt(subs, tmp_path, case):
+    if case == "truncated":
+        f = subs[0] / "model.safetensors"
+        f.write_bytes(f.read_bytes()[:-10])
+    elif case == "garbage":
+        (subs[0] / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    elif case == "missing":
+        t = tensors(0)
+        del t["layers.1.w"]
+        subs[0] = write_ckpt(tmp_path / "m", t)
+    elif case == "shape":
+        t = tensors(0)
+        t["layers.0.w"] = t["layers.0.w"].T.contiguous()
+        subs[0] = write_ckpt(tmp_path / "m", t)
+    elif case == "dtype":
+        t = tensors(0)
+        t["layers.0.norm"] = t["layers.0.norm"].float()
+        subs[0] = write_ckpt(tmp_path / "m", t)
+    elif case == "nonfloat":
+        t = tensors(0)
+        t["position_ids"] = torch.arange(1, 8)
+        subs[0] = write_ckpt(tmp_path / "m", t)
+    elif case == "empty_dir":
+        subs[0] = tmp_path / "empty"
+        subs[0].mkdir()
+    return subs
+
+
+@pytest.mark.parametrize("case,kw,match", [
+    ("truncated", {}, r"truncated: tensor '.*' ends at byte"),
+    ("garbage", {}, "corrupt safetensors header"),
+    ("missing", {}, r"tensor 'layers.1.w' is in .*s1.* but missing from .*m"),
+    ("shape", {}, r"tensor 'layers.0.w': .*m/model.safetensors has \[48, 16\] BF16"),
+    ("dtype", {}, r"tensor 'layers.0.norm': .*m/model.safetensors has \[16\] F32"),
+    ("nonfloat", {"method": "select"}, "non-float tensor 'position_ids' differs"),
+    ("empty_dir", {}, "no model.safetensors"),
+    (None, {"weights": [0.5, 0.5]}, "probabilities: 2 values for 3 sub-models"),
+    (None, {"weights": [0.5, 0.6, -0.1]}, "must be non-negative"),
+    (None, {"weights": [0.3, 0.3, 0.3]}, "sum to 1"),
+    (None, {"base": None}, "resample needs --base"),
+    (None, {"k": 1}, "resample needs at least 2 sub-models"),
+    (None, {"method": "select", "k": 1}, "select needs at least 2 sub-models"),
+    (None, {"method": "median"}, "unknown merge method"),
+])
+def test_bad_input_names_the_problem_and_leaves_nothing(ckpts, tmp_path, case, kw, match):
+    base, subs, _, _ = ckpts
+    subs = _corrupt(list(subs), tmp_path, case)
+    kw = {"method": "resample", "base": base, **kw}
+    subs = subs[:kw.pop("k", len(subs))]
+    method = kw.pop("method")
+    with pytest.raises(MergeError, match=match):
+        merge(method, subs, tmp_path / "out", **kw)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_existing_output_is_refused_unless_overwrite(ckpts, tmp_path):
+    base, subs, _, _ = ckpts
+    merge("average", subs, tmp_path / "out")
+    with pytest.raises(MergeError, match="already exists"):
+        merge("average", subs, tmp_path / "out")
+    merge("select", subs, tmp_path / "out", overwrite=True)
+    assert json.loads((tmp_path / "out" / "merge.json").read_text())["method"] == "select"
+
+
+def test_cli(ckpts, tmp_path, capsys):
+    base, subs, _, _ = ckpts
+    out = tmp_path / "cli"
+    assert cli(["merge", "--method", "resample", "--base", str(base), "--rounds", "2", "--seed", "9",
+                "--memory-budget", "64KiB", "-o", str(out), *map(str, subs)]) == 0
+    merge("resample", subs, tmp_path / "lib", base=base, seed=9, rounds=2)
+    assert sha256_file(out / "model.safetensors") == sha256_file(tmp_path / "lib" / "model.safetensors")
+    assert cli(["merge", "--method", "select", "--probs", "1", "0", "-o", str(tmp_path / "x"),
+                *map(str, subs)]) == 1
+    assert "probabilities: 2 values for 3 sub-models" in capsys.readouterr().err
+    assert cli(["merge", "--method", "average", "--probs", "0.5", "0.5", "0", "-o",
+                str(tmp_path / "y"), *map(str, subs)]) == 2
+    proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "merge", "--help"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "--memory-budget" in proc.stdout
+
+
+def test_merged_tiny_llama_loads_and_its_logits_match_the_reference(tmp_path):
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    base_model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    base_model.save_pretrained(tmp_path / "base")
+    base_sd = {k: v.clone() for k, v in base_model.state_dict().items()}
+    subs, sub_sds = [], []
+    for i in range(3):
+        m = LlamaForCausalLM(cfg).to(torch.bfloat16)
+        g = torch.Generator().manual_seed(i)
+        sd = {}
+        for k, v in base_sd.items():
+            moved = torch.rand(v.shape, generator=g) < 0.6
+            sd[k] = torch.where(moved, v + torch.randn(v.shape, generator=g).to(v.dtype) * 0.02, v)
+        m.load_state_dict(sd)
+        m.save_pretrained(tmp_path / f"s{i}")
+        subs.append(tmp_path / f"s{i}")
+        sub_sds.append({k: v for k, v in m.state_dict().items()})
+    merge("resample", subs, tmp_path / "out", base=tmp_path / "base", seed=3, rounds=1,
+          chunk_elements=300)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert merged.dtype == torch.bfloat16
+    ref_sd = reference("resample", sub_sds, base_sd, [1 / 3] * 3, 3, 1)
+    # built the way from_pretrained builds it (a module cast with .to() would also cast the
+    # rotary buffers to bf16)
+    ref = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    ref.load_state_dict(ref_sd)
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(merged(ids).logits, ref(ids).logits)
+    out = merged.generate(ids[:1, :3], max_new_tokens=4, do_sample=False)
+    assert out.shape == (1, 7)
