@@ -13,7 +13,7 @@ from ordermerge.merge.engine import MergeError, merge
 from ordermerge.utils import sha256_file
 
 SHAPES = {"embed.weight": (37, 16), "layers.0.w": (16, 48), "layers.0.norm": (16,),
-          "layers.1.w": (48, 16), "scalar": ()}
+          "layers.1.w": (48, 16), "scalar": (), "empty": (0, 4)}
 
 
 def tensors(seed, dtype=torch.bfloat16, base=None, frac_changed=0.7):
@@ -59,7 +59,7 @@ def ckpts(tmp_path):
 def reference(method, sub_tensors, base_t, probs, seed, rounds):
     """An in-memory merge of whole tensors with the same counter-based draws."""
     out = {}
-    cuts = rng.thresholds(probs)
+    sampler = rng.Sampler(probs)
     for name in sub_tensors[0]:
         stack = torch.stack([t[name].reshape(-1) for t in sub_tensors])
         if not stack.is_floating_point():
@@ -69,10 +69,10 @@ def reference(method, sub_tensors, base_t, probs, seed, rounds):
             v = sum(p * s.float() for p, s in zip(probs, stack)).to(stack.dtype)
         else:
             idx = torch.arange(stack.shape[1])
-            v = stack[rng.choices(seed, name, 0, idx, cuts), idx]
+            v = stack[sampler.choices(seed, name, 0, idx), idx]
             for r in range(1, rounds + 1 if method == "resample" else 1):
                 at_base = v == base_t[name].reshape(-1)
-                redraw = stack[rng.choices(seed, name, r, idx, cuts), idx]
+                redraw = stack[sampler.choices(seed, name, r, idx), idx]
                 v = torch.where(at_base, redraw, v)
         out[name] = v.reshape(sub_tensors[0][name].shape)
     return out

@@ -17,8 +17,8 @@ def stack_of(k, n, seed, dtype=torch.bfloat16):
     return torch.randn((k, n), generator=g).to(dtype)
 
 
-def uniform_cuts(k):
-    return rng.thresholds([1.0 / k] * k)
+def uniform_sampler(k):
+    return rng.Sampler([1.0 / k] * k)
 
 
 @settings(max_examples=60, deadline=None)
@@ -37,7 +37,7 @@ def test_average_is_the_float64_mean_within_bf16_rounding(k, n, seed):
        start=st.integers(0, 10**6))
 def test_every_selected_element_is_that_element_of_some_sub_model(k, n, seed, mseed, start):
     subs = stack_of(k, n, seed)
-    out = select.merge_chunk(subs, uniform_cuts(k), seed=mseed, name="w", start=start)
+    out = select.merge_chunk(subs, uniform_sampler(k), seed=mseed, name="w", start=start)
     assert out.shape == (n,)
     assert torch.all((subs == out.unsqueeze(0)).any(0))
 
@@ -48,9 +48,10 @@ def test_resample_replaces_only_elements_equal_to_the_base(k, n, seed, mseed):
     base = stack_of(1, 64, seed)[0]
     changed = torch.rand((k, 64), generator=torch.Generator().manual_seed(seed + 1)) < 0.4
     subs = torch.where(changed, base + 1.0, base)
-    cuts = uniform_cuts(k)
-    sel = select.merge_chunk(subs, cuts, seed=mseed, name="w", start=0)
-    res = resample.merge_chunk(subs, base, cuts, rounds=n, seed=mseed, name="w", start=0)
+    sampler = uniform_sampler(k)
+    sel = select.merge_chunk(subs, sampler, seed=mseed, name="w", start=0)
+    res, left = resample.merge_chunk(subs, base, sampler, rounds=n, seed=mseed, name="w", start=0)
+    assert left == int((res == base).sum())
     kept = sel != base
     assert torch.equal(res[kept], sel[kept])
     assert torch.all((subs == res.unsqueeze(0)).any(0))
@@ -68,7 +69,8 @@ def test_resample_equal_to_base_fraction_matches_closed_form():
     base = torch.zeros(size)
     subs = torch.where(torch.rand(k, size, generator=g) < q, 0.0, 1.0)
     for n in (0, 1, 3):
-        res = resample.merge_chunk(subs, base, uniform_cuts(k), rounds=n, seed=7, name="x", start=0)
+        res, _ = resample.merge_chunk(subs, base, uniform_sampler(k), rounds=n, seed=7, name="x",
+                                      start=0)
         frac = float((res == 0).float().mean())
         expected = sum(comb(k, m) * q**m * (1 - q) ** (k - m) * (m / k) ** (n + 1)
                        for m in range(k + 1))
@@ -80,7 +82,7 @@ def test_resample_equal_to_base_fraction_matches_closed_form():
                                    [1 / 3, 1 / 3, 1 / 3]])
 def test_selection_frequencies_match_probabilities(probs):
     n = 200_000
-    pick = rng.choices(3, "t", 0, torch.arange(n), rng.thresholds(probs))
+    pick = rng.Sampler(probs).choices(3, "t", 0, torch.arange(n))
     counts = np.bincount(pick.numpy(), minlength=len(probs))
     assert len(counts) == len(probs)
     nonzero = [i for i, p in enumerate(probs) if p > 0]
@@ -126,3 +128,24 @@ def test_method_ids_round_trip():
         assert parse_method_id(method_id(m, **kw)) == (m, kw)
     with pytest.raises(ValueError, match="not a merge method id"):
         parse_method_id("resample-s3")
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 7, 8, 20, 33])
+def test_fast_paths_pick_the_same_sub_model_as_the_thresholds(k):
+    """The uniform multiply-shift and the comparison sum equal searchsorted on the cut points,
+    at the cut points themselves too."""
+    cuts = rng.thresholds([1.0 / k] * k)
+    edges = torch.cat([cuts - 1, cuts, cuts + 1, torch.tensor([0, 2**53 - 1])])
+    u = torch.cat([edges, rng.draws(0, "e", 0, torch.arange(20_000))])
+    want = torch.searchsorted(cuts, u, right=True)
+    assert torch.equal((u * k) >> 53, want)
+    compare = sum((u >= c).to(torch.int64) for c in cuts)
+    assert torch.equal(compare, want)
+    uniform = rng.Sampler([1.0 / k] * k)
+    assert uniform.uniform
+    skewed = rng.Sampler([1.0 / k] * (k - 1) + [1.0 - (k - 1) / k])
+    idx = torch.arange(5000)
+    assert torch.equal(uniform.choices(1, "w", 0, idx),
+                       torch.searchsorted(cuts, rng.draws(1, "w", 0, idx), right=True))
+    assert torch.equal(skewed.choices(1, "w", 0, idx),
+                       torch.searchsorted(skewed.cuts, rng.draws(1, "w", 0, idx), right=True))

@@ -14,6 +14,8 @@ import json
 import math
 import shutil
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -27,6 +29,9 @@ COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_
           "merges.txt")
 DEFAULT_BUDGET = 1 << 30
 DEFAULT_SHARD = 5 * 10**9
+# elements per chunk at most: small enough that a chunk's temporaries stay in cache
+# (on 2 cores 2**16 to 2**18 were fastest, 2**25 about 1.8x slower; bench/RESULTS.md)
+CHUNK_CAP = 1 << 17
 
 
 class MergeError(ValueError):
@@ -45,14 +50,11 @@ def check_probs(values: list[float] | None, k: int, what: str) -> list[float]:
     return values
 
 
-def bytes_per_element(k: int, itemsize: int, method: str) -> int:
-    """Anonymous memory one chunk element costs: K inputs, base, output and temporaries."""
-    per = k * itemsize + 2 * itemsize
-    if method == "average":
-        per += 3 * 4  # float32 accumulator, term, one converted input
-    else:
-        per += 4 * 8  # index, draw, its temporary, picked sub-model
-    return per
+def bytes_per_element(k: int, itemsize: int, method: str, workers: int) -> int:
+    """Anonymous memory one chunk element costs: two buffer slots per worker of K inputs and
+    the base, and each worker's output and temporaries."""
+    temps = 3 * 4 if method == "average" else 4 * 8  # fp32 acc, term, input / index, draws, pick
+    return workers * (2 * (k + 1) * itemsize + itemsize + temps)
 
 
 def _open_all(inputs, base, method) -> tuple[list[Checkpoint], Checkpoint | None]:
@@ -98,12 +100,13 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
                base: str | Path | None = None, weights: list[float] | None = None, seed: int = 0,
                rounds: int = 0, dtype: str | None = None, device: str = "cpu",
                memory_budget: int = DEFAULT_BUDGET, max_shard_bytes: int = DEFAULT_SHARD,
-               chunk_elements: int | None = None) -> dict:
+               chunk_elements: int | None = None, threads: int | None = None) -> dict:
     """Merge `inputs` into the existing empty directory `out_dir`; returns the recipe.
 
     `weights` are the average's weights or the selection probabilities
     (uniform by default). `chunk_elements` overrides the chunk size the
-    budget gives (for tests of chunk invariance).
+    budget gives (for tests of chunk invariance); `threads` (default: torch's thread
+    count) is the number of chunks merged at once. The bytes depend on neither.
     """
     t0 = time.perf_counter()
     k = len(inputs)
@@ -139,62 +142,84 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     out_dir = Path(out_dir)
     writer = ShardedWriter(out_dir, [(i.name, out_dtype_of(i), i.shape) for i in infos],
                            max_shard_bytes)
+    pin = dev.type == "cuda"
+    rows = k + (1 if base_ckpt is not None else 0)
+    # chunks are merged by `workers` threads, each with one torch thread: the ops are
+    # elementwise over cache-sized chunks, so parallelism across chunks beats splitting each
+    # op, and a worker's read overlaps another's arithmetic (pread and torch release the GIL)
+    workers = 1 if pin else max(1, threads or torch.get_num_threads())
+    window = 2 * workers
     max_item = max((i.itemsize for i in infos), default=1)
     if chunk_elements is None:
-        chunk_elements = max(1, memory_budget // bytes_per_element(k, max(max_item, 4), method))
+        per = bytes_per_element(k, max(max_item, 4), method, workers)
+        chunk_elements = min(CHUNK_CAP, max(1, memory_budget // per))
     largest = max((i.numel for i in infos), default=1)
     chunk_elements = max(1, min(chunk_elements, largest))
-    pin = dev.type == "cuda"
-    buffers: dict[torch.dtype, torch.Tensor] = {}
+    buffers: dict[tuple[torch.dtype, int], torch.Tensor] = {}
 
-    def buffer(dt: torch.dtype, rows: int) -> torch.Tensor:
-        if dt not in buffers:
-            buffers[dt] = torch.empty((k + 1, chunk_elements), dtype=dt, pin_memory=pin)
-        return buffers[dt][:rows]
+    def read(info, start: int, n: int, slot: int) -> torch.Tensor:
+        """Fill a buffer slot with the K sub-models' (and the base's) elements start..start+n."""
+        buf = buffers[(info.torch_dtype, slot)]
+        for i, c in enumerate(subs + ([base_ckpt] if base_ckpt is not None else [])):
+            c.read_into(info.name, start, buf[i, :n])
+        return buf
 
-    cuts = rng.thresholds(w, dev) if method != "average" else None
-    stats = {"tensors": 0, "elements": 0, "chunks": 0, "copied_non_float": 0,
+    # every tensor gets at least one item, so tensors without elements are written too
+    items = [(info, start, min(chunk_elements, info.numel - start))
+             for info in infos for start in (range(0, info.numel, chunk_elements) or [0])]
+    sampler = rng.Sampler(w, dev) if method != "average" else None
+    stats = {"tensors": sum(i.is_float for i in infos),
+             "elements": sum(i.numel for i in infos if i.is_float), "chunks": len(items),
+             "copied_non_float": sum(not i.is_float for i in infos),
              "equal_to_base": 0 if method == "resample" else None}
+
+    def merge_one(info, start: int, n: int, buf: torch.Tensor) -> tuple[torch.Tensor, int]:
+        stack = buf[:k, :n].to(dev, non_blocking=True)
+        if not info.is_float:
+            differs = [subs[i].path for i in range(1, k) if not torch.equal(stack[i], stack[0])]
+            if differs:
+                raise MergeError(f"non-float tensor {info.name!r} differs between {subs[0].path} "
+                                 f"and {differs[0]}: it cannot be merged")
+            return stack[0].cpu(), 0
+        at_base = 0
+        if method == "average":
+            out = average.merge_chunk(stack, w, out_torch_dtype)
+        elif method == "select":
+            out = select.merge_chunk(stack, sampler, seed=seed, name=info.name, start=start)
+        else:
+            b = buf[k, :n].to(dev, non_blocking=True)
+            out, at_base = resample.merge_chunk(stack, b, sampler, rounds=rounds, seed=seed,
+                                                name=info.name, start=start)
+        if out_torch_dtype is not None:
+            out = out.to(out_torch_dtype)
+        return out.cpu(), at_base
+
+    for dt in {i.torch_dtype for i in infos}:
+        for slot in range(window):
+            buffers[(dt, slot)] = torch.empty((rows, chunk_elements), dtype=dt, pin_memory=pin)
+
+    def task(j: int) -> tuple[torch.Tensor, int]:
+        info, start, n = items[j]
+        return merge_one(info, start, n, read(info, start, n, j % window))
+
+    old_threads = torch.get_num_threads()
     try:
-        for info in infos:
-            name, numel = info.name, info.numel
-            if numel == 0:
-                writer.write(name, torch.empty(0, dtype=DTYPES[out_dtype_of(info)][0]))
-            for start in range(0, numel, chunk_elements):
-                n = min(chunk_elements, numel - start)
-                rows = k + (1 if base_ckpt is not None else 0)
-                buf = buffer(info.torch_dtype, rows)
-                for i, s in enumerate(subs):
-                    s.read_into(name, start, buf[i, :n])
-                if base_ckpt is not None:
-                    base_ckpt.read_into(name, start, buf[k, :n])
-                stack = buf[:k, :n].to(dev, non_blocking=True)
-                if not info.is_float:
-                    differs = [subs[i].path for i in range(1, k) if not torch.equal(stack[i], stack[0])]
-                    if differs:
-                        raise MergeError(f"non-float tensor {name!r} differs between {subs[0].path} "
-                                         f"and {differs[0]}: it cannot be merged")
-                    out = stack[0]
-                elif method == "average":
-                    out = average.merge_chunk(stack, w, out_torch_dtype)
-                elif method == "select":
-                    out = select.merge_chunk(stack, cuts, seed=seed, name=name, start=start)
-                else:
-                    b = buf[k, :n].to(dev, non_blocking=True)
-                    out = resample.merge_chunk(stack, b, cuts, rounds=rounds, seed=seed, name=name,
-                                               start=start)
-                    stats["equal_to_base"] += int((out == b).sum())
-                if out_torch_dtype is not None and info.is_float:
-                    out = out.to(out_torch_dtype)
-                writer.write(name, out.cpu())
-                stats["chunks"] += 1
-            if info.is_float:
-                stats["tensors"] += 1
-                stats["elements"] += numel
-            else:
-                stats["copied_non_float"] += 1
+        if workers > 1:
+            torch.set_num_threads(1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # at most `window` chunks in flight; chunk j's buffer slot is reused by chunk
+            # j + window, submitted only after chunk j is written
+            pending = deque(pool.submit(task, j) for j in range(min(window, len(items))))
+            for j, (info, _, _) in enumerate(items):
+                out, at_base = pending.popleft().result()
+                writer.write(info.name, out)
+                if method == "resample":
+                    stats["equal_to_base"] += at_base
+                if j + window < len(items):
+                    pending.append(pool.submit(task, j + window))
         writer.close()
     finally:
+        torch.set_num_threads(old_threads)
         for c in subs + ([base_ckpt] if base_ckpt else []):
             c.close()
 

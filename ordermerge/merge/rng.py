@@ -54,15 +54,37 @@ def draws(seed: int, name: str, round_: int, index: torch.Tensor) -> torch.Tenso
 
 
 def thresholds(probs: list[float], device: torch.device | str = "cpu") -> torch.Tensor:
-    """Integer cut points: a draw u picks sub-model #{j : T_j <= u}, i.e. i with
-    cdf_{i-1} <= u / 2**53 < cdf_i, exactly as comparing u / 2**53 with the float cdf."""
+    """Integer cut points T_j = ceil(cdf_j 2**53), the cdf summed exactly from the float
+    probabilities (equal ones taken as exactly 1/K): a draw u picks #{j : T_j <= u}."""
+    # equal probabilities mean exactly 1/K each (1/3 is not a float)
+    exact = [Fraction(1, len(probs))] * len(probs) if len(set(probs)) == 1 else map(Fraction, probs)
     cdf = [Fraction(0)]
-    for p in probs[:-1]:
-        cdf.append(cdf[-1] + Fraction(p))
+    for p in list(exact)[:-1]:
+        cdf.append(cdf[-1] + p)
     return torch.tensor([math.ceil(c * (1 << BITS)) for c in cdf[1:]], dtype=torch.int64,
                         device=device)
 
 
-def choices(seed: int, name: str, round_: int, index: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
-    """The sub-model drawn for each element of `index`, with the cut points of `thresholds`."""
-    return torch.searchsorted(cuts, draws(seed, name, round_, index), right=True)
+class Sampler:
+    """Draws a sub-model per element with probabilities `probs`, from the integer cut points
+    T_j = ceil(cdf_j 2**53): u picks #{j : T_j <= u}, i.e. i with cdf_{i-1} <= u/2**53 < cdf_i.
+    """
+
+    def __init__(self, probs: list[float], device: torch.device | str = "cpu"):
+        self.k = len(probs)
+        self.cuts = thresholds(probs, device)
+        # with uniform probabilities, #{j : ceil(j 2**53 / K) <= u} = floor(u K / 2**53) for
+        # every integer u: one multiply and shift replace the comparisons, same result
+        self.uniform = len(set(probs)) == 1
+
+    def choices(self, seed: int, name: str, round_: int, index: torch.Tensor) -> torch.Tensor:
+        """The sub-model drawn for each flat element index in `index` of tensor `name`."""
+        u = draws(seed, name, round_, index)
+        if self.uniform:
+            return u.mul_(self.k).bitwise_right_shift_(BITS)
+        if self.k <= 16:
+            pick = (u >= self.cuts[0]).to(torch.int64)
+            for c in self.cuts[1:]:
+                pick += u >= c
+            return pick
+        return torch.searchsorted(self.cuts, u, right=True)

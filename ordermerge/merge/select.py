@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import torch
 
-from .rng import choices
+from .rng import Sampler
 
 NAME = "select"
 
 
-def merge_chunk(sub_models: torch.Tensor, cuts: torch.Tensor, *, seed: int, name: str,
+def merge_chunk(sub_models: torch.Tensor, sampler: Sampler, *, seed: int, name: str,
                 start: int) -> torch.Tensor:
-    """`sub_models` is a [K, n] stack of flat elements start .. start+n-1 of tensor `name`;
-    `cuts` are the integer thresholds of the selection probabilities (rng.thresholds)."""
+    """`sub_models` is a [K, n] stack of flat elements start .. start+n-1 of tensor `name`."""
     n = sub_models.shape[1]
     index = torch.arange(start, start + n, dtype=torch.int64, device=sub_models.device)
-    pick = choices(seed, name, 0, index, cuts)
+    pick = sampler.choices(seed, name, 0, index)
     return sub_models.gather(0, pick.unsqueeze(0)).squeeze(0)

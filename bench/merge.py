@@ -1,0 +1,241 @@
+"""Merge engine benchmark: the I/O floor, each method, and mergekit's linear merge, side by side.
+
+Builds K synthetic bf16 Llama-shaped checkpoints (hidden 768, 12 layers, vocab
+32000, about 134M parameters; about 70% of elements moved from the base, the
+rest equal to it), then measures each contender in its own child process,
+in-process after its imports (interpreter and torch start-up stay out), the
+median of --repeats runs with the page cache warm. Memory is the peak of
+RssAnon sampled every 2 ms: anonymous memory only, so file-backed page cache
+(and mmap'd inputs) do not count. Also times whole-process start-up of
+`ordermerge merge --help` against `python -c "import torch, safetensors"`.
+
+    python bench/merge.py                 # K=8 and K=16, 5 repeats
+    python bench/merge.py --k 8 --repeats 3 --skip-mergekit
+
+Prints a table and writes results/bench/merge.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12,
+        "num_attention_heads": 12, "vocab_size": 32000}
+
+
+# ---------------------------------------------------------------- inputs
+def build_inputs(workdir: Path, k: int) -> None:
+    """base/ and s0..s{k-1}/ in workdir, bf16 safetensors; kept between runs."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    stamp = workdir / "spec.json"
+    want = json.dumps({**SPEC, "k": k, "architectures": True})
+    if stamp.is_file() and stamp.read_text() == want:
+        return
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    cfg = LlamaConfig(**SPEC, num_key_value_heads=SPEC["num_attention_heads"], dtype="bfloat16",
+                      architectures=["LlamaForCausalLM"])
+    with torch.device("meta"):
+        shapes = {n: tuple(p.shape) for n, p in LlamaForCausalLM(cfg).state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    base = {n: (torch.randn(s, generator=g) * 0.02).to(torch.bfloat16) for n, s in shapes.items()}
+    for i, name in enumerate(["base"] + [f"s{j}" for j in range(k)]):
+        d = workdir / name
+        d.mkdir()
+        cfg.save_pretrained(d)
+        if name == "base":
+            tensors = base
+        else:
+            tensors = {}
+            for n, b in base.items():
+                moved = torch.rand(b.shape, generator=g) < 0.7
+                delta = (torch.randn(b.shape, generator=g) * 0.002).to(torch.bfloat16)
+                tensors[n] = torch.where(moved, b + delta, b)
+        save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
+    stamp.write_text(want)
+
+
+# ---------------------------------------------------------------- child side
+class AnonSampler:
+    """Peak RssAnon of this process, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    @staticmethod
+    def rss_anon_kb() -> int:
+        for line in open("/proc/self/status"):
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+        return 0
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss_anon_kb())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.peak = self.rss_anon_kb()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.rss_anon_kb())
+
+
+def floor_once(inputs: list[Path], out: Path) -> None:
+    """Read every input byte and write an output of one checkpoint's size, 64 MiB at a time."""
+    buf = bytearray(64 << 20)
+    view = memoryview(buf)
+    size = 0
+    for d in inputs:
+        with open(d / "model.safetensors", "rb", buffering=0) as fh:
+            while n := fh.readinto(view):
+                size += n
+    per = size // len(inputs)
+    out.mkdir()
+    with open(out / "model.safetensors", "wb") as fh:
+        left = per
+        while left:
+            n = min(left, len(buf))
+            fh.write(view[:n])
+            left -= n
+
+
+def child(args) -> None:
+    import torch  # noqa: F401  (imports stay out of the timings)
+
+    work = Path(args.workdir)
+    k = args.k[0]
+    inputs = [work / f"s{i}" for i in range(k)]
+    base = work / "base"
+    if args.child == "mergekit_linear":
+        from mergekit.config import MergeConfiguration
+        from mergekit.merge import run_merge
+        from mergekit.options import MergeOptions
+        config = MergeConfiguration.model_validate({
+            "merge_method": "linear", "dtype": "bfloat16",
+            "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in inputs]})
+        options = MergeOptions(copy_tokenizer=False, quiet=True, write_model_card=False,
+                               lazy_unpickle=True)
+
+        def once(out):
+            run_merge(config, str(out), options=options)
+    elif args.child == "floor":
+        def once(out):
+            floor_once(inputs, out)
+    else:
+        from ordermerge.merge.engine import merge_into
+
+        def once(out):
+            out.mkdir()
+            merge_into(out, args.child, inputs, base=base, seed=1, rounds=4)
+    times, peaks = [], []
+    for r in range(args.repeats):
+        out = Path(tempfile.mkdtemp(dir=args.outdir)) / "out"
+        with AnonSampler() as s:
+            t0 = time.perf_counter()
+            once(out)
+            times.append(time.perf_counter() - t0)
+        peaks.append(s.peak / 1024)
+        shutil.rmtree(out.parent)
+    print(json.dumps({"times": times, "peak_anon_mb": max(peaks)}))
+
+
+# ---------------------------------------------------------------- parent side
+def measure(name: str, k: int, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--k", str(k), "--repeats", str(args.repeats),
+           "--workdir", str(args.workdir), "--outdir", str(args.outdir)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"wall_s": statistics.median(res["times"]), "runs_s": res["times"],
+            "peak_anon_mb": res["peak_anon_mb"]}
+
+
+def startup(repeats: int) -> dict:
+    cli = shutil.which("ordermerge")
+    cmds = {"ordermerge_merge_help": [cli, "merge", "--help"] if cli else
+            [sys.executable, "-m", "ordermerge.cli", "merge", "--help"],
+            "import_torch_safetensors": [sys.executable, "-c", "import torch, safetensors"]}
+    out = {}
+    for name, cmd in cmds.items():
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times)
+    out["ratio"] = out["ordermerge_merge_help"] / out["import_torch_safetensors"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--k", type=int, action="append", help="sub-models (repeatable; default 8 and 16)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ordermerge-bench")
+    p.add_argument("--outdir", type=Path, default=None)
+    p.add_argument("--skip-mergekit", action="store_true")
+    p.add_argument("--json", type=Path, default=ROOT / "results/bench/merge.json")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    ks = args.k or [8, 16]
+    args.outdir = args.outdir or args.workdir / "outputs"
+    report: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count(),
+                    "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats, "by_k": {}}
+    for k in ks:
+        wd = args.workdir / f"k{k}"
+        build_inputs(wd, k)
+        args_k = argparse.Namespace(**{**vars(args), "workdir": wd})
+        args.outdir.mkdir(parents=True, exist_ok=True)
+        res = {"floor": measure("floor", k, args_k)}
+        if not args.skip_mergekit:
+            res["mergekit_linear"] = measure("mergekit_linear", k, args_k)
+        for m in ("average", "select", "resample"):
+            r = measure(m, k, args_k)
+            r["ratio_to_floor"] = r["wall_s"] / res["floor"]["wall_s"]
+            if "mergekit_linear" in res:
+                r["speedup_vs_mergekit_linear"] = res["mergekit_linear"]["wall_s"] / r["wall_s"]
+            res[m] = r
+        report["by_k"][str(k)] = res
+        print(f"\nK={k} (median of {args.repeats}, in-process after imports)")
+        print(f"{'':18}{'wall s':>9}{'x floor':>9}{'vs mergekit':>13}{'peak anon MB':>14}")
+        for name, r in res.items():
+            print(f"{name:18}{r['wall_s']:9.2f}{r.get('ratio_to_floor', float('nan')):9.2f}"
+                  f"{r.get('speedup_vs_mergekit_linear', float('nan')):13.2f}{r['peak_anon_mb']:14.0f}")
+    report["startup"] = startup(args.repeats)
+    s = report["startup"]
+    print(f"\nstart-up: ordermerge merge --help {s['ordermerge_merge_help']:.2f} s, "
+          f"import torch, safetensors {s['import_torch_safetensors']:.2f} s, ratio {s['ratio']:.2f}")
+    main_k = str(ks[0])
+    report.update(report["by_k"][main_k])
+    report["k"] = int(main_k)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
