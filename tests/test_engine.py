@@ -65,7 +65,9 @@ def reference(method, sub_tensors, base_t, probs, seed, rounds):
         if not stack.is_floating_point():
             out[name] = sub_tensors[0][name]
             continue
-        if method == "average":
+        if method == "average" and len(set(probs)) == 1:
+            v = (sum(s.float() for s in stack) / len(probs)).to(stack.dtype)
+        elif method == "average":
             v = sum(p * s.float() for p, s in zip(probs, stack)).to(stack.dtype)
         else:
             idx = torch.arange(stack.shape[1])
@@ -86,11 +88,12 @@ def all_tensors(path):
     return out
 
 
-@pytest.mark.parametrize("method", ["average", "select", "resample"])
-def test_engine_matches_reference_for_sharded_inputs(ckpts, tmp_path, method):
+@pytest.mark.parametrize("method,probs", [("average", [0.2, 0.3, 0.5]), ("average", [1 / 3] * 3),
+                                          ("select", [0.2, 0.3, 0.5]), ("select", [1 / 3] * 3),
+                                          ("resample", [0.2, 0.3, 0.5])])
+def test_engine_matches_reference_for_sharded_inputs(ckpts, tmp_path, method, probs):
     base, subs, base_t, _ = ckpts
     sub_t = [all_tensors(s) for s in subs]
-    probs = [0.2, 0.3, 0.5]
     recipe = merge(method, subs, tmp_path / "out", base=base, weights=probs, seed=4, rounds=2,
                    chunk_elements=100)
     got = all_tensors(tmp_path / "out")

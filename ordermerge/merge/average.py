@@ -6,16 +6,25 @@ import torch
 NAME = "average"
 
 
-def merge_chunk(sub_models: torch.Tensor, weights: list[float],
+def merge_chunk(sub_models: torch.Tensor | list[torch.Tensor], weights: list[float],
                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """`sub_models` is a [K, ...] stack of one chunk of a tensor from the K sub-models.
+    """`sub_models`: the same chunk of a tensor from the K sub-models, as a [K, ...] stack
+    or a list of K tensors.
 
-    Each term is rounded to float32 and added in sub-model order (no fused
-    multiply-add), so every element's result is the same on any device and chunking.
+    Equal weights: the K values are summed in float32 in sub-model order and the sum is
+    divided by K. Other weights: each term w_i theta_i is rounded to float32 and added in
+    sub-model order. No fused multiply-add is used, so every element's result is the same
+    on any device, chunking and thread count.
     """
-    acc = torch.zeros(sub_models.shape[1:], dtype=torch.float32, device=sub_models.device)
-    tmp = torch.empty_like(acc)
-    for w, t in zip(weights, sub_models):
-        torch.mul(t.to(torch.float32), w, out=tmp)
-        acc.add_(tmp)
-    return acc.to(out_dtype or sub_models.dtype)
+    acc = sub_models[0].to(torch.float32, copy=True)
+    if len(set(weights)) == 1:
+        for t in sub_models[1:]:
+            acc.add_(t)  # converting bf16 / fp16 to float32 is exact
+        acc.div_(len(weights))
+    else:
+        acc.mul_(weights[0])
+        tmp = torch.empty_like(acc)
+        for w, t in zip(weights[1:], sub_models[1:]):
+            torch.mul(t.to(torch.float32), w, out=tmp)
+            acc.add_(tmp)
+    return acc.to(out_dtype or sub_models[0].dtype)

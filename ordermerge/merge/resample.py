@@ -8,12 +8,20 @@ others need none. n = 0 is plain selection.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .rng import Sampler
 from .select import merge_chunk as select_chunk
 
 NAME = "resample"
+
+
+def _where(mask: torch.Tensor) -> torch.Tensor:
+    """Indices of the true elements (numpy's is about 5x faster than torch's on CPU)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.nonzero().squeeze(1)
 
 
 def merge_chunk(sub_models: torch.Tensor, base: torch.Tensor, sampler: Sampler, *, rounds: int,
@@ -25,12 +33,12 @@ def merge_chunk(sub_models: torch.Tensor, base: torch.Tensor, sampler: Sampler, 
     out = select_chunk(sub_models, sampler, seed=seed, name=name, start=start)
     n = sub_models.shape[1]
     flat = sub_models.reshape(-1)
-    pos = (out == base).nonzero().squeeze(1)
+    pos = _where(out == base)
     for r in range(1, rounds + 1):
         if pos.numel() == 0:
             break
         pick = sampler.choices(seed, name, r, pos + start)
         values = flat.take(pick.mul_(n).add_(pos))
         out[pos] = values
-        pos = pos[values == base.take(pos)]
+        pos = pos.take(_where(values == base.take(pos)))
     return out, int(pos.numel())

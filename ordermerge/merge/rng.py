@@ -6,12 +6,15 @@ device. The mixer is SplitMix64's finaliser applied to key + (index + 1) * phi,
 computed in int64 with wrapping arithmetic (two's complement, identical to
 uint64 bit for bit), and a draw is the top 53 bits. A sub-model is chosen by
 comparing the draw with integer thresholds, so no floating point is involved.
+The CPU computes it in numpy uint64, other devices in torch int64 (wrapping
+two's-complement arithmetic); the two agree bit for bit (tests check it).
 """
 from __future__ import annotations
 
 import math
 from fractions import Fraction
 
+import numpy as np
 import torch
 
 from ..utils import derive_seed
@@ -40,9 +43,37 @@ def key_of(seed: int, name: str, round_: int) -> int:
 
 
 def draws(seed: int, name: str, round_: int, index: torch.Tensor) -> torch.Tensor:
-    """Draws in [0, 2**53) for the flat element indices `index` (int64) of tensor `name`."""
-    z = index + 1
-    z.mul_(_GOLDEN).add_(key_of(seed, name, round_))
+    """Draws in [0, 2**53) for the flat element indices `index` (int64) of tensor `name`.
+
+    On the CPU in numpy (native uint64 shifts: fewer passes, and its loops release the
+    GIL so merge workers run in parallel); elsewhere in torch int64. Bit-identical.
+    """
+    if index.device.type == "cpu":
+        return torch.from_numpy(_draws_numpy(seed, name, round_, index.numpy()))
+    return _draws_torch(seed, name, round_, index)
+
+
+_U = {name: np.uint64(v) for name, v in (("golden", 0x9E3779B97F4A7C15), ("m1", 0xBF58476D1CE4E5B9),
+                                           ("m2", 0x94D049BB133111EB))}
+_SHIFT = {s: np.uint64(s) for s in (30, 27, 31, 64 - BITS)}
+
+
+def _draws_numpy(seed: int, name: str, round_: int, index: np.ndarray) -> np.ndarray:
+    z = np.multiply(index.view(np.uint64), _U["golden"])
+    z += np.uint64((derive_seed(seed, name, round_) + 0x9E3779B97F4A7C15) % (1 << 64))
+    t = np.empty_like(z)
+    for shift, mult in ((30, _U["m1"]), (27, _U["m2"]), (31, None)):
+        np.right_shift(z, _SHIFT[shift], out=t)
+        z ^= t
+        if mult is not None:
+            z *= mult
+    z >>= _SHIFT[64 - BITS]
+    return z.view(np.int64)
+
+
+def _draws_torch(seed: int, name: str, round_: int, index: torch.Tensor) -> torch.Tensor:
+    z = torch.mul(index, _GOLDEN)
+    z.add_(_signed((key_of(seed, name, round_) + _GOLDEN) % (1 << 64)))
     tmp = torch.empty_like(z)
     _xor_shift_right(z, 30, tmp)
     z.mul_(_M1)

@@ -3,15 +3,18 @@
 The format (safetensors' spec): 8 bytes little-endian header length N, N bytes
 of JSON mapping tensor names to {dtype, shape, data_offsets: [begin, end]}
 (offsets relative to the byte after the header) plus an optional
-``__metadata__``, then the data. Reads here are ranged ``pread`` calls into
-buffers the caller owns, so memory stays bounded by the chunk, not the file.
+``__metadata__``, then the data. Inputs are memory-mapped and read as
+zero-copy views of element ranges: their pages are page cache, not this
+process's anonymous memory, which stays bounded by the chunk buffers.
 """
 from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,9 @@ TORCH_TO_ST = {v[0]: k for k, v in DTYPES.items()}
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 MAX_HEADER = 100 * 1024 * 1024
+# views of the read-only mappings are never written to
+warnings.filterwarnings("ignore", message="The given buffer is not writable",
+                        module=__name__)
 
 
 class CheckpointError(ValueError):
@@ -127,29 +133,46 @@ class Checkpoint:
             if missing:
                 raise CheckpointError(f"{self.path / INDEX} maps {missing[0]!r} to "
                                       f"{weight_map[missing[0]]}, which does not hold it")
-        self._fds: dict[Path, int] = {}
+        self._maps: dict[Path, mmap.mmap] = {}
 
     def files(self) -> list[Path]:
         return sorted({t.file for t in self.tensors.values()})
 
-    def read_into(self, name: str, start: int, out: torch.Tensor) -> None:
-        """Fill `out` (a contiguous CPU tensor of the tensor's dtype) from element `start` on."""
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files())
+
+    def open(self, populate: bool = False) -> None:
+        """Map every file read-only: the file's pages stay page cache, not this process's
+        anonymous memory. (A writable private mapping would not do: populating it copies
+        every page.)"""
+        flags = mmap.MAP_PRIVATE | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+        for f in self.files():
+            if f not in self._maps:
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    self._maps[f] = mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
+                finally:
+                    os.close(fd)
+                if not populate and hasattr(self._maps[f], "madvise"):
+                    self._maps[f].madvise(mmap.MADV_SEQUENTIAL)
+
+    def view(self, name: str, start: int, n: int) -> torch.Tensor:
+        """Elements start .. start+n-1 of tensor `name`, without copying (after open())."""
         info = self.tensors[name]
-        fd = self._fds.get(info.file)
-        if fd is None:
-            fd = self._fds[info.file] = os.open(info.file, os.O_RDONLY)
-        view = memoryview(out.view(torch.uint8).numpy()).cast("B")
-        pos, done = info.offset + start * info.itemsize, 0
-        while done < len(view):
-            n = os.preadv(fd, [view[done:]], pos + done)
-            if n == 0:
-                raise CheckpointError(f"{info.file}: tensor {name!r} is truncated")
-            done += n
+        if n == 0:
+            return torch.empty(0, dtype=info.torch_dtype)
+        if info.file not in self._maps:
+            self.open()
+        return torch.frombuffer(self._maps[info.file], dtype=info.torch_dtype, count=n,
+                                offset=info.offset + start * info.itemsize)
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        for m in self._maps.values():
+            try:
+                m.close()
+            except BufferError:  # a view is still alive; the mapping goes with it
+                pass
+        self._maps.clear()
 
 
 def shard_plan(tensors: list[tuple[str, str, tuple[int, ...]]], max_shard_bytes: int) -> list[list]:
