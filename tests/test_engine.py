@@ -259,3 +259,11 @@ def test_merged_tiny_llama_loads_and_its_logits_match_the_reference(tmp_path):
         assert torch.equal(merged(ids).logits, ref(ids).logits)
     out = merged.generate(ids[:1, :3], max_new_tokens=4, do_sample=False)
     assert out.shape == (1, 7)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(ckpts, tmp_path):
+    base, subs, _, _ = ckpts
+    with pytest.raises(MergeError, match="CUDA is not available"):
+        merge("select", subs, tmp_path / "out", device="cuda")
+    assert not (tmp_path / "out").exists()

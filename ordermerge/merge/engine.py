@@ -50,11 +50,11 @@ def check_probs(values: list[float] | None, k: int, what: str) -> list[float]:
     return values
 
 
-def bytes_per_element(k: int, itemsize: int, method: str, workers: int) -> int:
-    """Anonymous memory one chunk element costs: two stack slots per worker of K inputs,
-    and each worker's output and temporaries (inputs themselves are mapped, not copied)."""
+def bytes_per_element(k: int, itemsize: int, method: str) -> int:
+    """Anonymous memory one chunk element costs: two stack slots of K inputs, two outputs
+    in flight, and the temporaries (the inputs themselves are mapped, not copied)."""
     temps = 3 * 4 if method == "average" else 5 * 8  # fp32 acc, term, input / index, draws...
-    return workers * (2 * k * itemsize + itemsize + temps)
+    return 2 * k * itemsize + 2 * itemsize + temps
 
 
 def _open_all(inputs, base, method) -> tuple[list[Checkpoint], Checkpoint | None]:
@@ -111,13 +111,13 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
                base: str | Path | None = None, weights: list[float] | None = None, seed: int = 0,
                rounds: int = 0, dtype: str | None = None, device: str = "cpu",
                memory_budget: int = DEFAULT_BUDGET, max_shard_bytes: int = DEFAULT_SHARD,
-               chunk_elements: int | None = None, threads: int | None = None) -> dict:
+               chunk_elements: int | None = None) -> dict:
     """Merge `inputs` into the existing empty directory `out_dir`; returns the recipe.
 
     `weights` are the average's weights or the selection probabilities
     (uniform by default). `chunk_elements` overrides the chunk size the
-    budget gives (for tests of chunk invariance); `threads` (default: torch's thread
-    count) is the number of chunks merged at once. The bytes depend on neither.
+    budget gives (for tests of chunk invariance). The bytes depend neither on it nor on
+    torch's thread count.
     """
     t0 = time.perf_counter()
     k = len(inputs)
@@ -154,14 +154,13 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     writer = ShardedWriter(out_dir, [(i.name, out_dtype_of(i), i.shape) for i in infos],
                            max_shard_bytes)
     pin = dev.type == "cuda"
-    # chunks are merged by `workers` threads, each with one torch thread: the ops are
-    # elementwise over cache-sized chunks, so parallelism across chunks beats splitting each
-    # op, and one worker's copying overlaps another's arithmetic (torch releases the GIL)
-    workers = 1 if pin else max(1, threads or torch.get_num_threads())
-    window = 2 * workers
+    # one worker thread merges chunk j + 1 while this thread writes chunk j (torch releases
+    # the GIL); torch's own threads parallelise each op. More workers, each op on one thread,
+    # measured no faster on 2 cores: the GIL serialises the many small ops of a chunk.
+    window = 2
     max_item = max((i.itemsize for i in infos), default=1)
     if chunk_elements is None:
-        per = bytes_per_element(k, max(max_item, 4), method, workers)
+        per = bytes_per_element(k, max(max_item, 4), method)
         chunk_elements = min(CHUNK_CAP, max(1, memory_budget // per))
     largest = max((i.numel for i in infos), default=1)
     chunk_elements = max(1, min(chunk_elements, largest))
@@ -218,11 +217,8 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     def task(j: int) -> tuple[torch.Tensor, int]:
         return merge_one(*items[j], j % window)
 
-    old_threads = torch.get_num_threads()
     try:
-        if workers > 1:
-            torch.set_num_threads(1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with ThreadPoolExecutor(max_workers=1) as pool:
             # at most `window` chunks in flight; chunk j's buffer slot is reused by chunk
             # j + window, submitted only after chunk j is written
             pending = deque(pool.submit(task, j) for j in range(min(window, len(items))))
@@ -235,7 +231,6 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
                     pending.append(pool.submit(task, j + window))
         writer.close()
     finally:
-        torch.set_num_threads(old_threads)
         for c in subs + ([base_ckpt] if base_ckpt else []):
             c.close()
 
