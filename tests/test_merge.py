@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordermerge.merge import average, method_id, parse_method_id, resample, rng, select
+from ordermerge.merge import average, fused, method_id, parse_method_id, resample, rng, select
 
 ks = st.integers(2, 6)
 
@@ -154,3 +154,29 @@ def test_fast_paths_pick_the_same_sub_model_as_the_thresholds(k):
                        torch.searchsorted(cuts, rng.draws(1, "w", 0, idx), right=True))
     assert torch.equal(skewed.choices(1, "w", 0, idx),
                        torch.searchsorted(skewed.cuts, rng.draws(1, "w", 0, idx), right=True))
+
+
+@pytest.mark.skipif(not fused.available(torch.bfloat16), reason="numba not installed")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("probs", [[0.25] * 4, [0.1, 0.2, 0.3, 0.4]])
+def test_fused_kernel_gives_the_bytes_of_the_unfused_methods(dtype, probs):
+    """The numba kernel (CPU) and the torch methods (GPU, or CPU without numba) agree,
+    signed zeros and NaN included: 'equal to the base' is float equality."""
+    g = torch.Generator().manual_seed(1)
+    n = 5000
+    base = torch.randn(n, generator=g).to(dtype)
+    stack = torch.where(torch.rand(4, n, generator=g) < 0.6, base + 0.5, base).to(dtype)
+    edge = torch.tensor([0.0, -0.0, float("nan"), 1.0]).repeat(25).to(dtype)
+    stack[:, :100] = edge
+    base[:100] = torch.tensor([-0.0, 0.0, float("nan"), 1.0]).repeat(25).to(dtype)
+    sampler = rng.Sampler(probs)
+    bits = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}[dtype]
+    for rounds in (0, 1, 4):
+        got, left = fused.merge_chunk(stack, base, sampler, rounds=rounds, seed=5, name="t",
+                                      start=777)
+        want, want_left = resample.merge_chunk(stack, base, sampler, rounds=rounds, seed=5,
+                                               name="t", start=777)
+        assert torch.equal(got.view(bits), want.view(bits)) and left == want_left
+    got, _ = fused.merge_chunk(stack, None, sampler, rounds=0, seed=5, name="t", start=777)
+    want = select.merge_chunk(stack, sampler, seed=5, name="t", start=777)
+    assert torch.equal(got.view(bits), want.view(bits))

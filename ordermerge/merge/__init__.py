@@ -10,8 +10,8 @@ import re
 # the source file of each method, relative to this package: a merge depends on it
 METHOD_SOURCES = {
     "average": ("average.py",),
-    "select": ("select.py", "rng.py"),
-    "resample": ("resample.py", "select.py", "rng.py"),
+    "select": ("select.py", "rng.py", "fused.py"),
+    "resample": ("resample.py", "select.py", "rng.py", "fused.py"),
 }
 ENGINE_SOURCES = ("__init__.py", "engine.py", "st_io.py")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import average, resample, rng, select
+from . import average, fused, resample, rng, select
 from .st_io import DTYPES, TORCH_TO_ST, Checkpoint, CheckpointError, ShardedWriter
 
 METHODS = ("average", "select", "resample")
@@ -198,7 +198,12 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
             for i, v in enumerate(views):
                 stack[i].copy_(v)
             stack = stack.to(dev, non_blocking=True)
-            if method == "average":
+            if not pin and fused.available(info.torch_dtype):
+                # one parallel pass: draw, pick and copy (and resample's rounds) per element
+                b = base_ckpt.view(info.name, start, n) if method == "resample" else None
+                out, at_base = fused.merge_chunk(stack, b, sampler, seed=seed, name=info.name,
+                                                 start=start, rounds=rounds if b is not None else 0)
+            elif method == "average":
                 out = average.merge_chunk(stack, w, out_torch_dtype)
             elif method == "select":
                 out = select.merge_chunk(stack, sampler, seed=seed, name=info.name, start=start)
