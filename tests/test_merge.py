@@ -180,3 +180,19 @@ def test_fused_kernel_gives_the_bytes_of_the_unfused_methods(dtype, probs):
     got, _ = fused.merge_chunk(stack, None, sampler, rounds=0, seed=5, name="t", start=777)
     want = select.merge_chunk(stack, sampler, seed=5, name="t", start=777)
     assert torch.equal(got.view(bits), want.view(bits))
+
+
+@pytest.mark.skipif(not fused.average_available(torch.bfloat16), reason="numba not installed")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_fused_average_gives_the_bytes_of_the_torch_average(dtype, k):
+    g = torch.Generator().manual_seed(k)
+    views = [torch.randn(20_000, generator=g).to(dtype) for _ in range(k)]
+    edge = [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-40, 3.0e38, -3.0e38]
+    views[0][:8] = torch.tensor(edge).to(dtype)
+    views[-1][8:16] = torch.tensor(edge).to(dtype)
+    bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+    for w in ([1 / k] * k, [(i + 1) / (k * (k + 1) / 2) for i in range(k)]):
+        got, want = fused.average_chunk(views, w), average.merge_chunk(views, w)
+        assert torch.equal(got.view(bits), want.view(bits))
+        assert got.isnan().sum() >= 2

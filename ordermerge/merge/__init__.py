@@ -9,7 +9,7 @@ import re
 
 # the source file of each method, relative to this package: a merge depends on it
 METHOD_SOURCES = {
-    "average": ("average.py",),
+    "average": ("average.py", "fused.py"),
     "select": ("select.py", "rng.py", "fused.py"),
     "resample": ("resample.py", "select.py", "rng.py", "fused.py"),
 }

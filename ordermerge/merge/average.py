@@ -14,7 +14,7 @@ def merge_chunk(sub_models: torch.Tensor | list[torch.Tensor], weights: list[flo
     Equal weights: the K values are summed in float32 in sub-model order and the sum is
     divided by K. Other weights: each term w_i theta_i is rounded to float32 and added in
     sub-model order. No fused multiply-add is used, so every element's result is the same
-    on any device, chunking and thread count.
+    on any device, chunking and thread count; a NaN result is the positive quiet NaN.
     """
     acc = sub_models[0].to(torch.float32, copy=True)
     if len(set(weights)) == 1:
@@ -27,4 +27,9 @@ def merge_chunk(sub_models: torch.Tensor | list[torch.Tensor], weights: list[flo
         for w, t in zip(weights[1:], sub_models[1:]):
             torch.mul(t.to(torch.float32), w, out=tmp)
             acc.add_(tmp)
-    return acc.to(out_dtype or sub_models[0].dtype)
+    out = acc.to(out_dtype or sub_models[0].dtype)
+    # NaN payloads differ between conversion kernels: write the positive quiet NaN
+    nan = out.isnan()
+    if bool(nan.any()):
+        out.masked_fill_(nan, float("nan"))
+    return out

@@ -191,7 +191,10 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
         at_base = 0
         if method == "average" and not pin:
             # sums straight from the mapped inputs: no copy
-            out = average.merge_chunk(views, w, out_torch_dtype)
+            if fused.average_available(info.torch_dtype) and out_torch_dtype in (None, info.torch_dtype):
+                out = fused.average_chunk(views, w)
+            else:
+                out = average.merge_chunk(views, w, out_torch_dtype)
         else:
             # select and resample gather across sub-models: stack the chunk (pinned for the GPU)
             stack = buffers[(info.torch_dtype, slot)][:k * n].view(k, n)

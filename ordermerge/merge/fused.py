@@ -14,6 +14,8 @@ import torch
 
 try:
     import numba
+    from llvmlite import ir
+    from numba.extending import intrinsic
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
 
@@ -26,6 +28,10 @@ _GOLDEN = 0x9E3779B97F4A7C15
 
 def available(dtype: torch.dtype) -> bool:
     return numba is not None and dtype in _BITS_DTYPE
+
+
+def average_available(dtype: torch.dtype) -> bool:
+    return numba is not None and dtype in (torch.bfloat16, torch.float32)
 
 
 if numba is not None:
@@ -54,6 +60,65 @@ if numba is not None:
         # same bits and not NaN, or both zeros of either sign; bitwise & and | on the
         # comparisons keep it free of branches
         return ((a == b) & ((a & abs_mask) <= inf_bits)) | (((a | b) & abs_mask) == 0)
+
+    @intrinsic
+    def _as_f32(typingctx, bits):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.FloatType())
+        return numba.float32(numba.uint32), codegen
+
+    @intrinsic
+    def _as_u32(typingctx, value):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+        return numba.uint32(numba.float32), codegen
+
+    @numba.njit(inline="always")
+    def _bf16_to_f32(b):
+        return _as_f32(numba.uint32(b) << numba.uint32(16))
+
+    @numba.njit(inline="always")
+    def _f32_to_bf16(f):
+        # round to nearest, ties to even; NaN to the quiet NaN (torch's conversion)
+        if f != f:
+            return numba.uint16(0x7FC0)
+        u = _as_u32(f)
+        return numba.uint16((u + numba.uint32(0x7FFF) + ((u >> numba.uint32(16)) & numba.uint32(1)))
+                            >> numba.uint32(16))
+
+    @numba.njit(parallel=True, cache=True)
+    def _average_bf16(subs, out, weights, equal):
+        k = len(subs)
+        n = out.shape[0]
+        for j in numba.prange(n):
+            if equal:
+                acc = _bf16_to_f32(subs[0][j])
+                for i in range(1, k):
+                    acc += _bf16_to_f32(subs[i][j])
+                acc /= numba.float32(k)
+            else:
+                acc = _bf16_to_f32(subs[0][j]) * weights[0]
+                for i in range(1, k):
+                    acc += _bf16_to_f32(subs[i][j]) * weights[i]
+            out[j] = _f32_to_bf16(acc)  # NaN becomes the quiet NaN 0x7FC0
+
+    @numba.njit(parallel=True, cache=True)
+    def _average_f32(subs, out, weights, equal):
+        k = len(subs)
+        n = out.shape[0]
+        for j in numba.prange(n):
+            if equal:
+                acc = subs[0][j]
+                for i in range(1, k):
+                    acc += subs[i][j]
+                acc /= numba.float32(k)
+            else:
+                acc = subs[0][j] * weights[0]
+                for i in range(1, k):
+                    acc += subs[i][j] * weights[i]
+            if acc != acc:
+                acc = np.float32(np.nan)  # the quiet NaN 0x7FC00000, whatever the payload
+            out[j] = acc
 
     @numba.njit(parallel=True, cache=True)
     def _merge(subs, base, out, keys, start, uniform, cuts, abs_mask, inf_bits):
@@ -99,3 +164,19 @@ def merge_chunk(sub_models: torch.Tensor, base: torch.Tensor | None, sampler: Sa
     left = _merge(subs, base_np, out_np, keys, np.uint64(start), sampler.uniform, cuts,
                   np_dtype(abs_mask), np_dtype(inf_bits))
     return out, int(left)
+
+
+def average_chunk(views: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """The weighted average of K bf16 or fp32 CPU views, in one pass, as average.py does it:
+    float32, equal weights summed then divided by K, other weights as float32 products,
+    NaN results written as the positive quiet NaN."""
+    dtype = views[0].dtype
+    out = torch.empty(views[0].shape[0], dtype=dtype)
+    w = np.asarray(weights, dtype=np.float32)
+    equal = len(set(weights)) == 1
+    if dtype == torch.bfloat16:
+        subs = tuple(v.view(torch.int16).numpy().view(np.uint16) for v in views)
+        _average_bf16(subs, out.view(torch.int16).numpy().view(np.uint16), w, equal)
+    else:
+        _average_f32(tuple(v.numpy() for v in views), out.numpy(), w, equal)
+    return out
