@@ -191,7 +191,8 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
         at_base = 0
         if method == "average" and not pin:
             # sums straight from the mapped inputs: no copy
-            if fused.average_available(info.torch_dtype) and out_torch_dtype in (None, info.torch_dtype):
+            if (fused.average_available(info.torch_dtype, k)
+                    and out_torch_dtype in (None, info.torch_dtype)):
                 out = fused.average_chunk(views, w)
             else:
                 out = average.merge_chunk(views, w, out_torch_dtype)
