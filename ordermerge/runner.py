@@ -17,13 +17,17 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def start(args: argparse.Namespace) -> str:
-    """Fix the thread count (results depend on it bit-for-bit) and return the start time."""
+def start(args: argparse.Namespace, models: bool = True) -> str:
+    """Fix the thread count (training results depend on it bit-for-bit) and return the start
+    time. `models=False` for entry points that never run a model: they skip transformers'
+    logging set-up and deterministic-algorithm mode (which imports torch._inductor, about
+    1.8 s per job); the merge engine is deterministic by construction."""
     import torch
-    from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()
+    if models:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+        torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
     return now()
 
 

@@ -15,7 +15,7 @@ p.add_argument("--base", type=Path)
 p.add_argument("--out-dir", required=True, type=Path)
 p.add_argument("sub_models", nargs="+", type=Path)
 args = p.parse_args()
-t0 = start(args)
+t0 = start(args, models=False)
 method, settings = parse_method_id(args.method_id)
 base = args.base if method == "resample" else None
 
