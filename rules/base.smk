@@ -14,7 +14,7 @@ rule tokenizer:
         tokenizer=directory("results/base/{model}/tokenizer"),
     params:
         json=as_json({**config["model"]["tokenizer"], "seed": config["seed"]}),
-        data_dirs=" ".join(f"results/data/{t}" for t in TASKS),
+        data_dirs=lambda w, input: " ".join(dict.fromkeys(str(Path(p).parent) for p in input.data)),
     log:
         "results/logs/tokenizer/{model}.log",
     resources:
