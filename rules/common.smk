@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints, path helpers and the target list.
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -40,12 +41,15 @@ wildcard_constraints:
 
 
 def lib(*modules):
-    """Library source files a rule's results depend on (Snakemake does not track imports)."""
-    return [str(LIB / m) for m in modules]
+    """Library source files a rule's results depend on (Snakemake does not track imports).
+
+    Relative to the working directory, so that moving the project does not change every
+    rule's set of inputs (which would rerun everything)."""
+    return [os.path.relpath(LIB / m) for m in modules]
 
 
 def script(name):
-    return str(SCRIPTS / name)
+    return os.path.relpath(SCRIPTS / name)
 
 
 def res(stage, key):

@@ -144,6 +144,13 @@ def test_a_complete_run_has_nothing_left_to_do(done):
     assert planned_jobs(done, *config_args()) == {}
 
 
+def test_a_moved_project_has_nothing_left_to_do(done, tmp_path):
+    import shutil
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(done, moved, symlinks=True)  # copy2 keeps the mtimes
+    assert planned_jobs(moved, *config_args()) == {}
+
+
 def _assert_only_resample(jobs, rounds):
     assert set(jobs) == {"merge_resample", "evaluate", "table1", "all"}, jobs
     assert len(jobs["merge_resample"]) == EPOCHS * SEEDS
