@@ -139,10 +139,11 @@ def sft(model, tokenizer, *, train_rows: list[dict], validation_rows: list[dict]
         provenance: dict, log) -> dict:
     """One SFT run. Writes ``epoch{e}/`` checkpoints, ``samples.csv`` and ``run.json``."""
     out_dir = Path(out_dir)
-    examples = {r["id"]: encode_example(task.prompt(r), task.target(r), tokenizer, cfg["max_length"])
-                for r in train_rows}
-    val_examples = {r["id"]: encode_example(task.prompt(r), task.target(r), tokenizer,
-                                            cfg["max_length"]) for r in validation_rows}
+    def encode(rows: list[dict]) -> dict[str, dict]:
+        return {r["id"]: encode_example(task.prompt(r), task.target(r), tokenizer, cfg["max_length"])
+                for r in rows}
+
+    examples, val_examples = encode(train_rows), encode(validation_rows)
     unknown = [i for epoch in order for i in epoch if i not in examples]
     if unknown:
         raise ValueError(f"order names {len(unknown)} ids absent from the training rows, "

@@ -28,6 +28,5 @@ def record(tmp, recipe):
 
 
 recipe = merge(method, args.sub_models, args.out_dir, overwrite=True, base=base,
-               weights=args.params.get("weights"), before_rename=record,
-               memory_budget=args.params.get("memory_budget", 1 << 30), **settings)
+               weights=args.params.get("weights"), before_rename=record, **settings)
 log(f"{args.method_id}: {recipe['stats']} in {recipe['wall_s']:.2f} s")

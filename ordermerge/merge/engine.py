@@ -1,12 +1,14 @@
 """The merge engine: streams K checkpoints through a method, chunk by chunk, into a model.
 
 The output layout (tensor names, dtypes, shapes, shards) is known from the
-input headers, so each chunk is written as soon as it is merged. Every buffer
-is sized from the memory budget: K input chunks, the base chunk, the draws
-and the float32 accumulators of one chunk; a tensor larger than a chunk is
-cut into consecutive element ranges, which for a row-major tensor are cuts
-along its first dimension. Draws are keyed by element index (rng.py), so the
-bytes do not depend on the chunk size, the thread count or the device.
+input headers, so each chunk is written as soon as it is merged. Inputs are
+memory-mapped (their pages are page cache, not this process's memory); the
+chunk size comes from the memory budget (stacks of K input chunks, outputs in
+flight, draws and float32 accumulators), capped to stay in cache. A tensor
+larger than a chunk is cut into consecutive element ranges, which for a
+row-major tensor are cuts along its first dimension. Draws are keyed by
+element index (rng.py), so the bytes do not depend on the chunk size, the
+thread count or the device.
 """
 from __future__ import annotations
 
@@ -144,6 +146,7 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
             raise MergeError(f"dtype {dtype!r}: expected bfloat16, float16 or float32") from None
 
     subs, base_ckpt = _open_all(inputs, base, method)
+    checkpoints = subs + ([base_ckpt] if base_ckpt else [])
     names = sorted(subs[0].tensors)
     infos = [subs[0].tensors[n] for n in names]
 
@@ -167,9 +170,9 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     buffers: dict[tuple[torch.dtype, int], torch.Tensor] = {}
     # pre-fault the mappings when the inputs fit comfortably in memory (about 20% faster);
     # larger inputs are faulted in as they are read
-    total = sum(c.nbytes() for c in subs + ([base_ckpt] if base_ckpt else []))
-    for c in subs + ([base_ckpt] if base_ckpt else []):
-        c.open(populate=total < _available_memory() // 4)
+    populate = sum(c.nbytes() for c in checkpoints) < _available_memory() // 4
+    for c in checkpoints:
+        c.open(populate=populate)
 
     # every tensor gets at least one item, so tensors without elements are written too
     items = [(info, start, min(chunk_elements, info.numel - start))
@@ -240,7 +243,7 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
                     pending.append(pool.submit(task, j + window))
         writer.close()
     finally:
-        for c in subs + ([base_ckpt] if base_ckpt else []):
+        for c in checkpoints:
             c.close()
 
     source = Path(base) if base is not None else Path(inputs[0])

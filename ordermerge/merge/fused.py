@@ -19,11 +19,10 @@ try:
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
 
-from .rng import BITS, Sampler, key_of
+from .rng import BITS, GOLDEN, Sampler, offset_key
 
 _BITS_DTYPE = {torch.bfloat16: (np.uint16, 0x7FFF, 0x7F80), torch.float16: (np.uint16, 0x7FFF, 0x7C00),
                torch.float32: (np.uint32, 0x7FFFFFFF, 0x7F800000)}
-_GOLDEN = 0x9E3779B97F4A7C15
 
 
 def available(dtype: torch.dtype) -> bool:
@@ -41,7 +40,7 @@ if numba is not None:
 
     @numba.njit(inline="always")
     def _draw(key_plus_golden, index):
-        z = index * _u64(_GOLDEN) + key_plus_golden
+        z = index * _u64(GOLDEN) + key_plus_golden
         z = (z ^ (z >> _u64(30))) * _u64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> _u64(27))) * _u64(0x94D049BB133111EB)
         z = z ^ (z >> _u64(31))
@@ -160,8 +159,7 @@ def merge_chunk(sub_models: torch.Tensor, base: torch.Tensor | None, sampler: Sa
     out_np = out.view(torch_bits).numpy().view(np_dtype)
     base_np = (base.view(torch_bits).numpy().view(np_dtype) if base is not None
                else np.zeros(0, dtype=np_dtype))
-    keys = np.array([(key_of(seed, name, r) + _GOLDEN) % (1 << 64) for r in range(rounds + 1)],
-                    dtype=np.uint64)
+    keys = np.array([offset_key(seed, name, r) for r in range(rounds + 1)], dtype=np.uint64)
     cuts = sampler.cuts.cpu().numpy().astype(np.uint64)
     left = _merge(subs, base_np, out_np, keys, np.uint64(start), sampler.uniform, cuts,
                   np_dtype(abs_mask), np_dtype(inf_bits))
