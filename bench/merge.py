@@ -211,8 +211,11 @@ def main() -> None:
         args_k = argparse.Namespace(**{**vars(args), "workdir": wd})
         args.outdir.mkdir(parents=True, exist_ok=True)
         res = {"floor": measure("floor", k, args_k)}
+        res["floor"]["ratio_to_floor"] = 1.0
         if not args.skip_mergekit:
             res["mergekit_linear"] = measure("mergekit_linear", k, args_k)
+            res["mergekit_linear"]["ratio_to_floor"] = (res["mergekit_linear"]["wall_s"]
+                                                        / res["floor"]["wall_s"])
         for m in ("average", "select", "resample"):
             r = measure(m, k, args_k)
             r["ratio_to_floor"] = r["wall_s"] / res["floor"]["wall_s"]

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ordermerge.cli import main as cli
-from ordermerge.merge import rng
+from ordermerge.merge import fused, rng
 from ordermerge.merge.engine import MergeError, merge
 from ordermerge.utils import sha256_file
 
@@ -111,19 +111,31 @@ def test_engine_matches_reference_for_sharded_inputs(ckpts, tmp_path, method, pr
     assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "toy"
 
 
+def _set_threads(n: int) -> None:
+    torch.set_num_threads(n)
+    if fused.numba is not None:
+        fused.numba.set_num_threads(min(n, fused.numba.config.NUMBA_NUM_THREADS))
+
+
 @pytest.mark.parametrize("method", ["average", "select", "resample"])
-def test_bytes_do_not_depend_on_chunk_size_threads_or_shards(ckpts, tmp_path, method):
+def test_bytes_do_not_depend_on_chunk_size_threads_or_shards(ckpts, tmp_path, method, monkeypatch):
     base, subs, _, _ = ckpts
     digests = set()
     threads = torch.get_num_threads()
     try:
         for i, (chunk, nthreads) in enumerate([(7, 1), (1000, 2), (None, 1)]):
-            torch.set_num_threads(nthreads)
+            _set_threads(nthreads)
             merge(method, subs, tmp_path / f"o{i}", base=base, seed=9, rounds=3, chunk_elements=chunk)
             digests.add(sha256_file(tmp_path / f"o{i}" / "model.safetensors"))
     finally:
-        torch.set_num_threads(threads)
+        _set_threads(threads)
+    # the torch path (no numba, or a dtype the kernels lack) writes the same bytes
+    monkeypatch.setattr(fused, "available", lambda dtype: False)
+    monkeypatch.setattr(fused, "average_available", lambda dtype: False)
+    merge(method, subs, tmp_path / "torch", base=base, seed=9, rounds=3, chunk_elements=500)
+    digests.add(sha256_file(tmp_path / "torch" / "model.safetensors"))
     assert len(digests) == 1
+    monkeypatch.undo()
     # a sharded output holds the same tensors
     merge(method, subs, tmp_path / "sharded", base=base, seed=9, rounds=3, max_shard_bytes=1500)
     index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())

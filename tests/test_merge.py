@@ -182,9 +182,9 @@ def test_fused_kernel_gives_the_bytes_of_the_unfused_methods(dtype, probs):
     assert torch.equal(got.view(bits), want.view(bits))
 
 
-@pytest.mark.skipif(not fused.average_available(torch.bfloat16, 2), reason="numba not installed")
+@pytest.mark.skipif(not fused.average_available(torch.bfloat16), reason="numba not installed")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("k", [2, 3, 8])
+@pytest.mark.parametrize("k", [2, 3, 8, 13, 20])
 def test_fused_average_gives_the_bytes_of_the_torch_average(dtype, k):
     g = torch.Generator().manual_seed(k)
     views = [torch.randn(20_000, generator=g).to(dtype) for _ in range(k)]

@@ -31,9 +31,11 @@ COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_
           "merges.txt")
 DEFAULT_BUDGET = 1 << 30
 DEFAULT_SHARD = 5 * 10**9
-# elements per chunk at most: small enough that a chunk's temporaries stay in cache
-# (on 2 cores 2**16 to 2**18 were fastest, 2**25 about 1.8x slower; bench/RESULTS.md)
+# elements per chunk at most. The torch path's temporaries are per chunk: small enough to
+# stay in cache (on 2 cores 2**16 to 2**18 were fastest, 2**25 about 1.8x slower); the
+# fused kernels block inside a chunk, so their chunks are larger (fewer calls)
 CHUNK_CAP = 1 << 17
+FUSED_CHUNK_CAP = 1 << 22
 
 
 class MergeError(ValueError):
@@ -52,9 +54,12 @@ def check_probs(values: list[float] | None, k: int, what: str) -> list[float]:
     return values
 
 
-def bytes_per_element(k: int, itemsize: int, method: str) -> int:
-    """Anonymous memory one chunk element costs: two stack slots of K inputs, two outputs
-    in flight, and the temporaries (the inputs themselves are mapped, not copied)."""
+def bytes_per_element(k: int, itemsize: int, method: str, fused_path: bool = False) -> int:
+    """Anonymous memory one chunk element costs. Fused: two outputs in flight (the kernels'
+    per-block temporaries are fixed). Torch: also two stack slots of K inputs and the
+    temporaries. The inputs themselves are mapped, not copied."""
+    if fused_path:
+        return 2 * itemsize
     temps = 3 * 4 if method == "average" else 5 * 8  # fp32 acc, term, input / index, draws...
     return 2 * k * itemsize + 2 * itemsize + temps
 
@@ -157,14 +162,26 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     writer = ShardedWriter(out_dir, [(i.name, out_dtype_of(i), i.shape) for i in infos],
                            max_shard_bytes)
     pin = dev.type == "cuda"
-    # one worker thread merges chunk j + 1 while this thread writes chunk j (torch releases
-    # the GIL); torch's own threads parallelise each op. More workers, each op on one thread,
-    # measured no faster on 2 cores: the GIL serialises the many small ops of a chunk.
+
+    def fusable(info) -> bool:
+        """The fused CPU kernel applies (numba present, dtype supported, no cast between)."""
+        if pin or not info.is_float:
+            return False
+        if method == "average":
+            return (fused.average_available(info.torch_dtype)
+                    and out_torch_dtype in (None, info.torch_dtype))
+        return fused.available(info.torch_dtype)
+
+    fused_path = all(fusable(i) for i in infos if i.is_float)
+    # one worker thread merges chunk j + 1 while this thread writes chunk j (numba and torch
+    # release the GIL); their own threads parallelise each chunk. More workers measured no
+    # faster on 2 cores.
     window = 2
     max_item = max((i.itemsize for i in infos), default=1)
     if chunk_elements is None:
-        per = bytes_per_element(k, max(max_item, 4), method)
-        chunk_elements = min(CHUNK_CAP, max(1, memory_budget // per))
+        per = bytes_per_element(k, max(max_item, 4), method, fused_path)
+        cap = FUSED_CHUNK_CAP if fused_path else CHUNK_CAP
+        chunk_elements = min(cap, max(1, memory_budget // per))
     largest = max((i.numel for i in infos), default=1)
     chunk_elements = max(1, min(chunk_elements, largest))
     buffers: dict[tuple[torch.dtype, int], torch.Tensor] = {}
@@ -184,33 +201,34 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
              "equal_to_base": 0 if method == "resample" else None}
 
     def merge_one(info, start: int, n: int, slot: int) -> tuple[torch.Tensor, int]:
-        views = [s.view(info.name, start, n) for s in subs]
         if not info.is_float:
+            views = [s.view(info.name, start, n) for s in subs]
             differs = [subs[i].path for i in range(1, k) if not torch.equal(views[i], views[0])]
             if differs:
                 raise MergeError(f"non-float tensor {info.name!r} differs between {subs[0].path} "
                                  f"and {differs[0]}: it cannot be merged")
             return views[0].clone(), 0
         at_base = 0
-        if method == "average" and not pin:
-            # sums straight from the mapped inputs: no copy
-            if (fused.average_available(info.torch_dtype, k)
-                    and out_torch_dtype in (None, info.torch_dtype)):
-                out = fused.average_chunk(views, w)
+        if fusable(info):
+            # in place from the mapped inputs: no copy, any K
+            addrs = [s.address(info.name, start, n) for s in subs]
+            if method == "average":
+                out = fused.average_at(addrs, n, info.torch_dtype, w)
             else:
-                out = average.merge_chunk(views, w, out_torch_dtype)
+                b = base_ckpt.address(info.name, start, n) if method == "resample" else None
+                out, at_base = fused.merge_at(addrs, b, n, info.torch_dtype, sampler, rounds=rounds,
+                                              seed=seed, name=info.name, start=start)
+        elif method == "average" and not pin:
+            # from the mapped inputs: no copy
+            out = average.merge_chunk([s.view(info.name, start, n) for s in subs], w,
+                                      out_torch_dtype)
         else:
             # select and resample gather across sub-models: stack the chunk (pinned for the GPU)
             stack = buffers[(info.torch_dtype, slot)][:k * n].view(k, n)
-            for i, v in enumerate(views):
-                stack[i].copy_(v)
+            for i, s in enumerate(subs):
+                stack[i].copy_(s.view(info.name, start, n))
             stack = stack.to(dev, non_blocking=True)
-            if not pin and fused.available(info.torch_dtype):
-                # one parallel pass: draw, pick and copy (and resample's rounds) per element
-                b = base_ckpt.view(info.name, start, n) if method == "resample" else None
-                out, at_base = fused.merge_chunk(stack, b, sampler, seed=seed, name=info.name,
-                                                 start=start, rounds=rounds if b is not None else 0)
-            elif method == "average":
+            if method == "average":
                 out = average.merge_chunk(stack, w, out_torch_dtype)
             elif method == "select":
                 out = select.merge_chunk(stack, sampler, seed=seed, name=info.name, start=start)
@@ -222,7 +240,7 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
             out = out.to(out_torch_dtype)
         return out.cpu(), at_base
 
-    for dt in {i.torch_dtype for i in infos if i.is_float}:
+    for dt in {i.torch_dtype for i in infos if i.is_float and not fusable(i)}:
         for slot in range(window if (method != "average" or pin) else 0):
             buffers[(dt, slot)] = torch.empty(k * chunk_elements, dtype=dt, pin_memory=pin)
 

@@ -1,11 +1,22 @@
-"""Fused CPU kernels for select and resample (numba), bit-identical to the torch/numpy path.
+"""Fused CPU kernels (numba) for all three methods, bit-identical to the torch path.
 
-One pass per chunk computes each element's draw (the SplitMix64 of rng.py), picks its
-sub-model and copies the element's bits, with the rounds of resample inside the same loop,
-parallel over elements. Values are moved as raw bits (uint16 for bf16/fp16, uint32 for
-fp32); "equal to the base" is float equality on those bits (+0 == -0, NaN never equal),
-as torch's `==` decides it. Used when numba is installed; otherwise the engine falls back
-to the unfused methods, which give the same bytes.
+The kernels read the K inputs in place through their addresses (the engine
+passes the addresses of the mapped checkpoint files), so nothing is copied
+into a stack and K is not limited. Each kernel runs in parallel over blocks
+of BLOCK elements; a block's temporaries (draws, picks, positions, float32
+accumulators) stay in the first-level cache.
+
+- average: the float32 sum in sub-model order, eight, four or one input per
+  pass over the block (eight input streams at once keep the memory busy);
+  cast once, NaN written as the positive quiet NaN.
+- select / resample: vectorised SplitMix64 draws (rng.py) for the block,
+  picks, then a gather from the drawn inputs. Resample collects the positions
+  whose value equals the base and redraws only those, for each round.
+
+Values are moved as raw bits (uint16 for bf16/fp16, uint32 for fp32); "equal
+to the base" is float equality on those bits (+0 == -0, NaN never equal), as
+torch's `==` decides it. Used when numba is installed; otherwise the engine
+falls back to the torch methods, which give the same bytes (tests check it).
 """
 from __future__ import annotations
 
@@ -15,7 +26,8 @@ import torch
 try:
     import numba
     from llvmlite import ir
-    from numba.extending import intrinsic
+    from numba import types
+    from numba.extending import intrinsic, overload
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
 
@@ -23,44 +35,37 @@ from .rng import BITS, GOLDEN, Sampler, offset_key
 
 _BITS_DTYPE = {torch.bfloat16: (np.uint16, 0x7FFF, 0x7F80), torch.float16: (np.uint16, 0x7FFF, 0x7C00),
                torch.float32: (np.uint32, 0x7FFFFFFF, 0x7F800000)}
+# elements per block: a block's draws (8 B), picks (8 B) and positions (8 B) take 48 KiB
+BLOCK = 2048
 
 
 def available(dtype: torch.dtype) -> bool:
+    """select and resample: bf16, fp16 and fp32."""
     return numba is not None and dtype in _BITS_DTYPE
 
 
-def average_available(dtype: torch.dtype, k: int) -> bool:
-    """The fused average takes the K inputs as a tuple; numba indexes tuples of more than
-    8 arrays slowly (K=16 measured 2x slower than the torch path), so only K <= 8."""
-    return numba is not None and dtype in (torch.bfloat16, torch.float32) and k <= 8
+def average_available(dtype: torch.dtype) -> bool:
+    """average: bf16 and fp32 (fp16 takes the torch path)."""
+    return numba is not None and dtype in (torch.bfloat16, torch.float32)
 
 
 if numba is not None:
     _u64 = numba.uint64
 
-    @numba.njit(inline="always")
-    def _draw(key_plus_golden, index):
-        z = index * _u64(GOLDEN) + key_plus_golden
-        z = (z ^ (z >> _u64(30))) * _u64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> _u64(27))) * _u64(0x94D049BB133111EB)
-        z = z ^ (z >> _u64(31))
-        return z >> _u64(64 - BITS)
+    @intrinsic
+    def _load(typingctx, addr, index, like):
+        """The element `index` of the array at address `addr`, of `like`'s element type."""
+        if not (isinstance(addr, types.Integer) and isinstance(index, types.Integer)
+                and isinstance(like, types.Array)):
+            return None
+        sig = like.dtype(addr, index, like)
 
-    @numba.njit(inline="always")
-    def _pick(u, k, uniform, cuts):
-        if uniform:
-            return np.int64((u * _u64(k)) >> _u64(BITS))
-        p = 0
-        for c in cuts:
-            if u >= c:
-                p += 1
-        return p
-
-    @numba.njit(inline="always")
-    def _float_equal(a, b, abs_mask, inf_bits):
-        # same bits and not NaN, or both zeros of either sign; bitwise & and | on the
-        # comparisons keep it free of branches
-        return ((a == b) & ((a & abs_mask) <= inf_bits)) | (((a | b) & abs_mask) == 0)
+        def codegen(context, builder, signature, args):
+            a, i, _ = args
+            ptr = builder.inttoptr(a, context.get_value_type(signature.return_type).as_pointer())
+            i = context.cast(builder, i, signature.args[1], types.int64)
+            return builder.load(builder.gep(ptr, [i]), align=1)
+        return sig, codegen
 
     @intrinsic
     def _as_f32(typingctx, bits):
@@ -74,109 +79,218 @@ if numba is not None:
             return builder.bitcast(args[0], ir.IntType(32))
         return numba.uint32(numba.float32), codegen
 
-    @numba.njit(inline="always")
-    def _bf16_to_f32(b):
-        return _as_f32(numba.uint32(b) << numba.uint32(16))
+    def _widen(x):
+        """An element as float32 (exact)."""
+
+    @overload(_widen, inline="always")
+    def _widen_impl(x):
+        if x == types.uint16:  # bf16 bits
+            return lambda x: _as_f32(numba.uint32(x) << numba.uint32(16))
+        if x == types.float32:
+            return lambda x: x
+
+    def _narrow(f, like):
+        """float32 to `like`'s element type, rounding once; NaN as the positive quiet NaN."""
+
+    @overload(_narrow, inline="always")
+    def _narrow_impl(f, like):
+        if like.dtype == types.uint16:
+            def to_bf16(f, like):
+                # round to nearest, ties to even (torch's conversion)
+                u = _as_u32(f)
+                r = numba.uint16((u + numba.uint32(0x7FFF) + ((u >> numba.uint32(16)) & numba.uint32(1)))
+                                 >> numba.uint32(16))
+                return numba.uint16(0x7FC0) if f != f else r
+            return to_bf16
+        if like.dtype == types.float32:
+            return lambda f, like: np.float32(np.nan) if f != f else f
 
     @numba.njit(inline="always")
-    def _f32_to_bf16(f):
-        # round to nearest, ties to even; NaN to the quiet NaN (torch's conversion)
-        if f != f:
-            return numba.uint16(0x7FC0)
-        u = _as_u32(f)
-        return numba.uint16((u + numba.uint32(0x7FFF) + ((u >> numba.uint32(16)) & numba.uint32(1)))
-                            >> numba.uint32(16))
+    def _draw(key_plus_golden, index):
+        z = index * _u64(GOLDEN) + key_plus_golden
+        z = (z ^ (z >> _u64(30))) * _u64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> _u64(27))) * _u64(0x94D049BB133111EB)
+        z = z ^ (z >> _u64(31))
+        return z >> _u64(64 - BITS)
+
+    @numba.njit(inline="always")
+    def _float_equal(a, b, abs_mask, inf_bits):
+        # same bits and not NaN, or both zeros of either sign; bitwise & and | on the
+        # comparisons keep it free of branches
+        return ((a == b) & ((a & abs_mask) <= inf_bits)) | (((a | b) & abs_mask) == 0)
+
+    @numba.njit(inline="always")
+    def _picks(key, first, pos, cnt, contiguous, k, uniform, cuts, u, picks):
+        """picks[t] = the sub-model drawn for element first + t (contiguous) or
+        first + pos[t]; separate simple loops, so each is vectorised."""
+        if contiguous:
+            for t in range(cnt):
+                u[t] = _draw(key, first + _u64(t))
+        else:
+            for t in range(cnt):
+                u[t] = _draw(key, first + _u64(pos[t]))
+        if uniform:
+            # #{j : ceil(j 2**53 / K) <= u} = floor(u K / 2**53) (rng.Sampler)
+            for t in range(cnt):
+                picks[t] = np.int64((u[t] * _u64(k)) >> _u64(BITS))
+        else:
+            for t in range(cnt):
+                picks[t] = 0
+            for c in cuts:
+                for t in range(cnt):
+                    picks[t] += u[t] >= c
+        return picks
 
     @numba.njit(parallel=True, cache=True)
-    def _average_bf16(subs, out, weights, equal):
-        k = len(subs)
-        n = out.shape[0]
-        for j in numba.prange(n):
-            if equal:
-                acc = _bf16_to_f32(subs[0][j])
-                for i in range(1, k):
-                    acc += _bf16_to_f32(subs[i][j])
-                acc /= numba.float32(k)
-            else:
-                acc = _bf16_to_f32(subs[0][j]) * weights[0]
-                for i in range(1, k):
-                    acc += _bf16_to_f32(subs[i][j]) * weights[i]
-            out[j] = _f32_to_bf16(acc)  # NaN becomes the quiet NaN 0x7FC0
-
-    @numba.njit(parallel=True, cache=True)
-    def _average_f32(subs, out, weights, equal):
-        k = len(subs)
-        n = out.shape[0]
-        for j in numba.prange(n):
-            if equal:
-                acc = subs[0][j]
-                for i in range(1, k):
-                    acc += subs[i][j]
-                acc /= numba.float32(k)
-            else:
-                acc = subs[0][j] * weights[0]
-                for i in range(1, k):
-                    acc += subs[i][j] * weights[i]
-            if acc != acc:
-                acc = np.float32(np.nan)  # the quiet NaN 0x7FC00000, whatever the payload
-            out[j] = acc
-
-    @numba.njit(parallel=True, cache=True)
-    def _merge(subs, base, out, keys, start, uniform, cuts, abs_mask, inf_bits):
-        """keys[r] = key of round r plus phi (uint64); len(keys) - 1 resample rounds. With a
-        base (len(base) == n), returns how many elements still equal it."""
-        k = subs.shape[0]
+    def _merge(addrs, base_addr, out, keys, start, uniform, cuts, abs_mask, inf_bits):
+        """Select (base_addr 0) or resample over the chunk of n = len(out) elements whose
+        element j of input i is at addrs[i] + j * itemsize; keys[r] = the key of round r plus
+        phi, len(keys) - 1 resample rounds. Returns how many elements still equal the base
+        (0 without one)."""
+        k = addrs.shape[0]
         n = out.shape[0]
         rounds = len(keys) - 1
-        has_base = base.shape[0] == n
+        blocks = (n + BLOCK - 1) // BLOCK
         left = 0
-        for j in numba.prange(n):
-            index = start + _u64(j)  # uint64 throughout: uint64 + int64 would be float64
-            v = subs[_pick(_draw(keys[0], index), k, uniform, cuts), j]
-            if has_base:
-                b = base[j]
-                r = 1
-                while r <= rounds and _float_equal(v, b, abs_mask, inf_bits):
-                    v = subs[_pick(_draw(keys[r], index), k, uniform, cuts), j]
-                    r += 1
-                if _float_equal(v, b, abs_mask, inf_bits):
-                    left += 1
-            out[j] = v
+        for bi in numba.prange(blocks):
+            lo = bi * BLOCK
+            m = min(n, lo + BLOCK) - lo
+            u = np.empty(BLOCK, dtype=np.uint64)
+            picks = np.empty(BLOCK, dtype=np.int64)
+            pos = np.empty(BLOCK, dtype=np.int64)
+            first = start + _u64(lo)
+            _picks(keys[0], first, pos, m, True, k, uniform, cuts, u, picks)
+            if base_addr == 0:
+                for t in range(m):
+                    out[lo + t] = _load(addrs[picks[t]], lo + t, out)
+                continue
+            cnt = 0
+            for t in range(m):
+                v = _load(addrs[picks[t]], lo + t, out)
+                out[lo + t] = v
+                pos[cnt] = t
+                cnt += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
+            for r in range(1, rounds + 1):
+                if cnt == 0:
+                    break
+                _picks(keys[r], first, pos, cnt, False, k, uniform, cuts, u, picks)
+                still = 0
+                for s in range(cnt):
+                    t = pos[s]
+                    v = _load(addrs[picks[s]], lo + t, out)
+                    out[lo + t] = v
+                    pos[still] = t
+                    still += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
+                cnt = still
+            left += cnt
         return left
 
+    @numba.njit(parallel=True, cache=True)
+    def _average(addrs, out, weights, divisor):
+        """out = (sum_i weights[i] * x_i) / divisor in float32, summed in sub-model order.
+        The accumulator starts at -0.0, the additive identity for every float (+0.0 would
+        turn a sum of -0.0 into +0.0); x * 1.0 and x / 1.0 are exact."""
+        k = addrs.shape[0]
+        n = out.shape[0]
+        blocks = (n + BLOCK - 1) // BLOCK
+        for bi in numba.prange(blocks):
+            lo = bi * BLOCK
+            m = min(n, lo + BLOCK) - lo
+            acc = np.full(BLOCK, np.float32(-0.0), dtype=np.float32)
+            i = 0
+            while i < k:
+                if k - i >= 8:
+                    a0, a1, a2, a3 = addrs[i], addrs[i + 1], addrs[i + 2], addrs[i + 3]
+                    a4, a5, a6, a7 = addrs[i + 4], addrs[i + 5], addrs[i + 6], addrs[i + 7]
+                    w0, w1, w2, w3 = weights[i], weights[i + 1], weights[i + 2], weights[i + 3]
+                    w4, w5, w6, w7 = weights[i + 4], weights[i + 5], weights[i + 6], weights[i + 7]
+                    for t in range(m):
+                        j = lo + t
+                        s = acc[t] + _widen(_load(a0, j, out)) * w0
+                        s += _widen(_load(a1, j, out)) * w1
+                        s += _widen(_load(a2, j, out)) * w2
+                        s += _widen(_load(a3, j, out)) * w3
+                        s += _widen(_load(a4, j, out)) * w4
+                        s += _widen(_load(a5, j, out)) * w5
+                        s += _widen(_load(a6, j, out)) * w6
+                        acc[t] = s + _widen(_load(a7, j, out)) * w7
+                    i += 8
+                elif k - i >= 4:
+                    a0, a1, a2, a3 = addrs[i], addrs[i + 1], addrs[i + 2], addrs[i + 3]
+                    w0, w1, w2, w3 = weights[i], weights[i + 1], weights[i + 2], weights[i + 3]
+                    for t in range(m):
+                        j = lo + t
+                        s = acc[t] + _widen(_load(a0, j, out)) * w0
+                        s += _widen(_load(a1, j, out)) * w1
+                        s += _widen(_load(a2, j, out)) * w2
+                        acc[t] = s + _widen(_load(a3, j, out)) * w3
+                    i += 4
+                else:
+                    a0, w0 = addrs[i], weights[i]
+                    for t in range(m):
+                        acc[t] += _widen(_load(a0, lo + t, out)) * w0
+                    i += 1
+            for t in range(m):
+                out[lo + t] = _narrow(acc[t] / divisor, out)
 
-def merge_chunk(sub_models: torch.Tensor, base: torch.Tensor | None, sampler: Sampler, *,
-                rounds: int, seed: int, name: str, start: int) -> tuple[torch.Tensor, int]:
-    """select (rounds=0, base None) or resample over a [K, n] CPU stack of one chunk.
 
-    A stack, not K separate arrays: indexing a tuple by the drawn sub-model compiles to an
-    unpredictable branch, about 2x slower than the copy into the stack."""
-    np_dtype, abs_mask, inf_bits = _BITS_DTYPE[sub_models.dtype]
+def _bits_view(t: torch.Tensor, np_dtype) -> np.ndarray:
     torch_bits = torch.int16 if np_dtype == np.uint16 else torch.int32
-    subs = sub_models.view(torch_bits).numpy().view(np_dtype)
-    n = subs.shape[1]
-    out = torch.empty(n, dtype=sub_models.dtype)
-    out_np = out.view(torch_bits).numpy().view(np_dtype)
-    base_np = (base.view(torch_bits).numpy().view(np_dtype) if base is not None
-               else np.zeros(0, dtype=np_dtype))
+    return t.view(torch_bits).numpy().view(np_dtype)
+
+
+def merge_at(addrs: list[int], base_addr: int | None, n: int, dtype: torch.dtype,
+             sampler: Sampler, *, rounds: int, seed: int, name: str,
+             start: int) -> tuple[torch.Tensor, int]:
+    """select (base_addr None) or resample of elements start .. start+n-1 of tensor `name`,
+    whose inputs lie (contiguous, `dtype`) at the addresses `addrs`, the base's at
+    `base_addr`. The caller keeps that memory alive. Returns the n merged elements and how
+    many still equal the base."""
+    np_dtype, abs_mask, inf_bits = _BITS_DTYPE[dtype]
+    out = torch.empty(n, dtype=dtype)
+    if n == 0:
+        return out, 0
+    rounds = rounds if base_addr is not None else 0
     keys = np.array([offset_key(seed, name, r) for r in range(rounds + 1)], dtype=np.uint64)
     cuts = sampler.cuts.cpu().numpy().astype(np.uint64)
-    left = _merge(subs, base_np, out_np, keys, np.uint64(start), sampler.uniform, cuts,
-                  np_dtype(abs_mask), np_dtype(inf_bits))
+    left = _merge(np.asarray(addrs, dtype=np.uint64), base_addr or 0, _bits_view(out, np_dtype),
+                  keys, np.uint64(start), sampler.uniform, cuts, np_dtype(abs_mask),
+                  np_dtype(inf_bits))
     return out, int(left)
 
 
-def average_chunk(views: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
-    """The weighted average of K bf16 or fp32 CPU views, in one pass, as average.py does it:
-    float32, equal weights summed then divided by K, other weights as float32 products,
-    NaN results written as the positive quiet NaN."""
-    dtype = views[0].dtype
-    out = torch.empty(views[0].shape[0], dtype=dtype)
-    w = np.asarray(weights, dtype=np.float32)
-    equal = len(set(weights)) == 1
-    if dtype == torch.bfloat16:
-        subs = tuple(v.view(torch.int16).numpy().view(np.uint16) for v in views)
-        _average_bf16(subs, out.view(torch.int16).numpy().view(np.uint16), w, equal)
+def average_at(addrs: list[int], n: int, dtype: torch.dtype, weights: list[float]) -> torch.Tensor:
+    """The weighted average of n elements of K bf16 or fp32 inputs at `addrs`, as
+    average.py computes it: equal weights summed in float32 then divided by K, other
+    weights as float32 products added in order, NaN written as the positive quiet NaN."""
+    out = torch.empty(n, dtype=dtype)
+    if n == 0:
+        return out
+    k = len(addrs)
+    if len(set(weights)) == 1:
+        w, divisor = np.ones(k, dtype=np.float32), np.float32(k)
     else:
-        _average_f32(tuple(v.numpy() for v in views), out.numpy(), w, equal)
+        w, divisor = np.asarray(weights, dtype=np.float32), np.float32(1.0)
+    target = _bits_view(out, np.uint16) if dtype == torch.bfloat16 else out.numpy()
+    _average(np.asarray(addrs, dtype=np.uint64), target, w, divisor)
     return out
+
+
+def _addresses(views) -> list[int]:
+    for v in views:
+        if not v.is_contiguous() or v.device.type != "cpu":
+            raise ValueError("fused kernels need contiguous CPU tensors")
+    return [v.data_ptr() for v in views]
+
+
+def merge_chunk(views, base: torch.Tensor | None, sampler: Sampler, *, rounds: int, seed: int,
+                name: str, start: int) -> tuple[torch.Tensor, int]:
+    """merge_at over K contiguous CPU tensors (a list or the rows of a [K, n] stack)."""
+    (b,) = _addresses([base]) if base is not None else (None,)
+    return merge_at(_addresses(views), b, views[0].shape[0], views[0].dtype, sampler,
+                    rounds=rounds, seed=seed, name=name, start=start)
+
+
+def average_chunk(views, weights: list[float]) -> torch.Tensor:
+    """average_at over K contiguous bf16 or fp32 CPU tensors."""
+    return average_at(_addresses(views), views[0].shape[0], views[0].dtype, weights)

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DTYPES = {
@@ -134,6 +135,7 @@ class Checkpoint:
                 raise CheckpointError(f"{self.path / INDEX} maps {missing[0]!r} to "
                                       f"{weight_map[missing[0]]}, which does not hold it")
         self._maps: dict[Path, mmap.mmap] = {}
+        self._arrays: dict[Path, np.ndarray] = {}  # read-only arrays over the maps (addresses)
 
     def files(self) -> list[Path]:
         return sorted({t.file for t in self.tensors.values()})
@@ -166,7 +168,21 @@ class Checkpoint:
         return torch.frombuffer(self._maps[info.file], dtype=info.torch_dtype, count=n,
                                 offset=info.offset + start * info.itemsize)
 
+    def address(self, name: str, start: int, n: int) -> int:
+        """The memory address of element `start` of tensor `name` (after open()), for the
+        fused kernels; elements start .. start+n-1 must lie in the tensor. Valid until
+        close()."""
+        info = self.tensors[name]
+        if not 0 <= start <= start + n <= info.numel:
+            raise IndexError(f"tensor {name!r}: elements {start}..{start + n} outside {info.numel}")
+        if info.file not in self._arrays:
+            if info.file not in self._maps:
+                self.open()
+            self._arrays[info.file] = np.frombuffer(self._maps[info.file], dtype=np.uint8)
+        return self._arrays[info.file].ctypes.data + info.offset + start * info.itemsize
+
     def close(self) -> None:
+        self._arrays.clear()
         for m in self._maps.values():
             try:
                 m.close()
