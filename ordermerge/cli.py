@@ -35,7 +35,7 @@ def merge_parser(sub) -> None:
     p.add_argument("--memory-budget", type=parse_size, default="1GiB",
                    help="peak working memory for chunks (default 1GiB)")
     p.add_argument("--max-shard-size", type=parse_size, default="5GB")
-    p.add_argument("--threads", type=int, help="torch CPU threads (results do not depend on it)")
+    p.add_argument("--threads", type=int, help="CPU threads (torch and the numba kernels; results do not depend on it)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("-o", "--out", required=True, help="output model directory")
     p.add_argument("inputs", nargs="+", help="the K sub-model directories")
@@ -47,7 +47,9 @@ def run_merge(args) -> int:
     from .merge.engine import MergeError, merge
 
     if args.threads:
+        from .merge import fused
         torch.set_num_threads(args.threads)
+        fused.set_threads(args.threads)
     if args.method == "average" and args.probs:
         print("ordermerge merge: --probs is for select/resample; average takes --weights",
               file=sys.stderr)

@@ -113,8 +113,7 @@ def test_engine_matches_reference_for_sharded_inputs(ckpts, tmp_path, method, pr
 
 def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
-    if fused.numba is not None:
-        fused.numba.set_num_threads(min(n, fused.numba.config.NUMBA_NUM_THREADS))
+    fused.set_threads(n)
 
 
 @pytest.mark.parametrize("method", ["average", "select", "resample"])
@@ -279,3 +278,46 @@ def test_cuda_without_cuda_is_a_clear_error(ckpts, tmp_path):
     with pytest.raises(MergeError, match="CUDA is not available"):
         merge("select", subs, tmp_path / "out", device="cuda")
     assert not (tmp_path / "out").exists()
+
+
+def _raw_safetensors(path, entries, data: bytes):
+    """A safetensors file written by hand: `entries` name -> (dtype, shape, begin, end)."""
+    import struct
+    header = {n: {"dtype": d, "shape": list(s), "data_offsets": [b, e]}
+              for n, (d, s, b, e) in entries.items()}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+@pytest.mark.parametrize("how", ["tied_config", "same_bytes", "untied"])
+def test_tied_or_shared_tensors_are_merged_once(tmp_path, how):
+    """A tied model saved with both the embeddings and lm_head, or two names stored at the
+    same bytes: both names get the same draws, so the same merged tensor."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(40, 8, generator=g).to(torch.bfloat16)
+    subs = []
+    for i in range(4):
+        emb = torch.where(torch.rand(40, 8, generator=g) < 0.7, base + 0.1 * (i + 1), base)
+        emb = emb.to(torch.bfloat16)
+        d = tmp_path / f"s{i}"
+        d.mkdir()
+        if how == "same_bytes":
+            data = emb.view(torch.int16).numpy().tobytes()
+            _raw_safetensors(d / "model.safetensors",
+                             {"model.embed_tokens.weight": ("BF16", (40, 8), 0, len(data)),
+                              "lm_head.weight": ("BF16", (40, 8), 0, len(data))}, data)
+        else:
+            save_file({"model.embed_tokens.weight": emb, "lm_head.weight": emb.clone()},
+                      str(d / "model.safetensors"))
+        (d / "config.json").write_text(json.dumps({"tie_word_embeddings": how == "tied_config"}))
+        subs.append(d)
+    r = merge("select", subs, tmp_path / "out", seed=3)
+    out = load_file(str(tmp_path / "out" / "model.safetensors"))  # two separate copies
+    same = torch.equal(out["lm_head.weight"], out["model.embed_tokens.weight"])
+    if how == "untied":
+        assert not same and r["stats"]["shared"] == {}
+    else:  # the first name in sorted order keys the draws
+        pair = ["lm_head.weight", "model.embed_tokens.weight"]
+        want = dict([pair[::-1]]) if how == "same_bytes" else dict([pair])
+        assert same and r["stats"]["shared"] == want

@@ -196,3 +196,39 @@ def test_fused_average_gives_the_bytes_of_the_torch_average(dtype, k):
         got, want = fused.average_chunk(views, w), average.merge_chunk(views, w)
         assert torch.equal(got.view(bits), want.view(bits))
         assert got.isnan().sum() >= 2
+
+
+@pytest.mark.skipif(not fused.available(torch.bfloat16), reason="numba not installed")
+@pytest.mark.parametrize("method", ["average", "select", "resample"])
+def test_fused_kernels_do_not_depend_on_threads_or_where_a_chunk_is_cut(method):
+    """Several kernel blocks (BLOCK elements each) run on different threads: the bytes are
+    the same with 1 or 2 threads and for one call or two calls split mid-block."""
+    k, n = 5, 3 * fused.BLOCK + 17
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(n, generator=g).to(torch.bfloat16)
+    subs = [torch.where(torch.rand(n, generator=g) < 0.6, base + 0.25, base).to(torch.bfloat16)
+            for _ in range(k)]
+    sampler = uniform_sampler(k)
+
+    def run(lo, hi):
+        part = [s[lo:hi] for s in subs]
+        if method == "average":
+            return fused.average_chunk(part, [1.0 / k] * k), 0
+        return fused.merge_chunk(part, base[lo:hi] if method == "resample" else None, sampler,
+                                 rounds=3, seed=2, name="w", start=lo)
+
+    results = []
+    try:
+        for threads in (1, 2):
+            fused.set_threads(threads)
+            results.append(run(0, n))
+        cut = fused.BLOCK + 1000
+        (a, left_a), (b, left_b) = run(0, cut), run(cut, n)
+        results.append((torch.cat([a, b]), left_a + left_b))
+    finally:
+        fused.set_threads(torch.get_num_threads())
+    (first, left), *others = results
+    for out, left_other in others:
+        assert torch.equal(out.view(torch.int16), first.view(torch.int16)) and left_other == left
+    if method == "resample":
+        assert 0 < left < n // 10  # some elements are still at the base after 3 rounds

@@ -88,6 +88,35 @@ def _open_all(inputs, base, method) -> tuple[list[Checkpoint], Checkpoint | None
     return subs, base_ckpt
 
 
+EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
+
+
+def shared_keys(ckpt: Checkpoint) -> dict[str, str]:
+    """Tied or shared tensors: name -> the name whose draws it takes, so that both get the
+    same merge. Two names stored at the same bytes of one file share; so do
+    `lm_head.weight` and the input embeddings when config.json sets tie_word_embeddings
+    (a tied model that was saved with both copies)."""
+    aliases, first_at = {}, {}
+    for name in sorted(ckpt.tensors):
+        t = ckpt.tensors[name]
+        where = (t.file, t.offset, t.nbytes, t.dtype, t.shape)
+        if t.nbytes and where in first_at:
+            aliases[name] = first_at[where]
+        else:
+            first_at.setdefault(where, name)
+    try:
+        tied = json.loads((ckpt.path / "config.json").read_text()).get("tie_word_embeddings")
+    except (OSError, ValueError, AttributeError):
+        tied = None
+    head = ckpt.tensors.get("lm_head.weight")
+    if tied is True and head is not None and "lm_head.weight" not in aliases:
+        emb = [n for n, t in ckpt.tensors.items() if n.endswith(EMBEDDING_SUFFIXES)
+               and (t.shape, t.dtype) == (head.shape, head.dtype)]
+        if len(emb) == 1:
+            aliases["lm_head.weight"] = aliases.get(emb[0], emb[0])
+    return aliases
+
+
 def _available_memory() -> int:
     """MemAvailable from /proc/meminfo in bytes (0 where unknown)."""
     try:
@@ -195,7 +224,10 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     items = [(info, start, min(chunk_elements, info.numel - start))
              for info in infos for start in (range(0, info.numel, chunk_elements) or [0])]
     sampler = rng.Sampler(w, dev) if method != "average" else None
-    stats = {"tensors": sum(i.is_float for i in infos),
+    # a shared tensor is merged with the draws of the tensor it shares (the same result);
+    # merged again rather than kept, so memory stays within the budget
+    aliases = shared_keys(subs[0])
+    stats = {"shared": aliases, "tensors": sum(i.is_float for i in infos),
              "elements": sum(i.numel for i in infos if i.is_float), "chunks": len(items),
              "copied_non_float": sum(not i.is_float for i in infos),
              "equal_to_base": 0 if method == "resample" else None}
@@ -209,6 +241,7 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
                                  f"and {differs[0]}: it cannot be merged")
             return views[0].clone(), 0
         at_base = 0
+        key = aliases.get(info.name, info.name)  # the draws' tensor name
         if fusable(info):
             # in place from the mapped inputs: no copy, any K
             addrs = [s.address(info.name, start, n) for s in subs]
@@ -217,7 +250,7 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
             else:
                 b = base_ckpt.address(info.name, start, n) if method == "resample" else None
                 out, at_base = fused.merge_at(addrs, b, n, info.torch_dtype, sampler, rounds=rounds,
-                                              seed=seed, name=info.name, start=start)
+                                              seed=seed, name=key, start=start)
         elif method == "average" and not pin:
             # from the mapped inputs: no copy
             out = average.merge_chunk([s.view(info.name, start, n) for s in subs], w,
@@ -231,11 +264,11 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
             if method == "average":
                 out = average.merge_chunk(stack, w, out_torch_dtype)
             elif method == "select":
-                out = select.merge_chunk(stack, sampler, seed=seed, name=info.name, start=start)
+                out = select.merge_chunk(stack, sampler, seed=seed, name=key, start=start)
             else:
                 b = base_ckpt.view(info.name, start, n).to(dev, non_blocking=True)
                 out, at_base = resample.merge_chunk(stack, b, sampler, rounds=rounds, seed=seed,
-                                                    name=info.name, start=start)
+                                                    name=key, start=start)
         if out_torch_dtype is not None:
             out = out.to(out_torch_dtype)
         return out.cpu(), at_base

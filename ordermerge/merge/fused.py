@@ -39,6 +39,12 @@ _BITS_DTYPE = {torch.bfloat16: (np.uint16, 0x7FFF, 0x7F80), torch.float16: (np.u
 BLOCK = 2048
 
 
+def set_threads(n: int) -> None:
+    """Threads for the kernels (at most numba's pool size); the bytes do not depend on it."""
+    if numba is not None:
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+
+
 def available(dtype: torch.dtype) -> bool:
     """select and resample: bf16, fp16 and fp32."""
     return numba is not None and dtype in _BITS_DTYPE
