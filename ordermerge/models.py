@@ -92,24 +92,55 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None):
 
 
 def stored_dtype(path: str | os.PathLike) -> torch.dtype:
-    """The dtype a checkpoint directory's config says its weights are stored in."""
+    """The dtype a checkpoint's config says its weights are stored in (a local directory,
+    or a Hugging Face id)."""
     import json
-    cfg = json.loads((Path(path) / "config.json").read_text())
+    if Path(path).is_dir():
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    else:
+        from transformers import AutoConfig
+        cfg = AutoConfig.from_pretrained(str(path)).to_dict()
     name = cfg.get("dtype") or cfg.get("torch_dtype")
     if name is None:
         raise ValueError(f"{path}/config.json names no dtype")
     return dtype_of(name)
 
 
-def save_model(model, tokenizer, out_dir: str | os.PathLike, dtype: torch.dtype) -> None:
+def _drop_tied(model, state_dict: dict) -> dict:
+    """Names that share storage are saved once, as save_pretrained does: the tied copy
+    (e.g. lm_head.weight of a model with tied embeddings) is left out."""
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    groups: dict[tuple, list[str]] = {}
+    for name, t in state_dict.items():
+        if t.device.type != "meta" and t.numel():
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+            groups.setdefault(key, []).append(name)
+    drop = set()
+    for names in groups.values():
+        if len(names) > 1:
+            keep = [n for n in names if n not in tied] or names[:1]
+            drop |= set(names) - {keep[0]}
+    return {k: v for k, v in state_dict.items() if k not in drop}
+
+
+def save_model(model, tokenizer, out_dir: str | os.PathLike, dtype: torch.dtype,
+               state_dict: dict | None = None) -> None:
     """save_pretrained in `dtype` (safetensors), with the tokenizer beside it.
 
-    The model itself is left in its training dtype: a copy is cast and saved
-    (save_pretrained writes the config's dtype from the module's own dtype).
+    The model itself is left in its training dtype: its state dict (or `state_dict`, e.g.
+    gathered from FSDP shards) is cast tensor by tensor and saved, and config.json names
+    `dtype` (save_pretrained would write the module's own dtype there).
     """
-    import copy
-    to_save = model if model.dtype == dtype else copy.deepcopy(model).to(dtype)
-    to_save.save_pretrained(out_dir)
+    import json
+
+    if state_dict is None:
+        state_dict = model.state_dict()
+    state_dict = _drop_tied(model, state_dict)
+    cast = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu())
+            for k, v in state_dict.items()}
+    model.save_pretrained(out_dir, state_dict=cast)
+    cfg_path = Path(out_dir) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dtype"] = str(dtype).removeprefix("torch.")
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(out_dir)
-    if to_save is not model:
-        del to_save

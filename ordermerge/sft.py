@@ -1,0 +1,471 @@
+"""One SFT run that follows a data order exactly, through accelerate, and resumes after a kill.
+
+The order (row ids per epoch) is cut into global batches of ``batch_size``
+consecutive ids: optimizer step s trains on exactly those rows, whatever the
+number of processes. With N processes each takes a contiguous share of the
+batch and cuts it into micro-batches padded to their longest row; gradients
+are accumulated without synchronisation until each process's last
+micro-batch. The loss is the sum of response-token losses over the whole
+global batch divided by its number of response tokens (prompt tokens
+masked), so the update does not depend on N or on the micro-batch size
+beyond rounding. Every step's ids (as processed, gathered from all
+processes) go to ``steps.jsonl``.
+
+Outputs in ``out_dir``: ``epoch{e}/`` at each epoch end and ``step{N}/`` at
+the configured steps (the base model's dtype, save_pretrained layout),
+``samples.csv`` (per sample: position in each epoch, the step and loss when
+seen, the final loss from a forward pass over the training set after
+training), ``steps.jsonl``, ``run.json`` (validation loss at each epoch end
+and configured step, tokens/s, real/processed tokens, truncation, wall time).
+
+Resume: at every checkpoint the full training state (fp32 weights,
+optimizer, scheduler, RNG of every process, position, per-sample records) is
+saved under ``out_dir/resume/`` with accelerate's save_state, into a
+temporary directory renamed when complete; ``resume/latest`` names the
+newest. The written checkpoints are hard-linked there too, because Snakemake
+deletes a failed job's outputs before it re-runs it. A re-run with the same
+inputs (a fingerprint of params, order, data and base) continues from the
+newest state and re-creates the deleted checkpoints; on the CPU it ends with
+the bytes of an uninterrupted run. A finished run deletes ``resume/``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .provenance import now, write_record
+from .train import IGNORE, collate, encode_example, lr_lambda, token_losses
+from .utils import atomic_dir, atomic_file
+
+RESUME = "resume"
+# the train section's defaults (config/schema.yaml $defs/train; a test keeps them equal)
+DEFAULTS = {
+    "lr": 2.0e-5, "batch_size": 64, "micro_batch_size": 4, "max_length": 800,
+    "weight_decay": 0.0, "warmup_ratio": 0.03, "schedule": "cosine", "max_grad_norm": 1.0,
+    "save_steps": [], "eval_steps": [], "mixed_precision": "auto",
+    "gradient_checkpointing": False,
+}
+
+
+class TrainError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int  # optimizer steps before this one
+    epoch: int  # 1-based
+    start: int  # position of its first row in the epoch's order
+    ids: tuple[str, ...]
+
+
+def plan_steps(order: list[list[str]], batch_size: int) -> list[Step]:
+    """The optimizer steps: each epoch's order cut every batch_size rows (the last short)."""
+    steps = []
+    for epoch, ids in enumerate(order, 1):
+        for b in range(0, len(ids), batch_size):
+            steps.append(Step(len(steps), epoch, b, tuple(ids[b:b + batch_size])))
+    return steps
+
+
+def checkpoint_points(steps: list[Step], save_steps: list[int]) -> dict[int, list[str]]:
+    """Steps done -> the checkpoint directories written then: epoch{e} at each epoch end,
+    step{N} after N optimizer steps for N in save_steps."""
+    total = len(steps)
+    bad = [n for n in save_steps if not 1 <= n <= total]
+    if bad:
+        raise TrainError(f"train.save_steps: {bad} outside 1..{total} (the run's optimizer steps)")
+    points: dict[int, list[str]] = {}
+    for s in steps:
+        if s.index + 1 == total or steps[s.index + 1].epoch != s.epoch:
+            points.setdefault(s.index + 1, []).append(f"epoch{s.epoch}")
+    for n in sorted(set(save_steps)):
+        points.setdefault(n, []).append(f"step{n}")
+    return points
+
+
+def share(ids: tuple[str, ...], rank: int, world: int) -> tuple[str, ...]:
+    """Process `rank`'s contiguous share of a global batch (ceil-sized; the last may be short
+    or empty)."""
+    per = math.ceil(len(ids) / world)
+    return ids[rank * per:(rank + 1) * per]
+
+
+def fingerprint(cfg: dict, order: list[list[str]], files: list[Path]) -> str:
+    """What a saved state must match to be resumed: params, order and input files (name,
+    size, mtime: the base is too large to hash on every start)."""
+    h = hashlib.sha256(json.dumps({"cfg": cfg, "order": order}, sort_keys=True).encode())
+    for f in files:
+        for p in sorted(Path(f).rglob("*")) if Path(f).is_dir() else [Path(f)]:
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _mixed_precision(cfg: dict) -> str:
+    mp = cfg.get("mixed_precision", "auto")
+    if mp == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return mp
+
+
+def make_accelerator(cfg: dict):
+    from accelerate import Accelerator
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(cfg))
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link (copy where links fail) every file of src into dst."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file():
+            try:
+                os.link(f, dst / f.name)
+            except OSError:
+                shutil.copy2(f, dst / f.name)
+
+
+class Resume:
+    """The resume states of one run under out_dir/resume/."""
+
+    def __init__(self, out_dir: Path, fp: str):
+        self.root = Path(out_dir) / RESUME
+        self.fp = fp
+
+    def latest(self) -> Path | None:
+        """The newest complete state with a matching fingerprint, else None."""
+        pointer = self.root / "latest"
+        if not pointer.is_file():
+            return None
+        state = self.root / pointer.read_text().strip()
+        progress = state / "progress.json"
+        if not progress.is_file():
+            return None
+        try:
+            if json.loads(progress.read_text()).get("fingerprint") != self.fp:
+                return None
+        except ValueError:
+            return None
+        return state
+
+    def save(self, accelerator, steps_done: int, progress: dict) -> None:
+        """accelerate's save_state (all processes) into a temporary directory, renamed when
+        complete; then `latest` points at it and older states go."""
+        name = f"state-{steps_done:08d}"
+        tmp = self.root / f".tmp-{name}"
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            with atomic_file(tmp / "progress.json") as fh:
+                json.dump({**progress, "fingerprint": self.fp}, fh)
+            final = self.root / name
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            with atomic_file(self.root / "latest") as fh:
+                fh.write(name + "\n")
+            for old in self.root.glob("state-*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    def keep_checkpoint(self, path: Path) -> None:
+        """A hard-linked copy of a written checkpoint (Snakemake deletes a failed job's
+        outputs before re-running it)."""
+        dst = self.root / "checkpoints" / path.name
+        shutil.rmtree(dst, ignore_errors=True)
+        _link_tree(path, dst)
+
+    def restore_checkpoint(self, path: Path) -> bool:
+        """Re-create a checkpoint deleted since it was written; False if none was kept."""
+        src = self.root / "checkpoints" / path.name
+        if path.is_dir():
+            return True
+        if not src.is_dir():
+            return False
+        with atomic_dir(path) as tmp:
+            tmp.rmdir()
+            _link_tree(src, tmp)
+        return True
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class SFTRun:
+    """See the module docstring. `cfg` is the task's train section of the config."""
+
+    def __init__(self, model, tokenizer, *, train_rows, validation_rows, task, order, cfg,
+                 save_dtype, out_dir, provenance, log, fingerprint_files=(), accelerator=None):
+        self.cfg, self.log, self.provenance = cfg, log, provenance
+        self.out_dir = Path(out_dir)
+        self.tokenizer, self.save_dtype = tokenizer, save_dtype
+        self.acc = accelerator or make_accelerator(cfg)
+        self.B, self.mB = cfg["batch_size"], cfg["micro_batch_size"]
+        if self.mB > self.B:
+            raise TrainError(f"train.micro_batch_size {self.mB} > train.batch_size {self.B}")
+
+        def encode(rows):
+            return {r["id"]: encode_example(task.prompt(r), task.target(r), tokenizer,
+                                            cfg["max_length"]) for r in rows}
+        self.examples, self.val_examples = encode(train_rows), encode(validation_rows)
+        unknown = [i for epoch in order for i in epoch if i not in self.examples]
+        if unknown:
+            raise TrainError(f"order names {len(unknown)} ids absent from the training rows, "
+                             f"e.g. {unknown[:3]}")
+        self.order = order
+        self.steps = plan_steps(order, self.B)
+        self.points = checkpoint_points(self.steps, cfg.get("save_steps", []))
+        bad = [n for n in cfg.get("eval_steps", []) if not 1 <= n <= len(self.steps)]
+        if bad:
+            raise TrainError(f"train.eval_steps: {bad} outside 1..{len(self.steps)}")
+        self.eval_at = set(cfg.get("eval_steps", [])) | {n for n, names in self.points.items()
+                                                          if any(x.startswith("epoch") for x in names)}
+        self.resume = Resume(self.out_dir, fingerprint(cfg, order, list(fingerprint_files)))
+
+        if cfg.get("gradient_checkpointing"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        fused = torch.cuda.is_available()
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                                betas=(0.9, 0.999), fused=fused)
+        self.model, self.opt = self.acc.prepare(model, opt)
+        # the scheduler is not prepared: accelerate would step it once per process
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt.optimizer if hasattr(self.opt, "optimizer") else self.opt,
+            lr_lambda(len(self.steps), cfg["warmup_ratio"], cfg["schedule"]))
+        self.acc.register_for_checkpointing(self.sched)
+
+    # ------------------------------------------------------------------ pieces
+    def _n_target(self, ids) -> int:
+        return sum(sum(1 for x in self.examples[i]["labels"][1:] if x != IGNORE) for i in ids)
+
+    def _train_step(self, step: Step) -> tuple[list[dict], int, int, float]:
+        """Forward/backward of this process's share, then the optimizer step. Returns the
+        records of the rows seen here, real and processed tokens, and the batch loss."""
+        acc, model = self.acc, self.model
+        mine = share(step.ids, acc.process_index, acc.num_processes)
+        offset = step.start + acc.process_index * math.ceil(len(step.ids) / acc.num_processes)
+        n_target = self._n_target(step.ids)
+        scale = acc.num_processes / max(n_target, 1)  # DDP averages gradients over processes
+        micro = [mine[m:m + self.mB] for m in range(0, len(mine), self.mB)] or [()]
+        records, real, processed, loss_sum = [], 0, 0, 0.0
+        for k, rows in enumerate(micro):
+            empty = len(rows) == 0  # still takes part in the gradient all-reduce
+            batch = collate([self.examples[i] for i in (rows or step.ids[:1])],
+                            self.tokenizer.pad_token_id)
+            batch = {key: v.to(acc.device) for key, v in batch.items()}
+            sync = k == len(micro) - 1
+            ctx = acc.no_sync(model) if not sync and acc.num_processes > 1 else _null()
+            with ctx:
+                with acc.autocast():
+                    total, count = token_losses(model, batch)
+                loss = total.sum() * (0.0 if empty else scale)
+                acc.backward(loss)
+            if empty:
+                continue
+            real += int(batch["attention_mask"].sum())
+            processed += batch["input_ids"].numel()
+            loss_sum += float(total.sum())
+            for j, (i, t, c) in enumerate(zip(rows, total.tolist(), count.tolist())):
+                records.append({"id": i, "epoch": step.epoch, "step": step.index,
+                                "position": offset + k * self.mB + j, "loss": t / max(c, 1)})
+        if self.cfg["max_grad_norm"]:
+            acc.clip_grad_norm_(model.parameters(), self.cfg["max_grad_norm"])
+        self.lr = self.sched.get_last_lr()[0]  # the rate this step uses
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return records, real, processed, loss_sum / max(n_target, 1)
+
+    @torch.no_grad()
+    def losses(self, examples: dict[str, dict]) -> dict[str, float]:
+        """Mean response-token loss per sample (eval mode), shared out over the processes."""
+        from accelerate.utils import gather_object
+        self.model.eval()
+        ids = list(examples)
+        mine = share(tuple(ids), self.acc.process_index, self.acc.num_processes)
+        out = {}
+        for m in range(0, len(mine), self.mB):
+            rows = mine[m:m + self.mB]
+            batch = collate([examples[i] for i in rows], self.tokenizer.pad_token_id)
+            batch = {key: v.to(self.acc.device) for key, v in batch.items()}
+            with self.acc.autocast():
+                total, count = token_losses(self.model, batch)
+            out.update({i: t / max(c, 1) for i, t, c in zip(rows, total.tolist(), count.tolist())})
+        self.model.train()
+        merged = {}
+        for part in gather_object([out]):
+            merged.update(part)
+        return merged
+
+    def _save_checkpoint(self, name: str, start: str) -> None:
+        from .models import save_model
+        acc = self.acc
+        state = acc.get_state_dict(self.model)  # every process takes part (FSDP gathers)
+        if acc.is_main_process:
+            final = self.out_dir / name
+            with atomic_dir(final) as tmp:
+                save_model(acc.unwrap_model(self.model), self.tokenizer, tmp, self.save_dtype,
+                           state_dict=state)
+                write_record(tmp, final=final, start=start,
+                             **{**self.provenance,
+                                "params": {**self.provenance["params"], "checkpoint": name}})
+            self.resume.keep_checkpoint(final)
+        acc.wait_for_everyone()
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        from accelerate.utils import gather_object
+        acc = self.acc
+        start = now()
+        progress = {"steps_done": 0, "records": [], "step_log": [], "history": [],
+                    "real_tokens": 0, "processed_tokens": 0, "wall_s": 0.0, "resumed_from": []}
+        state = self.resume.latest()
+        if state is not None:
+            acc.load_state(str(state))
+            progress = json.loads((state / "progress.json").read_text())
+            progress["resumed_from"] = progress.get("resumed_from", []) + [progress["steps_done"]]
+            self.log(f"resuming from {state} after {progress['steps_done']} steps")
+            if acc.is_main_process:
+                for n, names in self.points.items():
+                    for name in names:
+                        if n <= progress["steps_done"] and not self.resume.restore_checkpoint(
+                                self.out_dir / name):
+                            raise TrainError(f"{self.resume.root}: state after step "
+                                             f"{progress['steps_done']} but no copy of {name}")
+            acc.wait_for_everyone()
+        elif acc.is_main_process:
+            self.resume.clear()  # states of other inputs, or a partial first save
+        self.model.train()
+        t0 = time.perf_counter() - progress["wall_s"]
+        for step in self.steps[progress["steps_done"]:]:
+            records, real, processed, loss = self._train_step(step)
+            parts = gather_object([(records, real, processed, loss)])
+            step_records = sorted((r for p in parts for r in p[0]), key=lambda r: r["position"])
+            progress["records"] += step_records
+            progress["real_tokens"] += sum(p[1] for p in parts)
+            progress["processed_tokens"] += sum(p[2] for p in parts)
+            done = step.index + 1
+            progress["step_log"].append({
+                "step": done, "epoch": step.epoch, "ids": [r["id"] for r in step_records],
+                "loss": sum(p[3] for p in parts), "lr": self.lr})
+            if done in self.eval_at:
+                val = self.losses(self.val_examples)
+                v = sum(val.values()) / max(len(val), 1)
+                progress["history"].append({"step": done, "epoch": step.epoch,
+                                            "validation_loss": v})
+                self.log(f"epoch {step.epoch} step {done} validation loss {v:.4f}")
+            if done in self.points:
+                for name in self.points[done]:
+                    self._save_checkpoint(name, start)
+                progress["steps_done"] = done
+                progress["wall_s"] = time.perf_counter() - t0
+                self.resume.save(acc, done, progress)
+        wall = time.perf_counter() - t0
+        final_loss = self.losses(self.examples)
+        summary = None
+        if acc.is_main_process:
+            summary = self._write_logs(progress, final_loss, wall, start)
+            self.resume.clear()
+        acc.wait_for_everyone()
+        return summary
+
+    def _write_logs(self, progress: dict, final_loss: dict, wall: float, start: str) -> dict:
+        with atomic_file(self.out_dir / "samples.csv", "w") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(["id", "epoch", "position", "step", "loss_seen", "final_loss"])
+            for r in sorted(progress["records"], key=lambda r: (r["epoch"], r["position"])):
+                w.writerow([r["id"], r["epoch"], r["position"], r["step"], f"{r['loss']:.6f}",
+                            f"{final_loss[r['id']]:.6f}"])
+        with atomic_file(self.out_dir / "steps.jsonl", "w") as fh:
+            for s in progress["step_log"]:
+                fh.write(json.dumps(s) + "\n")
+        summary = {
+            "steps": len(self.steps), "epochs": len(self.order), "wall_s": wall,
+            "tokens_per_s": progress["real_tokens"] / wall if wall else None,
+            "real_tokens": progress["real_tokens"], "processed_tokens": progress["processed_tokens"],
+            "real_over_processed": progress["real_tokens"] / max(progress["processed_tokens"], 1),
+            "truncated_rows": sum(e["truncated"] for e in self.examples.values()),
+            "history": progress["history"], "checkpoints": self.points,
+            "final_train_loss": sum(final_loss.values()) / len(final_loss),
+            "processes": self.acc.num_processes, "mixed_precision": _mixed_precision(self.cfg),
+            "resumed_from_steps": progress["resumed_from"],
+        }
+        with atomic_file(self.out_dir / "run.json") as fh:
+            json.dump(summary, fh, indent=2, sort_keys=True)
+        for name in ("samples.csv", "steps.jsonl", "run.json"):
+            write_record(self.out_dir / name, start=start, **self.provenance)
+        return summary
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def add_arguments(p) -> None:
+    """The arguments of `ordermerge train` and of the workflow's sft script."""
+    p.add_argument("--task", required=True, help="task name (ordermerge.data.registry)")
+    p.add_argument("--base", required=True,
+                   help="base model: a local directory (e.g. the tiny built base) or a Hugging Face id")
+    p.add_argument("--data-dir", required=True, type=Path,
+                   help="directory with the task's train.jsonl and validation.jsonl")
+    p.add_argument("--order", required=True, type=Path,
+                   help='order file: {"epochs": [[row ids], ...], "seed": s, "run": r}')
+    p.add_argument("--out-dir", required=True, type=Path)
+
+
+def run_from_args(args, params: dict, rule: str, log) -> dict | None:
+    """Load everything the arguments name, check it, and run. Returns the summary on the
+    main process."""
+    from .data.registry import get_task
+    from .models import load_pretrained_source, stored_dtype
+    from .utils import read_jsonl
+
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise TrainError(f"train parameter {unknown[0]!r} is unknown (known: {', '.join(DEFAULTS)})")
+    cfg = {**DEFAULTS, **params}
+    files = {split: Path(args.data_dir) / f"{split}.jsonl" for split in ("train", "validation")}
+    for split, f in files.items():
+        if not f.is_file():
+            raise TrainError(f"--data-dir {args.data_dir}: no {f.name} ({split} rows)")
+    try:
+        order = json.loads(Path(args.order).read_text())
+        epochs = order["epochs"]
+        assert isinstance(epochs, list) and all(isinstance(e, list) for e in epochs)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        raise TrainError(f"--order {args.order}: not an order file (a JSON object with "
+                         f"'epochs': a list of lists of row ids)") from None
+    # fp32 master weights; checkpoints go back to the base's dtype (fails fast offline)
+    model, tokenizer = load_pretrained_source(str(args.base), "float32", "--base")
+    save_dtype = stored_dtype(args.base)
+    run = SFTRun(model, tokenizer, train_rows=read_jsonl(files["train"]),
+                 validation_rows=read_jsonl(files["validation"]), task=get_task(args.task),
+                 order=epochs, cfg=cfg, save_dtype=save_dtype, out_dir=args.out_dir,
+                 provenance={"rule": rule, "params": cfg,
+                             "seeds": {"order_seed": order.get("seed"), "run": order.get("run")},
+                             "inputs": [args.base, files["train"], files["validation"], args.order]},
+                 log=log, fingerprint_files=[args.base, files["train"], files["validation"]])
+    summary = run.run()
+    if summary is not None:
+        log(f"done: {summary['steps']} steps, {summary['tokens_per_s']:.0f} tokens/s, "
+            f"final train loss {summary['final_train_loss']:.4f}")
+    return summary

@@ -1,0 +1,227 @@
+"""SFT runs: the exact order, per-sample logs, checkpoints, resume after SIGKILL, 2 processes."""
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ordermerge.data.orders import make_order
+from ordermerge.data.prepare import prepare
+from ordermerge.models import build_tiny, save_model, train_tokenizer
+from ordermerge.sft import DEFAULTS, Resume, TrainError, checkpoint_points, plan_steps, run_from_args
+from ordermerge.utils import write_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "sft.py"
+PARAMS = {"lr": 1e-3, "batch_size": 8, "micro_batch_size": 3, "max_length": 96,
+          "warmup_ratio": 0.1, "save_steps": [4], "eval_steps": [3]}
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny bf16 base, toy GSM8K-format rows, and a shuffle order (3 epochs)."""
+    root = tmp_path_factory.mktemp("sft")
+    rows = prepare("gsm8k", {"source": "toy", "n_train": 60, "n_validation": 8, "n_test": 4},
+                   seed=0, config_key="tasks.gsm8k.data")
+    data = root / "data"
+    data.mkdir()
+    for split in ("train", "validation"):
+        write_jsonl(data / f"{split}.jsonl", rows[split])
+    texts = [r["question"] + " " + r["answer"] for r in rows["train"]]
+    tok = train_tokenizer(texts, vocab_size=300)
+    arch = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": 128, "tie_word_embeddings": False}
+    model = build_tiny(arch, tok, seed=0)
+    base = root / "base"
+    base.mkdir()
+    save_model(model, tok, base, torch.bfloat16)
+    ids = [r["id"] for r in rows["train"]]
+    order = {"seed": 0, "run": 1, "epochs": make_order(ids, scheme="shuffle", run=1, epochs=3,
+                                                       seed=0, task="gsm8k")}
+    (root / "order.json").write_text(json.dumps(order))
+    return root, base, data, root / "order.json", order
+
+
+def args_for(setup, out: Path) -> Namespace:
+    root, base, data, order_file, _ = setup
+    return Namespace(task="gsm8k", base=str(base), data_dir=data, order=order_file, out_dir=out)
+
+
+def script_cmd(setup, out: Path) -> list[str]:
+    root, base, data, order_file, _ = setup
+    return ["--task", "gsm8k", "--base", str(base), "--data-dir", str(data), "--order",
+            str(order_file), "--out-dir", str(out), "--params", json.dumps(PARAMS)]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def read_steps(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single(setup, tmp_path_factory):
+    """One uninterrupted run in a fresh process (the reference for resume and 2 processes)."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    subprocess.run([sys.executable, str(SCRIPT), *script_cmd(setup, out)], check=True, env=env(),
+                   capture_output=True)
+    return out
+
+
+def test_every_optimizer_step_trains_on_the_rows_the_order_gives(setup, single):
+    *_, order = setup
+    want = [ids[b:b + 8] for ids in order["epochs"] for b in range(0, len(ids), 8)]
+    steps = read_steps(single)
+    assert [s["ids"] for s in steps] == want  # 60 rows: 7 full batches and one of 4 per epoch
+    assert [s["step"] for s in steps] == list(range(1, 25))
+    assert [s["epoch"] for s in steps] == [e for e in (1, 2, 3) for _ in range(8)]
+    # warm-up then cosine decay: the rate rises for the first steps, then falls
+    lrs = [s["lr"] for s in steps]
+    assert lrs[0] < lrs[2] and lrs[-1] < lrs[10]
+
+
+def test_per_sample_log_positions_and_final_losses(setup, single):
+    *_, order = setup
+    with open(single / "samples.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["id", "epoch", "position", "step", "loss_seen", "final_loss"]
+    assert len(rows) == 3 * 60
+    for e in (1, 2, 3):
+        mine = [r for r in rows if r["epoch"] == str(e)]
+        assert sorted(int(r["position"]) for r in mine) == list(range(60))  # a permutation
+        assert [r["id"] for r in sorted(mine, key=lambda r: int(r["position"]))] == order["epochs"][e - 1]
+    finals = {r["id"]: float(r["final_loss"]) for r in rows}
+    assert len(finals) == 60 and all(v > 0 for v in finals.values())
+    # a sample's final loss is one number, the same in each epoch's row
+    assert all(float(r["final_loss"]) == finals[r["id"]] for r in rows)
+    # training lowered the loss: seen in epoch 3 vs seen in epoch 1
+    seen = {e: sum(float(r["loss_seen"]) for r in rows if r["epoch"] == str(e)) for e in (1, 3)}
+    assert seen[3] < seen[1]
+
+
+def test_checkpoints_run_record_and_validation_steps(setup, single):
+    from transformers import AutoModelForCausalLM
+    run = json.loads((single / "run.json").read_text())
+    assert run["steps"] == 24 and run["processes"] == 1 and run["mixed_precision"] == "no"
+    assert run["checkpoints"] == {"4": ["step4"], "8": ["epoch1"], "16": ["epoch2"], "24": ["epoch3"]}
+    assert [h["step"] for h in run["history"]] == [3, 8, 16, 24]
+    assert 0 < run["real_tokens"] < run["processed_tokens"] and run["tokens_per_s"] > 0
+    assert run["real_over_processed"] == pytest.approx(run["real_tokens"] / run["processed_tokens"])
+    assert run["resumed_from_steps"] == []
+    assert not (single / "resume").exists()  # a finished run leaves no state behind
+    for name in ("step4", "epoch1", "epoch2", "epoch3"):
+        m = AutoModelForCausalLM.from_pretrained(single / name, dtype="auto")
+        assert m.dtype == torch.bfloat16
+        assert (single / name / "provenance.json").is_file()
+    a = AutoModelForCausalLM.from_pretrained(single / "epoch1").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(single / "epoch3").state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_sigkill_gives_the_bytes_of_an_uninterrupted_run(setup, single, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *script_cmd(setup, out)], env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out / "resume" / "latest"
+    deadline = time.time() + 300
+    # the first state written at an epoch end is after step 8 (epoch 1)
+    while not (latest.is_file() and latest.read_text().strip() >= "state-00000008"):
+        assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    resumed_at = int(latest.read_text().strip().split("-")[1])
+    assert 8 <= resumed_at < 24
+    # Snakemake deletes a failed job's outputs before it runs it again
+    for p in out.iterdir():
+        if p.name != "resume":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    subprocess.run([sys.executable, str(SCRIPT), *script_cmd(setup, out)], check=True, env=env(),
+                   capture_output=True)
+    run = json.loads((out / "run.json").read_text())
+    assert run["resumed_from_steps"] == [resumed_at]
+    for name in ("step4", "epoch1", "epoch2", "epoch3"):
+        assert sha(out / name / "model.safetensors") == sha(single / name / "model.safetensors"), name
+    assert read_steps(out) == read_steps(single)
+    with open(out / "samples.csv") as a, open(single / "samples.csv") as b:
+        assert a.read() == b.read()
+
+
+def test_two_processes_train_on_the_same_rows_per_step(setup, single, tmp_path):
+    """accelerate launch with 2 CPU processes (gloo, DDP): each step's rows are the same as
+    with one process, split between the two; the checkpoint loads."""
+    from transformers import AutoModelForCausalLM
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(SCRIPT), *script_cmd(setup, out)]
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["processes"] == 2
+    assert [s["ids"] for s in read_steps(out)] == [s["ids"] for s in read_steps(single)]
+    m = AutoModelForCausalLM.from_pretrained(out / "epoch3", dtype="auto")
+    assert m.dtype == torch.bfloat16
+    # the same data and schedule: the two runs' losses agree up to reduction order
+    ref = json.loads((single / "run.json").read_text())
+    assert run["final_train_loss"] == pytest.approx(ref["final_train_loss"], rel=0.05)
+
+
+def test_plan_and_checkpoint_points():
+    order = [[f"r{i}" for i in range(10)]] * 2
+    steps = plan_steps(order, 4)
+    assert [len(s.ids) for s in steps] == [4, 4, 2, 4, 4, 2]
+    assert [s.start for s in steps] == [0, 4, 8, 0, 4, 8]
+    assert checkpoint_points(steps, [3, 5]) == {3: ["epoch1", "step3"], 5: ["step5"], 6: ["epoch2"]}
+    with pytest.raises(TrainError, match=r"train.save_steps: \[7\] outside 1..6"):
+        checkpoint_points(steps, [7])
+
+
+def test_a_partial_or_foreign_state_is_not_resumed(tmp_path):
+    r = Resume(tmp_path, "fp-a")
+    assert r.latest() is None
+    state = r.root / "state-00000004"
+    state.mkdir(parents=True)
+    (r.root / "latest").write_text("state-00000004\n")
+    assert r.latest() is None  # no progress.json: the save did not finish
+    (state / "progress.json").write_text(json.dumps({"fingerprint": "fp-b", "steps_done": 4}))
+    assert r.latest() is None  # other inputs
+    (state / "progress.json").write_text(json.dumps({"fingerprint": "fp-a", "steps_done": 4}))
+    assert r.latest() == state
+
+
+def test_bad_train_input_is_named(setup, tmp_path):
+    with pytest.raises(TrainError, match="train parameter 'lrr' is unknown"):
+        run_from_args(args_for(setup, tmp_path / "o"), {"lrr": 1}, "t", print)
+    bad = tmp_path / "order.json"
+    bad.write_text(json.dumps({"epochs": [["gsm8k:train:999999"]]}))
+    a = args_for(setup, tmp_path / "o")
+    a.order = bad
+    with pytest.raises(TrainError, match="absent from the training rows"):
+        run_from_args(a, {}, "t", print)
+    bad.write_text("[1, 2]")
+    with pytest.raises(TrainError, match="not an order file"):
+        run_from_args(a, {}, "t", print)
+
+
+def test_defaults_are_the_schemas():
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    props = schema["$defs"]["train"]["properties"]
+    assert {k: v.get("default") for k, v in props.items()} == DEFAULTS
