@@ -1,6 +1,8 @@
 """Config checks that name the offending key path, and cross-key rules a schema can't say."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import jsonschema
 
 from .data.registry import TASKS
@@ -58,6 +60,13 @@ def semantic_errors(config: dict) -> list[str]:
             out.append(f"config key merge.weights: {len(w)} values for num_sub_models = {k}")
         elif abs(sum(w) - 1.0) > 1e-6:
             out.append(f"config key merge.weights: must sum to 1, sum is {sum(w)}")
+    sft = config["sft"]
+    if sft["accelerate_config"] is not None and not Path(sft["accelerate_config"]).is_file():
+        out.append(f"config key sft.accelerate_config: no file {sft['accelerate_config']!r} "
+                   f"(relative to the working directory; shipped: config/accelerate/)")
+    if sft["num_processes"] > 1 and sft["accelerate_config"] is None:
+        out.append(f"config key sft.num_processes: {sft['num_processes']} processes need "
+                   f"sft.accelerate_config (e.g. config/accelerate/ddp-4gpu.yaml)")
     if k < 2:
         out.append(f"config key num_sub_models: {k}; selection and resample need at least 2 sub-models")
     if config["model"]["source"] != "tiny" and config["model"]["name"] == "tiny-llama":

@@ -11,8 +11,8 @@ masked), so the update does not depend on N or on the micro-batch size
 beyond rounding. Every step's ids (as processed, gathered from all
 processes) go to ``steps.jsonl``.
 
-Outputs in ``out_dir``: ``epoch{e}/`` at each epoch end and ``step{N}/`` at
-the configured steps (the base model's dtype, save_pretrained layout),
+Outputs in ``out_dir``: ``epoch{e}/`` at each epoch end and ``steps/step{N}/``
+at the configured steps (the base model's dtype, save_pretrained layout),
 ``samples.csv`` (per sample: position in each epoch, the step and loss when
 seen, the final loss from a forward pass over the training set after
 training), ``steps.jsonl``, ``run.json`` (validation loss at each epoch end
@@ -78,8 +78,9 @@ def plan_steps(order: list[list[str]], batch_size: int) -> list[Step]:
 
 
 def checkpoint_points(steps: list[Step], save_steps: list[int]) -> dict[int, list[str]]:
-    """Steps done -> the checkpoint directories written then: epoch{e} at each epoch end,
-    step{N} after N optimizer steps for N in save_steps."""
+    """Steps done -> the checkpoint directories written then (relative to the run's
+    directory): epoch{e} at each epoch end, steps/step{N} after N optimizer steps for N in
+    save_steps."""
     total = len(steps)
     bad = [n for n in save_steps if not 1 <= n <= total]
     if bad:
@@ -89,7 +90,7 @@ def checkpoint_points(steps: list[Step], save_steps: list[int]) -> dict[int, lis
         if s.index + 1 == total or steps[s.index + 1].epoch != s.epoch:
             points.setdefault(s.index + 1, []).append(f"epoch{s.epoch}")
     for n in sorted(set(save_steps)):
-        points.setdefault(n, []).append(f"step{n}")
+        points.setdefault(n, []).append(f"steps/step{n}")
     return points
 
 
@@ -196,6 +197,7 @@ class Resume:
             return True
         if not src.is_dir():
             return False
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_dir(path) as tmp:
             tmp.rmdir()
             _link_tree(src, tmp)
@@ -279,7 +281,7 @@ class SFTRun:
                 continue
             real += int(batch["attention_mask"].sum())
             processed += batch["input_ids"].numel()
-            loss_sum += float(total.sum())
+            loss_sum += float(total.detach().sum())
             for j, (i, t, c) in enumerate(zip(rows, total.tolist(), count.tolist())):
                 records.append({"id": i, "epoch": step.epoch, "step": step.index,
                                 "position": offset + k * self.mB + j, "loss": t / max(c, 1)})
@@ -334,6 +336,12 @@ class SFTRun:
         start = now()
         progress = {"steps_done": 0, "records": [], "step_log": [], "history": [],
                     "real_tokens": 0, "processed_tokens": 0, "wall_s": 0.0, "resumed_from": []}
+        if acc.is_main_process:
+            (self.out_dir / "steps").mkdir(parents=True, exist_ok=True)  # the rule's output
+            # temporary directories of writes a kill interrupted are never taken as complete
+            for d in (self.out_dir, self.out_dir / "steps", self.resume.root):
+                for tmp in list(d.glob(".*.tmp-*")) + list(d.glob(".tmp-state-*")):
+                    shutil.rmtree(tmp, ignore_errors=True)
         state = self.resume.latest()
         if state is not None:
             acc.load_state(str(state))
@@ -418,18 +426,6 @@ class _null:
 
     def __exit__(self, *exc):
         return False
-
-
-def add_arguments(p) -> None:
-    """The arguments of `ordermerge train` and of the workflow's sft script."""
-    p.add_argument("--task", required=True, help="task name (ordermerge.data.registry)")
-    p.add_argument("--base", required=True,
-                   help="base model: a local directory (e.g. the tiny built base) or a Hugging Face id")
-    p.add_argument("--data-dir", required=True, type=Path,
-                   help="directory with the task's train.jsonl and validation.jsonl")
-    p.add_argument("--order", required=True, type=Path,
-                   help='order file: {"epochs": [[row ids], ...], "seed": s, "run": r}')
-    p.add_argument("--out-dir", required=True, type=Path)
 
 
 def run_from_args(args, params: dict, rule: str, log) -> dict | None:

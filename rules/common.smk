@@ -130,7 +130,13 @@ def base_args(wildcards, input):
 
 
 def sft_outputs():
-    return [directory(sft_dir("{model}", "{task}", "{scheme}", "{run}", e)) for e in EPOCHS]
+    """Each epoch's checkpoint and the steps/ directory of step checkpoints; temp() when
+    config sft.temporary_checkpoints says so (Snakemake deletes them once every merge and
+    evaluation that reads them is done)."""
+    run = "results/sft/{model}/{task}/{scheme}/run{run}"
+    dirs = [directory(sft_dir("{model}", "{task}", "{scheme}", "{run}", e)) for e in EPOCHS]
+    dirs.append(directory(f"{run}/steps"))
+    return [temp(d) for d in dirs] if config["sft"]["temporary_checkpoints"] else dirs
 
 
 
@@ -160,3 +166,11 @@ def eval_params(wildcards):
         "kind": wildcards.kind, "name": wildcards.name, "epoch": int(wildcards.epoch),
         "scheme": wildcards.scheme, "model": wildcards.model})
 
+
+def sft_launcher(wildcards, threads):
+    """python, or accelerate launch with the configured config file and process count."""
+    s = config["sft"]
+    if s["accelerate_config"] is None:
+        return "python"
+    return (f"accelerate launch --config_file {s['accelerate_config']}"
+            f" --num_processes {s['num_processes']}")

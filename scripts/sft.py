@@ -5,7 +5,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.runner import log, parser, start
-from ordermerge.sft import add_arguments, run_from_args
+from ordermerge.cli import add_arguments
+from ordermerge.sft import run_from_args
 
 p = parser(__doc__)
 add_arguments(p)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ordermerge.config import ConfigError, check
-from workflow_helpers import ROOT, copy_project, planned_jobs, snakemake
+from workflow_helpers import ROOT, copy_project, planned_jobs, rule_outputs, snakemake
 
 SCHEMA = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
 DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -83,3 +83,58 @@ def test_slurm_profile_dry_run(project):
     proc = snakemake(project, "-n", "--profile", "slurm", "--configfile", "config.yaml",
                      "reduced.yaml")
     assert "sft" in proc.stdout + proc.stderr
+
+
+def test_paper_config_takes_the_papers_hyperparameters():
+    from ordermerge.hparams import EPOCHS, LLAMA, LLAMA_7B_MICRO_BATCH
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    check(paper, SCHEMA, fill_defaults)
+    assert paper["epochs"] == EPOCHS
+    for name, task in paper["tasks"].items():
+        want = LLAMA[name]
+        tr = task["train"]
+        assert {k: tr[k] for k in ("max_length", "lr", "batch_size")} == \
+            {k: want[k] for k in ("max_length", "lr", "batch_size")}, name
+        assert task["resample_rounds"] == want["resample_rounds"], name
+        assert tr["micro_batch_size"] == LLAMA_7B_MICRO_BATCH[tr["max_length"]], name
+        assert tr["mixed_precision"] == "bf16" and tr["gradient_checkpointing"], name
+    assert (ROOT / paper["sft"]["accelerate_config"]).is_file()
+
+
+@pytest.mark.parametrize("name,kind,processes", [("1gpu", "NO", 1), ("ddp-4gpu", "MULTI_GPU", 4),
+                                                 ("ddp-8gpu", "MULTI_GPU", 8),
+                                                 ("fsdp-7b-8gpu", "FSDP", 8)])
+def test_shipped_accelerate_configs_load(name, kind, processes):
+    from accelerate.commands.config.config_args import load_config_from_file
+    cfg = load_config_from_file(str(ROOT / "config/accelerate" / f"{name}.yaml"))
+    assert str(cfg.distributed_type).split(".")[-1] == kind and cfg.num_processes == processes
+    assert cfg.mixed_precision == "bf16"
+    if kind == "FSDP":
+        assert cfg.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+
+
+def test_sft_launcher_settings_are_checked(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError, match="config key sft.accelerate_config: no file 'nope.yaml'"):
+        check_with(sft={"accelerate_config": "nope.yaml"})
+    with pytest.raises(ConfigError, match="config key sft.num_processes: 2 processes need"):
+        check_with(sft={"num_processes": 2})
+
+
+def test_accelerate_launch_and_temporary_checkpoints_in_the_plan(tmp_path):
+    """With an accelerate config the SFT jobs go through accelerate launch; with
+    temporary_checkpoints their checkpoint directories are temp()."""
+    wd = copy_project(tmp_path / "p")
+    (wd / "launch.yaml").write_text("sft: {accelerate_config: config/accelerate/ddp-4gpu.yaml, "
+                                    "num_processes: 4, temporary_checkpoints: true}\n")
+    proc = snakemake(wd, "-n", "-p", "--configfile", "config.yaml", "reduced.yaml", "launch.yaml")
+    out = proc.stdout + proc.stderr
+    assert out.count("accelerate launch --config_file config/accelerate/ddp-4gpu.yaml "
+                     "--num_processes 4 scripts/sft.py") == 2
+    temp = {Path(f).name: t for f, t in rule_outputs(wd, "sft", "config.yaml", "reduced.yaml",
+                                                     "launch.yaml")}
+    assert temp["epoch1"] and temp["epoch2"] and temp["steps"] and not temp["samples.csv"]
+    plain = {Path(f).name: t for f, t in rule_outputs(wd, "sft", "config.yaml", "reduced.yaml")}
+    assert not any(plain.values())
+    assert "accelerate launch" not in snakemake(wd, "-n", "-p", "--configfile", "config.yaml",
+                                                "reduced.yaml").stdout

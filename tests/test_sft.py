@@ -120,13 +120,13 @@ def test_checkpoints_run_record_and_validation_steps(setup, single):
     from transformers import AutoModelForCausalLM
     run = json.loads((single / "run.json").read_text())
     assert run["steps"] == 24 and run["processes"] == 1 and run["mixed_precision"] == "no"
-    assert run["checkpoints"] == {"4": ["step4"], "8": ["epoch1"], "16": ["epoch2"], "24": ["epoch3"]}
+    assert run["checkpoints"] == {"4": ["steps/step4"], "8": ["epoch1"], "16": ["epoch2"], "24": ["epoch3"]}
     assert [h["step"] for h in run["history"]] == [3, 8, 16, 24]
     assert 0 < run["real_tokens"] < run["processed_tokens"] and run["tokens_per_s"] > 0
     assert run["real_over_processed"] == pytest.approx(run["real_tokens"] / run["processed_tokens"])
     assert run["resumed_from_steps"] == []
     assert not (single / "resume").exists()  # a finished run leaves no state behind
-    for name in ("step4", "epoch1", "epoch2", "epoch3"):
+    for name in ("steps/step4", "epoch1", "epoch2", "epoch3"):
         m = AutoModelForCausalLM.from_pretrained(single / name, dtype="auto")
         assert m.dtype == torch.bfloat16
         assert (single / name / "provenance.json").is_file()
@@ -157,7 +157,7 @@ def test_resume_after_sigkill_gives_the_bytes_of_an_uninterrupted_run(setup, sin
                    capture_output=True)
     run = json.loads((out / "run.json").read_text())
     assert run["resumed_from_steps"] == [resumed_at]
-    for name in ("step4", "epoch1", "epoch2", "epoch3"):
+    for name in ("steps/step4", "epoch1", "epoch2", "epoch3"):
         assert sha(out / name / "model.safetensors") == sha(single / name / "model.safetensors"), name
     assert read_steps(out) == read_steps(single)
     with open(out / "samples.csv") as a, open(single / "samples.csv") as b:
@@ -189,7 +189,8 @@ def test_plan_and_checkpoint_points():
     steps = plan_steps(order, 4)
     assert [len(s.ids) for s in steps] == [4, 4, 2, 4, 4, 2]
     assert [s.start for s in steps] == [0, 4, 8, 0, 4, 8]
-    assert checkpoint_points(steps, [3, 5]) == {3: ["epoch1", "step3"], 5: ["step5"], 6: ["epoch2"]}
+    assert checkpoint_points(steps, [3, 5]) == {3: ["epoch1", "steps/step3"], 5: ["steps/step5"],
+                                              6: ["epoch2"]}
     with pytest.raises(TrainError, match=r"train.save_steps: \[7\] outside 1..6"):
         checkpoint_points(steps, [7])
 
@@ -225,3 +226,22 @@ def test_defaults_are_the_schemas():
     schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
     props = schema["$defs"]["train"]["properties"]
     assert {k: v.get("default") for k, v in props.items()} == DEFAULTS
+
+
+def test_ordermerge_train_command(setup, single, tmp_path, capsys):
+    from ordermerge.cli import main
+    root, base, data, order_file, _ = setup
+    params = tmp_path / "train.yaml"
+    params.write_text(yaml.safe_dump(PARAMS))
+    out = tmp_path / "run"
+    common = ["train", "--task", "gsm8k", "--data-dir", str(data), "--order", str(order_file),
+              "--out-dir", str(out)]
+    assert main([*common, "--base", str(base), "--params-file", str(params)]) == 0
+    assert read_steps(out) == read_steps(single)
+    # the same bytes as the workflow's script (same threads and determinism)
+    assert sha(out / "epoch3" / "model.safetensors") == sha(single / "epoch3" / "model.safetensors")
+    # a hub id offline fails at once, naming the argument
+    t0 = time.time()
+    assert main([*common, "--base", "meta-llama/Llama-2-7b-hf"]) == 1
+    assert time.time() - t0 < 10
+    assert "--base" in capsys.readouterr().err

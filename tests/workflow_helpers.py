@@ -48,3 +48,25 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, list[str]]:
     if "Nothing to be done" in out:
         return {}
     return jobs
+
+
+_RULE_OUTPUTS = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.io import is_flagged
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path("Snakefile"),
+                      config_settings=ConfigSettings(configfiles=[Path(f) for f in sys.argv[2:]]),
+                      workdir=Path("."))
+    rule = wf._workflow.get_rule(sys.argv[1])  # no public accessor for a rule's flags
+    print(json.dumps([[str(f), is_flagged(f, "temp")] for f in rule.output]))
+"""
+
+
+def rule_outputs(workdir: Path, rule: str, *configfiles: str) -> list[tuple[str, bool]]:
+    """(output pattern, marked temp) of `rule` under the given config files."""
+    proc = subprocess.run([sys.executable, "-c", _RULE_OUTPUTS, rule, *configfiles], cwd=workdir,
+                          capture_output=True, text=True, check=True)
+    return [tuple(x) for x in __import__("json").loads(proc.stdout.strip().splitlines()[-1])]
