@@ -123,7 +123,7 @@ def test_same_config_and_seeds_give_the_same_bytes(done, tmp_path):
     res = done / "results"
     ck = res / "sft/tiny-llama/gsm8k/shuffle/run0"
     rec = json.loads((ck / "epoch1/provenance.json").read_text())
-    params = {k: v for k, v in rec["params"].items() if k != "epoch"}
+    params = {k: v for k, v in rec["params"].items() if k != "checkpoint"}
     subprocess.run([sys.executable, "scripts/sft.py", "--task", "gsm8k",
                     "--base", "results/base/tiny-llama/model", "--data-dir", "results/data/gsm8k",
                     "--order", "results/orders/gsm8k/shuffle/run0.json",
