@@ -29,6 +29,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
