@@ -105,11 +105,12 @@ def fingerprint(cfg: dict, order: list[list[str]], files: list[Path]) -> str:
     """What a saved state must match to be resumed: params, order and input files (name,
     size, mtime: the base is too large to hash on every start)."""
     h = hashlib.sha256(json.dumps({"cfg": cfg, "order": order}, sort_keys=True).encode())
-    for f in files:
-        for p in sorted(Path(f).rglob("*")) if Path(f).is_dir() else [Path(f)]:
+    for f in map(Path, files):
+        for p in sorted(f.rglob("*")) if f.is_dir() else [f]:
             if p.is_file():
                 st = p.stat()
-                h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+                rel = p.relative_to(f) if f.is_dir() else p.name
+                h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
