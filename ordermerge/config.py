@@ -5,7 +5,8 @@ from pathlib import Path
 
 import jsonschema
 
-from .data.registry import TASKS
+from .data.tasks import TASKS
+from .evaluate import PENDING
 
 
 class ConfigError(ValueError):
@@ -40,6 +41,13 @@ def semantic_errors(config: dict) -> list[str]:
         if name not in TASKS:
             out.append(f"config key tasks.{name}: unknown task; registered: {', '.join(sorted(TASKS))}")
             continue
+        t = TASKS[name]
+        if t.family != "decoder":
+            out.append(f"config key tasks.{name}: an encoder task ({t.paper}); the encoder (BERT) "
+                       f"path is not built yet")
+        elif t.evaluator in PENDING:
+            out.append(f"config key tasks.{name}: its evaluator {t.evaluator!r} is not available "
+                       f"yet ({PENDING[t.evaluator]})")
         tr = task["train"]
         if tr["micro_batch_size"] > tr["batch_size"]:
             out.append(f"config key tasks.{name}.train.micro_batch_size: {tr['micro_batch_size']} "

@@ -17,9 +17,9 @@ LLAMA = {
     "gsm8k": {"max_length": 800, "lr": 2e-5, "batch_size": 64, "resample_rounds": 1},
     "gsm8k_rft": {"max_length": 800, "lr": 2e-5, "batch_size": 64, "resample_rounds": 4},
     "math": {"max_length": 800, "lr": 2e-5, "batch_size": 64, "resample_rounds": 1},
-    "evol_instruct": {"max_length": 1200, "lr": 2e-5, "batch_size": 128, "resample_rounds": 4},
+    "code": {"max_length": 1200, "lr": 2e-5, "batch_size": 128, "resample_rounds": 4},
     **{t: {"max_length": 800, "lr": 2e-5, "batch_size": 128, "resample_rounds": 1}
-       for t in ("sst2", "mnli", "squad", "ag_news", "hellaswag", "mrpc", "winogrande")},
+       for t in ("sst2", "mnli", "squad", "agnews", "hellaswag", "mrpc", "winogrande")},
 }
 
 BERT = {

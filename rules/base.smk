@@ -5,7 +5,7 @@
 rule tokenizer:
     input:
         script=script("tokenizer.py"),
-        lib=lib("data/corpus.py", "data/toy.py", "data/registry.py", "models.py", "utils.py"),
+        lib=lib("data/corpus.py", *TASK_SOURCES, "models.py", "utils.py"),
         data=expand("results/data/{task}/{split}.jsonl", task=TASKS,
                     split=["train", "validation", "test"]),
     output:

@@ -40,6 +40,11 @@ wildcard_constraints:
     split="train|validation|test",
 
 
+# what a task's rows, prompts, targets and gold answers depend on
+TASK_SOURCES = ("data/registry.py", "data/tasks.py", "data/sources.py", "data/toy.py",
+                "data/toy_tasks.py", "evaluate/math_latex.py", "hparams.py")
+
+
 def lib(*modules):
     """Library source files a rule's results depend on (Snakemake does not track imports).
 

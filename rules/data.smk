@@ -4,7 +4,7 @@
 rule prepare_data:
     input:
         script=script("prepare_data.py"),
-        lib=lib("data/prepare.py", "data/registry.py", "data/toy.py", "utils.py"),
+        lib=lib("data/prepare.py", *TASK_SOURCES, "utils.py"),
     output:
         expand("results/data/{{task}}/{split}.jsonl", split=["train", "validation", "test"]),
         expand("results/data/{{task}}/{split}.jsonl.prov.json", split=["train", "validation", "test"]),

@@ -5,7 +5,8 @@ rule evaluate:
     input:
         script=script("evaluate.py"),
         lib=lib("evaluate/__init__.py", "evaluate/generate.py", "evaluate/run.py",
-            "evaluate/math_answers.py", "data/registry.py", "models.py"),
+            "evaluate/choice.py", "evaluate/math_answers.py", "evaluate/text_answers.py",
+            *TASK_SOURCES, "models.py"),
         model=candidate_model,
         test="results/data/{task}/test.jsonl",
     output:

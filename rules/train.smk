@@ -7,7 +7,7 @@
 rule sft:
     input:
         script=script("sft.py"),
-        lib=lib("sft.py", "train.py", "models.py", "data/registry.py", "utils.py"),
+        lib=lib("sft.py", "train.py", "models.py", *TASK_SOURCES, "utils.py"),
         base="results/base/{model}/model",
         data=expand("results/data/{{task}}/{split}.jsonl", split=["train", "validation"]),
         order="results/orders/{task}/{scheme}/run{run}.json",

@@ -24,7 +24,8 @@ t0 = start(args)
 cfg = args.params
 model, tokenizer = load_model(args.model, dtype=torch.float32)
 record = evaluate_rows(model, tokenizer, get_task(args.task), read_jsonl(args.test),
-                       max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"])
+                       max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"],
+                       choice_scoring=cfg["choice_scoring"])
 record.update({k: cfg[k] for k in ("kind", "name", "epoch", "scheme", "model")},
               model_path=str(args.model))
 with atomic_file(args.out) as fh:

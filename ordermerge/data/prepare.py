@@ -4,11 +4,27 @@ from __future__ import annotations
 import random
 
 from ..utils import derive_seed
-from .registry import SPLITS, DatasetUnavailable, check_rows, get_task, load_source_split
+from .registry import SPLITS, DatasetUnavailable, check_rows, get_task
+from .sources import read_split
 
 
 def _with_ids(task: str, split: str, rows: list[dict], indices: list[int]) -> list[dict]:
     return [{"id": f"{task}:{split}:{i:06d}", **row} for i, row in zip(indices, rows)]
+
+
+def _distinct(task, n: int, seed: int, split: str, exclude: set[str], config_key: str) -> list[dict]:
+    """n toy rows with distinct prompts, none in `exclude` (so test never repeats train)."""
+    rows, seen = [], set(exclude)
+    for attempt in range(8):
+        for row in task.toy(4 * n, derive_seed(seed, task.name, "toy", split, attempt), split):
+            p = task.prompt(row)
+            if p not in seen:
+                seen.add(p)
+                rows.append(row)
+                if len(rows) == n:
+                    return rows
+    raise ValueError(f"{config_key}: the toy generator of {task.name!r} gives only {len(rows)} "
+                     f"distinct {split} rows, {n} asked for")
 
 
 def prepare(task_name: str, cfg: dict, seed: int, config_key: str) -> dict[str, list[dict]]:
@@ -21,26 +37,25 @@ def prepare(task_name: str, cfg: dict, seed: int, config_key: str) -> dict[str, 
     task = get_task(task_name)
     n_val = cfg["n_validation"]
     if cfg["source"] == "toy":
-        want = cfg["n_train"] + n_val + cfg["n_test"]
-        rows, seen = [], set()
-        # generate extra and drop repeated questions, so the test split is disjoint from train
-        for row in task.toy(4 * want, derive_seed(seed, task_name, "toy")):
-            if row["question"] not in seen:
-                seen.add(row["question"])
-                rows.append(row)
-        if len(rows) < want:
-            raise ValueError(f"{config_key}: the toy generator gives only {len(rows)} distinct "
-                             f"rows, {want} asked for")
-        source = {"train": rows[:cfg["n_train"] + n_val], "test": rows[cfg["n_train"] + n_val:want]}
+        if cfg.get("n_train") is None or cfg.get("n_test") is None:
+            raise ValueError(f"{config_key}: a toy source needs n_train and n_test")
+        train = _distinct(task, cfg["n_train"] + n_val, seed, "train", set(), config_key)
+        test = _distinct(task, cfg["n_test"], seed, "test", {task.prompt(r) for r in train},
+                         config_key)
+        source = {"train": train, "test": test}
+        names = {"train": "train", "test": "test"}
     elif cfg["source"] == "hf":
-        source = {}
+        source, names = {}, {}
         for split in ("train", "test"):
-            source[split] = load_source_split(task, task.hub_splits[split], cfg.get("path"),
-                                              f"{config_key}.path")
+            src, src_split = task.source_of(split)
+            path = cfg.get("test_path") if split == "test" and cfg.get("test_path") else cfg.get("path")
+            key = f"{config_key}.test_path" if split == "test" and cfg.get("test_path") else f"{config_key}.path"
+            source[split] = read_split(src, src_split, path, key, task.paper)
+            names[split] = src_split
     else:
         raise ValueError(f"{config_key}.source: unknown source {cfg['source']!r} (toy, hf)")
     for split, rows in source.items():
-        check_rows(task, rows, f"{task_name} source split {split!r}")
+        check_rows(task, rows, f"{task_name} source split {names[split]!r}", split)
 
     train_idx = list(range(len(source["train"])))
     if n_val >= len(train_idx):
@@ -56,6 +71,6 @@ def prepare(task_name: str, cfg: dict, seed: int, config_key: str) -> dict[str, 
                             ("test", "test", test_idx)):
         if limits.get(split) is not None:
             idx = idx[:limits[split]]
-        out[split] = _with_ids(task_name, src, [source[src][i] for i in idx], idx)
+        out[split] = _with_ids(task_name, names[src], [source[src][i] for i in idx], idx)
     assert tuple(out) == SPLITS
     return out

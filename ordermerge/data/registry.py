@@ -1,122 +1,73 @@
 """The task registry: a task is data, not a code path.
 
-An entry names the row schema, how a row becomes a prompt and a training
-target, how the gold answer is read, which evaluator scores it, and where its
-rows come from. Where rows come from is chosen per task in the config
-(``source``): ``toy`` (a deterministic generator of the embedded suite) or
-``hf`` (the real dataset, from the Hugging Face Hub or a local copy).
-Adding a dataset is adding an entry to `TASKS`.
+An entry names its model family, where its train and test rows come from
+(`Source`, in the source's own files and schema), how a row becomes a prompt
+and a training target, the gold answer, the candidate options of choice and
+classification tasks, which evaluator scores it with which metric, its tiny
+counterpart, and the paper's hyperparameters (hparams.py). Rows come, per task
+and config (``data.source``), from the toy generator or the real dataset (a
+local copy in the source's layout, or the hub). The 15 entries are in tasks.py.
 """
 from __future__ import annotations
 
-import glob
-import os
-import socket
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
-from . import toy
-from ..utils import read_jsonl
+from .sources import DatasetUnavailable, Source, hub_reachable  # noqa: F401  (re-exported)
 
 SPLITS = ("train", "validation", "test")
-
-
-class DatasetUnavailable(RuntimeError):
-    """The real dataset is neither on disk nor reachable."""
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    fields: tuple[str, ...]
+    family: str  # "decoder" (causal LM, SFT on prompt -> target) or "encoder" (BERT family)
+    paper: str  # the dataset as the paper names it
+    # our split -> (its source, the source's split); validation rows come out of train
+    train: tuple[Source, str]
+    test: tuple[Source, str]
+    fields: dict[str, tuple[str, ...]]  # our split -> fields every row must have
     prompt: Callable[[dict], str]
     target: Callable[[dict], str]
-    gold: Callable[[dict], str]
+    gold: Callable[[dict], object]  # of a test row: a string, a list of strings, or an index
     evaluator: str
     metric: str
-    hub_id: str
-    hub_config: str | None
-    hub_splits: dict[str, str]
-    toy: Callable[[int, int], list[dict]]
-    defaults: dict = field(default_factory=dict)
+    toy: Callable[..., list[dict]]  # (n, seed, split) -> rows in the source's schema
+    options: Callable[[dict], list[str]] | None = None  # candidates of a choice task
+    hparams: dict | None = None  # the paper's settings (hparams.py)
 
-
-def _gsm8k_gold(row: dict) -> str:
-    return row["answer"].rsplit("####", 1)[1].strip().replace(",", "")
-
-
-TASKS: dict[str, Task] = {
-    "gsm8k": Task(
-        name="gsm8k",
-        fields=("question", "answer"),
-        prompt=lambda r: f"Question: {r['question']}\nAnswer:",
-        target=lambda r: f" {r['answer']}",
-        gold=_gsm8k_gold,
-        evaluator="gsm8k",
-        metric="accuracy",
-        hub_id="openai/gsm8k",
-        hub_config="main",
-        hub_splits={"train": "train", "test": "test"},
-        toy=toy.arithmetic_problems,
-    ),
-}
+    def source_of(self, split: str) -> tuple[Source, str]:
+        return self.test if split == "test" else self.train
 
 
 def get_task(name: str) -> Task:
+    from .tasks import TASKS
     try:
         return TASKS[name]
     except KeyError:
         raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}") from None
 
 
-def check_rows(task: Task, rows: list[dict], origin: str) -> None:
+def check_rows(task: Task, rows: list[dict], origin: str, split: str = "train") -> None:
+    """Every row has the split's fields; test rows have a readable gold answer."""
+    want = task.fields["test" if split == "test" else "train"]
     for i, row in enumerate(rows):
-        missing = [f for f in task.fields if f not in row]
+        missing = [f for f in want if f not in row]
         if missing:
             raise ValueError(f"{origin}: row {i} lacks field(s) {missing} required by task "
                              f"{task.name!r} (has {sorted(row)})")
         try:
-            task.gold(row)
+            task.prompt(row)
+            if split == "test":
+                task.gold(row)
+            else:
+                task.target(row)
         except Exception as e:
-            raise ValueError(f"{origin}: row {i} has no readable gold answer for task "
-                             f"{task.name!r}: {e!r}") from None
+            raise ValueError(f"{origin}: row {i} cannot be read by task {task.name!r}: {e!r}") from None
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _local_split(root: Path, split: str) -> list[dict]:
-    """Rows of `split` from a local copy in the hub's layouts: jsonl or parquet."""
-    for pattern in (f"{split}.jsonl", f"*/{split}.jsonl", f"{split}-*.parquet", f"*/{split}-*.parquet",
-                    f"data/{split}-*.parquet"):
-        files = sorted(glob.glob(str(root / pattern)))
-        if files:
-            if files[0].endswith(".jsonl"):
-                return read_jsonl(files[0])
-            import pandas as pd
-            return pd.concat([pd.read_parquet(f) for f in files]).to_dict("records")
-    raise DatasetUnavailable(f"local copy {root} has no {split!r} split ({split}.jsonl or "
-                             f"{split}-*.parquet, optionally one folder down)")
-
-
-def load_source_split(task: Task, split: str, path: str | None, config_key: str) -> list[dict]:
-    """Rows of one of the real dataset's own splits, from `path` or the hub."""
-    if path:
-        root = Path(path)
-        if not root.exists():
-            raise DatasetUnavailable(f"{config_key} = {path!r}: no such file or directory")
-        return _local_split(root, split)
-    if not hub_reachable():
-        raise DatasetUnavailable(
-            f"dataset {task.hub_id} (task {task.name!r}) is not reachable: offline or no "
-            f"network. Download it elsewhere and set {config_key} to the local copy.")
-    import datasets
-    return datasets.load_dataset(task.hub_id, task.hub_config, split=split).to_list()
+def __getattr__(name: str):
+    if name == "TASKS":  # TASKS lives in tasks.py, which imports this module
+        from .tasks import TASKS
+        return TASKS
+    raise AttributeError(name)

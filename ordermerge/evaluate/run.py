@@ -1,23 +1,54 @@
-"""Greedy evaluation of one model on one task's test rows; every example is kept."""
+"""Evaluation of one model on one task's test rows; every example is kept."""
 from __future__ import annotations
 
 from . import get_evaluator
+from .choice import option_logliks
 from .generate import generate_greedy
+from .text_answers import match_option
 
 
 def evaluate_rows(model, tokenizer, task, rows: list[dict], *, max_new_tokens: int,
-                  batch_size: int) -> dict:
+                  batch_size: int, choice_scoring: str = "loglik") -> dict:
+    """Score `rows`; the record lists every example: id, prompt, output, extracted answer,
+    gold and whether it is correct (and, for log-likelihood scoring, every option's)."""
     ev = get_evaluator(task.evaluator)
     prompts = [task.prompt(r) for r in rows]
-    outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                              batch_size=batch_size, stop=list(ev.stop))
+    golds = [task.gold(r) for r in rows]
     examples = []
-    for row, prompt, output in zip(rows, prompts, outputs):
-        pred, rule = ev.extract(output)
-        gold = task.gold(row)
-        examples.append({"id": row["id"], "prompt": prompt, "output": output, "extracted": pred,
-                         "extraction": rule, "gold": gold, "correct": ev.correct(pred, gold)})
+    if ev.kind == "choice":
+        options = [task.options(r) for r in rows]
+        if choice_scoring == "loglik":
+            scores = option_logliks(model, tokenizer, prompts, options, batch_size=batch_size)
+            for row, prompt, opts, sc, gold in zip(rows, prompts, options, scores, golds):
+                pick = max(range(len(opts)), key=lambda k: sc[k])
+                norm = max(range(len(opts)), key=lambda k: sc[k] / max(len(opts[k]), 1))
+                examples.append({"id": row["id"], "prompt": prompt, "output": opts[pick],
+                                 "extracted": pick, "extraction": "loglik", "gold": gold,
+                                 "correct": pick == gold, "options": opts, "logliks": sc,
+                                 "correct_norm": norm == gold})
+        elif choice_scoring == "generate":
+            outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size, stop=list(ev.stop))
+            for row, prompt, opts, output, gold in zip(rows, prompts, options, outputs, golds):
+                pick = match_option(output, opts)
+                examples.append({"id": row["id"], "prompt": prompt, "output": output,
+                                 "extracted": pick, "extraction": "generate-match", "gold": gold,
+                                 "correct": pick == gold, "options": opts})
+        else:
+            raise ValueError(f"choice_scoring {choice_scoring!r}: loglik or generate")
+    else:
+        outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, stop=list(ev.stop))
+        for row, prompt, output, gold in zip(rows, prompts, outputs, golds):
+            pred, rule = ev.extract(output)
+            examples.append({"id": row["id"], "prompt": prompt, "output": output, "extracted": pred,
+                             "extraction": rule, "gold": gold, "correct": ev.correct(pred, gold)})
     n = len(examples)
-    return {"task": task.name, "evaluator": ev.name, "metric": task.metric,
-            "score": sum(e["correct"] for e in examples) / n if n else float("nan"),
-            "n": n, "examples": examples}
+    record = {"task": task.name, "evaluator": ev.name, "metric": task.metric,
+              "score": sum(e["correct"] for e in examples) / n if n else float("nan"),
+              "n": n, "examples": examples}
+    if ev.kind == "choice":
+        record["choice_scoring"] = choice_scoring
+        if choice_scoring == "loglik":
+            record["score_norm"] = sum(e["correct_norm"] for e in examples) / n if n else float("nan")
+    return record
