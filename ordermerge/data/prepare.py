@@ -9,7 +9,14 @@ from .sources import read_split
 
 
 def _with_ids(task: str, split: str, rows: list[dict], indices: list[int]) -> list[dict]:
-    return [{"id": f"{task}:{split}:{i:06d}", **row} for i, row in zip(indices, rows)]
+    """Our id first: a source's own id field (SQuAD's) is kept as source_id."""
+    out = []
+    for i, row in zip(indices, rows):
+        row = dict(row)
+        if "id" in row:
+            row["source_id"] = row.pop("id")
+        out.append({"id": f"{task}:{split}:{i:06d}", **row})
+    return out
 
 
 def _distinct(task, n: int, seed: int, split: str, exclude: set[str], config_key: str) -> list[dict]:

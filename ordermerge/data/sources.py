@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,15 +38,24 @@ class Source:
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:
-    """False at once in offline mode (HF_HUB_OFFLINE), else a TCP connect with a short
-    timeout: the hub client's own retries take about 23 s to give up."""
+    """False at once in offline mode (HF_HUB_OFFLINE), else whether a TCP connection opens
+    within `timeout` seconds, name lookup included (run in a thread: a hanging DNS lookup
+    ignores socket timeouts). The hub client's own retries take about 23 s to give up."""
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
         return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
 
 
 def read_file(path: Path) -> list[dict]:
