@@ -1,0 +1,43 @@
+"""The pipeline over several task kinds at once (a reduced config/tiny-all.yaml)."""
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_helpers import ROOT, copy_project, snakemake
+
+pytestmark = pytest.mark.workflow
+TASKS = ["gsm8k_rft", "math", "sst2", "mnli", "squad", "hellaswag"]
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    wd = copy_project(tmp_path_factory.mktemp("wf-tasks") / "project")
+    (wd / "reduced-all.yaml").write_text((ROOT / "tests/data/reduced-all.yaml").read_text())
+    # the reduced config replaces the default task list
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["tasks"] = {}
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(wd, "--configfile", "config.yaml", "reduced-all.yaml", timeout=1500)
+    return wd
+
+
+def test_table_has_a_column_per_task(done):
+    table = pd.read_csv(done / "results/tables/table1.csv", index_col=0)
+    assert sorted(c for c in table.columns if c != "avg_delta") == sorted(TASKS)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_evaluation_records_keep_every_example(done, task):
+    rec = json.loads((done / f"results/eval/tiny-llama/{task}/shuffle/epoch1/merged/avg.json").read_text())
+    assert rec["task"] == task and rec["n"] == 8 and len(rec["examples"]) == 8
+    ex = rec["examples"][0]
+    assert {"id", "prompt", "output", "extracted", "gold", "correct"} <= set(ex)
+    assert rec["score"] == sum(e["correct"] for e in rec["examples"]) / 8
+    if task in ("sst2", "hellaswag"):
+        assert rec["choice_scoring"] == "loglik" and len(ex["logliks"]) == len(ex["options"])
+    if task == "mnli":
+        assert rec["choice_scoring"] == "generate" and ex["options"] == ["Yes", "Maybe", "No"]
+    if task == "squad":
+        assert isinstance(ex["gold"], list)
