@@ -25,7 +25,10 @@ def done(tmp_path_factory):
 
 def test_table_has_a_column_per_task(done):
     table = pd.read_csv(done / "results/tables/table1.csv", index_col=0)
-    assert sorted(c for c in table.columns if c != "avg_delta") == sorted(TASKS)
+    tasks = [c for c in table.columns if c != "avg_delta" and not c.endswith(("_std", "_n"))]
+    assert sorted(tasks) == sorted(TASKS)
+    assert (table.loc["single", [f"{t}_n" for t in TASKS]] == 2).all()  # K sub-models each
+    assert table.loc["single", TASKS].between(0, 100).all()
 
 
 @pytest.mark.parametrize("task", TASKS)
