@@ -85,10 +85,20 @@ def test_slurm_profile_dry_run(project):
     assert "sft" in proc.stdout + proc.stderr
 
 
+def _extended(base: dict, extra: dict) -> dict:
+    """config.yaml extended by a --configfile, as Snakemake merges them (nested update)."""
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _extended(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def test_paper_config_takes_the_papers_hyperparameters():
     from ordermerge.hparams import EPOCHS, LLAMA, LLAMA_7B_MICRO_BATCH
-    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    paper = _extended(DEFAULT, yaml.safe_load((ROOT / "config/paper.yaml").read_text()))
     check(paper, SCHEMA, fill_defaults)
+    for name, task in paper["tasks"].items():  # every row of the real datasets
+        assert task["data"]["source"] == "hf" and task["data"]["n_train"] is None, name
     assert paper["epochs"] == EPOCHS
     for name, task in paper["tasks"].items():
         want = LLAMA[name]
