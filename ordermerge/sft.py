@@ -43,7 +43,8 @@ from pathlib import Path
 import torch
 
 from .provenance import now, write_record
-from .train import IGNORE, collate, encode_example, lr_lambda, token_losses
+from .objectives import objective_for
+from .train import lr_lambda
 from .utils import atomic_dir, atomic_file
 
 RESUME = "resume"
@@ -212,7 +213,8 @@ class SFTRun:
     """See the module docstring. `cfg` is the task's train section of the config."""
 
     def __init__(self, model, tokenizer, *, train_rows, validation_rows, task, order, cfg,
-                 save_dtype, out_dir, provenance, log, fingerprint_files=(), accelerator=None):
+                 save_dtype, out_dir, provenance, log, fingerprint_files=(), accelerator=None,
+                 objective=None):
         self.cfg, self.log, self.provenance = cfg, log, provenance
         self.out_dir = Path(out_dir)
         self.tokenizer, self.save_dtype = tokenizer, save_dtype
@@ -221,9 +223,11 @@ class SFTRun:
         if self.mB > self.B:
             raise TrainError(f"train.micro_batch_size {self.mB} > train.batch_size {self.B}")
 
+        # what is optimised: the causal LM on targets, or an encoder head (objectives.py)
+        self.obj = objective or objective_for(task, tokenizer, cfg["max_length"])
+
         def encode(rows):
-            return {r["id"]: encode_example(task.prompt(r), task.target(r), tokenizer,
-                                            cfg["max_length"]) for r in rows}
+            return {r["id"]: self.obj.encode(r) for r in rows}
         self.examples, self.val_examples = encode(train_rows), encode(validation_rows)
         unknown = [i for epoch in order for i in epoch if i not in self.examples]
         if unknown:
@@ -254,7 +258,7 @@ class SFTRun:
 
     # ------------------------------------------------------------------ pieces
     def _n_target(self, ids) -> int:
-        return sum(sum(1 for x in self.examples[i]["labels"][1:] if x != IGNORE) for i in ids)
+        return sum(self.examples[i]["n_target"] for i in ids)
 
     def _train_step(self, step: Step) -> tuple[list[dict], int, int, float]:
         """Forward/backward of this process's share, then the optimizer step. Returns the
@@ -268,14 +272,13 @@ class SFTRun:
         records, real, processed, loss_sum = [], 0, 0, 0.0
         for k, rows in enumerate(micro):
             empty = len(rows) == 0  # still takes part in the gradient all-reduce
-            batch = collate([self.examples[i] for i in (rows or step.ids[:1])],
-                            self.tokenizer.pad_token_id)
+            batch = self.obj.collate([self.examples[i] for i in (rows or step.ids[:1])])
             batch = {key: v.to(acc.device) for key, v in batch.items()}
             sync = k == len(micro) - 1
             ctx = acc.no_sync(model) if not sync and acc.num_processes > 1 else _null()
             with ctx:
                 with acc.autocast():
-                    total, count = token_losses(model, batch)
+                    total, count = self.obj.losses(model, batch)
                 loss = total.sum() * (0.0 if empty else scale)
                 acc.backward(loss)
             if empty:
@@ -304,10 +307,10 @@ class SFTRun:
         out = {}
         for m in range(0, len(mine), self.mB):
             rows = mine[m:m + self.mB]
-            batch = collate([examples[i] for i in rows], self.tokenizer.pad_token_id)
+            batch = self.obj.collate([examples[i] for i in rows])
             batch = {key: v.to(self.acc.device) for key, v in batch.items()}
             with self.acc.autocast():
-                total, count = token_losses(self.model, batch)
+                total, count = self.obj.losses(self.model, batch)
             out.update({i: t / max(c, 1) for i, t, c in zip(rows, total.tolist(), count.tolist())})
         self.model.train()
         merged = {}
