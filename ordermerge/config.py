@@ -42,10 +42,7 @@ def semantic_errors(config: dict) -> list[str]:
             out.append(f"config key tasks.{name}: unknown task; registered: {', '.join(sorted(TASKS))}")
             continue
         t = TASKS[name]
-        if t.family != "decoder":
-            out.append(f"config key tasks.{name}: an encoder task ({t.paper}); the encoder (BERT) "
-                       f"path is not built yet")
-        elif t.evaluator in PENDING:
+        if t.evaluator in PENDING:
             out.append(f"config key tasks.{name}: its evaluator {t.evaluator!r} is not available "
                        f"yet ({PENDING[t.evaluator]})")
         tr = task["train"]
@@ -77,6 +74,9 @@ def semantic_errors(config: dict) -> list[str]:
                    f"sft.accelerate_config (e.g. config/accelerate/ddp-4gpu.yaml)")
     if k < 2:
         out.append(f"config key num_sub_models: {k}; selection and resample need at least 2 sub-models")
+    if config["encoder"]["name"] == config["model"]["name"]:
+        out.append("config key encoder.name: the encoder needs a name of its own (it is the "
+                   "{model} path wildcard of encoder tasks)")
     if config["model"]["source"] != "tiny" and config["model"]["name"] == "tiny-llama":
         out.append("config key model.name: set a name for the pretrained source "
                    f"{config['model']['source']!r} (it is the {{model}} path wildcard)")

@@ -454,11 +454,23 @@ def run_from_args(args, params: dict, rule: str, log) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         raise TrainError(f"--order {args.order}: not an order file (a JSON object with "
                          f"'epochs': a list of lists of row ids)") from None
-    # fp32 master weights; checkpoints go back to the base's dtype (fails fast offline)
-    model, tokenizer = load_pretrained_source(str(args.base), "float32", "--base")
+    task = get_task(args.task)
+    if task.family == "encoder":
+        # the base encoder with the task's head, initialised alike in every run of the task
+        from transformers import AutoTokenizer
+
+        from .encoder import load_with_head
+        from .utils import derive_seed
+        if not Path(args.base).is_dir():
+            raise TrainError(f"--base {args.base}: an encoder task needs the encoder's directory")
+        model = load_with_head(task, args.base, derive_seed(order.get("seed", 0), "encoder-head"))
+        tokenizer = AutoTokenizer.from_pretrained(args.base)
+    else:
+        # fp32 master weights; checkpoints go back to the base's dtype (fails fast offline)
+        model, tokenizer = load_pretrained_source(str(args.base), "float32", "--base")
     save_dtype = stored_dtype(args.base)
     run = SFTRun(model, tokenizer, train_rows=read_jsonl(files["train"]),
-                 validation_rows=read_jsonl(files["validation"]), task=get_task(args.task),
+                 validation_rows=read_jsonl(files["validation"]), task=task,
                  order=epochs, cfg=cfg, save_dtype=save_dtype, out_dir=args.out_dir,
                  provenance={"rule": rule, "params": cfg,
                              "seeds": {"order_seed": order.get("seed"), "run": order.get("run")},

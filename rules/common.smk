@@ -1,6 +1,7 @@
 # Config validation, wildcard constraints, path helpers and the target list.
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,8 +19,13 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
+from ordermerge.data.tasks import TASKS as REGISTRY
+
 MODEL = config["model"]["name"]
+ENCODER = config["encoder"]["name"]
 TASKS = list(config["tasks"])
+DECODER_TASKS = [t for t in TASKS if REGISTRY[t].family == "decoder"]
+ENCODER_TASKS = [t for t in TASKS if REGISTRY[t].family == "encoder"]
 SCHEMES = config["order_schemes"]
 RUNS = list(range(config["num_sub_models"]))
 EPOCHS = list(range(1, config["epochs"] + 1))
@@ -79,6 +85,20 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
+def model_of(task):
+    """The {model} of a task's paths: the decoder's name, or the encoder's for encoder tasks."""
+    return ENCODER if REGISTRY[task].family == "encoder" else MODEL
+
+
+def start_model(wildcards):
+    """The model every SFT run of a task starts from, the base of its task vectors: the
+    decoder base, or for an encoder task the encoder with the task's head
+    (results/base/{encoder}/init/{task}: one head initialisation shared by all K runs)."""
+    if REGISTRY[wildcards.task].family == "encoder":
+        return f"results/base/{wildcards.model}/init/{wildcards.task}"
+    return f"results/base/{wildcards.model}/model"
+
+
 def task_cfg(wildcards):
     return config["tasks"][wildcards.task]
 
@@ -105,8 +125,9 @@ def eval_record(model, task, scheme, epoch, kind, name):
 def eval_records(task, scheme, epochs):
     out = []
     for e in epochs:
-        out += [eval_record(MODEL, task, scheme, e, "sft", f"run{r}") for r in RUNS]
-        out += [eval_record(MODEL, task, scheme, e, "merged", m) for m in method_ids(task)]
+        m_ = model_of(task)
+        out += [eval_record(m_, task, scheme, e, "sft", f"run{r}") for r in RUNS]
+        out += [eval_record(m_, task, scheme, e, "merged", m) for m in method_ids(task)]
     return out
 
 
@@ -115,7 +136,8 @@ def all_targets():
     for task in TASKS:
         for scheme in SCHEMES:
             targets += eval_records(task, scheme, MERGE_EPOCHS)
-            targets += [f"results/sft/{MODEL}/{task}/{scheme}/run{r}/samples.csv" for r in RUNS]
+            targets += [f"results/sft/{model_of(task)}/{task}/{scheme}/run{r}/samples.csv"
+                        for r in RUNS]
     return targets
 
 
@@ -169,7 +191,8 @@ def candidate_model(wildcards):
 def eval_params(wildcards):
     return as_json(task_cfg(wildcards)["evaluate"] | {
         "kind": wildcards.kind, "name": wildcards.name, "epoch": int(wildcards.epoch),
-        "scheme": wildcards.scheme, "model": wildcards.model})
+        "scheme": wildcards.scheme, "model": wildcards.model,
+        "max_length": task_cfg(wildcards)["train"]["max_length"]})
 
 
 def sft_launcher(wildcards, threads):

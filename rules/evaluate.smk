@@ -6,6 +6,7 @@ rule evaluate:
         script=script("evaluate.py"),
         lib=lib("evaluate/__init__.py", "evaluate/generate.py", "evaluate/run.py",
             "evaluate/choice.py", "evaluate/math_answers.py", "evaluate/text_answers.py",
+            "evaluate/encoder_eval.py", "objectives.py",
             *TASK_SOURCES, "models.py"),
         model=candidate_model,
         test="results/data/{task}/test.jsonl",

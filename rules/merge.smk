@@ -65,7 +65,7 @@ rule merge_resample:
         script=script("merge.py"),
         lib=merge_sources("resample"),
         sub_models=sub_models,
-        base="results/base/{model}/model",
+        base=start_model,
     output:
         directory("results/merged/{model}/{task}/{scheme}/epoch{epoch}/resample-n{rounds}-s{seed}"),
     wildcard_constraints:
@@ -74,7 +74,7 @@ rule merge_resample:
     params:
         rule="merge_resample",
         mid="resample-n{rounds}-s{seed}",
-        base="--base results/base/{model}/model",
+        base=lambda w, input: f"--base {input.base}",
         json=MERGE_PARAMS,
     threads: res("merge", "cpus")
     log:

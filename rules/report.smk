@@ -11,7 +11,7 @@ rule table1:
         md="results/tables/table1.md",
         prov=["results/tables/table1.csv.prov.json", "results/tables/table1.md.prov.json"],
     params:
-        json=as_json({"epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "model": MODEL}),
+        json=as_json({"epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "models": {t: model_of(t) for t in TASKS}}),
     log:
         "results/logs/table1.log",
     resources:

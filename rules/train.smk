@@ -7,8 +7,9 @@
 rule sft:
     input:
         script=script("sft.py"),
-        lib=lib("sft.py", "train.py", "models.py", *TASK_SOURCES, "utils.py"),
-        base="results/base/{model}/model",
+        lib=lib("sft.py", "objectives.py", "encoder.py", "train.py", "models.py", *TASK_SOURCES,
+                "utils.py"),
+        base=start_model,
         data=expand("results/data/{{task}}/{split}.jsonl", split=["train", "validation"]),
         order="results/orders/{task}/{scheme}/run{run}.json",
     output:

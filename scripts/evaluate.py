@@ -22,10 +22,21 @@ p.add_argument("--out", required=True, type=Path)
 args = p.parse_args()
 t0 = start(args)
 cfg = args.params
-model, tokenizer = load_model(args.model, dtype=torch.float32)
-record = evaluate_rows(model, tokenizer, get_task(args.task), read_jsonl(args.test),
-                       max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"],
-                       choice_scoring=cfg["choice_scoring"])
+task = get_task(args.task)
+if task.family == "encoder":
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
+
+    from ordermerge.evaluate.encoder_eval import evaluate_encoder
+    cls = AutoModelForQuestionAnswering if task.evaluator == "encoder_span" else AutoModelForSequenceClassification
+    model = cls.from_pretrained(args.model, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    record = evaluate_encoder(model, tokenizer, task, read_jsonl(args.test),
+                              max_length=cfg["max_length"], batch_size=cfg["batch_size"])
+else:
+    model, tokenizer = load_model(args.model, dtype=torch.float32)
+    record = evaluate_rows(model, tokenizer, task, read_jsonl(args.test),
+                           max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"],
+                           choice_scoring=cfg["choice_scoring"])
 record.update({k: cfg[k] for k in ("kind", "name", "epoch", "scheme", "model")},
               model_path=str(args.model))
 with atomic_file(args.out) as fh:

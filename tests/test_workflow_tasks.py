@@ -8,7 +8,7 @@ import yaml
 from workflow_helpers import ROOT, copy_project, snakemake
 
 pytestmark = pytest.mark.workflow
-TASKS = ["gsm8k_rft", "math", "sst2", "mnli", "squad", "hellaswag"]
+TASKS = ["gsm8k_rft", "math", "sst2", "mnli", "squad", "hellaswag", "glue_sst2", "squad_v1"]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,8 @@ def test_table_has_a_column_per_task(done):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_evaluation_records_keep_every_example(done, task):
-    rec = json.loads((done / f"results/eval/tiny-llama/{task}/shuffle/epoch1/merged/avg.json").read_text())
+    model = "tiny-bert" if task in ("glue_sst2", "squad_v1") else "tiny-llama"
+    rec = json.loads((done / f"results/eval/{model}/{task}/shuffle/epoch1/merged/avg.json").read_text())
     assert rec["task"] == task and rec["n"] == 8 and len(rec["examples"]) == 8
     ex = rec["examples"][0]
     assert {"id", "prompt", "output", "extracted", "gold", "correct"} <= set(ex)
@@ -42,5 +43,17 @@ def test_evaluation_records_keep_every_example(done, task):
         assert rec["choice_scoring"] == "loglik" and len(ex["logliks"]) == len(ex["options"])
     if task == "mnli":
         assert rec["choice_scoring"] == "generate" and ex["options"] == ["Yes", "Maybe", "No"]
-    if task == "squad":
+    if task in ("squad", "squad_v1"):
         assert isinstance(ex["gold"], list)
+    if task == "glue_sst2":
+        assert rec["evaluator"] == "encoder_classification" and len(ex["logits"]) == 2
+
+
+def test_encoder_tasks_train_from_the_tiny_bert(done):
+    from transformers import AutoConfig
+    base = AutoConfig.from_pretrained(done / "results/base/tiny-bert/model")
+    assert base.model_type == "bert"
+    sub = AutoConfig.from_pretrained(done / "results/sft/tiny-bert/squad_v1/shuffle/run0/epoch1")
+    assert sub.architectures == ["BertForQuestionAnswering"]
+    merged = AutoConfig.from_pretrained(done / "results/merged/tiny-bert/glue_sst2/shuffle/epoch1/avg")
+    assert merged.architectures == ["BertForSequenceClassification"] and merged.num_labels == 2

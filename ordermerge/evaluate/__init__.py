@@ -3,8 +3,10 @@
 `kind` says how the answer is obtained: "generate" (greedy generation, then
 `extract` and `correct`), "choice" (one of the task's options: by option
 log-likelihood or by generating and matching, per config
-`evaluate.choice_scoring`). Evaluators that other stages provide (AlpacaEval,
-HumanEval, the encoder heads) are named in `PENDING` with where they come from.
+`evaluate.choice_scoring`). Encoder tasks (`encoder_classification`,
+`encoder_span`) are scored by their heads in encoder_eval.py. Evaluators not
+built yet (AlpacaEval, HumanEval) are named in `PENDING` with where they come
+from.
 """
 from __future__ import annotations
 
@@ -37,8 +39,6 @@ EVALUATORS = {
 PENDING = {
     "alpaca_eval": "AlpacaEval win rate (the AlpacaEval issue)",
     "humaneval": "HumanEval pass@1 in a sandbox (the HumanEval issue)",
-    "encoder_classification": "the encoder (BERT) path",
-    "encoder_span": "the encoder (BERT) path",
 }
 
 
