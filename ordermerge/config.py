@@ -45,8 +45,9 @@ def semantic_errors(config: dict) -> list[str]:
         if t.evaluator in PENDING:
             out.append(f"config key tasks.{name}: its evaluator {t.evaluator!r} is not available "
                        f"yet ({PENDING[t.evaluator]})")
-        tr = task["train"]
-        if tr["micro_batch_size"] > tr["batch_size"]:
+            continue
+        tr = task.get("train", {})
+        if tr.get("micro_batch_size", 0) > tr.get("batch_size", float("inf")):
             out.append(f"config key tasks.{name}.train.micro_batch_size: {tr['micro_batch_size']} "
                        f"exceeds batch_size {tr['batch_size']}")
     for e in config["merge"]["epochs"] or []:
