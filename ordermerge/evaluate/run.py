@@ -36,6 +36,15 @@ def evaluate_rows(model, tokenizer, task, rows: list[dict], *, max_new_tokens: i
                                  "correct": pick == gold, "options": opts})
         else:
             raise ValueError(f"choice_scoring {choice_scoring!r}: loglik or generate")
+    elif ev.kind == "code":
+        from .humaneval import check
+        outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, stop=list(ev.stop))
+        results = check(rows, outputs)
+        for row, prompt, output, gold, res in zip(rows, prompts, outputs, golds, results):
+            examples.append({"id": row["id"], "prompt": prompt, "output": output,
+                             "extracted": output, "extraction": "completion", "gold": gold,
+                             "correct": res["passed"], "execution": res})
     else:
         outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, stop=list(ev.stop))
@@ -47,6 +56,10 @@ def evaluate_rows(model, tokenizer, task, rows: list[dict], *, max_new_tokens: i
     record = {"task": task.name, "evaluator": ev.name, "metric": task.metric,
               "score": sum(e["correct"] for e in examples) / n if n else float("nan"),
               "n": n, "examples": examples}
+    if ev.kind == "code":
+        record["pass@1"] = record["score"]  # greedy: one sample per problem
+        from .sandbox import isolation
+        record["sandbox"] = isolation()
     if ev.kind == "choice":
         record["choice_scoring"] = choice_scoring
         if choice_scoring == "loglik":
