@@ -188,6 +188,18 @@ def candidate_model(wildcards):
 
 
 
+def judge_input(wildcards):
+    """The local AlpacaEval judge's model, for tasks scored by alpaca_eval with judge: local."""
+    ev = task_cfg(wildcards)["evaluate"]
+    if REGISTRY[wildcards.task].evaluator != "alpaca_eval" or ev["judge"] != "local":
+        return {}
+    return {"judge": ev["judge_model"] or f"results/base/{MODEL}/model"}
+
+
+def judge_arg(wildcards, input):
+    return f"--judge-model {input.judge}" if "judge" in input.keys() else ""
+
+
 def eval_params(wildcards):
     return as_json(task_cfg(wildcards)["evaluate"] | {
         "kind": wildcards.kind, "name": wildcards.name, "epoch": int(wildcards.epoch),

@@ -3,10 +3,12 @@
 
 rule evaluate:
     input:
+        unpack(judge_input),
         script=script("evaluate.py"),
         lib=lib("evaluate/__init__.py", "evaluate/generate.py", "evaluate/run.py",
             "evaluate/choice.py", "evaluate/math_answers.py", "evaluate/text_answers.py",
             "evaluate/encoder_eval.py", "evaluate/humaneval.py", "evaluate/sandbox.py",
+            "evaluate/alpaca.py",
             "objectives.py",
             *TASK_SOURCES, "models.py"),
         model=candidate_model,
@@ -18,6 +20,7 @@ rule evaluate:
         name=r"run\d+|avg|select-s\d+|resample-n\d+-s\d+",
     params:
         json=eval_params,
+        judge=judge_arg,
     threads: res("evaluate", "cpus")
     log:
         "results/logs/evaluate/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{name}.log",
@@ -29,5 +32,5 @@ rule evaluate:
         "../envs/evaluate.yaml"
     shell:
         "python {input.script} --rule evaluate --threads {threads} --task {wildcards.task}"
-        " --model {input.model} --test {input.test} --out {output.record}"
+        " --model {input.model} --test {input.test} --out {output.record} {params.judge}"
         " --params {params.json:q} > {log} 2>&1"

@@ -8,7 +8,8 @@ import yaml
 from workflow_helpers import ROOT, copy_project, snakemake
 
 pytestmark = pytest.mark.workflow
-TASKS = ["gsm8k_rft", "math", "sst2", "mnli", "squad", "hellaswag", "code", "glue_sst2", "squad_v1"]
+TASKS = ["gsm8k_rft", "math", "sst2", "mnli", "squad", "hellaswag", "code", "alpaca", "glue_sst2",
+         "squad_v1"]
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +39,16 @@ def test_evaluation_records_keep_every_example(done, task):
     assert rec["task"] == task and rec["n"] == 8 and len(rec["examples"]) == 8
     ex = rec["examples"][0]
     assert {"id", "prompt", "output", "extracted", "gold", "correct"} <= set(ex)
-    assert rec["score"] == sum(e["correct"] for e in rec["examples"]) / 8
+    assert rec["score"] == pytest.approx(sum(e["correct"] for e in rec["examples"]) / 8)
     if task in ("sst2", "hellaswag"):
         assert rec["choice_scoring"] == "loglik" and len(ex["logliks"]) == len(ex["options"])
     if task == "mnli":
         assert rec["choice_scoring"] == "generate" and ex["options"] == ["Yes", "Maybe", "No"]
     if task in ("squad", "squad_v1"):
         assert isinstance(ex["gold"], list)
+    if task == "alpaca":
+        assert rec["win_rate"] == pytest.approx(100 * rec["score"]) and rec["judge"].startswith("local")
+        assert ex["judgment"]["generator_2"] == "merged-avg" and "preference" in ex["judgment"]
     if task == "code":
         assert rec["pass@1"] == rec["score"] and ex["execution"]["status"] in ("passed", "failed", "timeout", "killed")
         assert rec["sandbox"]["network"]

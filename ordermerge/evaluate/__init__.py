@@ -5,7 +5,7 @@
 log-likelihood or by generating and matching, per config
 `evaluate.choice_scoring`). Encoder tasks (`encoder_classification`,
 `encoder_span`) are scored by their heads in encoder_eval.py. Evaluators not
-built yet (AlpacaEval, HumanEval) are named in `PENDING` with where they come
+built yet would be named in `PENDING` with where they come
 from.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from . import humaneval, math_answers, math_latex, text_answers
 @dataclass(frozen=True)
 class Evaluator:
     name: str
-    kind: str  # "generate" | "choice" | "code"
+    kind: str  # "generate" | "choice" | "code" | "pairwise"
     extract: Callable[[str], tuple[object, str]] | None = None
     correct: Callable[[object, object], bool] | None = None
     stop: tuple[str, ...] = ()
@@ -35,12 +35,12 @@ EVALUATORS = {
     "choice": Evaluator("choice", "choice", stop=("\n",)),
     # completions run against the problem's tests in the sandbox (humaneval.py)
     "humaneval": Evaluator("humaneval", "code", stop=humaneval.STOP),
+    # generated outputs against the references, judged through alpaca_eval (alpaca.py)
+    "alpaca_eval": Evaluator("alpaca_eval", "pairwise"),
 }
 
 # evaluators that the registry names but this module does not provide yet
-PENDING = {
-    "alpaca_eval": "AlpacaEval win rate (the AlpacaEval issue)",
-}
+PENDING: dict[str, str] = {}
 
 
 def get_evaluator(name: str) -> Evaluator:

@@ -8,7 +8,8 @@ from .text_answers import match_option
 
 
 def evaluate_rows(model, tokenizer, task, rows: list[dict], *, max_new_tokens: int,
-                  batch_size: int, choice_scoring: str = "loglik") -> dict:
+                  batch_size: int, choice_scoring: str = "loglik", judge=None,
+                  annotators_config: str = "alpaca_eval_gpt4", name: str = "model") -> dict:
     """Score `rows`; the record lists every example: id, prompt, output, extracted answer,
     gold and whether it is correct (and, for log-likelihood scoring, every option's)."""
     ev = get_evaluator(task.evaluator)
@@ -36,6 +37,29 @@ def evaluate_rows(model, tokenizer, task, rows: list[dict], *, max_new_tokens: i
                                  "correct": pick == gold, "options": opts})
         else:
             raise ValueError(f"choice_scoring {choice_scoring!r}: loglik or generate")
+    elif ev.kind == "pairwise":
+        from .alpaca import win_rate
+        outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, stop=list(ev.stop))
+        ours = [{"instruction": r["instruction"], "output": o, "generator": name}
+                for r, o in zip(rows, outputs)]
+        refs = [{"instruction": r["instruction"], "output": r["output"],
+                 "generator": r.get("generator", "reference")} for r in rows]
+        rate, annotations = win_rate(ours, refs, annotators_config=annotators_config, judge=judge,
+                                     name=name)
+        by_instruction = {a["instruction"]: a for a in annotations}
+        for row, prompt, output, gold in zip(rows, prompts, outputs, golds):
+            a = by_instruction[row["instruction"]]
+            pref = a.get("preference")  # 2: ours preferred, 1: the reference, 1.5: a tie
+            examples.append({"id": row["id"], "prompt": prompt, "output": output,
+                             "extracted": output, "extraction": "generation", "gold": gold,
+                             "correct": None if pref is None else (pref - 1.0),
+                             "judgment": {k: (v if isinstance(v, (str, int, float, type(None))) else str(v))
+                                          for k, v in a.items()}})
+        n = len(examples)
+        return {"task": task.name, "evaluator": ev.name, "metric": task.metric,
+                "score": rate / 100.0, "win_rate": rate, "judge": annotators_config if judge is None
+                else f"local ({annotators_config} prompt)", "n": n, "examples": examples}
     elif ev.kind == "code":
         from .humaneval import check
         outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
