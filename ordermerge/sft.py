@@ -45,7 +45,7 @@ import torch
 from .provenance import now, write_record
 from .objectives import objective_for
 from .train import lr_lambda
-from .utils import atomic_dir, atomic_file
+from .utils import atomic_dir, atomic_file, derive_seed
 
 RESUME = "resume"
 # the train section's defaults (config/schema.yaml $defs/train; a test keeps them equal)
@@ -214,7 +214,7 @@ class SFTRun:
 
     def __init__(self, model, tokenizer, *, train_rows, validation_rows, task, order, cfg,
                  save_dtype, out_dir, provenance, log, fingerprint_files=(), accelerator=None,
-                 objective=None):
+                 objective=None, seed: int = 0):
         self.cfg, self.log, self.provenance = cfg, log, provenance
         self.out_dir = Path(out_dir)
         self.tokenizer, self.save_dtype = tokenizer, save_dtype
@@ -242,6 +242,9 @@ class SFTRun:
         self.eval_at = set(cfg.get("eval_steps", [])) | {n for n, names in self.points.items()
                                                           if any(x.startswith("epoch") for x in names)}
         self.resume = Resume(self.out_dir, fingerprint(cfg, order, list(fingerprint_files)))
+        # dropout (BERT) and anything else random draws from these generators; a fresh run
+        # seeds them, a resumed run gets them back from its state
+        self.seed = seed
 
         if cfg.get("gradient_checkpointing"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -360,8 +363,11 @@ class SFTRun:
                             raise TrainError(f"{self.resume.root}: state after step "
                                              f"{progress['steps_done']} but no copy of {name}")
             acc.wait_for_everyone()
-        elif acc.is_main_process:
-            self.resume.clear()  # states of other inputs, or a partial first save
+        else:
+            from accelerate.utils import set_seed
+            set_seed(self.seed + acc.process_index)
+            if acc.is_main_process:
+                self.resume.clear()  # states of other inputs, or a partial first save
         self.model.train()
         t0 = time.perf_counter() - progress["wall_s"]
         for step in self.steps[progress["steps_done"]:]:
@@ -460,7 +466,6 @@ def run_from_args(args, params: dict, rule: str, log) -> dict | None:
         from transformers import AutoTokenizer
 
         from .encoder import load_with_head
-        from .utils import derive_seed
         if not Path(args.base).is_dir():
             raise TrainError(f"--base {args.base}: an encoder task needs the encoder's directory")
         model = load_with_head(task, args.base, derive_seed(order.get("seed", 0), "encoder-head"))
@@ -475,7 +480,8 @@ def run_from_args(args, params: dict, rule: str, log) -> dict | None:
                  provenance={"rule": rule, "params": cfg,
                              "seeds": {"order_seed": order.get("seed"), "run": order.get("run")},
                              "inputs": [args.base, files["train"], files["validation"], args.order]},
-                 log=log, fingerprint_files=[args.base, files["train"], files["validation"]])
+                 log=log, fingerprint_files=[args.base, files["train"], files["validation"]],
+                 seed=derive_seed(order.get("seed", 0), args.task, "sft", order.get("run", 0)))
     summary = run.run()
     if summary is not None:
         log(f"done: {summary['steps']} steps, {summary['tokens_per_s']:.0f} tokens/s, "

@@ -14,8 +14,9 @@ from ordermerge.merge.engine import merge
 from ordermerge.models import save_model
 from ordermerge.objectives import SpanExtraction
 from ordermerge.sft import DEFAULTS, SFTRun
+from ordermerge.utils import sha256_file
 
-EPOCHS = 5
+EPOCHS = 8
 ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 2, "max_position_embeddings": 128}
 MLM = {"steps": 40, "batch_size": 16, "max_length": 64, "lr": 3e-3, "weight_decay": 0.0,
@@ -77,14 +78,23 @@ def test_encoder_sft_runs_merge_and_evaluate(base, tmp_path, name, lr):
         summary = SFTRun(model, tok, train_rows=rows["train"], validation_rows=rows["validation"],
                          task=task, order=order, cfg=cfg, save_dtype=torch.bfloat16, out_dir=out,
                          provenance={"rule": "test", "params": cfg, "seeds": {}, "inputs": []},
-                         log=lambda m: None).run()
+                         log=lambda m: None, seed=run).run()
         runs.append((out, summary))
     # the head starts from the same weights in every run (seeded by the task)
     a = load_with_head(task, path, seed=0).state_dict()
     b = load_with_head(task, path, seed=0).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    hist = runs[0][1]["history"]
-    assert hist[-1]["validation_loss"] < hist[0]["validation_loss"]  # it learns
+    # seeded dropout: the same run gives the same weights whatever ran before in this process
+    torch.manual_seed(12345)
+    again = tmp_path / "again"
+    SFTRun(load_with_head(task, path, seed=0), tok, train_rows=rows["train"],
+           validation_rows=rows["validation"], task=task,
+           order=make_order(ids, scheme="shuffle", run=0, epochs=EPOCHS, seed=0, task=name), cfg=cfg,
+           save_dtype=torch.bfloat16, out_dir=again,
+           provenance={"rule": "test", "params": cfg, "seeds": {}, "inputs": []},
+           log=lambda m: None, seed=0).run()
+    assert sha256_file(again / f"epoch{EPOCHS}" / "model.safetensors") == \
+        sha256_file(runs[0][0] / f"epoch{EPOCHS}" / "model.safetensors")
     # the two sub-models merge with the engine and the merge loads with its head
     merged = tmp_path / "merged"
     merge("select", [runs[0][0] / f"epoch{EPOCHS}", runs[1][0] / f"epoch{EPOCHS}"], merged, seed=1)
