@@ -70,24 +70,17 @@ def mask_tokens(ids: torch.Tensor, tokenizer, gen: torch.Generator) -> tuple[tor
 
 def mlm_pretrain(model, tokenizer, lines: list[str], cfg: dict, seed: int, log) -> list[float]:
     """Masked-LM pretraining on random lines (padded to the batch's longest)."""
-    from .train import make_optimizer, optimizer_step
+    from .train import run_steps
     rng = random.Random(derive_seed(seed, "mlm-lines"))
     gen = torch.Generator().manual_seed(derive_seed(seed, "mlm-masks"))
-    opt, sched = make_optimizer(model, cfg, cfg["steps"])
-    model.train()
-    curve = []
-    for step in range(cfg["steps"]):
+
+    def loss_of_step(step: int) -> torch.Tensor:
         batch = tokenizer([rng.choice(lines) for _ in range(cfg["batch_size"])], padding=True,
                           truncation=True, max_length=cfg["max_length"], return_tensors="pt")
         inputs, labels = mask_tokens(batch["input_ids"], tokenizer, gen)
         labels[batch["attention_mask"] == 0] = -100
-        loss = model(input_ids=inputs, attention_mask=batch["attention_mask"], labels=labels).loss
-        loss.backward()
-        optimizer_step(model, opt, sched, cfg["max_grad_norm"])
-        curve.append(loss.item())
-        if step % 50 == 0 or step == cfg["steps"] - 1:
-            log(f"mlm step {step} loss {loss.item():.4f}")
-    return curve
+        return model(input_ids=inputs, attention_mask=batch["attention_mask"], labels=labels).loss
+    return run_steps(model, cfg, loss_of_step, log, "mlm")
 
 
 def load_with_head(task, base, seed: int, dtype=torch.float32):

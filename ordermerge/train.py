@@ -91,16 +91,25 @@ def pretrain(model, tokenizer, lines: list[str], cfg: dict, seed: int, log) -> l
         raise ValueError(f"pretraining corpus has {len(stream)} tokens, fewer than max_length {L}")
     data = torch.tensor(stream)
     rng = random.Random(derive_seed(seed, "pretrain-windows"))
+
+    def loss_of_step(step: int) -> torch.Tensor:
+        starts = [rng.randrange(0, len(stream) - L) for _ in range(cfg["batch_size"])]
+        ids = torch.stack([data[s:s + L] for s in starts])
+        return model(input_ids=ids, labels=ids).loss
+    return run_steps(model, cfg, loss_of_step, log, "pretrain")
+
+
+def run_steps(model, cfg: dict, loss_of_step, log, label: str) -> list[float]:
+    """cfg["steps"] optimizer steps on `loss_of_step(step)` (AdamW, warmup + schedule,
+    clipping); returns the loss curve, logging every 50 steps."""
     opt, sched = make_optimizer(model, cfg, cfg["steps"])
     model.train()
     curve = []
     for step in range(cfg["steps"]):
-        starts = [rng.randrange(0, len(stream) - L) for _ in range(cfg["batch_size"])]
-        ids = torch.stack([data[s:s + L] for s in starts])
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = loss_of_step(step)
         loss.backward()
         optimizer_step(model, opt, sched, cfg["max_grad_norm"])
         curve.append(loss.item())
         if step % 50 == 0 or step == cfg["steps"] - 1:
-            log(f"pretrain step {step} loss {loss.item():.4f}")
+            log(f"{label} step {step} loss {loss.item():.4f}")
     return curve
