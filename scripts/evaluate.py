@@ -44,6 +44,8 @@ else:
         else:
             check_judge(cfg["judge"])  # before any generation work
     model, tokenizer = load_model(args.model, dtype=torch.float32)
+    if torch.cuda.is_available():  # generation in bf16 on a GPU (fp32 on the CPU)
+        model = model.to("cuda", torch.bfloat16)
     record = evaluate_rows(model, tokenizer, task, read_jsonl(args.test),
                            max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"],
                            choice_scoring=cfg["choice_scoring"], judge=judge,

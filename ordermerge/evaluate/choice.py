@@ -36,7 +36,9 @@ def option_logliks(model, tokenizer, prompts: list[str], options: list[list[str]
             seq = c + t
             ids[row, :len(seq)] = torch.tensor(seq)
             mask[row, :len(seq)] = 1
-        logp = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        device = getattr(model, "device", "cpu")
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logp = F.log_softmax(logits.float(), dim=-1).cpu()
         for row, (e, k, c, t) in enumerate(chunk):
             # token j of the continuation sits at position len(c) + j, predicted from the one before
             pos = torch.arange(len(c) - 1, len(c) - 1 + len(t))

@@ -27,6 +27,7 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int
             n = len(encoded[i])
             ids[row, width - n:] = torch.tensor(encoded[i])
             mask[row, width - n:] = 1
+        ids, mask = ids.to(model.device), mask.to(model.device)
         gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                              max_new_tokens=max_new_tokens, pad_token_id=pad,
                              eos_token_id=tokenizer.eos_token_id)
