@@ -365,7 +365,7 @@ class SFTRun:
             acc.wait_for_everyone()
         else:
             from accelerate.utils import set_seed
-            set_seed(self.seed + acc.process_index)
+            set_seed((self.seed + acc.process_index) % 2**32)  # numpy takes 32-bit seeds
             if acc.is_main_process:
                 self.resume.clear()  # states of other inputs, or a partial first save
         self.model.train()
