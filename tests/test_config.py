@@ -52,7 +52,6 @@ def test_default_and_paper_configs_are_valid():
     ({"report__epoch": 9}, "config key report.epoch: 9 > epochs"),
     ({"num_sub_models": 1}, "config key num_sub_models: 1"),
     ({"encoder__name": "tiny-llama"}, "config key encoder.name: the encoder needs a name of its own"),
-    ({"tasks__alpaca": {}}, "config key tasks.alpaca: its evaluator 'alpaca_eval' is not available"),
     ({"tasks__math__evaluate__choice_scoring": "vote"}, "config key tasks.math.evaluate.choice_scoring"),
 ])
 def test_bad_config_names_the_key(changes, message):
@@ -124,6 +123,14 @@ def test_shipped_accelerate_configs_load(name, kind, processes):
     assert cfg.mixed_precision == "bf16"
     if kind == "FSDP":
         assert cfg.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+
+
+def test_a_task_whose_evaluator_is_not_built_is_refused(monkeypatch):
+    import ordermerge.config as config_module
+    monkeypatch.setattr(config_module, "PENDING", {"humaneval": "a reason"})
+    with pytest.raises(ConfigError, match=r"config key tasks.code: its evaluator 'humaneval' is "
+                                          r"not available yet \(a reason\)"):
+        check_with(tasks__code={})
 
 
 def test_sft_launcher_settings_are_checked(monkeypatch):
