@@ -64,17 +64,35 @@ def run_train(args) -> int:
     return 0
 
 
+def _setting_flags():
+    """Every setting of every registered method, once: --seed, --rounds, --density, ..."""
+    from .merge.methods import METHODS
+    flags = {}
+    for m in METHODS.values():
+        for s in m.settings:
+            flags.setdefault(s.name, s)
+    return flags
+
+
 def merge_parser(sub) -> None:
-    p = sub.add_parser("merge", help="merge K checkpoints (Hugging Face layout) into one model",
-                       description="Merge K sub-models: weighted average, parameter selection, or "
-                                   "selection with resampling (Ju et al. 2024).")
-    p.add_argument("--method", required=True, choices=["average", "select", "resample"])
-    p.add_argument("--base", help="base model directory (needed by resample)")
+    from .merge.methods import METHODS
+    methods = "\n".join(f"  {m.name:16} {m.method_id():28} {m.doc}" for m in METHODS.values())
+    p = sub.add_parser(
+        "merge", help="merge K checkpoints (Hugging Face layout) into one model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Merge K sub-models: the paper's weighted average, parameter selection and "
+                    "selection with resampling (Ju et al. 2024), and the task-vector baselines.",
+        epilog="methods (name, id with default settings, formula):\n" + methods
+               + "\n\n--method takes a name (settings from the flags) or an id (settings from it).")
+    p.add_argument("--method", required=True, metavar="NAME|ID",
+                   help="a method name or id: " + ", ".join(METHODS))
+    p.add_argument("--base", help="base model directory (needed by resample and the task-vector methods)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--weights", type=float, nargs="+", help="average weights, one per input")
+    g.add_argument("--weights", type=float, nargs="+",
+                   help="average weights (sum 1) or task-vector weights (default 1 each), one per input")
     g.add_argument("--probs", type=float, nargs="+", help="selection probabilities, one per input")
-    p.add_argument("--rounds", type=int, default=1, help="resample rounds n (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    for name, s in _setting_flags().items():
+        p.add_argument(f"--{name}", default=None, help=f"{s.doc} (default {s.default})")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
                    help="output dtype of float tensors (default: the inputs')")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -88,6 +106,33 @@ def merge_parser(sub) -> None:
 
 
 def run_merge(args) -> int:
+    from .merge.methods import METHODS, parse_method_id
+
+    def fail(msg: str) -> int:
+        print(f"ordermerge merge: {msg}", file=sys.stderr)
+        return 2
+
+    given = {n: getattr(args, n) for n in _setting_flags() if getattr(args, n) is not None}
+    if args.method in METHODS:
+        name, settings = args.method, given
+    else:
+        try:
+            name, settings = parse_method_id(args.method)
+        except ValueError as e:
+            return fail(f"--method {args.method!r}: neither a method name ({', '.join(METHODS)}) "
+                        f"nor an id ({e})")
+        if given:
+            return fail(f"--method {args.method} is an id: it carries the settings, drop "
+                        + ", ".join(f"--{n}" for n in given))
+    m = METHODS[name]
+    for n in settings:
+        if n not in {s.name for s in m.settings}:
+            return fail(f"--{n} is not a setting of {name} (its settings: "
+                        f"{', '.join(s.name for s in m.settings) or 'none'})")
+    if m.weights == "probabilities" and args.weights:
+        return fail(f"--weights is for average and the task-vector methods; {name} takes --probs")
+    if m.weights != "probabilities" and args.probs:
+        return fail(f"--probs is for select and resample; {name} takes --weights")
     import torch
 
     from .merge.engine import MergeError, merge
@@ -96,23 +141,15 @@ def run_merge(args) -> int:
         from .merge import fused
         torch.set_num_threads(args.threads)
         fused.set_threads(args.threads)
-    if args.method == "average" and args.probs:
-        print("ordermerge merge: --probs is for select/resample; average takes --weights",
-              file=sys.stderr)
-        return 2
-    if args.method != "average" and args.weights:
-        print("ordermerge merge: --weights is for average; select/resample take --probs",
-              file=sys.stderr)
-        return 2
     try:
-        recipe = merge(args.method, args.inputs, args.out, overwrite=args.overwrite,
-                       base=args.base, weights=args.weights or args.probs, seed=args.seed,
-                       rounds=args.rounds, dtype=args.dtype, device=args.device,
-                       memory_budget=args.memory_budget, max_shard_bytes=args.max_shard_size)
+        recipe = merge(name, args.inputs, args.out, overwrite=args.overwrite, base=args.base,
+                       weights=args.weights or args.probs, dtype=args.dtype, device=args.device,
+                       memory_budget=args.memory_budget, max_shard_bytes=args.max_shard_size,
+                       **settings)
     except MergeError as e:
         print(f"ordermerge merge: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({k: recipe[k] for k in ("method", "stats", "wall_s", "shards")}))
+    print(json.dumps({k: recipe[k] for k in ("method_id", "stats", "wall_s", "shards")}))
     return 0
 
 

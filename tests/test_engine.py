@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ordermerge.cli import main as cli
-from ordermerge.merge import fused, rng
+from ordermerge.merge import fused, get, rng
 from ordermerge.merge.engine import MergeError, merge
 from ordermerge.utils import sha256_file
 
@@ -80,6 +80,11 @@ def reference(method, sub_tensors, base_t, probs, seed, rounds):
     return out
 
 
+def settings(method, **values):
+    """The settings among `values` that `method` takes (the engine refuses others)."""
+    return {k: v for k, v in values.items() if k in {s.name for s in get(method).settings}}
+
+
 def all_tensors(path):
     files = sorted(path.glob("*.safetensors"))
     out = {}
@@ -94,8 +99,8 @@ def all_tensors(path):
 def test_engine_matches_reference_for_sharded_inputs(ckpts, tmp_path, method, probs):
     base, subs, base_t, _ = ckpts
     sub_t = [all_tensors(s) for s in subs]
-    recipe = merge(method, subs, tmp_path / "out", base=base, weights=probs, seed=4, rounds=2,
-                   chunk_elements=100)
+    recipe = merge(method, subs, tmp_path / "out", base=base, weights=probs,
+                   chunk_elements=100, **settings(method, seed=4, rounds=2))
     got = all_tensors(tmp_path / "out")
     want = reference(method, sub_t, base_t, probs, 4, 2)
     assert set(got) == set(want)
@@ -124,19 +129,19 @@ def test_bytes_do_not_depend_on_chunk_size_threads_or_shards(ckpts, tmp_path, me
     try:
         for i, (chunk, nthreads) in enumerate([(7, 1), (1000, 2), (None, 1)]):
             _set_threads(nthreads)
-            merge(method, subs, tmp_path / f"o{i}", base=base, seed=9, rounds=3, chunk_elements=chunk)
+            merge(method, subs, tmp_path / f"o{i}", base=base, chunk_elements=chunk, **settings(method, seed=9, rounds=3))
             digests.add(sha256_file(tmp_path / f"o{i}" / "model.safetensors"))
     finally:
         _set_threads(threads)
     # the torch path (no numba, or a dtype the kernels lack) writes the same bytes
     monkeypatch.setattr(fused, "available", lambda dtype: False)
     monkeypatch.setattr(fused, "average_available", lambda dtype: False)
-    merge(method, subs, tmp_path / "torch", base=base, seed=9, rounds=3, chunk_elements=500)
+    merge(method, subs, tmp_path / "torch", base=base, chunk_elements=500, **settings(method, seed=9, rounds=3))
     digests.add(sha256_file(tmp_path / "torch" / "model.safetensors"))
     assert len(digests) == 1
     monkeypatch.undo()
     # a sharded output holds the same tensors
-    merge(method, subs, tmp_path / "sharded", base=base, seed=9, rounds=3, max_shard_bytes=1500)
+    merge(method, subs, tmp_path / "sharded", base=base, max_shard_bytes=1500, **settings(method, seed=9, rounds=3))
     index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 2
     one, many = all_tensors(tmp_path / "o0"), all_tensors(tmp_path / "sharded")

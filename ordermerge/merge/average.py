@@ -33,3 +33,18 @@ def merge_chunk(sub_models: torch.Tensor | list[torch.Tensor], weights: list[flo
     if bool(nan.any()):
         out.masked_fill_(nan, float("nan"))
     return out
+
+
+def run(c):
+    """The registry's entry point (methods.py): the torch path."""
+    return merge_chunk(c.subs, c.weights, c.out_dtype), {}
+
+
+def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
+    from . import fused
+    return fused.average_available(dtype) and out_dtype in (None, dtype)
+
+
+def run_fused(c):
+    from . import fused
+    return fused.average_at(c.addrs, c.n, c.dtype, c.weights), {}

@@ -42,3 +42,27 @@ def merge_chunk(sub_models: torch.Tensor, base: torch.Tensor, sampler: Sampler, 
         out[pos] = values
         pos = pos.take(_where(values == base.take(pos)))
     return out, int(pos.numel())
+
+
+STACKED = True  # the torch path gathers across sub-models
+
+
+def run(c):
+    """The registry's entry point (methods.py): the torch path. Counts the elements still
+    equal to the base after the last round."""
+    out, left = merge_chunk(c.subs, c.base, c.sampler, rounds=c.settings["rounds"],
+                            seed=c.settings["seed"], name=c.name, start=c.start)
+    return out, {"equal_to_base": left}
+
+
+def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
+    from . import fused
+    return fused.available(dtype)
+
+
+def run_fused(c):
+    from . import fused
+    out, left = fused.merge_at(c.addrs, c.base_addr, c.n, c.dtype, c.sampler,
+                               rounds=c.settings["rounds"], seed=c.settings["seed"], name=c.name,
+                               start=c.start)
+    return out, {"equal_to_base": left}

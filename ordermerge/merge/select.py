@@ -15,3 +15,23 @@ def merge_chunk(sub_models: torch.Tensor, sampler: Sampler, *, seed: int, name: 
     index = torch.arange(start, start + n, dtype=torch.int64, device=sub_models.device)
     pick = sampler.choices(seed, name, 0, index)
     return sub_models.gather(0, pick.unsqueeze(0)).squeeze(0)
+
+
+STACKED = True  # the torch path gathers across sub-models
+
+
+def run(c):
+    """The registry's entry point (methods.py): the torch path."""
+    return merge_chunk(c.subs, c.sampler, seed=c.settings["seed"], name=c.name, start=c.start), {}
+
+
+def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
+    from . import fused
+    return fused.available(dtype)
+
+
+def run_fused(c):
+    from . import fused
+    out, _ = fused.merge_at(c.addrs, None, c.n, c.dtype, c.sampler, rounds=0,
+                            seed=c.settings["seed"], name=c.name, start=c.start)
+    return out, {}

@@ -1,0 +1,245 @@
+"""The registry of merge methods: one entry per method, read by the engine, the CLI, the
+workflow rules and the tables. Nothing else lists method names.
+
+An entry says what a method is called (its CLI / config name and the prefix of its id),
+which settings it takes (each one a part of the id, so that a path carrying the id
+changes when a setting does: ``avg``, ``select-s3``, ``resample-n4-s3``,
+``ties-d0.2-l1.0``), whether it needs the base model, how its weights are read, its
+source files (a merge depends on them: editing one reruns only that method's merges),
+its table label and the module holding its arithmetic.
+
+A method module provides ``run(chunk) -> (merged, counts)`` (torch, any device) and
+optionally ``run_fused(chunk)`` with ``fused_available(dtype, out_dtype)`` (numba CPU
+kernels giving the same bytes), ``prepare(reader, chunk_settings)`` (a per-tensor pass
+before the tensor's chunks, e.g. TIES' exact top-k thresholds) and ``STACKED = True``
+(its torch path gathers across sub-models: give it a [K, n] stack).
+
+This module imports neither torch nor numpy, so the CLI's --help and the workflow's
+planning stay fast.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_NUMBER = {"int": r"\d+", "float": r"\d+(?:\.\d+)?(?:e-?\d+)?", "bool": r"[01]"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a method: keyword `name`, written `-{key}{value}` in the id."""
+    name: str
+    key: str
+    kind: str  # int | float | bool | choice
+    default: Any = None  # None: required
+    choices: tuple[str, ...] = ()
+    # left out of the id at its default (keeps the common ids short); any other value is
+    # written, so distinct settings always give distinct ids
+    omit_default: bool = False
+    doc: str = ""
+
+    def pattern(self) -> str:
+        body = "|".join(map(re.escape, self.choices)) if self.kind == "choice" else _NUMBER[self.kind]
+        group = f"-{re.escape(self.key)}(?P<{self.name}>{body})"
+        return f"(?:{group})?" if self.omit_default else group
+
+    def check(self, value: Any) -> Any:
+        """The value in its canonical type; ValueError naming the setting when it is not one."""
+        try:
+            if self.kind == "int":
+                if isinstance(value, str) and value.isdigit():
+                    value = int(value)
+                if isinstance(value, bool) or int(value) != value or int(value) < 0:
+                    raise ValueError
+                return int(value)
+            if self.kind == "float":
+                v = float(value)
+                if not v >= 0 or v == float("inf"):
+                    raise ValueError
+                return v
+            if self.kind == "bool":
+                if value in (True, False, 0, 1, "0", "1", "true", "false"):
+                    return value in (True, 1, "1", "true")
+                raise ValueError
+            if value in self.choices:
+                return value
+        except (TypeError, ValueError):
+            pass
+        want = {"int": "an integer >= 0", "float": "a finite number >= 0", "bool": "true or false",
+                "choice": f"one of {', '.join(self.choices)}"}[self.kind]
+        raise ValueError(f"setting {self.name!r}: {value!r} is not {want}")
+
+    def format(self, value: Any) -> str:
+        if self.kind == "float":
+            return repr(float(value))
+        if self.kind == "bool":
+            return "1" if value else "0"
+        return str(value)
+
+
+SEED = Setting("seed", "s", "int", 0, doc="merge seed of the counter-based draws")
+LAMBDA = Setting("lambda", "l", "float", 1.0, doc="scale of the merged task vector")
+DENSITY = Setting("density", "d", "float", 0.2, doc="fraction of each task vector's elements kept per tensor (largest magnitudes)")
+DROP = Setting("drop", "p", "float", 0.5, doc="DARE: probability of dropping an element of a task vector")
+RESCALE = Setting("rescale", "r", "choice", "paper", ("paper", "l1"), omit_default=True,
+                  doc="DARE: kept elements x 1/(1-p) (paper) or x the ratio that restores the tensor's L1 norm (l1, mergekit >= 0.1.5)")
+NORMALIZE = Setting("normalize", "n", "bool", True, omit_default=True,
+                    doc="divide the agreeing sum by the sum of the agreeing weights (the disjoint mean); 0: keep the sum")
+ROUNDS = Setting("rounds", "n", "int", 1, doc="resample rounds")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str  # --method / config `method:`
+    prefix: str  # of the id
+    label: str  # table row
+    module: str  # ordermerge.merge.<module>: the arithmetic
+    doc: str
+    settings: tuple[Setting, ...] = ()
+    needs_base: bool = False
+    min_models: int = 1
+    # how weights are read: average (sum 1, default 1/K), probabilities (sum 1, default
+    # 1/K), task (one per task vector, default 1 each)
+    weights: str = "average"
+    helpers: tuple[str, ...] = ()  # other files of this package its bytes depend on
+    _regex: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        body = re.escape(self.prefix) + "".join(s.pattern() for s in self.settings)
+        object.__setattr__(self, "_regex", re.compile(body))
+
+    @property
+    def random(self) -> bool:
+        """Has a seed: a table reports it as mean and std over seeds."""
+        return any(s.name == "seed" for s in self.settings)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (f"{self.module}.py", *self.helpers)
+
+    def impl(self):
+        return importlib.import_module(f"{__package__}.{self.module}")
+
+    def resolve(self, settings: dict) -> dict:
+        """Every setting in canonical type, defaults filled in; ValueError for unknown keys."""
+        known = {s.name: s for s in self.settings}
+        extra = sorted(set(settings) - set(known))
+        if extra:
+            raise ValueError(f"merge method {self.name!r} has no setting {extra[0]!r} "
+                             f"(its settings: {', '.join(known) or 'none'})")
+        out = {}
+        for s in self.settings:
+            value = settings.get(s.name, s.default)
+            if value is None:
+                raise ValueError(f"merge method {self.name!r}: setting {s.name!r} is required")
+            out[s.name] = s.check(value)
+        return out
+
+    def method_id(self, **settings) -> str:
+        values = self.resolve(settings)
+        return self.prefix + "".join(
+            f"-{s.key}{s.format(values[s.name])}" for s in self.settings
+            if not (s.omit_default and values[s.name] == s.default))
+
+    def parse(self, mid: str) -> dict | None:
+        m = self._regex.fullmatch(mid)
+        if m is None:
+            return None
+        found = {k: v for k, v in m.groupdict().items() if v is not None}
+        return self.resolve(found)
+
+
+@dataclass
+class Chunk:
+    """What a method's ``run`` gets: elements start .. start+n-1 of one tensor."""
+    subs: Any  # the K sub-models' elements: a list of n-element tensors, or a [K, n] stack
+    base: Any  # the base's n elements (methods that need it), else None
+    name: str  # the draws' tensor name (a shared tensor takes its owner's)
+    start: int
+    n: int
+    dtype: Any  # the inputs' torch dtype
+    out_dtype: Any  # the output's torch dtype
+    weights: list[float]
+    settings: dict
+    sampler: Any = None  # rng.Sampler of the methods that draw sub-models
+    state: Any = None  # what the method's prepare() found for this tensor
+    addrs: list[int] | None = None  # fused path: the inputs' addresses in memory
+    base_addr: int | None = None
+
+
+_TV = ("taskvec.py",)
+_DRAWS = ("rng.py",)
+
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("average", "avg", "weighted-avg", "average",
+           "weighted average: theta = sum_i w_i theta_i (w_i = 1/K by default)",
+           helpers=("fused.py",)),
+    Method("select", "select", "param-selection", "select",
+           "parameter selection: each element from one sub-model drawn with probability p_i",
+           (SEED,), min_models=2, weights="probabilities", helpers=(*_DRAWS, "fused.py")),
+    Method("resample", "resample", "resample", "resample",
+           "selection + n resample rounds: redraw where the chosen element equals the base",
+           (ROUNDS, SEED), needs_base=True, min_models=2, weights="probabilities",
+           helpers=("select.py", *_DRAWS, "fused.py")),
+    Method("task_arithmetic", "task-arithmetic", "task-arithmetic", "task_arithmetic",
+           "theta_base + lambda sum_i w_i tau_i", (LAMBDA,), needs_base=True, weights="task",
+           helpers=_TV),
+    Method("ties", "ties", "TIES", "ties",
+           "trim each tau_i to its top-density magnitudes, elect signs, disjoint mean, x lambda",
+           (DENSITY, LAMBDA, NORMALIZE), needs_base=True, weights="task",
+           helpers=(*_TV, "topk.py")),
+    Method("ties_select", "ties-select", "TIES-select", "ties",
+           "TIES' trim and sign election, then one agreeing task vector per element, drawn uniformly",
+           (DENSITY, LAMBDA, SEED), needs_base=True, min_models=2, weights="task",
+           helpers=(*_TV, "topk.py", *_DRAWS)),
+    Method("dare_linear", "dare-linear", "DARE", "dare",
+           "drop each tau_i element with probability p, rescale the kept, theta_base + lambda sum_i w_i tau_i",
+           (DROP, RESCALE, LAMBDA, SEED), needs_base=True, weights="task", helpers=(*_TV, *_DRAWS)),
+    Method("dare_ties", "dare-ties", "DARE-TIES", "dare",
+           "DARE's drop and rescale, then TIES' sign election and disjoint mean",
+           (DROP, RESCALE, LAMBDA, NORMALIZE, SEED), needs_base=True, weights="task",
+           helpers=(*_TV, *_DRAWS)),
+    Method("dare_resample", "dare-resample", "DARE-resample", "dare",
+           "selection over DARE-dropped task vectors: redraw where the drawn tau is dropped or zero",
+           (DROP, RESCALE, ROUNDS, LAMBDA, SEED), needs_base=True, min_models=2, weights="task",
+           helpers=(*_TV, *_DRAWS)),
+]}
+
+# the engine's own files: every merge depends on them. This registry is not among them: it
+# holds no arithmetic, and every setting it passes on is part of the id (the path)
+ENGINE_SOURCES = ("__init__.py", "engine.py", "st_io.py")
+
+
+def get(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown merge method {name!r}; known: {', '.join(METHODS)}") from None
+
+
+def method_id(name: str, **settings) -> str:
+    """``method_id("resample", rounds=4, seed=3)`` -> ``resample-n4-s3``."""
+    return get(name).method_id(**settings)
+
+
+def parse_method_id(mid: str) -> tuple[str, dict]:
+    """``resample-n4-s3`` -> ("resample", {"rounds": 4, "seed": 3})."""
+    for m in METHODS.values():
+        found = m.parse(mid)
+        if found is not None:
+            return m.name, found
+    raise ValueError(f"not a merge method id: {mid!r} (known forms: "
+                     + ", ".join(m.method_id() for m in METHODS.values()) + ")")
+
+
+def id_pattern() -> str:
+    """A regular expression matching every method id (a wildcard constraint)."""
+    return "|".join(re.sub(r"\(\?P<\w+>", "(?:", m._regex.pattern) for m in METHODS.values())
+
+
+def sources_of(mid: str) -> tuple[str, ...]:
+    """The files (relative to this package) a merge with this id depends on."""
+    name, _ = parse_method_id(mid)
+    return ENGINE_SOURCES + get(name).sources
