@@ -92,7 +92,9 @@ def merge_parser(sub) -> None:
                    help="average weights (sum 1) or task-vector weights (default 1 each), one per input")
     g.add_argument("--probs", type=float, nargs="+", help="selection probabilities, one per input")
     for name, s in _setting_flags().items():
-        p.add_argument(f"--{name}", default=None, help=f"{s.doc} (default {s.default})")
+        defaults = {x.default for m in METHODS.values() for x in m.settings if x.name == name}
+        default = s.default if len(defaults) == 1 else "per method, see the ids below"
+        p.add_argument(f"--{name}", default=None, help=f"{s.doc} (default {default})")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
                    help="output dtype of float tensors (default: the inputs')")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

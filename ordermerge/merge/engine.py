@@ -278,7 +278,8 @@ def _merge_one(plan: _Plan, info, start: int, n: int, slot: int, state) -> tuple
         return views[0].clone(), {}
     chunk = Chunk(subs=None, base=None, name=plan.aliases.get(info.name, info.name), start=start,
                   n=n, dtype=info.torch_dtype, out_dtype=plan.out_dtype or info.torch_dtype,
-                  weights=plan.weights, settings=plan.settings, sampler=plan.sampler, state=state)
+                  weights=plan.weights, settings=plan.settings, sampler=plan.sampler, state=state,
+                  method=plan.method.name)
     if info.name in plan.fused:
         # in place from the mapped inputs: no copy, any K
         chunk.addrs = [s.address(info.name, start, n) for s in plan.subs]
@@ -314,8 +315,8 @@ def _run(plan: _Plan) -> None:
     def task(j: int):
         info, start, n = plan.items[j]
         if prepare is not None and info.is_float and info.name not in states:
-            states[info.name] = prepare(_tensor_reader(plan, info), plan.aliases.get(info.name, info.name),
-                                        plan.weights, plan.settings)
+            states[info.name] = prepare(_tensor_reader(plan, info), info.numel,
+                                        plan.aliases.get(info.name, info.name), plan)
         result = _merge_one(plan, info, start, n, j % plan.window, states.get(info.name))
         if j == last_chunk[info.name]:
             states.pop(info.name, None)

@@ -87,6 +87,8 @@ RESCALE = Setting("rescale", "r", "choice", "paper", ("paper", "l1"), omit_defau
                   doc="DARE: kept elements x 1/(1-p) (paper) or x the ratio that restores the tensor's L1 norm (l1, mergekit >= 0.1.5)")
 NORMALIZE = Setting("normalize", "n", "bool", True, omit_default=True,
                     doc="divide the agreeing sum by the sum of the agreeing weights (the disjoint mean); 0: keep the sum")
+DARE_NORMALIZE = Setting("normalize", "n", "bool", False, omit_default=True,
+                         doc="divide the agreeing sum by the sum of the agreeing weights (off by default, as in mergekit's dare_ties)")
 ROUNDS = Setting("rounds", "n", "int", 1, doc="resample rounds")
 
 
@@ -165,6 +167,7 @@ class Chunk:
     settings: dict
     sampler: Any = None  # rng.Sampler of the methods that draw sub-models
     state: Any = None  # what the method's prepare() found for this tensor
+    method: str = ""  # the registry name (a module may serve several entries)
     addrs: list[int] | None = None  # fused path: the inputs' addresses in memory
     base_addr: int | None = None
 
@@ -199,7 +202,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            (DROP, RESCALE, LAMBDA, SEED), needs_base=True, weights="task", helpers=(*_TV, *_DRAWS)),
     Method("dare_ties", "dare-ties", "DARE-TIES", "dare",
            "DARE's drop and rescale, then TIES' sign election and disjoint mean",
-           (DROP, RESCALE, LAMBDA, NORMALIZE, SEED), needs_base=True, weights="task",
+           (DROP, RESCALE, LAMBDA, DARE_NORMALIZE, SEED), needs_base=True, weights="task",
            helpers=(*_TV, *_DRAWS)),
     Method("dare_resample", "dare-resample", "DARE-resample", "dare",
            "selection over DARE-dropped task vectors: redraw where the drawn tau is dropped or zero",

@@ -1,0 +1,77 @@
+"""DARE (Yu et al. 2024): drop each element of each task vector with probability p and
+rescale what is kept, then combine.
+
+- dare_linear: theta = theta_base + lambda * sum_i w_i tau'_i.
+- dare_ties: TIES' sign election and disjoint mean over the tau'_i (no magnitude trim),
+  x lambda (mergekit's dare_ties).
+- dare_resample (the paper's resample carried into DARE): each element draws one
+  sub-model uniformly; where the drawn tau'_ij is 0 (dropped, or unchanged by
+  fine-tuning) it draws again from all K, `rounds` times; theta = theta_base + lambda *
+  tau'_{i*} (the base where every draw found 0). Weights are not used.
+
+tau'_i = tau_i * keep_i * s_i, with keep_i a counter-based mask (taskvec.dare_keep: it
+depends only on seed, tensor, sub-model and element index) and s_i = 1 / (1 - p) (the
+DARE paper's rescale, the default) or, with rescale=l1, the tensor's L1 norm of tau_i
+over that of its kept part (what mergekit 0.1.5 does; 1 where either is below 1e-7).
+"""
+from __future__ import annotations
+
+import torch
+
+from .taskvec import dare_keep, dare_scales, elect_and_mix, finish, task_vectors, weights_of
+
+
+def prepare(chunks, numel: int, name: str, plan) -> list[float] | None:
+    """The L1 ratios of rescale=l1 (float64 sums over the tensor); nothing otherwise."""
+    s = plan.settings
+    if s["rescale"] != "l1":
+        return None
+    k = len(plan.subs)
+    total = torch.zeros(k, dtype=torch.float64)
+    kept = torch.zeros(k, dtype=torch.float64)
+    for start, subs, base in chunks():
+        tau = (torch.stack(subs).to(torch.float32) - base.to(torch.float32)).abs().to(torch.float64)
+        index = torch.arange(start, start + tau.shape[1], dtype=torch.int64)
+        total += tau.sum(1)
+        for i in range(k):
+            kept[i] += tau[i][dare_keep(s["seed"], name, i, index, s["drop"])].sum()
+    # mergekit leaves the masked tensor unscaled when either norm is below 1e-7
+    return [t / q if min(t, q) >= 1e-7 else 1.0 for t, q in zip(total.tolist(), kept.tolist())]
+
+
+def dropped(c) -> tuple[torch.Tensor, int]:
+    """The chunk's [K, n] tau'_i, and how many entries were kept."""
+    s = c.settings
+    tau = task_vectors(c)
+    index = torch.arange(c.start, c.start + c.n, dtype=torch.int64)
+    scales = dare_scales(s["drop"], s["rescale"], c.state, tau.shape[0])
+    kept = 0
+    for i in range(tau.shape[0]):
+        keep = dare_keep(s["seed"], c.name, i, index, s["drop"]).to(tau.device)
+        tau[i].mul_(keep).mul_(scales[i])
+        kept += int(keep.sum())
+    return tau, kept
+
+
+def run(c):
+    tau, kept = dropped(c)
+    if c.method == "dare_linear":
+        return finish(c, (tau * weights_of(c, tau.device)).sum(0)), {"kept": kept}
+    if c.method == "dare_ties":
+        w = weights_of(c, tau.device)
+        mixed, _ = elect_and_mix(tau * w, w, c.settings["normalize"])
+        return finish(c, mixed), {"kept": kept}
+    # dare_resample
+    s = c.settings
+    index = torch.arange(c.start, c.start + c.n, dtype=torch.int64, device=tau.device)
+    pick = c.sampler.choices(s["seed"], c.name, 0, index)
+    delta = tau.gather(0, pick.unsqueeze(0)).squeeze(0)
+    pos = (delta == 0).nonzero().squeeze(1)
+    for r in range(1, s["rounds"] + 1):
+        if pos.numel() == 0:
+            break
+        pick = c.sampler.choices(s["seed"], c.name, r, pos + c.start)
+        values = tau[pick, pos]
+        delta[pos] = values
+        pos = pos[values == 0]
+    return finish(c, delta), {"kept": kept, "zero_after_rounds": int(pos.numel())}

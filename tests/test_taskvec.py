@@ -1,0 +1,326 @@
+"""The task-vector methods (task-arithmetic, TIES, DARE and their selection variants):
+each against an independent in-memory reference, mergekit where it is installed, the
+exact streaming top-k, DARE's statistics, and byte invariance to chunking."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ordermerge.merge import METHODS, dare, method_id, parse_method_id, rng, ties, topk
+from ordermerge.merge.engine import MergeError, merge
+from ordermerge.merge.methods import Chunk
+from ordermerge.utils import derive_seed
+
+SHAPES = {"embed.weight": (40, 24), "layers.0.w": (24, 30), "norm": (24,)}
+
+
+def write(path, ts):
+    path.mkdir(parents=True)
+    save_file(ts, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps({"model_type": "toy"}))
+    return path
+
+
+def make(tmp_path, k=3, dtype=torch.bfloat16, step=0.01, moved=0.7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = {n: torch.randn(s, generator=g).to(dtype) for n, s in SHAPES.items()}
+    subs = []
+    for i in range(k):
+        t = {n: torch.where(torch.rand(b.shape, generator=g) < moved,
+                            b.float() + step * torch.randn(b.shape, generator=g), b.float()).to(dtype)
+             for n, b in base.items()}
+        subs.append(write(tmp_path / f"s{i}", t))
+    return write(tmp_path / "base", base), subs
+
+
+def load(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def taus(base, subs):
+    b = load(base)
+    return b, [{n: load(s)[n].double() - b[n].double() for n in b} for s in subs]
+
+
+def close_in_bf16(got, want64):
+    """Within one rounding of the float64 reference to the output dtype. (Tests use weights
+    that are exact in float32, so the elected signs cannot differ by a rounding.)"""
+    want = want64.to(got.dtype)
+    ulp = (want.double().abs() * 2.0 ** -7).clamp(min=2.0 ** -133)
+    return bool(((got.double() - want64).abs() <= ulp).all())
+
+
+def reference_keep(tau64, density, name, i):
+    """Top-k by |tau| with ties by the documented hash, via a full sort (not radix)."""
+    flat = tau64.reshape(-1)
+    n = flat.numel()
+    k = n if density >= 1 else max(1, int(density * n))
+    mag = torch.from_numpy(np.abs(flat.float().numpy())).view(torch.int32).to(torch.int64)
+    salt = derive_seed("ties", name, i) & topk.M32
+    h = topk.perm32(torch.arange(n), salt)
+    order = np.lexsort((h.numpy(), mag.numpy()))[::-1][:k]
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[torch.from_numpy(order.copy())] = True
+    return keep.reshape(tau64.shape)
+
+
+def reference_ties(b, tau, density, lam, w, normalize):
+    out = {}
+    for n in b:
+        trimmed = [t[n] * reference_keep(t[n], density, n, i) for i, t in enumerate(tau)]
+        weighted = torch.stack([wi * t for wi, t in zip(w, trimmed)])
+        sign = torch.where(weighted.sum(0) >= 0, 1.0, -1.0).double()
+        agree = weighted.sign() == sign
+        mixed = (weighted * agree).sum(0)
+        if normalize:
+            div = (torch.tensor(w, dtype=torch.float64).view(-1, *[1] * sign.dim()) * agree).sum(0)
+            mixed = mixed / torch.where(div == 0, 1.0, div)
+        out[n] = b[n].double() + lam * mixed
+    return out
+
+
+def test_task_arithmetic_matches_the_reference(tmp_path):
+    base, subs = make(tmp_path)
+    merge("task_arithmetic", subs, tmp_path / "o", base=base, weights=[0.5, 1.0, 0.25],
+          **{"lambda": 0.7})
+    b, tau = taus(base, subs)
+    got = load(tmp_path / "o")
+    for n in b:
+        want = b[n].double() + 0.7 * (0.5 * tau[0][n] + tau[1][n] + 0.25 * tau[2][n])
+        assert close_in_bf16(got[n], want), n
+
+
+@pytest.mark.parametrize("density,normalize,w", [(0.2, True, [1.0, 1.0, 1.0]),
+                                                 (0.5, True, [0.25, 1.0, 0.5]),
+                                                 (0.1, False, [1.0, 2.0, 1.0]),
+                                                 (1.0, True, [1.0, 1.0, 1.0])])
+def test_ties_matches_the_reference(tmp_path, density, normalize, w):
+    base, subs = make(tmp_path)
+    r = merge("ties", subs, tmp_path / "o", base=base, weights=w, density=density,
+              normalize=normalize, **{"lambda": 0.9}, chunk_elements=97)
+    b, tau = taus(base, subs)
+    want = reference_ties(b, tau, density, 0.9, w, normalize)
+    got = load(tmp_path / "o")
+    for n in b:
+        assert close_in_bf16(got[n], want[n]), n
+    k_per = sum(b[n].numel() if density >= 1 else max(1, int(density * b[n].numel())) for n in b)
+    assert r["stats"]["kept"] == 3 * k_per  # exactly k per tensor and sub-model
+
+
+def test_ties_keeps_exactly_k_when_bf16_magnitudes_tie(tmp_path):
+    """Sub-models moved by one bf16 step: nearly all |tau| tie. Exactly k are kept, the
+    same ones for any chunking, as the full-sort reference says."""
+    base, subs = make(tmp_path, step=0.0, moved=0.0)
+    b = load(base)
+    for i, s in enumerate(subs):
+        t = load(s)
+        for n in t:  # one ulp up or down in a random half of the elements
+            bits = b[n].view(torch.int16)
+            g = torch.Generator().manual_seed(10 + i)
+            flip = torch.randint(-1, 2, bits.shape, generator=g, dtype=torch.int16)
+            t[n] = (bits + flip).view(torch.bfloat16)
+        (s / "model.safetensors").unlink()
+        save_file(t, str(s / "model.safetensors"))
+    merge("ties", subs, tmp_path / "a", base=base, density=0.3, chunk_elements=50)
+    merge("ties", subs, tmp_path / "b", base=base, density=0.3, chunk_elements=100_000)
+    a, bb = load(tmp_path / "a"), load(tmp_path / "b")
+    b, tau = taus(base, subs)
+    want = reference_ties(b, tau, 0.3, 1.0, [1.0] * 3, True)
+    for n in a:
+        assert torch.equal(a[n].view(torch.int16), bb[n].view(torch.int16)), n
+        assert close_in_bf16(a[n], want[n]), n
+
+
+def test_radix_selection_is_exact_through_every_digit():
+    """A tiny `limit` forces every radix pass (no early collection), on heavy ties."""
+    g = torch.Generator().manual_seed(0)
+    tau = (torch.randint(-3, 4, (3, 5000), generator=g).float() * 2.0 ** -10)
+    mags = topk.magnitude_bits(tau)
+
+    def chunks():
+        for lo in range(0, 5000, 700):
+            yield lo, mags[:, lo:lo + 700]
+    salts = [11, 22, 33]
+    ks = [1, 1234, 4999]
+    got = topk.kth_largest(chunks, 5000, ks, salts, limit=2)
+    for i, k in enumerate(ks):
+        keys = (mags[i] << 32) | topk.perm32(torch.arange(5000), salts[i])
+        assert got[i] == int(keys.sort(descending=True).values[k - 1])
+        assert int((keys >= got[i]).sum()) == k
+        assert torch.equal(topk.keep_mask(mags[i], 0, salts[i], got[i]), keys >= got[i])
+    assert topk.kth_largest(chunks, 5000, [0, 5000], salts[:2]) == [topk.KEEP_NONE, topk.KEEP_ALL]
+
+
+def test_perm32_is_a_bijection():
+    x = torch.arange(1 << 16)
+    for hi in (0, 1 << 20, (1 << 32) - (1 << 16)):
+        y = topk.perm32(x + hi, 12345)
+        assert y.unique().numel() == x.numel() and int(y.max()) < 1 << 32 and int(y.min()) >= 0
+
+
+def chunk_of(tau, base, method, settings, state=None, start=0, weights=None):
+    k, n = tau.shape
+    m = METHODS[method]
+    return Chunk(subs=base + tau, base=base,
+                 name="t", start=start, n=n, dtype=torch.float32, out_dtype=torch.float32,
+                 weights=weights or [1.0] * k, settings=m.resolve(settings),
+                 sampler=rng.Sampler([1.0 / k] * k), state=state, method=method)
+
+
+def test_dare_drops_with_probability_p_and_rescales_by_one_over_one_minus_p():
+    k, n, p = 4, 200_000, 0.7
+    g = torch.Generator().manual_seed(2)
+    tau = torch.randn(k, n, generator=g)
+    base = torch.zeros(n)
+    got, kept = dare.dropped(chunk_of(tau, base, "dare_linear", {"drop": p, "seed": 3}))
+    frac = kept / (k * n)
+    assert abs(frac - (1 - p)) < 4 * (p * (1 - p) / (k * n)) ** 0.5
+    nz = got != 0
+    assert torch.allclose(got[nz], tau[nz] / (1 - p), rtol=1e-6)
+    # masks differ across sub-models and seeds, and depend only on the element index
+    assert not torch.equal(nz[0], nz[1])
+    again, _ = dare.dropped(chunk_of(tau[:, 1000:], base[1000:], "dare_linear",
+                                     {"drop": p, "seed": 3}, start=1000))
+    assert torch.equal(again, got[:, 1000:])
+    other, _ = dare.dropped(chunk_of(tau, base, "dare_linear", {"drop": p, "seed": 4}))
+    assert not torch.equal(other != 0, nz)
+
+
+def test_dare_l1_rescale_restores_each_tensors_l1_norm(tmp_path):
+    base, subs = make(tmp_path, dtype=torch.float32)
+    b, tau = taus(base, subs)
+    for i in range(3):
+        r = merge("dare_linear", [subs[i]], tmp_path / f"o{i}", base=base, drop=0.6, rescale="l1",
+                  seed=5, chunk_elements=64)
+        assert r["method_id"] == "dare-linear-p0.6-rl1-l1.0-s5"
+        got = load(tmp_path / f"o{i}")
+        for n in b:
+            delta = got[n].double() - b[n].double()
+            assert float(delta.abs().sum()) == pytest.approx(float(tau[i][n].abs().sum()), rel=1e-5), n
+
+
+def test_dare_ties_and_linear_against_references_with_the_same_masks(tmp_path):
+    base, subs = make(tmp_path)
+    b, tau = taus(base, subs)
+    p, seed = 0.4, 8
+    for method in ("dare_linear", "dare_ties"):
+        merge(method, subs, tmp_path / method, base=base, drop=p, seed=seed, weights=[1.0, 0.5, 2.0])
+        got = load(tmp_path / method)
+        for n in b:
+            idx = torch.arange(b[n].numel())
+            kept = [t[n] * (rng.draws(seed, n, f"dare{i}", idx) >= np.ceil(p * 2**53)).reshape(b[n].shape)
+                    / (1 - p) for i, t in enumerate(tau)]
+            weighted = torch.stack([w * t for w, t in zip([1.0, 0.5, 2.0], kept)])
+            if method == "dare_linear":
+                mixed = weighted.sum(0)
+            else:  # mergekit's dare_ties: elected sign, agreeing sum, not normalised
+                sign = torch.where(weighted.sum(0) >= 0, 1.0, -1.0).double()
+                mixed = (weighted * (weighted.sign() == sign)).sum(0)
+            assert close_in_bf16(got[n], b[n].double() + mixed), (method, n)
+
+
+def test_selection_variants_take_one_surviving_task_vector_per_element(tmp_path):
+    base, subs = make(tmp_path)
+    b, tau = taus(base, subs)
+    merge("ties_select", subs, tmp_path / "ts", base=base, density=0.4, seed=1)
+    merge("dare_resample", subs, tmp_path / "dr", base=base, drop=0.5, rounds=2, seed=1)
+    ts, dr = load(tmp_path / "ts"), load(tmp_path / "dr")
+    for n in b:
+        trimmed = torch.stack([t[n] * reference_keep(t[n], 0.4, n, i) for i, t in enumerate(tau)])
+        sign = torch.where(trimmed.sum(0) >= 0, 1.0, -1.0).double()
+        agree = (trimmed.sign() == sign)
+        cands = torch.where(agree, b[n].double() + trimmed, torch.nan).to(torch.bfloat16)
+        got = ts[n]
+        none = ~agree.any(0)
+        assert torch.equal(got[none], b[n][none])  # the base where nothing agrees
+        assert bool((cands == got).any(0)[~none].all())  # else one agreeing entry
+        picked = (cands == got).float().argmax(0)[~none]
+        assert picked.unique().numel() == 3  # all sub-models get picked
+        # dare_resample: each element is the base or base + tau_i / (1 - p) of some i
+        opts = torch.stack([(b[n].double() + t[n] / 0.5).to(torch.bfloat16) for t in tau])
+        assert bool(((opts == dr[n]).any(0) | (dr[n] == b[n])).all())
+
+
+@pytest.mark.parametrize("mid", ["ties-d0.3-l0.8", "ties-select-d0.3-l1.0-s2",
+                                 "dare-ties-p0.3-rl1-l1.0-s1", "dare-resample-p0.5-n2-l1.0-s4",
+                                 "task-arithmetic-l0.5"])
+def test_bytes_do_not_depend_on_chunking_or_threads(tmp_path, mid):
+    base, subs = make(tmp_path)
+    name, settings = parse_method_id(mid)
+    outs = []
+    for i, (chunk, threads) in enumerate([(37, 1), (1000, 2), (None, 1)]):
+        torch.set_num_threads(threads)
+        merge(name, subs, tmp_path / f"o{i}", base=base, chunk_elements=chunk, **settings)
+        outs.append((tmp_path / f"o{i}" / "model.safetensors").read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_registry_ids_round_trip_and_refuse_bad_settings():
+    for m in METHODS.values():
+        assert parse_method_id(m.method_id()) == (m.name, m.resolve({}))
+    assert method_id("ties", density=0.25, normalize=False) == "ties-d0.25-l1.0-n0"
+    assert parse_method_id("dare-linear-p0.9-rl1-l0.5-s3") == (
+        "dare_linear", {"drop": 0.9, "rescale": "l1", "lambda": 0.5, "seed": 3})
+    with pytest.raises(ValueError, match="has no setting 'seed'"):
+        method_id("ties", seed=1)
+    with pytest.raises(ValueError, match="setting 'rescale'"):
+        method_id("dare_linear", rescale="l2")
+    with pytest.raises(ValueError, match="not a merge method id"):
+        parse_method_id("ties-d0.2")
+
+
+def test_task_vector_methods_need_the_base(tmp_path):
+    _, subs = make(tmp_path)
+    with pytest.raises(MergeError, match="ties needs --base"):
+        merge("ties", subs, tmp_path / "o")
+    with pytest.raises(MergeError, match="has no setting 'rounds'"):
+        merge("ties", subs, tmp_path / "o", base=tmp_path / "base", rounds=2)
+    assert not (tmp_path / "o").exists()
+
+
+def _tiny_llama(path, seed, base=None, step=0.02):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, vocab_size=64,
+                      tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    if base is not None:
+        sd = {n: base[n] + step * torch.randn(base[n].shape) for n in base}
+        model.load_state_dict(sd)
+    model.save_pretrained(path)
+    return {n: t.detach().clone() for n, t in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("ours,theirs,params", [
+    ("task_arithmetic", "task_arithmetic", {"lambda": 0.6}),
+    ("ties", "ties", {"density": 0.3, "lambda": 1.0}),
+])
+def test_against_mergekit_on_float32_checkpoints(tmp_path, ours, theirs, params):
+    pytest.importorskip("mergekit")
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+    base_sd = _tiny_llama(tmp_path / "base", 0)
+    subs = []
+    for i in range(3):
+        _tiny_llama(tmp_path / f"s{i}", 1 + i, base=base_sd)
+        subs.append(tmp_path / f"s{i}")
+    w = [1.0, 0.5, 0.8]
+    mk_params = {"weight": None, **({"density": params["density"]} if "density" in params else {})}
+    cfg = MergeConfiguration.model_validate({
+        "merge_method": theirs, "base_model": str(tmp_path / "base"), "dtype": "float32",
+        "parameters": {"lambda": params["lambda"]},
+        "models": [{"model": str(s), "parameters": {**mk_params, "weight": wi}} for s, wi in zip(subs, w)]})
+    run_merge(cfg, str(tmp_path / "mk"), options=MergeOptions(copy_tokenizer=False, quiet=True,
+                                                              write_model_card=False))
+    merge(ours, subs, tmp_path / "om", base=tmp_path / "base", weights=w, **params)
+    theirs_t = {}
+    for f in (tmp_path / "mk").glob("*.safetensors"):
+        theirs_t.update(load_file(str(f)))
+    ours_t = load(tmp_path / "om")
+    assert set(ours_t) == set(theirs_t)
+    for n in ours_t:
+        assert torch.allclose(ours_t[n], theirs_t[n], atol=1e-6, rtol=1e-5), n
