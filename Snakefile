@@ -14,6 +14,7 @@ include: "rules/base.smk"
 include: "rules/train.smk"
 include: "rules/merge.smk"
 include: "rules/evaluate.smk"
+include: "rules/multitask.smk"
 include: "rules/report.smk"
 
 

@@ -59,6 +59,40 @@ def semantic_errors(config: dict) -> list[str]:
             out.append(f"config key report.epoch: {rep} > epochs ({config['epochs']})")
         elif config["merge"]["epochs"] is not None and rep not in config["merge"]["epochs"]:
             out.append(f"config key report.epoch: {rep} is not among merge.epochs")
+    from .merge.methods import expand
+    for i, spec in enumerate(config["merge"]["methods"]):
+        try:
+            expand([spec], config["merge"]["seeds"], rounds=1)
+        except ValueError as e:
+            out.append(f"config key merge.methods[{i}]: {e}")
+    for gname, group in config.get("multitask", {}).get("groups", {}).items():
+        if group is None:  # removed by a layered config file
+            continue
+        key = f"multitask.groups.{gname}"
+        families = set()
+        for t in group["tasks"]:
+            if t not in config["tasks"]:
+                out.append(f"config key {key}.tasks: task {t!r} is not configured under tasks "
+                           f"(its data and evaluation settings come from there)")
+            elif t in TASKS:
+                families.add(TASKS[t].family)
+        if families - {"decoder"}:
+            out.append(f"config key {key}.tasks: multi-task groups merge decoder models; "
+                       f"encoder tasks cannot join")
+        for t in group["models"]:
+            if t not in group["tasks"]:
+                out.append(f"config key {key}.models.{t}: not a task of the group")
+        if group["run"] >= config["num_sub_models"]:
+            out.append(f"config key {key}.run: {group['run']} >= num_sub_models "
+                       f"({config['num_sub_models']})")
+        if group["weights"] is not None and len(group["weights"]) != len(group["tasks"]):
+            out.append(f"config key {key}.weights: {len(group['weights'])} values for "
+                       f"{len(group['tasks'])} tasks")
+        for i, spec in enumerate(group["methods"]):
+            try:
+                expand([spec], group["seeds"] or config["merge"]["seeds"], rounds=1)
+            except ValueError as e:
+                out.append(f"config key {key}.methods[{i}]: {e}")
     k = config["num_sub_models"]
     w = config["merge"]["weights"]
     if w is not None:
@@ -85,7 +119,12 @@ def semantic_errors(config: dict) -> list[str]:
 
 
 def check(config: dict, schema: dict, fill_defaults) -> None:
-    """Raise ConfigError listing every problem; `fill_defaults(config)` sets schema defaults."""
+    """Raise ConfigError listing every problem; `fill_defaults(config)` sets schema defaults.
+    A multi-task group set to null (by a config file layered on config.yaml) is removed."""
+    groups = (config.get("multitask") or {}).get("groups")
+    if isinstance(groups, dict):
+        for name in [n for n, g in groups.items() if g is None]:
+            del groups[name]
     errors = schema_errors(config, schema)
     if not errors:
         fill_defaults(config)

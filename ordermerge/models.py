@@ -83,6 +83,28 @@ def load_pretrained_source(source: str, dtype: str, config_key: str):
     return model, tokenizer
 
 
+def local_model_dir(source: str, config_key: str) -> Path:
+    """A model as a local directory: `source` itself, or a hub id downloaded (or found in the
+    Hugging Face cache); fails fast naming `config_key` when offline."""
+    if Path(source).is_dir():
+        return Path(source)
+    if Path(source).exists() or source.startswith((".", "/")) or source.count("/") > 1:
+        raise FileNotFoundError(f"{config_key} = {source!r}: not a model directory")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception:  # not cached: download it
+        pass
+    from .data.registry import hub_reachable
+
+    if not hub_reachable():
+        raise RuntimeError(f"model {source!r} is not reachable: offline or no network. "
+                           f"Download it elsewhere and set {config_key} to the local copy.")
+    return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.model",
+                                                          "*.txt", "*.jinja"]))
+
+
 def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -11,7 +11,8 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 from ordermerge.config import ConfigError, check as check_config
-from ordermerge.merge import ENGINE_SOURCES, METHOD_SOURCES, method_id
+from ordermerge.merge import get as merge_method, id_pattern, parse_method_id, sources_of
+from ordermerge.merge.methods import expand as expand_methods
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:
@@ -104,10 +105,9 @@ def task_cfg(wildcards):
 
 
 def method_ids(task):
-    """Every merge of one task: the average, selection and resample for each seed."""
-    n = config["tasks"][task]["resample_rounds"]
-    return (["avg"] + [method_id("select", seed=s) for s in SEEDS]
-            + [method_id("resample", rounds=n, seed=s) for s in SEEDS])
+    """Every merge of one task's K runs: config merge.methods, seeded ones once per seed,
+    resample's rounds from the task's resample_rounds."""
+    return expand_methods(config["merge"]["methods"], SEEDS, rounds=config["tasks"][task]["resample_rounds"])
 
 
 def sft_dir(model, task, scheme, run, epoch):
@@ -133,6 +133,8 @@ def eval_records(task, scheme, epochs):
 
 def all_targets():
     targets = ["results/tables/table1.csv", "results/tables/table1.md"]
+    if GROUPS:
+        targets += ["results/tables/table3.csv", "results/tables/table3.md"]
     for task in TASKS:
         for scheme in SCHEMES:
             targets += eval_records(task, scheme, MERGE_EPOCHS)
@@ -173,9 +175,119 @@ def sub_models(wildcards):
 
 
 
-def merge_sources(method):
-    """The engine's files and the method's own: editing one method reruns only its merges."""
-    return lib(*(f"merge/{f}" for f in ENGINE_SOURCES + METHOD_SOURCES[method]))
+def merge_sources(mid):
+    """The engine's files and the method's own (from the registry): editing one method's
+    source reruns only its merges."""
+    return lib(*(f"merge/{f}" for f in sources_of(mid)))
+
+
+def merge_inputs(wildcards):
+    """A Table 1 merge: the script, its sources, the K runs, and the base where the
+    method needs one."""
+    out = {"script": script("merge.py"), "lib": merge_sources(wildcards.method),
+           "sub_models": sub_models(wildcards)}
+    if merge_method(parse_method_id(wildcards.method)[0]).needs_base:
+        out["base"] = start_model(wildcards)
+    return out
+
+
+def base_arg(wildcards, input):
+    return f"--base {input.base}" if "base" in input.keys() else ""
+
+
+def merge_params(wildcards):
+    """config merge.weights (length K, summing to 1) for the average and the selections;
+    task-vector methods weight each run 1."""
+    m = merge_method(parse_method_id(wildcards.method)[0])
+    return as_json({"weights": config["merge"]["weights"] if m.weights != "task" else None})
+
+
+# ---------------------------------------------------------------- multi-task (Table 3)
+# a group set to null in a layered config file is removed
+GROUPS = {name: g for name, g in config["multitask"]["groups"].items() if g is not None}
+
+
+def group_ids(group):
+    g = GROUPS[group]
+    return expand_methods(g["methods"], g["seeds"] or SEEDS, rounds=1)
+
+
+def single_task_model(group, task):
+    """A task's single-task model in a group: the external model it names, else the
+    configured SFT run at the report epoch."""
+    g = GROUPS[group]
+    if task in g["models"]:
+        return g["models"][task]
+    return sft_dir(MODEL, task, SCHEMES[0], g["run"], REPORT_EPOCH)
+
+
+def group_members(group):
+    """task -> the name of its model in the group's aligned/ directory: tasks naming the
+    same model (WizardMath for GSM8K and MATH) share the first one's, and it is merged once."""
+    seen, out = {}, {}
+    for t in GROUPS[group]["tasks"]:
+        out[t] = seen.setdefault(single_task_model(group, t), t)
+    return out
+
+
+def group_base(group):
+    return GROUPS[group]["base"] or f"results/base/{MODEL}/model"
+
+
+def group_merge_weights(group):
+    """The merged models' weights (one per distinct model), from the per-task weights."""
+    g = GROUPS[group]
+    if g["weights"] is None:
+        return None
+    members = group_members(group)
+    return [w for t, w in zip(g["tasks"], g["weights"]) if members[t] == t]
+
+
+def multitask_align_inputs(wildcards):
+    """Local single-task models and base (hub ids are resolved by the script)."""
+    g = GROUPS[wildcards.group]
+    local = [single_task_model(wildcards.group, t) for t in g["tasks"]]
+    local.append(group_base(wildcards.group))
+    return {"script": script("multitask_align.py"), "lib": lib("merge/align.py", "merge/st_io.py"),
+            "models": sorted({p for p in local if p.startswith("results/") or Path(p).exists()})}
+
+
+def single_record(group, task):
+    """Table 3's single row for a task: the SFT run's own record, or the external model's."""
+    g = GROUPS[group]
+    if task in g["models"]:
+        return f"results/eval/multitask/{group}/{task}/single.json"
+    return eval_record(MODEL, task, SCHEMES[0], REPORT_EPOCH, "sft", f"run{g['run']}")
+
+
+def table3_records():
+    """GROUP=PATH arguments and the paths, for every group's single and merged records."""
+    pairs = []
+    for group, g in GROUPS.items():
+        for t in g["tasks"]:
+            pairs.append((group, single_record(group, t)))
+            pairs += [(group, f"results/eval/multitask/{group}/{t}/{mid}.json") for mid in group_ids(group)]
+    return pairs
+
+
+def multitask_model(wildcards):
+    """The aligned single-task models' directory (the task's model is inside), or the merge."""
+    if wildcards.name == "single":
+        return f"results/multitask/{wildcards.group}/aligned"
+    return f"results/multitask/{wildcards.group}/{wildcards.name}"
+
+
+def multitask_model_path(wildcards, input):
+    if wildcards.name == "single":
+        return f"{input.model}/{group_members(wildcards.group)[wildcards.task]}"
+    return input.model
+
+
+def multitask_eval_params(wildcards):
+    return as_json(config["tasks"][wildcards.task]["evaluate"] | {
+        "kind": "sft" if wildcards.name == "single" else "merged", "name": wildcards.name,
+        "epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "model": f"multitask-{wildcards.group}",
+        "max_length": config["tasks"][wildcards.task]["train"]["max_length"]})
 
 
 
@@ -190,7 +302,7 @@ def candidate_model(wildcards):
 
 def judge_input(wildcards):
     """The local AlpacaEval judge's model, for tasks scored by alpaca_eval with judge: local."""
-    ev = task_cfg(wildcards)["evaluate"]
+    ev = config["tasks"][wildcards.task]["evaluate"]
     if REGISTRY[wildcards.task].evaluator != "alpaca_eval" or ev["judge"] != "local":
         return {}
     return {"judge": ev["judge_model"] or f"results/base/{MODEL}/model"}

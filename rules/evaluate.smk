@@ -1,23 +1,23 @@
 # Greedy evaluation of every sub-model and every merge on the task's test split.
 
+EVALUATE_LIB = lib("evaluate/__init__.py", "evaluate/generate.py", "evaluate/run.py",
+    "evaluate/choice.py", "evaluate/math_answers.py", "evaluate/text_answers.py",
+    "evaluate/encoder_eval.py", "evaluate/humaneval.py", "evaluate/sandbox.py",
+    "evaluate/alpaca.py", "objectives.py", *TASK_SOURCES, "models.py")
+
 
 rule evaluate:
     input:
         unpack(judge_input),
         script=script("evaluate.py"),
-        lib=lib("evaluate/__init__.py", "evaluate/generate.py", "evaluate/run.py",
-            "evaluate/choice.py", "evaluate/math_answers.py", "evaluate/text_answers.py",
-            "evaluate/encoder_eval.py", "evaluate/humaneval.py", "evaluate/sandbox.py",
-            "evaluate/alpaca.py",
-            "objectives.py",
-            *TASK_SOURCES, "models.py"),
+        lib=EVALUATE_LIB,
         model=candidate_model,
         test="results/data/{task}/test.jsonl",
     output:
         record="results/eval/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{name}.json",
         prov="results/eval/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{name}.json.prov.json",
     wildcard_constraints:
-        name=r"run\d+|avg|select-s\d+|resample-n\d+-s\d+",
+        name=rf"run\d+|{id_pattern()}",
     params:
         json=eval_params,
         judge=judge_arg,

@@ -4,7 +4,7 @@
 rule table1:
     input:
         script=script("table.py"),
-        lib=lib("report/tables.py"),
+        lib=lib("report/tables.py", "merge/methods.py"),
         records=[r for t in TASKS for r in eval_records(t, SCHEMES[0], [REPORT_EPOCH])],
     output:
         csv=report("results/tables/table1.csv", caption="captions/table1.rst", category="Tables"),

@@ -1,10 +1,11 @@
-"""Merge K sub-model checkpoints with one method (its id carries its settings)."""
+"""Merge K sub-model checkpoints (or a group's single-task models) with one method of the
+registry (its id carries its settings)."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ordermerge.merge import parse_method_id
+from ordermerge.merge import get, parse_method_id
 from ordermerge.merge.engine import merge
 from ordermerge.provenance import write_record
 from ordermerge.runner import log, parser, start
@@ -17,7 +18,7 @@ p.add_argument("sub_models", nargs="+", type=Path)
 args = p.parse_args()
 t0 = start(args, models=False)
 method, settings = parse_method_id(args.method_id)
-base = args.base if method == "resample" else None
+base = args.base if get(method).needs_base else None
 
 
 def record(tmp, recipe):

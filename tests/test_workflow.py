@@ -17,6 +17,7 @@ from workflow_helpers import copy_project, planned_jobs, snakemake
 pytestmark = pytest.mark.workflow
 
 K, EPOCHS, SEEDS = 2, 2, 2
+TASKS = ["gsm8k", "sst2"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def config_args(*extra):
 
 def test_table1_rows_columns_and_ranges(done):
     table = pd.read_csv(done / "results/tables/table1.csv", index_col="row")
-    assert list(table.index) == ["single", "weighted-avg", "param-selection", "resample"]
+    assert list(table.index) == ["single", "weighted-avg", "param-selection", "resample", "TIES"]
     assert {"gsm8k", "gsm8k_std", "gsm8k_n", "avg_delta"} <= set(table.columns)
     assert table["gsm8k"].between(0, 100).all()
     assert table.loc["single", "gsm8k_n"] == K
@@ -40,12 +41,13 @@ def test_table1_rows_columns_and_ranges(done):
     assert table.loc["param-selection", "gsm8k_n"] == SEEDS
     assert table.loc["resample", "gsm8k_n"] == SEEDS
     assert math.isnan(table.loc["single", "avg_delta"])
-    for row in ("weighted-avg", "param-selection", "resample"):
+    assert table.loc["TIES", "gsm8k_n"] == 1
+    for row in ("weighted-avg", "param-selection", "resample", "TIES"):
         assert table.loc[row, "avg_delta"] == pytest.approx(
-            table.loc[row, "gsm8k"] - table.loc["single", "gsm8k"], abs=1e-3)
+            (table.loc[row, TASKS] - table.loc["single", TASKS]).mean(), abs=1e-3)
     md = (done / "results/tables/table1.md").read_text()
-    assert md.splitlines()[0] == "| | gsm8k | Avg Δ |"
-    assert md.count("\n") == 6
+    assert md.splitlines()[0] == "| | gsm8k | sst2 | Avg Δ |"
+    assert md.count("\n") == 7
 
 
 def test_scores_match_the_evaluation_records(done):
@@ -152,9 +154,10 @@ def test_a_moved_project_has_nothing_left_to_do(done, tmp_path):
 
 
 def _assert_only_resample(jobs, rounds):
-    assert set(jobs) == {"merge_resample", "evaluate", "table1", "all"}, jobs
-    assert len(jobs["merge_resample"]) == EPOCHS * SEEDS
-    assert all(f"/resample-n{rounds}-s" in p for p in jobs["merge_resample"])
+    """Only gsm8k's resample merges (sst2 keeps its rounds), their evaluations, Table 1."""
+    assert set(jobs) == {"merge", "evaluate", "table1", "all"}, jobs
+    assert len(jobs["merge"]) == EPOCHS * SEEDS
+    assert all(f"gsm8k/shuffle/epoch" in p and f"/resample-n{rounds}-s" in p for p in jobs["merge"])
     assert len(jobs["evaluate"]) == EPOCHS * SEEDS
     assert all(f"/merged/resample-n{rounds}-s" in p for p in jobs["evaluate"])
 
@@ -175,3 +178,50 @@ def test_editing_the_resample_source_reruns_only_resample(done):
         # the restored file is newer than the outputs: mark them current again
         snakemake(done, *config_args("--touch"))
     assert planned_jobs(done, *config_args()) == {}
+
+
+def test_editing_the_ties_source_reruns_only_ties(done):
+    """A task-vector method on the same registry: its Table 1 merges (both tasks, every
+    epoch) and the group's TIES merge, their evaluations and the two tables; nothing else
+    (dare-resample shares taskvec.py, not ties.py)."""
+    src = done / "ordermerge/merge/ties.py"
+    text = src.read_text()
+    try:
+        src.write_text(text + "\n# an edit\n")
+        jobs = planned_jobs(done, *config_args())
+    finally:
+        src.write_text(text)
+        snakemake(done, *config_args("--touch"))
+    assert set(jobs) == {"merge", "multitask_merge", "evaluate", "evaluate_multitask", "table1",
+                         "table3", "all"}, jobs
+    assert len(jobs["merge"]) == len(TASKS) * EPOCHS and all("/ties-d0.3-l1.0" in p for p in jobs["merge"])
+    assert jobs["multitask_merge"] == ["results/multitask/pair/ties-d0.3-l1.0"]
+    assert len(jobs["evaluate"]) == len(TASKS) * EPOCHS
+    assert sorted(jobs["evaluate_multitask"]) == [f"results/eval/multitask/pair/{t}/ties-d0.3-l1.0.json"
+                                                  for t in TASKS]
+    assert planned_jobs(done, *config_args()) == {}
+
+
+def test_table3_single_rows_and_merges_come_from_their_records(done):
+    table = pd.read_csv(done / "results/tables/table3.csv", index_col="row")
+    assert list(table.index) == ["single", "weighted-avg", "TIES", "DARE-resample"]
+    assert set(table["group"]) == {"pair"}
+    for t in TASKS:  # single: run 0 of each task at the last epoch, on its own task
+        rec = json.loads((done / f"results/eval/tiny-llama/{t}/shuffle/epoch{EPOCHS}/sft/run0.json").read_text())
+        assert table.loc["single", t] == pytest.approx(100 * rec["score"], abs=1e-3)
+        for row, mid in (("weighted-avg", "avg"), ("TIES", "ties-d0.3-l1.0"),
+                         ("DARE-resample", "dare-resample-p0.3-n1-l1.0-s0")):
+            rec = json.loads((done / f"results/eval/multitask/pair/{t}/{mid}.json").read_text())
+            assert table.loc[row, t] == pytest.approx(100 * rec["score"], abs=1e-3)
+            assert rec["kind"] == "merged" and rec["model"] == "multitask-pair"
+    for row in ("weighted-avg", "TIES", "DARE-resample"):
+        assert table.loc[row, "avg_delta"] == pytest.approx(
+            (table.loc[row, TASKS] - table.loc["single", TASKS]).mean(), abs=1e-3)
+    merged = done / "results/multitask/pair/ties-d0.3-l1.0"
+    recipe = json.loads((merged / "merge.json").read_text())
+    assert recipe["method_id"] == "ties-d0.3-l1.0" and len(recipe["sub_models"]) == 2
+    assert recipe["stats"]["kept"] > 0
+    prov = json.loads((merged / "provenance.json").read_text())
+    assert prov["rule"] == "multitask_merge"
+    md = (done / "results/tables/table3.md").read_text()
+    assert md.startswith("### pair\n\n| | gsm8k | sst2 | Avg Δ |")

@@ -13,7 +13,9 @@ COPIED = ("Snakefile", "config.yaml", "config", "rules", "scripts", "ordermerge"
           "slurm")
 
 
-def copy_project(dest: Path) -> Path:
+def copy_project(dest: Path, bare: bool = True) -> Path:
+    """A copy of the project; `bare`: its config.yaml without tasks and multi-task groups,
+    so that the test's own config file decides them (layered files cannot remove keys)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         src = ROOT / name
@@ -22,6 +24,13 @@ def copy_project(dest: Path) -> Path:
         else:
             shutil.copy2(src, dest / name)
     shutil.copy2(ROOT / "tests" / "data" / "reduced.yaml", dest / "reduced.yaml")
+    if bare:
+        import yaml
+        cfg = yaml.safe_load((dest / "config.yaml").read_text())
+        cfg["tasks"] = {}
+        cfg.pop("multitask", None)
+        (dest / "config.yaml").write_text(yaml.safe_dump(cfg))
+        shutil.copystat(ROOT / "config.yaml", dest / "config.yaml")
     return dest
 
 

@@ -145,6 +145,13 @@ class Method:
             f"-{s.key}{s.format(values[s.name])}" for s in self.settings
             if not (s.omit_default and values[s.name] == s.default))
 
+    def row_id(self, **settings) -> str:
+        """The id without the seed: the merges that a table row averages over seeds."""
+        values = self.resolve(settings)
+        return self.prefix + "".join(
+            f"-{s.key}{s.format(values[s.name])}" for s in self.settings
+            if s.name != "seed" and not (s.omit_default and values[s.name] == s.default))
+
     def parse(self, mid: str) -> dict | None:
         m = self._regex.fullmatch(mid)
         if m is None:
@@ -246,3 +253,38 @@ def sources_of(mid: str) -> tuple[str, ...]:
     """The files (relative to this package) a merge with this id depends on."""
     name, _ = parse_method_id(mid)
     return ENGINE_SOURCES + get(name).sources
+
+
+def expand(specs: list[dict], seeds: list[int], rounds: int | None = None) -> list[str]:
+    """The method ids of config method specs (``{method: ties, density: 0.2}``): a method
+    with a seed gets one id per seed unless the spec names one; a `rounds` setting left
+    out takes `rounds` (the task's resample_rounds). ValueError names the bad spec."""
+    ids = []
+    for spec in specs:
+        m = get(spec.get("method", "<missing>"))
+        settings = {k: v for k, v in spec.items() if k != "method"}
+        if rounds is not None and "rounds" not in settings and any(s.name == "rounds" for s in m.settings):
+            settings["rounds"] = rounds
+        if m.random and "seed" not in settings:
+            ids += [m.method_id(**settings, seed=s) for s in seeds]
+        else:
+            ids.append(m.method_id(**settings))
+    return list(dict.fromkeys(ids))
+
+
+def row_of(mid: str) -> tuple[str, str]:
+    """(row id, label) of a merge's table row: seeds of one setting share a row."""
+    name, settings = parse_method_id(mid)
+    m = get(name)
+    return m.row_id(**settings), m.label
+
+
+def row_names(mids: list[str]) -> dict[str, str]:
+    """Table row name of each merge id: the method's label, or label (row id) where one
+    label would otherwise cover several settings. In registry order."""
+    rows = {mid: row_of(mid) for mid in mids}
+    per_label: dict[str, set] = {}
+    for rid, label in rows.values():
+        per_label.setdefault(label, set()).add(rid)
+    return {mid: label if len(per_label[label]) == 1 else f"{label} ({rid})"
+            for mid, (rid, label) in rows.items()}

@@ -1,0 +1,106 @@
+# Multi-task merging (the paper's Table 3): per group, one single-task model per task
+# (an SFT run of this workflow, or an external model), aligned to one vocabulary, merged
+# by every configured method, each merge evaluated on every task of the group.
+
+
+rule multitask_align:
+    input:
+        unpack(multitask_align_inputs),
+    output:
+        directory("results/multitask/{group}/aligned"),
+    params:
+        json=lambda w: as_json({"models": {m: single_task_model(w.group, m)
+                                           for m in dict.fromkeys(group_members(w.group).values())},
+                                "base": group_base(w.group)}),
+    log:
+        "results/logs/multitask/{group}/aligned.log",
+    resources:
+        **resources_of("merge"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {input.script} --rule multitask_align --group {wildcards.group} --out-dir {output}"
+        " --params {params.json:q} > {log} 2>&1"
+
+
+rule multitask_merge:
+    input:
+        script=script("merge.py"),
+        lib=lambda w: merge_sources(w.method),
+        aligned="results/multitask/{group}/aligned",
+    output:
+        directory("results/multitask/{group}/{method}"),
+    wildcard_constraints:
+        method=id_pattern(),
+    params:
+        base=lambda w, input: (f"--base {input.aligned}/base"
+                               if merge_method(parse_method_id(w.method)[0]).needs_base else ""),
+        json=lambda w: as_json({"weights": group_merge_weights(w.group), "group": w.group}),
+        models=lambda w, input: " ".join(f"{input.aligned}/{m}"
+                                         for m in dict.fromkeys(group_members(w.group).values())),
+    threads: res("merge", "cpus")
+    log:
+        "results/logs/multitask/{group}/{method}.log",
+    benchmark:
+        "results/benchmarks/multitask/{group}/{method}.tsv"
+    resources:
+        **resources_of("merge"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {input.script} --rule multitask_merge --threads {threads} --method-id {wildcards.method}"
+        " {params.base} --out-dir {output} --params {params.json:q} {params.models} > {log} 2>&1"
+
+
+rule evaluate_multitask:
+    input:
+        unpack(judge_input),
+        script=script("evaluate.py"),
+        lib=EVALUATE_LIB,
+        model=multitask_model,
+        test="results/data/{task}/test.jsonl",
+    output:
+        record="results/eval/multitask/{group}/{task}/{name}.json",
+        prov="results/eval/multitask/{group}/{task}/{name}.json.prov.json",
+    wildcard_constraints:
+        name=f"single|{id_pattern()}",
+    params:
+        json=multitask_eval_params,
+        judge=judge_arg,
+        model=multitask_model_path,
+    threads: res("evaluate", "cpus")
+    log:
+        "results/logs/evaluate/multitask/{group}/{task}/{name}.log",
+    benchmark:
+        "results/benchmarks/evaluate/multitask/{group}/{task}/{name}.tsv"
+    resources:
+        **resources_of("evaluate"),
+    conda:
+        "../envs/evaluate.yaml"
+    shell:
+        "python {input.script} --rule evaluate_multitask --threads {threads} --task {wildcards.task}"
+        " --model {params.model} --test {input.test} --out {output.record} {params.judge}"
+        " --params {params.json:q} > {log} 2>&1"
+
+
+rule table3:
+    input:
+        script=script("table.py"),
+        lib=lib("report/tables.py", "merge/methods.py"),
+        records=[path for _, path in table3_records()],
+    output:
+        csv=report("results/tables/table3.csv", caption="captions/table3.rst", category="Tables"),
+        md="results/tables/table3.md",
+        prov=["results/tables/table3.csv.prov.json", "results/tables/table3.md.prov.json"],
+    params:
+        json=as_json({"groups": GROUPS, "epoch": REPORT_EPOCH, "scheme": SCHEMES[0]}),
+        records=" ".join(f"{g}={p}" for g, p in table3_records()),
+    log:
+        "results/logs/table3.log",
+    resources:
+        **resources_of("report"),
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python {input.script} --rule table3 --table 3 --csv {output.csv} --md {output.md}"
+        " --params {params.json:q} {params.records} > {log} 2>&1"
