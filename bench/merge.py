@@ -1,4 +1,4 @@
-"""Merge engine benchmark: the I/O floor, each method, and mergekit's linear merge, side by side.
+"""Merge engine benchmark: the I/O floor, each method, and mergekit's counterpart, side by side.
 
 Builds K synthetic bf16 Llama-shaped checkpoints (hidden 768, 12 layers, vocab
 32000, about 134M parameters; about 70% of elements moved from the base, the
@@ -9,8 +9,14 @@ RssAnon sampled every 2 ms: anonymous memory only, so file-backed page cache
 (and mmap'd inputs) do not count. Also times whole-process start-up of
 `ordermerge merge --help` against `python -c "import torch, safetensors"`.
 
-    python bench/merge.py                 # K=8 and K=16, 5 repeats
+    python bench/merge.py                 # K=8 and K=16, 5 repeats, the paper's methods
+    python bench/merge.py --k 3 --k 8 --methods task_arithmetic ties dare_ties
     python bench/merge.py --k 8 --repeats 3 --skip-mergekit
+    python bench/merge.py --tiny --k 2 --repeats 1   # a smoke run at toy sizes
+
+Each of our methods is compared with mergekit 0.1.5's counterpart (MERGEKIT): linear for
+the average and the selections (mergekit has no selection), task_arithmetic, ties,
+dare_ties and dare_linear for ours.
 
 Prints a table and writes results/bench/merge.json.
 """
@@ -31,22 +37,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12,
         "num_attention_heads": 12, "vocab_size": 32000}
+TINY_SPEC = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "vocab_size": 256}
+# our method -> (its settings here, mergekit's counterpart)
+METHODS = {
+    "average": ({}, "linear"),
+    "select": ({"seed": 1}, "linear"),
+    "resample": ({"seed": 1, "rounds": 4}, "linear"),
+    "task_arithmetic": ({"lambda": 1.0}, "task_arithmetic"),
+    "ties": ({"density": 0.2, "lambda": 1.0}, "ties"),
+    "dare_linear": ({"drop": 0.5, "lambda": 1.0, "seed": 1}, "dare_linear"),
+    "dare_ties": ({"drop": 0.5, "lambda": 1.0, "seed": 1}, "dare_ties"),
+}
 
 
 # ---------------------------------------------------------------- inputs
-def build_inputs(workdir: Path, k: int) -> None:
+def build_inputs(workdir: Path, k: int, spec: dict) -> None:
     """base/ and s0..s{k-1}/ in workdir, bf16 safetensors; kept between runs."""
     import torch
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
     stamp = workdir / "spec.json"
-    want = json.dumps({**SPEC, "k": k, "architectures": True})
+    want = json.dumps({**spec, "k": k, "architectures": True})
     if stamp.is_file() and stamp.read_text() == want:
         return
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    cfg = LlamaConfig(**SPEC, num_key_value_heads=SPEC["num_attention_heads"], dtype="bfloat16",
+    cfg = LlamaConfig(**spec, num_key_value_heads=spec["num_attention_heads"], dtype="bfloat16",
                       architectures=["LlamaForCausalLM"])
     with torch.device("meta"):
         shapes = {n: tuple(p.shape) for n, p in LlamaForCausalLM(cfg).state_dict().items()}
@@ -125,13 +143,19 @@ def child(args) -> None:
     k = args.k[0]
     inputs = [work / f"s{i}" for i in range(k)]
     base = work / "base"
-    if args.child == "mergekit_linear":
+    if args.child.startswith("mergekit_"):
         from mergekit.config import MergeConfiguration
         from mergekit.merge import run_merge
         from mergekit.options import MergeOptions
-        config = MergeConfiguration.model_validate({
-            "merge_method": "linear", "dtype": "bfloat16",
-            "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in inputs]})
+        method = args.child.removeprefix("mergekit_")
+        params = {"weight": 1.0}
+        params.update({"density": 0.2} if method == "ties" else
+                      {"density": 0.5} if method.startswith("dare") else {})
+        spec = {"merge_method": method, "dtype": "bfloat16",
+                "models": [{"model": str(p), "parameters": params} for p in inputs]}
+        if method != "linear":
+            spec["base_model"] = str(base)
+        config = MergeConfiguration.model_validate(spec)
         options = MergeOptions(copy_tokenizer=False, quiet=True, write_model_card=False,
                                lazy_unpickle=True)
 
@@ -145,7 +169,7 @@ def child(args) -> None:
 
         def once(out):
             out.mkdir()
-            merge_into(out, args.child, inputs, base=base, seed=1, rounds=4)
+            merge_into(out, args.child, inputs, base=base, **METHODS[args.child][0])
     times, peaks = [], []
     for r in range(args.repeats):
         out = Path(tempfile.mkdtemp(dir=args.outdir)) / "out"
@@ -195,6 +219,8 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ordermerge-bench")
     p.add_argument("--outdir", type=Path, default=None)
     p.add_argument("--skip-mergekit", action="store_true")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=["average", "select", "resample"])
+    p.add_argument("--tiny", action="store_true", help="toy checkpoints (a smoke run)")
     p.add_argument("--json", type=Path, default=ROOT / "results/bench/merge.json")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -207,27 +233,28 @@ def main() -> None:
                     "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats, "by_k": {}}
     for k in ks:
         wd = args.workdir / f"k{k}"
-        build_inputs(wd, k)
+        build_inputs(wd, k, TINY_SPEC if args.tiny else SPEC)
         args_k = argparse.Namespace(**{**vars(args), "workdir": wd})
         args.outdir.mkdir(parents=True, exist_ok=True)
         res = {"floor": measure("floor", k, args_k)}
         res["floor"]["ratio_to_floor"] = 1.0
-        if not args.skip_mergekit:
-            res["mergekit_linear"] = measure("mergekit_linear", k, args_k)
-            res["mergekit_linear"]["ratio_to_floor"] = (res["mergekit_linear"]["wall_s"]
-                                                        / res["floor"]["wall_s"])
-        for m in ("average", "select", "resample"):
+        for m in args.methods:
+            theirs = f"mergekit_{METHODS[m][1]}"
+            if not args.skip_mergekit and theirs not in res:
+                res[theirs] = measure(theirs, k, args_k)
+                res[theirs]["ratio_to_floor"] = res[theirs]["wall_s"] / res["floor"]["wall_s"]
             r = measure(m, k, args_k)
             r["ratio_to_floor"] = r["wall_s"] / res["floor"]["wall_s"]
-            if "mergekit_linear" in res:
-                r["speedup_vs_mergekit_linear"] = res["mergekit_linear"]["wall_s"] / r["wall_s"]
+            if theirs in res:
+                r["mergekit"] = theirs
+                r["speedup_vs_mergekit"] = res[theirs]["wall_s"] / r["wall_s"]
             res[m] = r
         report["by_k"][str(k)] = res
         print(f"\nK={k} (median of {args.repeats}, in-process after imports)")
         print(f"{'':18}{'wall s':>9}{'x floor':>9}{'vs mergekit':>13}{'peak anon MB':>14}")
         for name, r in res.items():
             print(f"{name:18}{r['wall_s']:9.2f}{r.get('ratio_to_floor', float('nan')):9.2f}"
-                  f"{r.get('speedup_vs_mergekit_linear', float('nan')):13.2f}{r['peak_anon_mb']:14.0f}")
+                  f"{r.get('speedup_vs_mergekit', float('nan')):13.2f}{r['peak_anon_mb']:14.0f}")
     report["startup"] = startup(args.repeats)
     s = report["startup"]
     print(f"\nstart-up: ordermerge merge --help {s['ordermerge_merge_help']:.2f} s, "
