@@ -324,3 +324,79 @@ def test_against_mergekit_on_float32_checkpoints(tmp_path, ours, theirs, params)
     assert set(ours_t) == set(theirs_t)
     for n in ours_t:
         assert torch.allclose(ours_t[n], theirs_t[n], atol=1e-6, rtol=1e-5), n
+
+
+@pytest.mark.skipif(not __import__("ordermerge.merge.fused_tv", fromlist=["x"]).available(torch.bfloat16, None),
+                    reason="numba not installed")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("method,settings", [
+    ("task_arithmetic", {"lambda": 0.7}), ("ties", {"density": 0.3, "lambda": 1.0}),
+    ("ties", {"density": 0.3, "lambda": 0.5, "normalize": False}),
+    ("dare_linear", {"drop": 0.4, "lambda": 1.0, "seed": 3}),
+    ("dare_ties", {"drop": 0.4, "lambda": 0.9, "seed": 3, "normalize": True}),
+    ("dare_ties", {"drop": 0.4, "lambda": 1.0, "seed": 3, "rescale": "l1"})])
+def test_fused_kernels_give_the_bytes_of_the_torch_arithmetic(dtype, method, settings):
+    """Signed zeros, NaN, inf and exact ties included; weights that are not exact in float32."""
+    from ordermerge.merge import fused_tv, task_arithmetic
+    k, n = 3, 3 * 2048 + 77
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(n, generator=g).to(dtype)
+    subs = [torch.where(torch.rand(n, generator=g) < 0.7, base.float() + 0.01 * torch.randn(n, generator=g),
+                        base.float()).to(dtype) for _ in range(k)]
+    edge = torch.tensor([0.0, -0.0, float("nan"), float("inf"), -float("inf"), 1.0, -1.0, 1e-30])
+    for i, s in enumerate(subs):
+        s[:8] = edge.roll(i).to(dtype)
+    base[:8] = torch.tensor([-0.0, 0.0, 1.0, 2.0, 0.5, 1.0, -1.0, 0.0]).to(dtype)
+    m = METHODS[method]
+    module = {"task_arithmetic": task_arithmetic, "ties": ties}.get(method, dare)
+    weights = [0.3, 1.1, 0.7]
+
+    def chunk(lo, hi, state):
+        c = Chunk(subs=[s[lo:hi] for s in subs], base=base[lo:hi], name="w", start=lo, n=hi - lo,
+                  dtype=dtype, out_dtype=dtype, weights=weights, settings=m.resolve(settings),
+                  state=state, method=method)
+        c.addrs = [s[lo:hi].data_ptr() for s in subs]
+        c.base_addr = base[lo:hi].data_ptr()
+        return c
+
+    resolved = m.resolve(settings)
+
+    class Plan:  # what prepare() reads of the engine's plan
+        dev = torch.device("cpu")
+        settings = resolved
+        subs = [None] * k
+
+    def chunks():
+        for lo in range(0, n, 1000):
+            hi = min(n, lo + 1000)
+            yield lo, [s[lo:hi] for s in subs], base[lo:hi]
+    state = module.prepare(chunks, n, "w", Plan) if hasattr(module, "prepare") else None
+    bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+    for lo, hi in ((0, n), (1000, 5000)):
+        want, wc = module.run(chunk(lo, hi, state))
+        got, gc = module.run_fused(chunk(lo, hi, state))
+        assert torch.equal(got.view(bits), want.view(bits)), (lo, hi)
+        assert gc == wc
+    assert fused_tv.available(dtype, None) and not fused_tv.available(torch.float16, None)
+
+
+@pytest.mark.skipif(not __import__("ordermerge.merge.fused_tv", fromlist=["x"]).available(torch.bfloat16, None),
+                    reason="numba not installed")
+def test_fused_threshold_search_equals_the_radix_passes():
+    from ordermerge.merge import fused_tv
+    g = torch.Generator().manual_seed(9)
+    n = 20_000
+    base = torch.randn(n, generator=g).to(torch.bfloat16)
+    subs = [(base.view(torch.int16) + torch.randint(-2, 3, (n,), generator=g, dtype=torch.int16)).view(torch.bfloat16)
+            for _ in range(3)]
+
+    def raw():
+        for lo in range(0, n, 3000):
+            yield lo, [s[lo:lo + 3000] for s in subs], base[lo:lo + 3000]
+
+    def mags():
+        for lo, ss, b in raw():
+            yield lo, topk.magnitude_bits(torch.stack(ss).float() - b.float())
+    ks, salts = [1, 6000, 19_999], [5, 6, 7]
+    assert fused_tv.kth_largest(raw, n, ks, salts, torch.bfloat16) == topk.kth_largest(mags, n, ks, salts)
+    assert fused_tv.kth_largest(raw, n, ks, salts, torch.bfloat16, limit=10) is None

@@ -40,7 +40,7 @@ def run(c):
     return merge_chunk(c.subs, c.weights, c.out_dtype), {}
 
 
-def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
+def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None, method: str = "") -> bool:
     from . import fused
     return fused.average_available(dtype) and out_dtype in (None, dtype)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .taskvec import dare_keep, dare_scales, elect_and_mix, finish, task_vectors, weights_of
+from .taskvec import dare_keep, dare_scales, elect_and_mix, f32, finish, task_vectors, weighted_sum
 
 
 def prepare(chunks, numel: int, name: str, plan) -> list[float] | None:
@@ -44,7 +44,7 @@ def dropped(c) -> tuple[torch.Tensor, int]:
     s = c.settings
     tau = task_vectors(c)
     index = torch.arange(c.start, c.start + c.n, dtype=torch.int64)
-    scales = dare_scales(s["drop"], s["rescale"], c.state, tau.shape[0])
+    scales = f32(dare_scales(s["drop"], s["rescale"], c.state, tau.shape[0]))
     kept = 0
     for i in range(tau.shape[0]):
         keep = dare_keep(s["seed"], c.name, i, index, s["drop"]).to(tau.device)
@@ -56,10 +56,9 @@ def dropped(c) -> tuple[torch.Tensor, int]:
 def run(c):
     tau, kept = dropped(c)
     if c.method == "dare_linear":
-        return finish(c, (tau * weights_of(c, tau.device)).sum(0)), {"kept": kept}
+        return finish(c, weighted_sum(tau, f32(c.weights))), {"kept": kept}
     if c.method == "dare_ties":
-        w = weights_of(c, tau.device)
-        mixed, _ = elect_and_mix(tau * w, w, c.settings["normalize"])
+        mixed, _ = elect_and_mix(tau, f32(c.weights), c.settings["normalize"])
         return finish(c, mixed), {"kept": kept}
     # dare_resample
     s = c.settings
@@ -75,3 +74,23 @@ def run(c):
         delta[pos] = values
         pos = pos[values == 0]
     return finish(c, delta), {"kept": kept, "zero_after_rounds": int(pos.numel())}
+
+
+def fused_available(dtype, out_dtype, method: str) -> bool:
+    """dare_linear and dare_ties have a fused CPU kernel; dare_resample runs its torch
+    arithmetic."""
+    from . import fused_tv
+    return method in ("dare_linear", "dare_ties") and fused_tv.available(dtype, out_dtype)
+
+
+def run_fused(c):
+    from . import fused_tv
+    from .rng import offset_key
+    from .taskvec import drop_cut, f32
+    s = c.settings
+    k = len(c.addrs)
+    if c.method not in ("dare_linear", "dare_ties"):
+        raise NotImplementedError(c.method)
+    return fused_tv.run(c, dare_keys=[offset_key(s["seed"], c.name, f"dare{i}") for i in range(k)],
+                        dare_cut=drop_cut(s["drop"]),
+                        scales=f32(dare_scales(s["drop"], s["rescale"], c.state, k)))

@@ -225,7 +225,7 @@ def _plan(m: Method, settings, w, inputs, base, out_dtype, dev, out_dir, memory_
     impl = m.impl()
     can_fuse = getattr(impl, "fused_available", None)
     fused_names = set() if dev.type == "cuda" or can_fuse is None else {
-        i.name for i in infos if i.is_float and can_fuse(i.torch_dtype, out_dtype)}
+        i.name for i in infos if i.is_float and can_fuse(i.torch_dtype, out_dtype, m.name)}
     fused_path = all(i.name in fused_names for i in infos if i.is_float)
     max_item = max((i.itemsize for i in infos), default=1)
     if chunk_elements is None:

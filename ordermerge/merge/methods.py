@@ -9,7 +9,7 @@ source files (a merge depends on them: editing one reruns only that method's mer
 its table label and the module holding its arithmetic.
 
 A method module provides ``run(chunk) -> (merged, counts)`` (torch, any device) and
-optionally ``run_fused(chunk)`` with ``fused_available(dtype, out_dtype)`` (numba CPU
+optionally ``run_fused(chunk)`` with ``fused_available(dtype, out_dtype, method)`` (numba CPU
 kernels giving the same bytes), ``prepare(reader, chunk_settings)`` (a per-tensor pass
 before the tensor's chunks, e.g. TIES' exact top-k thresholds) and ``STACKED = True``
 (its torch path gathers across sub-models: give it a [K, n] stack).
@@ -195,22 +195,23 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            helpers=("select.py", *_DRAWS, "fused.py")),
     Method("task_arithmetic", "task-arithmetic", "task-arithmetic", "task_arithmetic",
            "theta_base + lambda sum_i w_i tau_i", (LAMBDA,), needs_base=True, weights="task",
-           helpers=_TV),
+           helpers=(*_TV, "fused_tv.py", "fused.py")),
     Method("ties", "ties", "TIES", "ties",
            "trim each tau_i to its top-density magnitudes, elect signs, disjoint mean, x lambda",
            (DENSITY, LAMBDA, NORMALIZE), needs_base=True, weights="task",
-           helpers=(*_TV, "topk.py")),
+           helpers=(*_TV, "topk.py", "fused_tv.py", "fused.py")),
     Method("ties_select", "ties-select", "TIES-select", "ties",
            "TIES' trim and sign election, then one agreeing task vector per element, drawn uniformly",
            (DENSITY, LAMBDA, SEED), needs_base=True, min_models=2, weights="task",
-           helpers=(*_TV, "topk.py", *_DRAWS)),
+           helpers=(*_TV, "topk.py", *_DRAWS, "fused_tv.py", "fused.py")),
     Method("dare_linear", "dare-linear", "DARE", "dare",
            "drop each tau_i element with probability p, rescale the kept, theta_base + lambda sum_i w_i tau_i",
-           (DROP, RESCALE, LAMBDA, SEED), needs_base=True, weights="task", helpers=(*_TV, *_DRAWS)),
+           (DROP, RESCALE, LAMBDA, SEED), needs_base=True, weights="task",
+           helpers=(*_TV, *_DRAWS, "fused_tv.py", "fused.py")),
     Method("dare_ties", "dare-ties", "DARE-TIES", "dare",
            "DARE's drop and rescale, then TIES' sign election and disjoint mean",
            (DROP, RESCALE, LAMBDA, DARE_NORMALIZE, SEED), needs_base=True, weights="task",
-           helpers=(*_TV, *_DRAWS)),
+           helpers=(*_TV, *_DRAWS, "fused_tv.py", "fused.py")),
     Method("dare_resample", "dare-resample", "DARE-resample", "dare",
            "selection over DARE-dropped task vectors: redraw where the drawn tau is dropped or zero",
            (DROP, RESCALE, ROUNDS, LAMBDA, SEED), needs_base=True, min_models=2, weights="task",

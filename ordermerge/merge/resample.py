@@ -55,7 +55,7 @@ def run(c):
     return out, {"equal_to_base": left}
 
 
-def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
+def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None, method: str = "") -> bool:
     from . import fused
     return fused.available(dtype)
 

@@ -25,7 +25,7 @@ def run(c):
     return merge_chunk(c.subs, c.sampler, seed=c.settings["seed"], name=c.name, start=c.start), {}
 
 
-def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
+def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None, method: str = "") -> bool:
     from . import fused
     return fused.available(dtype)
 

@@ -2,9 +2,19 @@
 tau_i = theta_i - theta_base in float32, summed in sub-model order, rounded once."""
 from __future__ import annotations
 
-from .taskvec import finish, task_vectors, weights_of
+from .taskvec import f32, finish, task_vectors, weighted_sum
 
 
 def run(c):
     tau = task_vectors(c)
-    return finish(c, (tau * weights_of(c, tau.device)).sum(0)), {}
+    return finish(c, weighted_sum(tau, f32(c.weights))), {}
+
+
+def fused_available(dtype, out_dtype, method: str = "") -> bool:
+    from . import fused_tv
+    return fused_tv.available(dtype, out_dtype)
+
+
+def run_fused(c):
+    from . import fused_tv
+    return fused_tv.run(c)

@@ -6,7 +6,11 @@ Sign election and disjoint mean follow mergekit's `ties` (the TIES paper's steps
 the elected sign of an element is that of sum_i w_i tau_i (>= 0 counts as +); entries
 agree when sign(w_i tau_i) equals it (zeros never agree); the merged delta is
 sum of the agreeing w_i tau_i, divided by the sum of their w_i when `normalize` (a
-divisor of 0 becomes 1). Everything is float32, summed in sub-model order.
+divisor of 0 becomes 1).
+
+The arithmetic is written out step by step, each product and sum rounded to float32 and
+summed in sub-model order (never a fused multiply-add), so that the numba kernels of
+fused_tv.py give the same bytes.
 """
 from __future__ import annotations
 
@@ -25,19 +29,33 @@ def task_vectors(c) -> torch.Tensor:
     return subs.to(torch.float32) - c.base.to(torch.float32)
 
 
-def weights_of(c, device) -> torch.Tensor:
-    """The task vectors' weights as a [K, 1] float32 column."""
-    return torch.tensor(c.weights, dtype=torch.float32, device=device).unsqueeze(1)
+def f32(values: list[float]) -> list[float]:
+    """Python floats rounded to float32 (what a float32 kernel multiplies by)."""
+    return torch.tensor(values, dtype=torch.float32).tolist()
 
 
-def elect_and_mix(weighted: torch.Tensor, w: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """TIES' sign election and (disjoint) mean of the [K, n] weighted task vectors w_i tau_i.
-    Returns the merged delta and the [K, n] mask of agreeing entries."""
-    majority = torch.where(weighted.sum(0) >= 0, 1.0, -1.0)
-    agree = weighted.sign() == majority
-    mixed = (weighted * agree).sum(0)
+def ordered_sum(terms) -> torch.Tensor:
+    """t_0 + t_1 + ... in that order, in float32."""
+    acc = terms[0].clone()
+    for t in terms[1:]:
+        acc.add_(t)
+    return acc
+
+
+def weighted_sum(tau: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """sum_i w_i tau_i: each product rounded to float32, added in sub-model order."""
+    return ordered_sum([tau[i] * w for i, w in enumerate(weights)])
+
+
+def elect_and_mix(tau: torch.Tensor, weights: list[float], normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """TIES' sign election and (disjoint) mean of the [K, n] task vectors tau_i with weights
+    w_i. Returns the merged delta and the [K, n] mask of agreeing entries."""
+    weighted = [tau[i] * w for i, w in enumerate(weights)]
+    positive = ordered_sum(weighted) >= 0
+    agree = torch.stack([torch.where(positive, x > 0, x < 0) for x in weighted])
+    mixed = ordered_sum([x * a for x, a in zip(weighted, agree)])
     if normalize:
-        divisor = (w * agree).sum(0)
+        divisor = ordered_sum([a * w for a, w in zip(agree.to(torch.float32), weights)])
         divisor[divisor == 0] = 1.0
         mixed = mixed / divisor
     return mixed, agree
@@ -46,7 +64,7 @@ def elect_and_mix(weighted: torch.Tensor, w: torch.Tensor, normalize: bool) -> t
 def finish(c, delta: torch.Tensor) -> torch.Tensor:
     """theta_base + lambda * delta in float32, rounded once to the output dtype; NaN as the
     positive quiet NaN (as the average writes it)."""
-    out = (c.base.to(torch.float32) + delta * c.settings["lambda"]).to(c.out_dtype)
+    out = (c.base.to(torch.float32) + delta * f32([c.settings["lambda"]])[0]).to(c.out_dtype)
     nan = out.isnan()
     if bool(nan.any()):
         out.masked_fill_(nan, float("nan"))

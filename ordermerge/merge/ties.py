@@ -25,7 +25,7 @@ import torch
 
 from . import topk
 from .rng import BITS, draws
-from .taskvec import elect_and_mix, finish, task_vectors, weights_of
+from .taskvec import elect_and_mix, f32, finish, task_vectors
 from ..utils import derive_seed
 
 
@@ -41,11 +41,20 @@ def prepare(chunks, numel: int, name: str, plan) -> list[int]:
     keep = numel if density >= 1 else (0 if density <= 0 else max(1, int(density * numel)))
     ks = [keep] * k
 
+    salts = _salts(name, k)
+    first = next(iter(chunks()), None)
+    dtype = first[2].dtype if first is not None else None
+    from . import fused_tv
+    if plan.dev.type == "cpu" and fused_tv.available(dtype, None):
+        found = fused_tv.kth_largest(chunks, numel, ks, salts, dtype)
+        if found is not None:
+            return found
+
     def mags():
         for start, subs, base in chunks():
             tau = torch.stack(subs).to(torch.float32) - base.to(torch.float32)
             yield start, topk.magnitude_bits(tau)
-    return topk.kth_largest(mags, numel, ks, _salts(name, k))
+    return topk.kth_largest(mags, numel, ks, salts)
 
 
 def trimmed(c) -> tuple[torch.Tensor, int]:
@@ -63,12 +72,12 @@ def trimmed(c) -> tuple[torch.Tensor, int]:
 
 def run(c):
     tau, kept = trimmed(c)
-    w = weights_of(c, tau.device)
+    w = f32(c.weights)
     if c.method == "ties":
-        mixed, _ = elect_and_mix(tau * w, w, c.settings["normalize"])
+        mixed, _ = elect_and_mix(tau, w, c.settings["normalize"])
         return finish(c, mixed), {"kept": kept}
     # ties_select: one agreeing, surviving task vector per element, drawn uniformly
-    _, agree = elect_and_mix(tau * w, w, False)
+    _, agree = elect_and_mix(tau, w, False)
     count = agree.sum(0)
     index = torch.arange(c.start, c.start + c.n, dtype=torch.int64, device=tau.device)
     u = draws(c.settings["seed"], c.name, 0, index)
@@ -78,3 +87,16 @@ def run(c):
     delta = torch.where(count > 0, chosen, torch.zeros_like(chosen))
     return finish(c, delta), {"kept": kept, "no_agreeing": int((count == 0).sum())}
 
+
+
+def fused_available(dtype, out_dtype, method: str) -> bool:
+    """ties has a fused CPU kernel; ties_select runs its torch arithmetic."""
+    from . import fused_tv
+    return method == "ties" and fused_tv.available(dtype, out_dtype)
+
+
+def run_fused(c):
+    from . import fused_tv
+    if c.method != "ties":
+        raise NotImplementedError(c.method)
+    return fused_tv.run(c, thresholds=c.state, salts=_salts(c.name, len(c.addrs)))

@@ -1,0 +1,204 @@
+"""Fused CPU kernels (numba) for the task-vector methods, bit-identical to their torch
+arithmetic (taskvec.py, task_arithmetic.py, ties.py, dare.py; tests check it).
+
+One kernel serves task-arithmetic, TIES, DARE-linear and DARE-TIES: per element it reads
+the K inputs and the base in place (by address, as fused.py does), forms tau_i in float32,
+applies TIES' trim (the exact top-k threshold keys of topk.py) or DARE's counter-based
+drop and rescale, then the weighted sum or the sign election with the disjoint mean, and
+writes theta_base + lambda * delta rounded once. Each product and sum is a separate float32
+operation in sub-model order, as the torch code does it. TIES' per-tensor pass (the
+histogram of |tau|'s top 16 bits, then the keys in the k-th element's bin) is here too.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import fused, topk
+from .fused import BLOCK, numba
+
+MODES = {"task_arithmetic": 0, "ties": 1, "dare_linear": 2, "dare_ties": 3}
+
+
+def available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
+    """bf16 and fp32 inputs, written in their own dtype."""
+    return numba is not None and dtype in (torch.bfloat16, torch.float32) and out_dtype in (None, dtype)
+
+
+if numba is not None:
+    from .fused import _as_u32, _draw, _load, _narrow, _widen
+
+    _u64 = numba.uint64
+
+    @numba.njit(inline="always")
+    def _perm32(x):
+        m = _u64(0xFFFFFFFF)
+        x = x & m
+        x = (x * _u64(0x9E3779B1)) & m
+        x = x ^ (x >> _u64(16))
+        x = (x * _u64(0x85EBCA6B)) & m
+        x = x ^ (x >> _u64(13))
+        x = (x * _u64(0xC2B2AE35)) & m
+        return x ^ (x >> _u64(16))
+
+    @numba.njit(parallel=True, cache=True)
+    def _merge_tv(addrs, base_addr, out, start, mode, weights, lam, normalize, thresholds, salts,
+                  dare_keys, dare_cut, scales, kept):
+        """mode 0 task-arithmetic, 1 TIES, 2 DARE-linear, 3 DARE-TIES over the n = len(out)
+        elements at `start`; kept[block] counts the task-vector entries kept."""
+        k = addrs.shape[0]
+        n = out.shape[0]
+        blocks = (n + BLOCK - 1) // BLOCK
+        trim = mode == 1
+        drop = mode >= 2
+        elect = mode == 1 or mode == 3
+        zero = np.float32(0.0)
+        one = np.float32(1.0)
+        for bi in numba.prange(blocks):
+            lo = bi * BLOCK
+            m = min(n, lo + BLOCK) - lo
+            tv = np.empty(k, dtype=np.float32)
+            count = 0
+            for t in range(m):
+                j = lo + t
+                g = _u64(start) + _u64(j)
+                b = _widen(_load(base_addr, j, out))
+                for i in range(k):
+                    tau = _widen(_load(addrs[i], j, out)) - b
+                    if trim:
+                        mag = np.int64(_as_u32(abs(tau)))
+                        thr = thresholds[i]
+                        tm = thr >> 32
+                        keep = mag > tm or (mag == tm and np.int64(_perm32(g ^ salts[i])) >= (thr & 0xFFFFFFFF))
+                        tau = tau * (one if keep else zero)
+                        count += keep
+                    elif drop:
+                        keep = _draw(dare_keys[i], g) >= dare_cut
+                        tau = tau * (one if keep else zero)
+                        tau = tau * scales[i]
+                        count += keep
+                    tv[i] = tau
+                if not elect:
+                    acc = tv[0] * weights[0]
+                    for i in range(1, k):
+                        acc = acc + tv[i] * weights[i]
+                else:
+                    total = tv[0] * weights[0]
+                    for i in range(1, k):
+                        total = total + tv[i] * weights[i]
+                    positive = total >= zero
+                    acc = zero
+                    div = zero
+                    for i in range(k):
+                        x = tv[i] * weights[i]
+                        agree = (x > zero) if positive else (x < zero)
+                        a = one if agree else zero
+                        if i == 0:
+                            acc = x * a
+                            div = a * weights[i]
+                        else:
+                            acc = acc + x * a
+                            div = div + a * weights[i]
+                    if normalize:
+                        if div == zero:
+                            div = one
+                        acc = acc / div
+                out[j] = _narrow(b + acc * lam, out)
+            kept[bi] = count
+
+    @numba.njit(parallel=True, cache=True)
+    def _mag_hist(addrs, base_addr, like, n, hist):
+        """hist[p, i, bin] += elements of part p whose |tau_i| float32 bits >> 15 are bin."""
+        k = addrs.shape[0]
+        parts = hist.shape[0]
+        per = (n + parts - 1) // parts
+        for p in numba.prange(parts):
+            for j in range(p * per, min(n, (p + 1) * per)):
+                b = _widen(_load(base_addr, j, like))
+                for i in range(k):
+                    mag = _as_u32(abs(_widen(_load(addrs[i], j, like)) - b))
+                    hist[p, i, mag >> numba.uint32(15)] += 1
+
+    @numba.njit(cache=True)
+    def _collect(addrs, base_addr, like, n, start, bins, salts, keys, offsets, filled):
+        """Append the keys of the elements in bin bins[i] (-1: none) of each row i."""
+        k = addrs.shape[0]
+        for j in range(n):
+            b = _widen(_load(base_addr, j, like))
+            for i in range(k):
+                if bins[i] < 0:
+                    continue
+                mag = np.int64(_as_u32(abs(_widen(_load(addrs[i], j, like)) - b)))
+                if (mag >> 15) == bins[i]:
+                    h = _perm32((_u64(start) + _u64(j)) ^ salts[i])
+                    keys[offsets[i] + filled[i]] = (mag << 32) | np.int64(h)
+                    filled[i] += 1
+
+
+def _like(dtype: torch.dtype) -> np.ndarray:
+    return np.empty(0, dtype=np.uint16 if dtype == torch.bfloat16 else np.float32)
+
+
+def _addrs(views) -> np.ndarray:
+    return np.asarray([v.data_ptr() for v in views], dtype=np.uint64)
+
+
+def kth_largest(chunks, numel: int, ks: list[int], salts: list[int], dtype: torch.dtype,
+                limit: int = 1 << 24) -> list[int] | None:
+    """topk.kth_largest over the raw chunks (start, K views, base view): a histogram pass
+    and a collecting pass in numba. None when some bin holds more than `limit` elements
+    (the caller then takes topk's radix passes)."""
+    k = len(ks)
+    like = _like(dtype)
+    parts = max(1, numba.get_num_threads())
+    hist = np.zeros((parts, k, 1 << 16), dtype=np.int64)
+    for start, subs, base in chunks():
+        _mag_hist(_addrs(subs), base.data_ptr(), like, base.numel(), hist)
+    hist = hist.sum(0)
+    bins, need, out = np.full(k, -1, dtype=np.int64), [0] * k, [None] * k
+    for i, want in enumerate(ks):
+        if want >= numel:
+            out[i] = topk.KEEP_ALL
+        elif want <= 0:
+            out[i] = topk.KEEP_NONE
+        else:
+            down = np.cumsum(hist[i][::-1])
+            pos = int(np.searchsorted(down, want))  # first top-down bin reaching `want`
+            bins[i] = (1 << 16) - 1 - pos
+            need[i] = want - (int(down[pos - 1]) if pos else 0)
+    sizes = np.array([hist[i][b] if b >= 0 else 0 for i, b in enumerate(bins)], dtype=np.int64)
+    if sizes.max(initial=0) > limit:
+        return None
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    keys = np.empty(int(sizes.sum()), dtype=np.int64)
+    filled = np.zeros(k, dtype=np.int64)
+    salts_u = np.asarray(salts, dtype=np.uint64)
+    for start, subs, base in chunks():
+        _collect(_addrs(subs), base.data_ptr(), like, base.numel(), start, bins, salts_u, keys,
+                 offsets, filled)
+    for i in range(k):
+        if out[i] is None:
+            row = np.sort(keys[offsets[i]:offsets[i] + sizes[i]])[::-1]
+            out[i] = int(row[need[i] - 1])
+    return out
+
+
+def run(c, thresholds=None, salts=None, dare_keys=None, dare_cut=0, scales=None):
+    """The fused merge of chunk `c` (addresses set) for c.method."""
+    k = len(c.addrs)
+    out = torch.empty(c.n, dtype=c.dtype)
+    if c.n == 0:
+        return out, {}
+    mode = MODES[c.method]
+    target = fused._bits_view(out, np.uint16) if c.dtype == torch.bfloat16 else out.numpy()
+    kept = np.zeros((c.n + BLOCK - 1) // BLOCK, dtype=np.int64)
+    f32 = np.float32
+    _merge_tv(np.asarray(c.addrs, dtype=np.uint64), c.base_addr, target, c.start, mode,
+              np.asarray(c.weights, dtype=f32), f32(c.settings["lambda"]),
+              bool(c.settings.get("normalize", False)),
+              np.asarray(thresholds if thresholds is not None else [0] * k, dtype=np.int64),
+              np.asarray(salts if salts is not None else [0] * k, dtype=np.uint64),
+              np.asarray(dare_keys if dare_keys is not None else [0] * k, dtype=np.uint64),
+              np.uint64(dare_cut), np.asarray(scales if scales is not None else [1.0] * k, dtype=f32),
+              kept)
+    return out, ({"kept": int(kept.sum())} if mode else {})
