@@ -45,7 +45,8 @@ if numba is not None:
     def _merge_tv(addrs, base_addr, out, start, mode, weights, lam, normalize, thresholds, salts,
                   dare_keys, dare_cut, scales, kept):
         """mode 0 task-arithmetic, 1 TIES, 2 DARE-linear, 3 DARE-TIES over the n = len(out)
-        elements at `start`; kept[block] counts the task-vector entries kept."""
+        elements at `start`; kept[block] counts the task-vector entries kept. Per block, one
+        simple loop per step and sub-model (each vectorised), in the torch code's order."""
         k = addrs.shape[0]
         n = out.shape[0]
         blocks = (n + BLOCK - 1) // BLOCK
@@ -57,82 +58,112 @@ if numba is not None:
         for bi in numba.prange(blocks):
             lo = bi * BLOCK
             m = min(n, lo + BLOCK) - lo
-            tv = np.empty(k, dtype=np.float32)
+            tv = np.empty((k, BLOCK), dtype=np.float32)
+            b = np.empty(BLOCK, dtype=np.float32)
+            acc = np.empty(BLOCK, dtype=np.float32)
+            div = np.empty(BLOCK, dtype=np.float32)
+            total = np.empty(BLOCK, dtype=np.float32)
+            first = _u64(start) + _u64(lo)
             count = 0
             for t in range(m):
-                j = lo + t
-                g = _u64(start) + _u64(j)
-                b = _widen(_load(base_addr, j, out))
+                b[t] = _widen(_load(base_addr, lo + t, out))
+            for i in range(k):
+                a = addrs[i]
+                row = tv[i]
+                for t in range(m):
+                    row[t] = _widen(_load(a, lo + t, out)) - b[t]
+                if trim:
+                    thr = thresholds[i]
+                    tm = thr >> 32
+                    tl = thr & 0xFFFFFFFF
+                    salt = salts[i]
+                    for t in range(m):
+                        mag = np.int64(_as_u32(abs(row[t])))
+                        keep = mag > tm
+                        if mag == tm:
+                            keep = np.int64(_perm32((first + _u64(t)) ^ salt)) >= tl
+                        row[t] = row[t] * (one if keep else zero)
+                        count += keep
+                elif drop:
+                    key = dare_keys[i]
+                    sc = scales[i]
+                    for t in range(m):
+                        keep = _draw(key, first + _u64(t)) >= dare_cut
+                        v = row[t] * (one if keep else zero)
+                        row[t] = v * sc
+                        count += keep
+            if not elect:
+                w0 = weights[0]
+                for t in range(m):
+                    acc[t] = tv[0, t] * w0
+                for i in range(1, k):
+                    w = weights[i]
+                    row = tv[i]
+                    for t in range(m):
+                        acc[t] = acc[t] + row[t] * w
+            else:
+                w0 = weights[0]
+                for t in range(m):
+                    total[t] = tv[0, t] * w0
+                for i in range(1, k):
+                    w = weights[i]
+                    row = tv[i]
+                    for t in range(m):
+                        total[t] = total[t] + row[t] * w
                 for i in range(k):
-                    tau = _widen(_load(addrs[i], j, out)) - b
-                    if trim:
-                        mag = np.int64(_as_u32(abs(tau)))
-                        thr = thresholds[i]
-                        tm = thr >> 32
-                        keep = mag > tm or (mag == tm and np.int64(_perm32(g ^ salts[i])) >= (thr & 0xFFFFFFFF))
-                        tau = tau * (one if keep else zero)
-                        count += keep
-                    elif drop:
-                        keep = _draw(dare_keys[i], g) >= dare_cut
-                        tau = tau * (one if keep else zero)
-                        tau = tau * scales[i]
-                        count += keep
-                    tv[i] = tau
-                if not elect:
-                    acc = tv[0] * weights[0]
-                    for i in range(1, k):
-                        acc = acc + tv[i] * weights[i]
-                else:
-                    total = tv[0] * weights[0]
-                    for i in range(1, k):
-                        total = total + tv[i] * weights[i]
-                    positive = total >= zero
-                    acc = zero
-                    div = zero
-                    for i in range(k):
-                        x = tv[i] * weights[i]
-                        agree = (x > zero) if positive else (x < zero)
-                        a = one if agree else zero
+                    w = weights[i]
+                    row = tv[i]
+                    for t in range(m):
+                        x = row[t] * w
+                        agree = (x > zero) if total[t] >= zero else (x < zero)
+                        ai = one if agree else zero
                         if i == 0:
-                            acc = x * a
-                            div = a * weights[i]
+                            acc[t] = x * ai
+                            div[t] = ai * w
                         else:
-                            acc = acc + x * a
-                            div = div + a * weights[i]
-                    if normalize:
-                        if div == zero:
-                            div = one
-                        acc = acc / div
-                out[j] = _narrow(b + acc * lam, out)
+                            acc[t] = acc[t] + x * ai
+                            div[t] = div[t] + ai * w
+                if normalize:
+                    for t in range(m):
+                        d = div[t]
+                        acc[t] = acc[t] / (one if d == zero else d)
+            for t in range(m):
+                out[lo + t] = _narrow(b[t] + acc[t] * lam, out)
             kept[bi] = count
 
     @numba.njit(parallel=True, cache=True)
     def _mag_hist(addrs, base_addr, like, n, hist):
-        """hist[p, i, bin] += elements of part p whose |tau_i| float32 bits >> 15 are bin."""
+        """hist[p, i, bin] += elements of part p whose |tau_i| float32 bits >> 15 are bin.
+        Row by row within a part, so one row's histogram (int32, 256 KiB) stays in cache."""
         k = addrs.shape[0]
         parts = hist.shape[0]
         per = (n + parts - 1) // parts
         for p in numba.prange(parts):
-            for j in range(p * per, min(n, (p + 1) * per)):
-                b = _widen(_load(base_addr, j, like))
-                for i in range(k):
-                    mag = _as_u32(abs(_widen(_load(addrs[i], j, like)) - b))
-                    hist[p, i, mag >> numba.uint32(15)] += 1
-
-    @numba.njit(cache=True)
-    def _collect(addrs, base_addr, like, n, start, bins, salts, keys, offsets, filled):
-        """Append the keys of the elements in bin bins[i] (-1: none) of each row i."""
-        k = addrs.shape[0]
-        for j in range(n):
-            b = _widen(_load(base_addr, j, like))
+            h = hist[p]
             for i in range(k):
-                if bins[i] < 0:
-                    continue
-                mag = np.int64(_as_u32(abs(_widen(_load(addrs[i], j, like)) - b)))
+                a = addrs[i]
+                row = h[i]
+                for j in range(p * per, min(n, (p + 1) * per)):
+                    mag = _as_u32(abs(_widen(_load(a, j, like)) - _widen(_load(base_addr, j, like))))
+                    row[mag >> numba.uint32(15)] += 1
+
+    @numba.njit(parallel=True, cache=True)
+    def _collect(addrs, base_addr, like, n, start, bins, salts, keys, offsets, filled):
+        """Append the keys of the elements in bin bins[i] (-1: none) of each row i (rows in
+        parallel: each writes its own segment of `keys`)."""
+        k = addrs.shape[0]
+        for i in numba.prange(k):
+            if bins[i] < 0:
+                continue
+            a = addrs[i]
+            at = offsets[i] + filled[i]
+            for j in range(n):
+                mag = np.int64(_as_u32(abs(_widen(_load(a, j, like)) - _widen(_load(base_addr, j, like)))))
                 if (mag >> 15) == bins[i]:
                     h = _perm32((_u64(start) + _u64(j)) ^ salts[i])
-                    keys[offsets[i] + filled[i]] = (mag << 32) | np.int64(h)
-                    filled[i] += 1
+                    keys[at] = (mag << 32) | np.int64(h)
+                    at += 1
+            filled[i] = at - offsets[i]
 
 
 def _like(dtype: torch.dtype) -> np.ndarray:
@@ -151,10 +182,12 @@ def kth_largest(chunks, numel: int, ks: list[int], salts: list[int], dtype: torc
     k = len(ks)
     like = _like(dtype)
     parts = max(1, numba.get_num_threads())
-    hist = np.zeros((parts, k, 1 << 16), dtype=np.int64)
+    hist = np.zeros((k, 1 << 16), dtype=np.int64)
+    part = np.empty((parts, k, 1 << 16), dtype=np.int32)  # per call: a chunk's counts fit
     for start, subs, base in chunks():
-        _mag_hist(_addrs(subs), base.data_ptr(), like, base.numel(), hist)
-    hist = hist.sum(0)
+        part.fill(0)
+        _mag_hist(_addrs(subs), base.data_ptr(), like, base.numel(), part)
+        hist += part.sum(0)
     bins, need, out = np.full(k, -1, dtype=np.int64), [0] * k, [None] * k
     for i, want in enumerate(ks):
         if want >= numel:
