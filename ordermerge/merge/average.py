@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import torch
 
-NAME = "average"
-
 
 def merge_chunk(sub_models: torch.Tensor | list[torch.Tensor], weights: list[float],
                 out_dtype: torch.dtype | None = None) -> torch.Tensor:

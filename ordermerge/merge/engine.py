@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..models import DTYPES as TORCH_DTYPES
 from . import rng
 from .methods import Chunk, Method, get
 from .st_io import DTYPES, TORCH_TO_ST, Checkpoint, CheckpointError, ShardedWriter
@@ -163,9 +164,6 @@ def check_weights(values: list[float] | None, k: int, kind: str) -> list[float]:
     return check_probs(values, k, what)
 
 
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
 @dataclass
 class _Plan:
     """Everything a merge run needs, decided before any tensor is read."""
@@ -205,9 +203,9 @@ def _validate(method: str, inputs, base, weights, settings: dict, dtype, device)
     w = check_weights(weights, k, m.weights)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MergeError(f"device {device!r} asked for, but CUDA is not available")
-    if dtype is not None and dtype not in _DTYPES:
-        raise MergeError(f"dtype {dtype!r}: expected bfloat16, float16 or float32")
-    return m, settings, w, (_DTYPES[dtype] if dtype else None), torch.device(device)
+    if dtype is not None and dtype not in TORCH_DTYPES:
+        raise MergeError(f"dtype {dtype!r}: expected {', '.join(sorted(TORCH_DTYPES))}")
+    return m, settings, w, (TORCH_DTYPES[dtype] if dtype else None), torch.device(device)
 
 
 def _plan(m: Method, settings, w, inputs, base, out_dtype, dev, out_dir, memory_budget,

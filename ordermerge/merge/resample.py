@@ -14,8 +14,6 @@ import torch
 from .rng import Sampler
 from .select import merge_chunk as select_chunk
 
-NAME = "resample"
-
 
 def _where(mask: torch.Tensor) -> torch.Tensor:
     """Indices of the true elements (numpy's is about 5x faster than torch's on CPU)."""

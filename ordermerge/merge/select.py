@@ -5,8 +5,6 @@ import torch
 
 from .rng import Sampler
 
-NAME = "select"
-
 
 def merge_chunk(sub_models: torch.Tensor, sampler: Sampler, *, seed: int, name: str,
                 start: int) -> torch.Tensor:
