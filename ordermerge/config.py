@@ -34,6 +34,18 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
     return out
 
 
+def _method_errors(specs: list[dict], seeds: list[int], key: str) -> list[str]:
+    """Each merge-method spec that names no registered method or a bad setting."""
+    from .merge.methods import expand
+    out = []
+    for i, spec in enumerate(specs):
+        try:
+            expand([spec], seeds, rounds=1)
+        except ValueError as e:
+            out.append(f"config key {key}[{i}]: {e}")
+    return out
+
+
 def semantic_errors(config: dict) -> list[str]:
     """Rules across keys, checked after defaults are filled in."""
     out = []
@@ -59,12 +71,7 @@ def semantic_errors(config: dict) -> list[str]:
             out.append(f"config key report.epoch: {rep} > epochs ({config['epochs']})")
         elif config["merge"]["epochs"] is not None and rep not in config["merge"]["epochs"]:
             out.append(f"config key report.epoch: {rep} is not among merge.epochs")
-    from .merge.methods import expand
-    for i, spec in enumerate(config["merge"]["methods"]):
-        try:
-            expand([spec], config["merge"]["seeds"], rounds=1)
-        except ValueError as e:
-            out.append(f"config key merge.methods[{i}]: {e}")
+    out += _method_errors(config["merge"]["methods"], config["merge"]["seeds"], "merge.methods")
     for gname, group in config.get("multitask", {}).get("groups", {}).items():
         if group is None:  # removed by a layered config file
             continue
@@ -88,11 +95,8 @@ def semantic_errors(config: dict) -> list[str]:
         if group["weights"] is not None and len(group["weights"]) != len(group["tasks"]):
             out.append(f"config key {key}.weights: {len(group['weights'])} values for "
                        f"{len(group['tasks'])} tasks")
-        for i, spec in enumerate(group["methods"]):
-            try:
-                expand([spec], group["seeds"] or config["merge"]["seeds"], rounds=1)
-            except ValueError as e:
-                out.append(f"config key {key}.methods[{i}]: {e}")
+        out += _method_errors(group["methods"], group["seeds"] or config["merge"]["seeds"],
+                              f"{key}.methods")
     k = config["num_sub_models"]
     w = config["merge"]["weights"]
     if w is not None:

@@ -2,6 +2,7 @@
 each against an independent in-memory reference, mergekit where it is installed, the
 exact streaming top-k, DARE's statistics, and byte invariance to chunking."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -370,7 +371,8 @@ def test_fused_kernels_give_the_bytes_of_the_torch_arithmetic(dtype, method, set
         for lo in range(0, n, 1000):
             hi = min(n, lo + 1000)
             yield lo, [s[lo:hi] for s in subs], base[lo:hi]
-    state = module.prepare(chunks, n, "w", Plan) if hasattr(module, "prepare") else None
+    info = SimpleNamespace(numel=n, torch_dtype=dtype)  # the tensor, as the engine passes it
+    state = module.prepare(chunks, info, "w", Plan) if hasattr(module, "prepare") else None
     bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
     for lo, hi in ((0, n), (1000, 5000)):
         want, wc = module.run(chunk(lo, hi, state))

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import torch
 
-from .taskvec import dare_keep, dare_scales, elect_and_mix, f32, finish, task_vectors, weighted_sum
+from .taskvec import (dare_keep, dare_scales, elect_and_mix, f32, finish, task_vectors, tau_of,
+                      weighted_sum)
 
 
-def prepare(chunks, numel: int, name: str, plan) -> list[float] | None:
+def prepare(chunks, info, name: str, plan) -> list[float] | None:
     """The L1 ratios of rescale=l1 (float64 sums over the tensor); nothing otherwise."""
     s = plan.settings
     if s["rescale"] != "l1":
@@ -30,7 +31,7 @@ def prepare(chunks, numel: int, name: str, plan) -> list[float] | None:
     total = torch.zeros(k, dtype=torch.float64)
     kept = torch.zeros(k, dtype=torch.float64)
     for start, subs, base in chunks():
-        tau = (torch.stack(subs).to(torch.float32) - base.to(torch.float32)).abs().to(torch.float64)
+        tau = tau_of(subs, base).abs().to(torch.float64)
         index = torch.arange(start, start + tau.shape[1], dtype=torch.int64)
         total += tau.sum(1)
         for i in range(k):

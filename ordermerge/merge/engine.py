@@ -313,7 +313,7 @@ def _run(plan: _Plan) -> None:
     def task(j: int):
         info, start, n = plan.items[j]
         if prepare is not None and info.is_float and info.name not in states:
-            states[info.name] = prepare(_tensor_reader(plan, info), info.numel,
+            states[info.name] = prepare(_tensor_reader(plan, info), info,
                                         plan.aliases.get(info.name, info.name), plan)
         result = _merge_one(plan, info, start, n, j % plan.window, states.get(info.name))
         if j == last_chunk[info.name]:

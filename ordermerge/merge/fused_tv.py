@@ -92,24 +92,18 @@ if numba is not None:
                         v = row[t] * (one if keep else zero)
                         row[t] = v * sc
                         count += keep
+            # sum_i w_i tau_i: the delta of the linear modes, the elected sign's vote in the others
+            w0 = weights[0]
+            for t in range(m):
+                total[t] = tv[0, t] * w0
+            for i in range(1, k):
+                w = weights[i]
+                row = tv[i]
+                for t in range(m):
+                    total[t] = total[t] + row[t] * w
             if not elect:
-                w0 = weights[0]
-                for t in range(m):
-                    acc[t] = tv[0, t] * w0
-                for i in range(1, k):
-                    w = weights[i]
-                    row = tv[i]
-                    for t in range(m):
-                        acc[t] = acc[t] + row[t] * w
+                acc = total
             else:
-                w0 = weights[0]
-                for t in range(m):
-                    total[t] = tv[0, t] * w0
-                for i in range(1, k):
-                    w = weights[i]
-                    row = tv[i]
-                    for t in range(m):
-                        total[t] = total[t] + row[t] * w
                 for i in range(k):
                     w = weights[i]
                     row = tv[i]

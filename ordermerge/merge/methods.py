@@ -10,7 +10,7 @@ its table label and the module holding its arithmetic.
 
 A method module provides ``run(chunk) -> (merged, counts)`` (torch, any device) and
 optionally ``run_fused(chunk)`` with ``fused_available(dtype, out_dtype, method)`` (numba CPU
-kernels giving the same bytes), ``prepare(reader, chunk_settings)`` (a per-tensor pass
+kernels giving the same bytes), ``prepare(reader, info, name, plan)`` (a per-tensor pass
 before the tensor's chunks, e.g. TIES' exact top-k thresholds) and ``STACKED = True``
 (its torch path gathers across sub-models: give it a [K, n] stack).
 

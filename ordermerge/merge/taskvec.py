@@ -23,10 +23,16 @@ from . import rng
 BITS = rng.BITS
 
 
+def tau_of(subs, base: torch.Tensor) -> torch.Tensor:
+    """[K, n] float32 tau_i = theta_i - theta_base (exact for most bf16 pairs), from the K
+    sub-models' elements (a list or a [K, n] stack) and the base's."""
+    subs = subs if isinstance(subs, torch.Tensor) else torch.stack(list(subs))
+    return subs.to(torch.float32) - base.to(torch.float32)
+
+
 def task_vectors(c) -> torch.Tensor:
-    """[K, n] float32 tau_i = theta_i - theta_base of the chunk (exact for most bf16 pairs)."""
-    subs = c.subs if isinstance(c.subs, torch.Tensor) else torch.stack(list(c.subs))
-    return subs.to(torch.float32) - c.base.to(torch.float32)
+    """The chunk's [K, n] task vectors."""
+    return tau_of(c.subs, c.base)
 
 
 def f32(values: list[float]) -> list[float]:

@@ -25,7 +25,7 @@ import torch
 
 from . import topk
 from .rng import BITS, draws
-from .taskvec import elect_and_mix, f32, finish, task_vectors
+from .taskvec import elect_and_mix, f32, finish, task_vectors, tau_of
 from ..utils import derive_seed
 
 
@@ -33,27 +33,25 @@ def _salts(name: str, k: int) -> list[int]:
     return [derive_seed("ties", name, i) & topk.M32 for i in range(k)]
 
 
-def prepare(chunks, numel: int, name: str, plan) -> list[int]:
-    """Each sub-model's exact top-k threshold for this tensor (topk.kth_largest)."""
+def prepare(chunks, info, name: str, plan) -> list[int]:
+    """Each sub-model's exact top-k threshold for this tensor (topk.kth_largest): numba's
+    histogram passes on the CPU, else topk's radix passes."""
     k = len(plan.subs)
+    numel = info.numel
     density = plan.settings["density"]
     # as mergekit: at least one element when density > 0, all of them at density >= 1
     keep = numel if density >= 1 else (0 if density <= 0 else max(1, int(density * numel)))
     ks = [keep] * k
-
     salts = _salts(name, k)
-    first = next(iter(chunks()), None)
-    dtype = first[2].dtype if first is not None else None
     from . import fused_tv
-    if plan.dev.type == "cpu" and fused_tv.available(dtype, None):
-        found = fused_tv.kth_largest(chunks, numel, ks, salts, dtype)
+    if plan.dev.type == "cpu" and fused_tv.available(info.torch_dtype, None):
+        found = fused_tv.kth_largest(chunks, numel, ks, salts, info.torch_dtype)
         if found is not None:
             return found
 
     def mags():
         for start, subs, base in chunks():
-            tau = torch.stack(subs).to(torch.float32) - base.to(torch.float32)
-            yield start, topk.magnitude_bits(tau)
+            yield start, topk.magnitude_bits(tau_of(subs, base))
     return topk.kth_largest(mags, numel, ks, salts)
 
 
@@ -86,7 +84,6 @@ def run(c):
     chosen = tau.gather(0, pick.clamp_(max=tau.shape[0] - 1)).squeeze(0)
     delta = torch.where(count > 0, chosen, torch.zeros_like(chosen))
     return finish(c, delta), {"kept": kept, "no_agreeing": int((count == 0).sum())}
-
 
 
 def fused_available(dtype, out_dtype, method: str) -> bool:
