@@ -15,6 +15,7 @@ include: "rules/train.smk"
 include: "rules/merge.smk"
 include: "rules/evaluate.smk"
 include: "rules/multitask.smk"
+include: "rules/analysis.smk"
 include: "rules/report.smk"
 
 

@@ -46,6 +46,32 @@ def _method_errors(specs: list[dict], seeds: list[int], key: str) -> list[str]:
     return out
 
 
+def _analysis_errors(config: dict) -> list[str]:
+    """Figures and Table 4 name configured tasks and runs."""
+    out = []
+    fig = config.get("figures")
+    if fig is not None:
+        decoders = [t for t in config["tasks"] if t in TASKS and TASKS[t].family == "decoder"]
+        if fig["task"] is not None and fig["task"] not in config["tasks"]:
+            out.append(f"config key figures.task: {fig['task']!r} is not configured under tasks")
+        elif fig["task"] is None and not decoders and config["tasks"]:
+            out.append("config key figures.task: no decoder task to draw; name one or set figures: null")
+        if fig["anchor"] >= config["num_sub_models"]:
+            out.append(f"config key figures.anchor: run {fig['anchor']} >= num_sub_models "
+                       f"({config['num_sub_models']})")
+        if config["num_sub_models"] < 2 and config["tasks"]:
+            out.append("config key figures: the figures compare sub-models; num_sub_models must be"
+                       " >= 2 (or set figures: null)")
+        out += _method_errors(fig["methods"], config["merge"]["seeds"], "figures.methods")
+    t4 = config.get("table4")
+    if t4 is not None:
+        for t in t4["tasks"]:
+            if t not in config["tasks"]:
+                out.append(f"config key table4.tasks: {t!r} is not configured under tasks")
+        out += _method_errors(t4["methods"], config["merge"]["seeds"], "table4.methods")
+    return out
+
+
 def semantic_errors(config: dict) -> list[str]:
     """Rules across keys, checked after defaults are filled in."""
     out = []
@@ -72,6 +98,7 @@ def semantic_errors(config: dict) -> list[str]:
         elif config["merge"]["epochs"] is not None and rep not in config["merge"]["epochs"]:
             out.append(f"config key report.epoch: {rep} is not among merge.epochs")
     out += _method_errors(config["merge"]["methods"], config["merge"]["seeds"], "merge.methods")
+    out += _analysis_errors(config)
     for gname, group in config.get("multitask", {}).get("groups", {}).items():
         if group is None:  # removed by a layered config file
             continue

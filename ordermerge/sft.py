@@ -305,17 +305,12 @@ class SFTRun:
     def losses(self, examples: dict[str, dict]) -> dict[str, float]:
         """Mean response-token loss per sample (eval mode), shared out over the processes."""
         from accelerate.utils import gather_object
+
+        from .scoring import sample_losses
         self.model.eval()
-        ids = list(examples)
-        mine = share(tuple(ids), self.acc.process_index, self.acc.num_processes)
-        out = {}
-        for m in range(0, len(mine), self.mB):
-            rows = mine[m:m + self.mB]
-            batch = self.obj.collate([examples[i] for i in rows])
-            batch = {key: v.to(self.acc.device) for key, v in batch.items()}
-            with self.acc.autocast():
-                total, count = self.obj.losses(self.model, batch)
-            out.update({i: t / max(c, 1) for i, t, c in zip(rows, total.tolist(), count.tolist())})
+        mine = share(tuple(examples), self.acc.process_index, self.acc.num_processes)
+        out = sample_losses(self.model, self.obj, examples, mine, self.mB, self.acc.device,
+                            self.acc.autocast)
         self.model.train()
         merged = {}
         for part in gather_object([out]):

@@ -28,6 +28,10 @@ TASKS = list(config["tasks"])
 DECODER_TASKS = [t for t in TASKS if REGISTRY[t].family == "decoder"]
 ENCODER_TASKS = [t for t in TASKS if REGISTRY[t].family == "encoder"]
 SCHEMES = config["order_schemes"]
+# Table 4: tasks also run under fix-batch orders, compared with their shuffled runs
+TABLE4 = config["table4"] or {"tasks": [], "methods": []}
+TABLE4_TASKS = TABLE4["tasks"]
+ALL_SCHEMES = list(dict.fromkeys(SCHEMES + (["shuffle", "fix-batch"] if TABLE4_TASKS else [])))
 RUNS = list(range(config["num_sub_models"]))
 EPOCHS = list(range(1, config["epochs"] + 1))
 MERGE_EPOCHS = config["merge"]["epochs"] or EPOCHS
@@ -40,7 +44,7 @@ SCRIPTS = Path(workflow.basedir) / "scripts"
 wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     task=r"[a-z0-9_]+",
-    scheme="|".join(SCHEMES),
+    scheme="|".join(ALL_SCHEMES),
     run=r"\d+",
     epoch=r"\d+",
     kind="sft|merged",
@@ -131,10 +135,27 @@ def eval_records(task, scheme, epochs):
     return out
 
 
-def all_targets():
-    targets = ["results/tables/table1.csv", "results/tables/table1.md"]
+def table_files(n):
+    return [f"results/tables/table{n}.{ext}" for ext in ("csv", "md", "tex")]
+
+
+def analysis_targets():
+    """The tables beyond Table 1 and the figures this config asks for."""
+    out = []
     if GROUPS:
-        targets += ["results/tables/table3.csv", "results/tables/table3.md"]
+        out += table_files(3)
+    if TABLE4_TASKS:
+        out += table_files(4)
+    if FIGURES:
+        out += [f"results/figures/figure{n}.{ext}" for n in (1, 3, 4) for ext in ("png", "svg", "csv")]
+        out += ["results/figures/figure1_rho.csv", "results/figures/figure1_rho.md"]
+    return out
+
+
+def all_targets():
+    targets = table_files(1) + analysis_targets()
+    if TASKS:
+        targets += ["results/tables/cost.csv", "results/tables/cost.md"]
     for task in TASKS:
         for scheme in SCHEMES:
             targets += eval_records(task, scheme, MERGE_EPOCHS)
@@ -326,3 +347,85 @@ def sft_launcher(wildcards, threads):
         return "python"
     return (f"accelerate launch --config_file {s['accelerate_config']}"
             f" --num_processes {s['num_processes']}")
+
+
+# ---------------------------------------------------------------- Table 4 and the figures
+def table4_records():
+    """Every Table 4 task's runs and merges (table4.methods) under both order schemes, at the
+    report epoch."""
+    out = []
+    for t in TABLE4_TASKS:
+        ids = expand_methods(TABLE4["methods"], SEEDS, rounds=config["tasks"][t]["resample_rounds"])
+        for scheme in ("shuffle", "fix-batch"):
+            out += [eval_record(model_of(t), t, scheme, REPORT_EPOCH, "sft", f"run{r}") for r in RUNS]
+            out += [eval_record(model_of(t), t, scheme, REPORT_EPOCH, "merged", m) for m in ids]
+    return out
+
+
+FIGURES = config["figures"] if TASKS else None
+if FIGURES:
+    FIG_TASK = FIGURES["task"] or DECODER_TASKS[0]
+    FIG_MODEL = model_of(FIG_TASK)
+    FIG_SCHEME = SCHEMES[0]
+    FIG_IDS = expand_methods(FIGURES["methods"], SEEDS[:1],
+                             rounds=config["tasks"][FIG_TASK]["resample_rounds"])
+
+
+def fig_run_dir(r):
+    return f"results/sft/{FIG_MODEL}/{FIG_TASK}/{FIG_SCHEME}/run{r}"
+
+
+def fig_score(kind, name):
+    """A model's per-sample losses on the figure task's training rows (last epoch)."""
+    return (f"results/scores/{FIG_MODEL}/{FIG_TASK}/{FIG_SCHEME}/epoch{EPOCHS[-1]}/{kind}/"
+            f"{name}/train.csv")
+
+
+def figure_inputs(n):
+    """NAME=PATH pairs of a figure's inputs."""
+    samples = [(f"run{r}", f"{fig_run_dir(r)}/samples.csv") for r in RUNS]
+    merged = [(m, fig_score("merged", m)) for m in FIG_IDS]
+    if n == 1:
+        return samples + merged
+    if n == 3:
+        return samples[FIGURES["anchor"]:FIGURES["anchor"] + 1] + \
+            [(f"run{r}", fig_score("sft", f"run{r}")) for r in RUNS] + merged
+    curves = f"results/curves/{FIG_MODEL}/{FIG_TASK}/{FIG_SCHEME}"
+    return [("single", f"{curves}/single.csv")] + [(m, f"{curves}/{m}.csv") for m in FIG_IDS]
+
+
+def curve_runs(wildcards):
+    """The K runs' checkpoints (every epoch's and the steps/ directory) and run.json."""
+    out = []
+    for r in RUNS:
+        run = f"results/sft/{wildcards.model}/{wildcards.task}/{wildcards.scheme}/run{r}"
+        out += [f"{run}/epoch{e}" for e in EPOCHS] + [f"{run}/steps", f"{run}/run.json"]
+    return out
+
+
+def curve_inputs(wildcards):
+    out = {"script": script("curve.py"), "lib": lib("scoring.py", "objectives.py", "models.py",
+                                                      *TASK_SOURCES),
+           "runs": curve_runs(wildcards), "rows": f"results/data/{wildcards.task}/validation.jsonl"}
+    if wildcards.method != "single":
+        out["merge_lib"] = merge_sources(wildcards.method)
+        if merge_method(parse_method_id(wildcards.method)[0]).needs_base:
+            out["base"] = start_model(wildcards)
+    return out
+
+
+def curve_args(wildcards, input):
+    runs = " ".join(f"results/sft/{wildcards.model}/{wildcards.task}/{wildcards.scheme}/run{r}"
+                    for r in RUNS)
+    extra = "" if wildcards.method == "single" else f"--method-id {wildcards.method}"
+    return f"{extra} {base_arg(wildcards, input)} {runs}"
+
+
+def score_params(wildcards):
+    tr = task_cfg(wildcards)["train"]
+    return as_json({"max_length": tr["max_length"], "batch_size": tr["micro_batch_size"]})
+
+
+def cost_inputs():
+    """Everything else the default target makes: the cost table is summed last."""
+    return table_files(1) + analysis_targets()

@@ -86,14 +86,16 @@ rule evaluate_multitask:
 rule table3:
     input:
         script=script("table.py"),
-        lib=lib("report/tables.py", "merge/methods.py"),
+        lib=lib("report/tables.py", "report/stats.py", "merge/methods.py"),
         records=[path for _, path in table3_records()],
     output:
         csv=report("results/tables/table3.csv", caption="captions/table3.rst", category="Tables"),
         md="results/tables/table3.md",
-        prov=["results/tables/table3.csv.prov.json", "results/tables/table3.md.prov.json"],
+        tex="results/tables/table3.tex",
+        prov=expand("results/tables/table3.{ext}.prov.json", ext=["csv", "md", "tex"]),
     params:
-        json=as_json({"groups": GROUPS, "epoch": REPORT_EPOCH, "scheme": SCHEMES[0]}),
+        json=as_json({"groups": GROUPS, "epoch": REPORT_EPOCH, "scheme": SCHEMES[0],
+                      "stats": config["report"]["stats"]}),
         records=" ".join(f"{g}={p}" for g, p in table3_records()),
     log:
         "results/logs/table3.log",
@@ -103,4 +105,5 @@ rule table3:
         "../envs/report.yaml"
     shell:
         "python {input.script} --rule table3 --table 3 --csv {output.csv} --md {output.md}"
+        " --tex {output.tex}"
         " --params {params.json:q} {params.records} > {log} 2>&1"

@@ -4,14 +4,16 @@
 rule table1:
     input:
         script=script("table.py"),
-        lib=lib("report/tables.py", "merge/methods.py"),
+        lib=lib("report/tables.py", "report/stats.py", "merge/methods.py"),
         records=[r for t in TASKS for r in eval_records(t, SCHEMES[0], [REPORT_EPOCH])],
     output:
         csv=report("results/tables/table1.csv", caption="captions/table1.rst", category="Tables"),
         md="results/tables/table1.md",
-        prov=["results/tables/table1.csv.prov.json", "results/tables/table1.md.prov.json"],
+        tex="results/tables/table1.tex",
+        prov=expand("results/tables/table1.{ext}.prov.json", ext=["csv", "md", "tex"]),
     params:
-        json=as_json({"epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "models": {t: model_of(t) for t in TASKS}}),
+        json=as_json({"epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "models": {t: model_of(t) for t in TASKS},
+                      "stats": config["report"]["stats"]}),
     log:
         "results/logs/table1.log",
     resources:
@@ -19,5 +21,5 @@ rule table1:
     conda:
         "../envs/report.yaml"
     shell:
-        "python {input.script} --rule table1 --csv {output.csv} --md {output.md}"
+        "python {input.script} --rule table1 --csv {output.csv} --md {output.md} --tex {output.tex}"
         " --params {params.json:q} {input.records} > {log} 2>&1"

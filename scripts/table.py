@@ -1,5 +1,6 @@
-"""Build Table 1 (single SFT vs merges, per task) or Table 3 (multi-task merging, per
-group) from evaluation records."""
+"""Build Table 1 (single SFT vs merges, per task), Table 3 (multi-task merging, per group)
+or Table 4 (shuffled vs fix-batch orders) from evaluation records, as CSV, Markdown and
+LaTeX, with intervals and paired tests (ordermerge/report/tables.py)."""
 import json
 import sys
 from pathlib import Path
@@ -7,14 +8,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.provenance import now, write_record
-from ordermerge.report.tables import table1, table3, table3_markdown, to_markdown
+from ordermerge.report import tables
 from ordermerge.runner import parser
 from ordermerge.utils import atomic_file
 
 p = parser(__doc__)
-p.add_argument("--table", choices=["1", "3"], default="1")
+p.add_argument("--table", choices=["1", "3", "4"], default="1")
 p.add_argument("--csv", required=True, type=Path)
 p.add_argument("--md", required=True, type=Path)
+p.add_argument("--tex", type=Path)
 p.add_argument("records", nargs="+",
                help="evaluation records; for Table 3 each as GROUP=PATH (its multi-task group)")
 args = p.parse_args()
@@ -25,18 +27,32 @@ for arg in args.records:
     path = Path(path)
     paths.append(path)
     r = json.loads(path.read_text())
+    missing = [k for k in ("task", "kind", "name", "score", "scheme", "examples") if k not in r]
+    if missing:
+        sys.exit(f"{path}: not an evaluation record (no {', '.join(missing)})")
     records.append({"task": r["task"], "kind": r["kind"], "name": r["name"], "score": r["score"],
+                    "scheme": r["scheme"], "items": tables.item_scores(r),
                     **({"group": group} if group else {}), "path": str(path)})
-if args.table == "1":
-    table = table1(records)
-    md = to_markdown(table)
+stat = args.params.get("stats")
+if args.table == "3":
+    table = tables.table3(records, stat)
+    md, tex = tables.table3_markdown(table), tables.table3_latex(table)
 else:
-    table = table3(records)
-    md = table3_markdown(table)
+    if args.table == "1":
+        table = tables.table1([{k: v for k, v in r.items() if k != "scheme"} for r in records], stat)
+    else:
+        table = tables.table4(records, stat)
+    md = tables.to_markdown(table)
+    tex = tables.to_latex(table, caption=f"Table {args.table}")
+outs = [args.csv, args.md] + ([args.tex] if args.tex else [])
 with atomic_file(args.csv) as fh:
     table.to_csv(fh, float_format="%.4f")
 with atomic_file(args.md) as fh:
     fh.write(md)
-for out in (args.csv, args.md):
-    write_record(out, rule=args.rule, params=args.params, seeds={}, inputs=paths, start=t0)
+if args.tex:
+    with atomic_file(args.tex) as fh:
+        fh.write(tex)
+for out in outs:
+    write_record(out, rule=args.rule, params=args.params, seeds={"test_seed": int(table["test_seed"].iloc[0])},
+                 inputs=paths, start=t0)
 print(md)

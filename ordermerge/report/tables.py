@@ -1,24 +1,51 @@
-"""The paper's score tables: Table 1 (single SFT vs merges, one column per task) and
-Table 3 (multi-task merging, per group).
+"""The paper's score tables, each cell with how sure it is.
 
-Rows: ``single`` (mean and sample std over the K sub-models, or the one single-task
-model of each task in Table 3), then one row per merge method and setting, labelled by
-the method registry (``weighted-avg``, ``param-selection``, ``resample``, ``TIES``...;
-mean and sample std over merge seeds). Scores are in percent; ``avg_delta`` is the mean
-over the row's tasks of its score minus ``single``'s.
+Table 1 (single SFT vs merges, one column per task), Table 3 (multi-task merging, per
+group) and Table 4 (merges of runs under shuffled orders vs under fix-batch orders).
+
+Rows: ``single`` (the K sub-models, or the one single-task model of each task in Table 3),
+then one row per merge method and setting, labelled by the method registry
+(``weighted-avg``, ``param-selection``, ``resample``, ``TIES``...; seeds of one setting
+share a row). Scores are in percent. Per cell and task ``t`` the CSV has:
+
+- ``t``: the mean over the cell's runs or seeds, ``t_std`` their sample std, ``t_n`` their
+  number;
+- ``t_lo``, ``t_hi``: the 95% interval (stats.mean_ci over runs/seeds; for a cell of one
+  model the bootstrap over test items, stats.bootstrap_ci);
+- ``t_p``: for every row but the reference, the two-sided paired sign-flip test against the
+  reference row on the same test items (stats.paired_test; per-item scores averaged over
+  the row's runs/seeds first). ``test_resamples`` and ``test_seed`` record how.
+
+``avg_delta`` is the mean over the row's tasks of its score minus the reference's.
+Markdown and LaTeX print ``mean ± std`` and the p-value's stars (* < 0.05, ** < 0.01,
+*** < 0.001).
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from ..merge.methods import METHODS, parse_method_id, row_names
+from . import stats
 
 _ORDER = {name: i for i, name in enumerate(METHODS)}
+SUFFIXES = ("_std", "_n", "_lo", "_hi", "_p")
+DEFAULT_STATS = {"resamples": 10000, "bootstrap": 2000, "seed": 0}
 
 
-def _rows(df: pd.DataFrame) -> pd.Series:
+def item_scores(record: dict) -> dict[str, float]:
+    """An evaluation record's per-item scores: each example's ``correct`` (true/false, a
+    preference in [0, 1], or null when unjudged: NaN) by example id."""
+    out = {}
+    for e in record.get("examples", []):
+        c = e.get("correct")
+        out[e["id"]] = math.nan if c is None else float(c)
+    return out
+
+
+def method_rows(df: pd.DataFrame) -> pd.Series:
     """Each record's row: single for SFT runs; for merges the registry label, or label (row
     id) where a task has several settings of one method."""
     out = pd.Series("single", index=df.index)
@@ -37,77 +64,179 @@ def _row_order(df: pd.DataFrame) -> list[str]:
     return ["single"] + sorted(key, key=key.get)
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """records (task, kind, name, score in [0, 1]) -> rows x (task, task_std, task_n,
-    avg_delta)."""
+def _items_mean(item_dicts) -> pd.Series:
+    """Per-item mean over several records' per-item scores (ids of the first record)."""
+    frame = pd.DataFrame(list(item_dicts)).T
+    return frame.mean(axis=1)
+
+
+def summarise(df: pd.DataFrame, order: list[str] | None = None, reference: str = "single",
+              stat: dict | None = None) -> pd.DataFrame:
+    """records (task, kind, name, score in [0, 1], items: id -> per-item score; `row` if
+    already labelled) -> rows x (task and its statistics..., avg_delta)."""
+    stat = {**DEFAULT_STATS, **(stat or {})}
     df = df.copy()
-    df["row"] = _rows(df)
+    if "row" not in df:
+        df["row"] = method_rows(df)
+    order = order or _row_order(df)
     df["score"] = df["score"] * 100.0
     tasks = list(dict.fromkeys(sorted(df["task"])))
-    g = df.groupby(["row", "task"])["score"]
-    mean, std, count = g.mean(), g.std(ddof=1), g.count()
+    cells = {key: part for key, part in df.groupby(["row", "task"], sort=False)}
     out = []
-    for row in _row_order(df):
+    for row in order:
         rec: dict = {"row": row}
         for t in tasks:
-            rec[t] = mean.get((row, t), math.nan)
-            rec[f"{t}_std"] = std.get((row, t), math.nan)
-            rec[f"{t}_n"] = int(count.get((row, t), 0))
+            part = cells.get((row, t))
+            scores = [] if part is None else list(part["score"])
+            n = len(scores)
+            rec[t] = float(np.mean(scores)) if n else math.nan
+            rec[f"{t}_std"] = float(np.std(scores, ddof=1)) if n > 1 else math.nan
+            rec[f"{t}_n"] = n
+            if n > 1:
+                lo, hi = stats.mean_ci(scores)
+            elif n == 1:
+                items = list(item_scores_of(part.iloc[0]).values())
+                lo, hi = (100.0 * v for v in stats.bootstrap_ci(
+                    items, resamples=stat["bootstrap"], seed=stat["seed"]))
+            else:
+                lo = hi = math.nan
+            rec[f"{t}_lo"], rec[f"{t}_hi"] = lo, hi
+            rec[f"{t}_p"] = math.nan
+            ref = cells.get((reference, t))
+            if row != reference and part is not None and ref is not None:
+                a = _items_mean(item_scores_of(r) for _, r in part.iterrows())
+                b = _items_mean(item_scores_of(r) for _, r in ref.iterrows())
+                common = a.index.intersection(b.index)
+                if len(common):
+                    rec[f"{t}_p"] = stats.paired_test(
+                        a[common].to_numpy(), b[common].to_numpy(),
+                        resamples=stat["resamples"], seed=stat["seed"]).p
         out.append(rec)
     table = pd.DataFrame(out).set_index("row")
-    single = table.loc["single", tasks]
-    table["avg_delta"] = [(table.loc[r, tasks] - single).mean() if r != "single" else math.nan
+    ref_scores = table.loc[reference, tasks]
+    table["avg_delta"] = [(table.loc[r, tasks] - ref_scores).mean() if r != reference else math.nan
                           for r in table.index]
+    table["test_resamples"] = stat["resamples"]
+    table["test_seed"] = stat["seed"]
     return table
 
 
-def table1(records: list[dict]) -> pd.DataFrame:
-    """`records`: dicts with task, kind (sft|merged), name, score (fraction in [0, 1])."""
+def item_scores_of(rec) -> dict[str, float]:
+    items = rec["items"] if "items" in rec else None
+    if not isinstance(items, dict):
+        raise ValueError(f"{rec.get('path', 'a record')}: no per-item scores (examples)")
+    return items
+
+
+def table1(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
+    """`records`: dicts with task, kind (sft|merged), name, score (fraction in [0, 1]),
+    items (per-item scores)."""
     if not records:
         raise ValueError("table1: no evaluation records")
-    return summarise(pd.DataFrame(records))
+    return summarise(pd.DataFrame(records), stat=stat)
 
 
-def table3(records: list[dict]) -> pd.DataFrame:
+def table3(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
     """`records`: dicts with group, task, kind (sft for the single-task model | merged),
-    name, score. One block of rows per group, its tasks as columns (others empty)."""
+    name, score, items. One block of rows per group, its tasks as columns (others empty)."""
     if not records:
         raise ValueError("table3: no evaluation records")
     df = pd.DataFrame(records)
     blocks = []
     for group, part in df.groupby("group", sort=False):
-        block = summarise(part.drop(columns="group"))
+        block = summarise(part.drop(columns="group"), stat=stat)
         block.insert(0, "group", group)
         blocks.append(block)
     return pd.concat(blocks)
 
 
-def _task_columns(table: pd.DataFrame) -> list[str]:
+def table4(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
+    """`records`: dicts with task, scheme (shuffle | fix-batch), kind, name, score, items.
+    Rows as the paper prints them: single (shuffled orders), each merge under shuffled
+    orders, the same merge under fix-batch orders; then single SFT under fix-batch orders.
+    Every row is tested against single SFT under shuffled orders."""
+    if not records:
+        raise ValueError("table4: no evaluation records")
+    df = pd.DataFrame(records)
+    df["row"] = method_rows(df)
+    df["row"] = [r if (s == "shuffle" and r == "single") else f"{r} ({s})"
+                 for r, s in zip(df["row"], df["scheme"])]
+    merges = [r for r in _row_order(df.assign(row=method_rows(df))) if r != "single"]
+    order = ["single"]
+    for m in merges:
+        order += [f"{m} (shuffle)", f"{m} (fix-batch)"]
+    order.append("single (fix-batch)")
+    present = set(df["row"])
+    return summarise(df.drop(columns="scheme"), order=[r for r in order if r in present], stat=stat)
+
+
+def task_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns
-            if not c.endswith(("_std", "_n")) and c not in ("avg_delta", "group")]
+            if not c.endswith(SUFFIXES) and c not in ("avg_delta", "group", "test_resamples",
+                                                       "test_seed")]
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    tasks = [t for t in _task_columns(table) if table[t].notna().any()]
-    lines = ["| | " + " | ".join(tasks) + " | Avg Δ |", "|---|" + "---|" * (len(tasks) + 1)]
+def _cells(table: pd.DataFrame, fmt_pm: str, fmt_stars) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    tasks = [t for t in task_columns(table) if table[t].notna().any()]
+    rows = []
     for row, rec in table.iterrows():
         cells = []
         for t in tasks:
-            m, s, n = rec[t], rec[f"{t}_std"], rec[f"{t}_n"]
+            m, s, n, p = rec[t], rec[f"{t}_std"], rec[f"{t}_n"], rec[f"{t}_p"]
             if math.isnan(m):
                 cells.append("–")
-            elif n > 1:
-                cells.append(f"{m:.2f} ± {s:.2f}")
-            else:
-                cells.append(f"{m:.2f}")
+                continue
+            cell = f"{m:.2f}{fmt_pm}{s:.2f}" if n > 1 else f"{m:.2f}"
+            cells.append(cell + fmt_stars(stats.stars(p)))
         d = rec["avg_delta"]
         cells.append("–" if math.isnan(d) else f"{d:+.2f}")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        rows.append((str(row), cells))
+    return tasks, rows
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    tasks, rows = _cells(table, " ± ", lambda s: s)
+    lines = ["| | " + " | ".join(tasks) + " | Avg Δ |", "|---|" + "---|" * (len(tasks) + 1)]
+    lines += [f"| {row} | " + " | ".join(cells) + " |" for row, cells in rows]
+    r, seed = int(table["test_resamples"].iloc[0]), int(table["test_seed"].iloc[0])
+    lines += ["", f"Mean ± std over runs or merge seeds, in percent. Stars: paired sign-flip "
+              f"test against single SFT on the same test items ({r} resamples, seed {seed}; "
+              "exact when the items allow): * p < 0.05, ** p < 0.01, *** p < 0.001. 95% "
+              "intervals and p-values are in the CSV."]
     return "\n".join(lines) + "\n"
 
 
-def table3_markdown(table: pd.DataFrame) -> str:
+def _tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
+                 ("#", r"\#"), ("–", "--"), ("Δ", r"$\Delta$")):
+        s = s.replace(a, b)
+    return s
+
+
+def to_latex(table: pd.DataFrame, caption: str = "") -> str:
+    tasks, rows = _cells(table, r" $\pm$ ", lambda s: f"$^{{{s}}}$" if s else "")
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(tasks) + 1) + "}",
+             r"\toprule", " & ".join(["", *map(_tex, tasks), r"Avg $\Delta$"]) + r" \\", r"\midrule"]
+    lines += [" & ".join([_tex(row), *[c if "$" in c else _tex(c) for c in cells]]) + r" \\"
+              for row, cells in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(rf"\caption{{{_tex(caption)}}}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def grouped(table: pd.DataFrame, render) -> str:
+    """Render each group's block (Table 3) under its name."""
     parts = []
     for group, block in table.groupby("group", sort=False):
-        parts.append(f"### {group}\n\n" + to_markdown(block.drop(columns="group")))
+        parts.append(render(group, block.drop(columns="group")))
     return "\n".join(parts)
+
+
+def table3_markdown(table: pd.DataFrame) -> str:
+    return grouped(table, lambda g, b: f"### {g}\n\n" + to_markdown(b))
+
+
+def table3_latex(table: pd.DataFrame) -> str:
+    return grouped(table, lambda g, b: to_latex(b, caption=f"Multi-task merging, group {g}"))

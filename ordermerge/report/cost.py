@@ -1,0 +1,84 @@
+"""What a run cost: wall, CPU and GPU hours per rule group and per paper table, summed from
+the Snakemake ``benchmark:`` files (results/benchmarks/<rule>/...tsv, one per job).
+
+Per job: wall = the benchmark's ``s``; allocated CPU-hours = wall × the stage's configured
+cpus; measured CPU-hours = its ``cpu_time`` (user + system of the job's processes); GPU-hours
+= wall × the stage's configured gpus. Each job counts once, under the first table that
+needs it: a job under ``fix-batch`` orders is Table 4's, a scoring or curve job the figures',
+a multi-task job Table 3's, the base models "shared", everything else Table 1's (the
+shuffled runs Tables 4 and the figures reuse are counted there).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+
+# benchmark directory (rule) -> config resources stage
+STAGES = {"base": "base", "sft": "sft", "merge": "merge", "evaluate": "evaluate",
+          "score": "evaluate", "curve": "evaluate", "multitask_merge": "merge",
+          "evaluate_multitask": "evaluate", "multitask_align": "merge"}
+
+
+def purpose(rule: str, rel: Path) -> str:
+    parts = rel.parts
+    if rule == "base":
+        return "shared (base models)"
+    if rule.startswith(("multitask", "evaluate_multitask")):
+        return "Table 3"
+    if rule in ("score", "curve"):
+        return "Figures 1, 3, 4"
+    if "fix-batch" in parts:
+        return "Table 4"
+    return "Table 1"
+
+
+def read_benchmarks(root: str | Path) -> pd.DataFrame:
+    """One row per job: rule, purpose, path, wall_s, cpu_s."""
+    root = Path(root)
+    rows = []
+    for f in sorted(root.rglob("*.tsv")):
+        rel = f.relative_to(root)
+        rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        with open(f, newline="") as fh:
+            recs = list(csv.DictReader(fh, delimiter="\t"))
+        if not recs or "s" not in recs[0]:
+            raise ValueError(f"{f}: not a Snakemake benchmark file (no 's' column)")
+        last = recs[-1]  # repeats: the last
+        cpu = last.get("cpu_time", "")
+        rows.append({"rule": rule, "purpose": purpose(rule, rel), "path": str(rel),
+                     "wall_s": float(last["s"]), "cpu_s": float(cpu) if cpu not in ("", "NA", "-") else float("nan")})
+    return pd.DataFrame(rows, columns=["rule", "purpose", "path", "wall_s", "cpu_s"])
+
+
+def cost_table(jobs: pd.DataFrame, resources: dict[str, dict]) -> pd.DataFrame:
+    """Rows per rule group, then per purpose, then the total: jobs, wall hours, allocated
+    and measured CPU-hours, GPU-hours. `resources`: stage -> {cpus, gpus}."""
+    def alloc(rule, key):
+        stage = STAGES.get(rule, "default")
+        return (resources.get(stage) or resources.get("default") or {}).get(key) or 0
+    jobs = jobs.copy()
+    jobs["cpu_h_alloc"] = [w * max(alloc(r, "cpus"), 1) / 3600 for w, r in zip(jobs["wall_s"], jobs["rule"])]
+    jobs["gpu_h"] = [w * alloc(r, "gpus") / 3600 for w, r in zip(jobs["wall_s"], jobs["rule"])]
+    jobs["wall_h"] = jobs["wall_s"] / 3600
+    jobs["cpu_h_measured"] = jobs["cpu_s"] / 3600
+    cols = ["wall_h", "cpu_h_alloc", "cpu_h_measured", "gpu_h"]
+    out = []
+    for key in ("rule", "purpose"):
+        g = jobs.groupby(key, sort=True)
+        part = g[cols].sum()
+        part.insert(0, "jobs", g.size())
+        part.index = [f"{key}: {i}" for i in part.index]
+        out.append(part)
+    total = pd.DataFrame([[len(jobs), *jobs[cols].sum()]], columns=["jobs", *cols], index=["total"])
+    return pd.concat(out + [total])
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    lines = ["| | jobs | wall h | CPU h (allocated) | CPU h (measured) | GPU h |",
+             "|---|---|---|---|---|---|"]
+    for row, r in table.iterrows():
+        lines.append(f"| {row} | {int(r['jobs'])} | {r['wall_h']:.4f} | {r['cpu_h_alloc']:.4f} | "
+                     f"{r['cpu_h_measured']:.4f} | {r['gpu_h']:.4f} |")
+    return "\n".join(lines) + "\n"
