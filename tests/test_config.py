@@ -75,13 +75,16 @@ def test_snakemake_rejects_a_bad_key_before_any_job(project):
 
 def test_config_overrides_change_the_plan(project):
     jobs = planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml", "--config", "num_sub_models=3")
-    # two tasks (gsm8k, sst2)
-    assert len(jobs["sft"]) == 2 * 3 and len(jobs["order"]) == 2 * 3
-    # 2 tasks x 2 epochs x (3 sub-models + avg + 2 select + 2 resample + ties)
-    assert len(jobs["evaluate"]) == 2 * 2 * (3 + 1 + 2 + 2 + 1)
+    # two tasks (gsm8k, sst2), and gsm8k under fix-batch orders too (Table 4)
+    assert len(jobs["sft"]) == 3 * 3 and len(jobs["order"]) == 3 * 3
+    # 2 tasks x 2 epochs x (3 sub-models + avg + 2 select + 2 resample + ties), and Table 4's
+    # fix-batch runs and resample merges at the report epoch
+    assert len(jobs["evaluate"]) == 2 * 2 * (3 + 1 + 2 + 2 + 1) + 3 + 2
     # the group: 3 merges, each evaluated on both tasks
     assert len(jobs["multitask_merge"]) == 3 and len(jobs["evaluate_multitask"]) == 6
-    assert len(planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml")["sft"]) == 2 * 2
+    # the figures: the 3 runs and 2 merges scored on the training rows; 3 curves
+    assert len(jobs["score"]) == 3 + 2 and len(jobs["curve"]) == 3
+    assert len(planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml")["sft"]) == 3 * 2
 
 
 def test_slurm_profile_dry_run(project):
@@ -153,7 +156,7 @@ def test_accelerate_launch_and_temporary_checkpoints_in_the_plan(tmp_path):
     proc = snakemake(wd, "-n", "-p", "--configfile", "config.yaml", "reduced.yaml", "launch.yaml")
     out = proc.stdout + proc.stderr
     assert out.count("accelerate launch --config_file config/accelerate/ddp-4gpu.yaml "
-                     "--num_processes 4 scripts/sft.py") == 2 * 2  # K runs x 2 tasks
+                     "--num_processes 4 scripts/sft.py") == 2 * 3  # K runs x (2 tasks + fix-batch gsm8k)
     temp = {Path(f).name: t for f, t in rule_outputs(wd, "sft", "config.yaml", "reduced.yaml",
                                                      "launch.yaml")}
     assert temp["epoch1"] and temp["epoch2"] and temp["steps"] and not temp["samples.csv"]

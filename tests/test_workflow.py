@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -34,7 +35,12 @@ def config_args(*extra):
 def test_table1_rows_columns_and_ranges(done):
     table = pd.read_csv(done / "results/tables/table1.csv", index_col="row")
     assert list(table.index) == ["single", "weighted-avg", "param-selection", "resample", "TIES"]
-    assert {"gsm8k", "gsm8k_std", "gsm8k_n", "avg_delta"} <= set(table.columns)
+    assert {"gsm8k", "gsm8k_std", "gsm8k_n", "gsm8k_lo", "gsm8k_hi", "gsm8k_p", "avg_delta",
+            "test_resamples", "test_seed"} <= set(table.columns)
+    for t in TASKS:  # each interval holds its mean; a p-value for every merge row
+        assert (table[f"{t}_lo"] <= table[t] + 1e-6).all() and (table[t] <= table[f"{t}_hi"] + 1e-6).all()
+        assert math.isnan(table.loc["single", f"{t}_p"])
+        assert table[f"{t}_p"].iloc[1:].between(0, 1).all()
     assert table["gsm8k"].between(0, 100).all()
     assert table.loc["single", "gsm8k_n"] == K
     assert table.loc["weighted-avg", "gsm8k_n"] == 1
@@ -47,7 +53,9 @@ def test_table1_rows_columns_and_ranges(done):
             (table.loc[row, TASKS] - table.loc["single", TASKS]).mean(), abs=1e-3)
     md = (done / "results/tables/table1.md").read_text()
     assert md.splitlines()[0] == "| | gsm8k | sst2 | Avg Δ |"
-    assert md.count("\n") == 7
+    assert md.count("\n") == 9  # header, rule, 5 rows, a blank line and the legend
+    tex = (done / "results/tables/table1.tex").read_text()
+    assert tex.count(r"\\") == 6 and r"\begin{tabular}{lrrr}" in tex
 
 
 def test_scores_match_the_evaluation_records(done):
@@ -154,13 +162,21 @@ def test_a_moved_project_has_nothing_left_to_do(done, tmp_path):
 
 
 def _assert_only_resample(jobs, rounds, tasks):
-    """Only the resample merges of `tasks`, their evaluations, Table 1."""
-    assert set(jobs) == {"merge", "evaluate", "table1", "all"}, jobs
-    assert len(jobs["merge"]) == len(tasks) * EPOCHS * SEEDS
-    assert all(any(f"/{t}/shuffle/epoch" in p for t in tasks) and f"/resample-n{rounds}-s" in p
-               for p in jobs["merge"])
-    assert len(jobs["evaluate"]) == len(tasks) * EPOCHS * SEEDS
+    """Only the resample merges of `tasks` (GSM8K's under both order schemes: Table 4), their
+    evaluations, GSM8K's resample curve and training-set score (the figures), and the
+    tables and figures that show resample."""
+    assert set(jobs) == {"merge", "evaluate", "score", "curve", "table1", "table4", "figure1",
+                         "figure3", "figure4", "cost", "all"}, jobs
+    # every epoch of both tasks under shuffled orders, Table 4's report epoch under fix-batch
+    n_merges = len(tasks) * EPOCHS * SEEDS + SEEDS
+    assert len(jobs["merge"]) == n_merges
+    assert all(f"/resample-n{rounds}-s" in p for p in jobs["merge"])
+    assert sum("/fix-batch/" in p for p in jobs["merge"]) == SEEDS
+    assert len(jobs["evaluate"]) == n_merges
     assert all(f"/merged/resample-n{rounds}-s" in p for p in jobs["evaluate"])
+    assert jobs["score"] == [f"results/scores/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/merged/"
+                             f"resample-n{rounds}-s0/train.csv"]
+    assert jobs["curve"] == [f"results/curves/tiny-llama/gsm8k/shuffle/resample-n{rounds}-s0.csv"]
 
 
 def test_changing_resample_rounds_reruns_only_resample(done):
@@ -194,7 +210,7 @@ def test_editing_the_ties_source_reruns_only_ties(done):
         src.write_text(text)
         snakemake(done, *config_args("--touch"))
     assert set(jobs) == {"merge", "multitask_merge", "evaluate", "evaluate_multitask", "table1",
-                         "table3", "all"}, jobs
+                         "table3", "cost", "all"}, jobs
     assert len(jobs["merge"]) == len(TASKS) * EPOCHS and all("/ties-d0.3-l1.0" in p for p in jobs["merge"])
     assert jobs["multitask_merge"] == ["results/multitask/pair/ties-d0.3-l1.0"]
     assert len(jobs["evaluate"]) == len(TASKS) * EPOCHS
@@ -226,3 +242,79 @@ def test_table3_single_rows_and_merges_come_from_their_records(done):
     assert prov["rule"] == "multitask_merge"
     md = (done / "results/tables/table3.md").read_text()
     assert md.startswith("### pair\n\n| | gsm8k | sst2 | Avg Δ |")
+
+
+def _records(done, task, scheme, kind, names):
+    base = done / f"results/eval/tiny-llama/{task}/{scheme}/epoch{EPOCHS}/{kind}"
+    return [json.loads((base / f"{n}.json").read_text()) for n in names]
+
+
+def test_table4_compares_the_merges_of_both_order_schemes(done):
+    table = pd.read_csv(done / "results/tables/table4.csv", index_col="row")
+    assert list(table.index) == ["single", "resample (shuffle)", "resample (fix-batch)",
+                                 "single (fix-batch)"]
+    for row, scheme, kind, names in (
+            ("single", "shuffle", "sft", [f"run{r}" for r in range(K)]),
+            ("resample (shuffle)", "shuffle", "merged", [f"resample-n1-s{s}" for s in range(SEEDS)]),
+            ("resample (fix-batch)", "fix-batch", "merged", [f"resample-n1-s{s}" for s in range(SEEDS)]),
+            ("single (fix-batch)", "fix-batch", "sft", [f"run{r}" for r in range(K)])):
+        recs = _records(done, "gsm8k", scheme, kind, names)
+        assert table.loc[row, "gsm8k"] == pytest.approx(100 * np.mean([r["score"] for r in recs]), abs=1e-3)
+        assert table.loc[row, "gsm8k_n"] == len(names)
+    # fix-batch: every run's steps hold the same batches, in another order
+    steps = [[tuple(sorted(json.loads(line)["ids"])) for line in (
+        done / f"results/sft/tiny-llama/gsm8k/fix-batch/run{r}/steps.jsonl").read_text().splitlines()
+        if json.loads(line)["epoch"] == 1] for r in range(K)]
+    assert sorted(steps[0]) == sorted(steps[1]) and steps[0] != steps[1]
+    assert "resample (fix-batch)" in (done / "results/tables/table4.md").read_text()
+
+
+def test_figure_data_come_from_their_records(done):
+    from ordermerge.report import stats
+    fig = done / "results/figures"
+    for n in (1, 3, 4):
+        assert (fig / f"figure{n}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (fig / f"figure{n}.svg").stat().st_size > 1000
+    d1 = pd.read_csv(fig / "figure1.csv")
+    samples = pd.read_csv(done / "results/sft/tiny-llama/gsm8k/shuffle/run1/samples.csv")
+    s1 = samples[samples.epoch == 1].set_index("id")
+    mine = d1[d1.model == "run1"].set_index("id")
+    assert mine["position"].to_dict() == s1["position"].to_dict()
+    assert mine["loss"].to_numpy() == pytest.approx(s1.loc[mine.index, "final_loss"].to_numpy(), abs=1e-6)
+    score = pd.read_csv(done / f"results/scores/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/merged/avg/train.csv",
+                        index_col="id")
+    avg = d1[d1.model == "avg"].set_index("id")
+    assert avg["loss"].to_numpy() == pytest.approx(score.loc[avg.index, "loss"].to_numpy(), abs=1e-6)
+    rho = pd.read_csv(fig / "figure1_rho.csv").set_index(["model", "positions_of"])
+    assert rho.loc[("run1", "run1"), "rho"] == pytest.approx(
+        stats.spearman(s1["position"], s1["final_loss"]).rho, abs=1e-4)
+    assert {("avg", "run0"), ("resample-n1-s0", "run0"), ("run0", "run0")} <= set(rho.index)
+    # Figure 3: a segment's mean is the mean of the scored losses of its samples
+    d3 = pd.read_csv(fig / "figure3.csv")
+    assert set(d3["segment"]) == {1, 2, 3} and set(d3["model"]) == {"run0", "run1", "avg", "resample-n1-s0"}
+    anchor = pd.read_csv(done / "results/sft/tiny-llama/gsm8k/shuffle/run0/samples.csv")
+    pos = anchor[anchor.epoch == 1].set_index("id")["position"]
+    first = pos[pos < 16].index  # 48 samples in 3 segments: positions 0-15 first
+    run1 = pd.read_csv(done / f"results/scores/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/sft/run1/train.csv",
+                       index_col="id")
+    got = d3[(d3.model == "run1") & (d3.segment == 1)]["mean_loss"].item()
+    assert got == pytest.approx(run1.loc[first, "loss"].mean(), abs=1e-6)
+    # Figure 4: K runs and each merge at save_steps [3] and the two epoch ends (6 steps each)
+    d4 = pd.read_csv(fig / "figure4.csv")
+    assert sorted(set(d4["step"])) == [3, 6, 12]
+    assert len(d4[d4.model.str.startswith("run")]) == K * 3 and len(d4[d4.model == "avg"]) == 3
+    curve = pd.read_csv(done / "results/curves/tiny-llama/gsm8k/shuffle/avg.csv")
+    assert d4[d4.model == "avg"]["validation_loss"].tolist() == pytest.approx(curve["validation_loss"].tolist())
+
+
+def test_report_page_and_cost_table(done):
+    cost = pd.read_csv(done / "results/tables/cost.csv", index_col=0)
+    assert {"rule: sft", "rule: merge", "rule: evaluate", "purpose: Table 4", "total"} <= set(cost.index)
+    n_sft = len(list((done / "results/benchmarks/sft").rglob("*.tsv")))
+    assert cost.loc["rule: sft", "jobs"] == n_sft == 2 * K + K  # both tasks, and fix-batch GSM8K
+    assert cost.loc["total", "wall_h"] > 0
+    snakemake(done, *config_args("--report", "results/report.html"))
+    html = (done / "results/report.html").read_text(errors="replace")
+    assert len(html) > 100_000
+    for name in ("figure1.png", "figure3.png", "figure4.png", "table1.csv", "table4.csv", "cost.csv"):
+        assert name in html, name

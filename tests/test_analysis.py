@@ -1,0 +1,164 @@
+"""Per-sample scoring, validation curves, Figures 1, 3 and 4 and the cost table, on small
+inputs whose answers are known."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ordermerge.report import cost, figures, stats
+from ordermerge.scoring import read_losses, write_losses
+
+from test_sft import PARAMS, ROOT, env, script_cmd, setup, single  # noqa: F401 (fixtures)
+
+
+def _samples(n=40, seed=0, slope=-0.02):
+    rng = np.random.default_rng(seed)
+    pos = rng.permutation(n)
+    loss = 2.0 + slope * pos + rng.normal(0, 0.1, n)
+    ids = [f"t:{i:03d}" for i in range(n)]
+    return pd.DataFrame({"position": pos, "final_loss": loss}, index=pd.Index(ids, name="id"))
+
+
+def test_figure1_rho_per_model_and_its_data(tmp_path):
+    s0, s1 = _samples(seed=0), _samples(seed=1, slope=0.0)
+    merged = {"avg": dict(zip(s0.index, 1.0 + 0.01 * s0["position"]))}  # rises with run0's position
+    data, rho, fig = figures.figure1({"run0": s0, "run1": s1}, merged, "run0", panels=2, bins=4)
+    r = rho.set_index(["model", "positions_of"])
+    assert r.loc[("run0", "run0"), "rho"] == pytest.approx(stats.spearman(s0["position"], s0["final_loss"]).rho)
+    assert r.loc[("run0", "run0"), "rho"] < -0.8  # the planted imbalance: later, lower
+    assert r.loc[("avg", "run0"), "rho"] == pytest.approx(1.0)
+    assert r.loc[("run1", "run0"), "kind"] == "sft" and ("run1", "run1") in r.index
+    assert len(data) == 3 * 40 and set(data["model"]) == {"run0", "run1", "avg"}
+    paths = figures.save(fig, data, tmp_path / "fig1")
+    assert [p.suffix for p in paths] == [".png", ".svg", ".csv"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in paths[1].read_bytes()
+    back = pd.read_csv(paths[2])
+    assert back.loc[back.model == "avg", "loss"].to_numpy() == pytest.approx(
+        [merged["avg"][i] for i in back.loc[back.model == "avg", "id"]], abs=1e-6)
+    # the same data draws the same bytes
+    _, _, fig2 = figures.figure1({"run0": s0, "run1": s1}, merged, "run0", panels=2, bins=4)
+    again = figures.save(fig2, data, tmp_path / "fig1b")
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in paths]
+    with pytest.raises(ValueError, match="no loss for 1 training samples"):
+        figures.figure1({"run0": s0}, {"avg": dict(list(merged["avg"].items())[1:])}, "run0")
+
+
+def test_figure3_segment_means_by_hand():
+    pos = pd.Series([0, 1, 2, 3, 4, 5], index=list("abcdef"))
+    losses = {"run0": dict(zip("abcdef", [6, 5, 4, 3, 2, 1.0])),
+              "run1": dict(zip("abcdef", [1, 1, 1, 1, 1, 1.0])),
+              "avg": dict(zip("fedcba", [0, 0, 0, 3, 3, 3.0]))}
+    data, _ = figures.figure3(pos, losses, "run0", {"run1": "sft", "avg": "merged"}, segments=3)
+    got = data.set_index(["model", "segment"])["mean_loss"]
+    assert [got[("run0", s)] for s in (1, 2, 3)] == [5.5, 3.5, 1.5]
+    assert [got[("avg", s)] for s in (1, 2, 3)] == [3.0, 1.5, 0.0]  # a, b: 3; c: 3, d: 0; e, f: 0
+    assert set(data.loc[data.model == "run0", "kind"]) == {"anchor"}
+    assert list(data.loc[data.model == "run0", "first_position"]) == [0, 2, 4]
+
+
+def test_figure4_band_and_merged_curves():
+    single = pd.DataFrame({"step": [1, 1, 2, 2], "checkpoint": ["s", "s", "e", "e"],
+                           "model": ["run0", "run1"] * 2, "validation_loss": [3.0, 2.0, 1.0, 2.0]})
+    avg = pd.DataFrame({"step": [1, 2], "checkpoint": ["s", "e"], "model": "avg",
+                        "validation_loss": [2.2, 1.1]})
+    data, fig = figures.figure4(single, {"avg": avg})
+    assert len(data) == 6
+    line = fig.axes[0].lines[0]
+    assert list(line.get_ydata()) == [2.5, 1.5]
+    with pytest.raises(ValueError, match="steps"):
+        figures.figure4(single, {"avg": avg.iloc[:1]})
+
+
+def _bench(path: Path, s: float, cpu: float):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("s\th:m:s\tmax_rss\tcpu_time\n" f"{s}\t0:00:01\t100\t{cpu}\n")
+
+
+def test_cost_table_sums_the_benchmarks(tmp_path):
+    b = tmp_path / "benchmarks"
+    _bench(b / "sft/m/gsm8k/shuffle/run0.tsv", 3600, 3000)
+    _bench(b / "sft/m/gsm8k/fix-batch/run0.tsv", 1800, 1000)
+    _bench(b / "evaluate/m/gsm8k/shuffle/epoch1/sft/run0.tsv", 360, 300)
+    _bench(b / "score/m/gsm8k/shuffle/epoch1/sft/run0/train.tsv", 36, 30)
+    _bench(b / "base/m.tsv", 720, 700)
+    jobs = cost.read_benchmarks(b)
+    t = cost.cost_table(jobs, {"default": {"cpus": 1, "gpus": 0}, "sft": {"cpus": 4, "gpus": 1},
+                               "evaluate": {"cpus": 2}})
+    assert t.loc["rule: sft", "jobs"] == 2 and t.loc["rule: sft", "wall_h"] == pytest.approx(1.5)
+    assert t.loc["rule: sft", "cpu_h_alloc"] == pytest.approx(6.0)
+    assert t.loc["rule: sft", "gpu_h"] == pytest.approx(1.5)
+    assert t.loc["rule: sft", "cpu_h_measured"] == pytest.approx(4000 / 3600)
+    assert t.loc["purpose: Table 4", "wall_h"] == pytest.approx(0.5)
+    assert t.loc["purpose: Table 1", "wall_h"] == pytest.approx(1.1)
+    assert t.loc["purpose: Figures 1, 3, 4", "cpu_h_alloc"] == pytest.approx(0.02)
+    assert t.loc["total", "jobs"] == 5 and t.loc["total", "gpu_h"] == pytest.approx(1.5)
+    assert "| rule: sft | 2 | 1.5000 | 6.0000 |" in cost.to_markdown(t)
+    (b / "bad.tsv").write_text("x\ty\n1\t2\n")
+    with pytest.raises(ValueError, match="bad.tsv"):
+        cost.read_benchmarks(b)
+
+
+def test_scoring_a_checkpoint_matches_the_closing_pass(setup, single, tmp_path):  # noqa: F811
+    """score.py on the run's last checkpoint: the losses of SFT's closing pass up to the
+    bf16 rounding of the saved weights; the same code in memory gives the same numbers."""
+    import torch
+
+    from ordermerge.data.registry import get_task
+    from ordermerge.models import load_model
+    from ordermerge.objectives import objective_for
+    from ordermerge.scoring import sample_losses
+    root, base, data, *_ = setup
+    out = tmp_path / "train.csv"
+    subprocess.run([sys.executable, str(ROOT / "scripts/score.py"), "--task", "gsm8k",
+                    "--model", str(single / "epoch3"), "--rows", str(data / "train.jsonl"),
+                    "--out", str(out), "--params", json.dumps({"max_length": 96, "batch_size": 5})],
+                   check=True, env=env(), capture_output=True)
+    scored = read_losses(out)
+    with open(single / "samples.csv") as fh:
+        closing = {r["id"]: float(r["final_loss"]) for r in csv.DictReader(fh)}
+    assert set(scored) == set(closing) and len(scored) == 60
+    rel = np.array([abs(scored[i] - closing[i]) / closing[i] for i in closing])
+    assert rel.max() < 0.05 and np.median(rel) < 0.01
+    model, tok = load_model(single / "epoch3", dtype=torch.float32)
+    model.eval()
+    obj = objective_for(get_task("gsm8k"), tok, 96)
+    from ordermerge.utils import read_jsonl
+    ex = {r["id"]: obj.encode(r) for r in read_jsonl(data / "train.jsonl")}
+    mem = sample_losses(model, obj, ex, list(ex), 5)
+    assert {i: round(v, 6) for i, v in mem.items()} == scored
+    one = sample_losses(model, obj, ex, list(ex)[:7], 1)
+    assert all(one[i] == pytest.approx(mem[i], rel=1e-4) for i in one)  # batching is padding only
+    write_losses(tmp_path / "x.csv", {"a": 1.0})
+    (tmp_path / "bad.csv").write_text("id,score\na,1\n")
+    with pytest.raises(ValueError, match="bad.csv"):
+        read_losses(tmp_path / "bad.csv")
+
+
+def test_curve_of_a_merge_of_identical_runs_is_the_runs_curve(setup, single, tmp_path):  # noqa: F811
+    """The average of K copies of one run is that run at every saved step."""
+    root, base, data, *_ = setup
+    params = json.dumps({"max_length": 96, "batch_size": 4})
+    outs = {}
+    for name, extra in (("single", []), ("avg", ["--method-id", "avg"])):
+        outs[name] = tmp_path / f"{name}.csv"
+        subprocess.run([sys.executable, str(ROOT / "scripts/curve.py"), "--task", "gsm8k",
+                        "--rows", str(data / "validation.jsonl"), "--out", str(outs[name]),
+                        *extra, "--params", params, str(single), str(single)],
+                       check=True, env=env(), capture_output=True)
+    one, avg = pd.read_csv(outs["single"]), pd.read_csv(outs["avg"])
+    # save_steps [4] and the three epoch ends (8 steps an epoch)
+    assert list(avg["step"]) == [4, 8, 16, 24]
+    assert list(avg["checkpoint"]) == ["steps/step4", "epoch1", "epoch2", "epoch3"]
+    assert list(one["model"]) == ["run0", "run1"] * 4
+    assert list(avg["validation_loss"]) == list(one["validation_loss"][::2])
+    run = json.loads((single / "run.json").read_text())
+    hist = {h["step"]: h["validation_loss"] for h in run["history"]}
+    # the epoch-end validation losses of training (fp32 weights) up to bf16 rounding
+    for step, v in zip(avg["step"], avg["validation_loss"]):
+        if step in (8, 16, 24):
+            assert v == pytest.approx(hist[step], rel=0.05)
