@@ -46,6 +46,58 @@ def _method_errors(specs: list[dict], seeds: list[int], key: str) -> list[str]:
     return out
 
 
+# Table 2's datasets, as decoder tasks (LLM-R's format) and as encoder tasks
+TABLE2_TASKS = ("sst2", "mnli", "squad", "glue_sst2", "glue_mnli", "squad_v1")
+_BLOCK = {"decoder": ("model", "decoders"), "encoder": ("encoder", "encoders")}
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def model_specs(config: dict) -> dict[str, dict]:
+    """Every model of the run: name -> {family, spec (its model/encoder block: the primary
+    one, or the primary's with a models.decoders/encoders entry's changes), tasks (the
+    configured tasks of its family it runs), primary}. Primary models run every task of
+    their family; the others their entry's `tasks` (default all)."""
+    family_tasks = {f: [t for t in config["tasks"] if t in TASKS and TASKS[t].family == f]
+                    for f in _BLOCK}
+    out = {}
+    for fam, (block, key) in _BLOCK.items():
+        out[config[block]["name"]] = {"family": fam, "spec": config[block],
+                                      "tasks": family_tasks[fam], "primary": True}
+        for e in (config.get("models") or {}).get(key, []):
+            spec = deep_merge(config[block], {k: v for k, v in e.items() if k != "tasks"})
+            tasks = family_tasks[fam] if e.get("tasks") is None else list(e["tasks"])
+            out.setdefault(e["name"], {"family": fam, "spec": spec, "tasks": tasks, "primary": False})
+    return out
+
+
+def _model_errors(config: dict, schema: dict) -> list[str]:
+    """Each models.decoders/encoders entry: a valid model block once merged, a name of its
+    own, tasks of its family that are configured."""
+    out, seen = [], {config["model"]["name"], config["encoder"]["name"]}
+    for fam, (block, key) in _BLOCK.items():
+        for i, e in enumerate((config.get("models") or {}).get(key, [])):
+            where = f"models.{key}[{i}]"
+            merged = deep_merge(config[block], {k: v for k, v in e.items() if k != "tasks"})
+            out += [err.replace("config key ", f"config key {where}.", 1).replace(f"{where}.:", f"{where}:")
+                    for err in schema_errors(merged, schema["properties"][block])]
+            if e["name"] in seen:
+                out.append(f"config key {where}.name: {e['name']!r} is taken (names are the "
+                           "{model} path wildcard)")
+            seen.add(e["name"])
+            for t in e.get("tasks") or []:
+                if t not in config["tasks"]:
+                    out.append(f"config key {where}.tasks: {t!r} is not configured under tasks")
+                elif t in TASKS and TASKS[t].family != fam:
+                    out.append(f"config key {where}.tasks: {t!r} is a {TASKS[t].family} task")
+    return out
+
+
 def _analysis_errors(config: dict) -> list[str]:
     """Figures and Table 4 name configured tasks and runs."""
     out = []
@@ -63,6 +115,13 @@ def _analysis_errors(config: dict) -> list[str]:
             out.append("config key figures: the figures compare sub-models; num_sub_models must be"
                        " >= 2 (or set figures: null)")
         out += _method_errors(fig["methods"], config["merge"]["seeds"], "figures.methods")
+    t2 = config.get("table2")
+    if t2 is not None and t2["tasks"] is not None:
+        for t in t2["tasks"]:
+            if t not in config["tasks"]:
+                out.append(f"config key table2.tasks: {t!r} is not configured under tasks")
+    if t2 is not None:
+        out += _method_errors(t2["methods"], config["merge"]["seeds"], "table2.methods")
     t4 = config.get("table4")
     if t4 is not None:
         for t in t4["tasks"]:
@@ -159,6 +218,6 @@ def check(config: dict, schema: dict, fill_defaults) -> None:
     errors = schema_errors(config, schema)
     if not errors:
         fill_defaults(config)
-        errors = semantic_errors(config)
+        errors = _model_errors(config, schema) + semantic_errors(config)
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

@@ -101,6 +101,32 @@ if FIGURES:
                 " --params {params.json:q} {params.args} > {log} 2>&1"
 
 
+rule table2:
+    input:
+        script=script("table.py"),
+        lib=lib("report/tables.py", "report/stats.py", "merge/methods.py", "data/registry.py",
+                "data/tasks.py"),
+        records=[path for _, path in TABLE2_RECORDS],
+    output:
+        csv=report("results/tables/table2.csv", caption="captions/table2.rst", category="Tables"),
+        md="results/tables/table2.md",
+        tex="results/tables/table2.tex",
+        prov=expand("results/tables/table2.{ext}.prov.json", ext=["csv", "md", "tex"]),
+    params:
+        json=as_json({"epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "stats": config["report"]["stats"],
+                      "models": {m: MODELS[m]["spec"] for m in dict.fromkeys(m for m, _ in TABLE2_RECORDS)}}),
+        records=" ".join(f"{m}={p}" for m, p in TABLE2_RECORDS),
+    log:
+        "results/logs/table2.log",
+    resources:
+        **resources_of("report"),
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python {input.script} --rule table2 --table 2 --csv {output.csv} --md {output.md}"
+        " --tex {output.tex} --params {params.json:q} {params.records} > {log} 2>&1"
+
+
 rule table4:
     input:
         script=script("table.py"),

@@ -9,13 +9,13 @@ rule tokenizer:
         data=expand("results/data/{task}/{split}.jsonl", task=DECODER_TASKS,
                     split=["train", "validation", "test"]),
     wildcard_constraints:
-        model=re.escape(MODEL),
+        model=one_of(DECODERS),
     output:
         corpus="results/base/{model}/corpus.txt",
         corpus_prov="results/base/{model}/corpus.txt.prov.json",
         tokenizer=directory("results/base/{model}/tokenizer"),
     params:
-        json=as_json({**config["model"]["tokenizer"], "seed": config["seed"]}),
+        json=lambda w: as_json({**spec(w)["tokenizer"], "seed": config["seed"]}),
         data_dirs=lambda w, input: " ".join(dict.fromkeys(str(Path(p).parent) for p in input.data)),
     log:
         "results/logs/tokenizer/{model}.log",
@@ -34,12 +34,12 @@ rule base:
         script=script("base.py"),
         lib=lib("models.py", "train.py", "utils.py"),
     wildcard_constraints:
-        model=re.escape(MODEL),
+        model=one_of(DECODERS),
     output:
         directory("results/base/{model}/model"),
     params:
-        json=as_json({k: config["model"][k] for k in ("source", "dtype", "tiny", "pretrain")}
-                     | {"seed": config["seed"]}),
+        json=lambda w: as_json({k: spec(w)[k] for k in ("source", "dtype", "tiny", "pretrain")}
+                               | {"seed": config["seed"]}),
         args=base_args,
     threads: res("base", "cpus")
     log:
@@ -64,11 +64,11 @@ rule encoder_base:
         lib=lib("encoder.py", "models.py", "train.py", *TASK_SOURCES, "utils.py"),
         data=expand("results/data/{task}/train.jsonl", task=ENCODER_TASKS),
     wildcard_constraints:
-        model=re.escape(ENCODER),
+        model=one_of(ENCODERS),
     output:
         directory("results/base/{model}/model"),
     params:
-        json=as_json(config["encoder"] | {"seed": config["seed"]}),
+        json=lambda w: as_json(spec(w) | {"seed": config["seed"]}),
     threads: res("base", "cpus")
     log:
         "results/logs/base/{model}.log",
@@ -92,11 +92,11 @@ rule encoder_init:
         lib=lib("encoder.py", "models.py", *TASK_SOURCES, "utils.py"),
         base="results/base/{model}/model",
     wildcard_constraints:
-        model=re.escape(ENCODER),
+        model=one_of(ENCODERS),
     output:
         directory("results/base/{model}/init/{task}"),
     params:
-        json=lambda w: as_json({"seed": config["seed"], "dtype": config["encoder"]["dtype"]}),
+        json=lambda w: as_json({"seed": config["seed"], "dtype": spec(w)["dtype"]}),
     log:
         "results/logs/base/{model}/init-{task}.log",
     resources:

@@ -10,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
-from ordermerge.config import ConfigError, check as check_config
+from ordermerge.config import TABLE2_TASKS, ConfigError, check as check_config, model_specs
 from ordermerge.merge import get as merge_method, id_pattern, parse_method_id, sources_of
 from ordermerge.merge.methods import expand as expand_methods
 
@@ -24,6 +24,10 @@ from ordermerge.data.tasks import TASKS as REGISTRY
 
 MODEL = config["model"]["name"]
 ENCODER = config["encoder"]["name"]
+# every model: the primary decoder and encoder, and models.decoders / models.encoders (Table 2)
+MODELS = model_specs(config)
+DECODERS = [m for m, v in MODELS.items() if v["family"] == "decoder"]
+ENCODERS = [m for m, v in MODELS.items() if v["family"] == "encoder"]
 TASKS = list(config["tasks"])
 DECODER_TASKS = [t for t in TASKS if REGISTRY[t].family == "decoder"]
 ENCODER_TASKS = [t for t in TASKS if REGISTRY[t].family == "encoder"]
@@ -144,6 +148,8 @@ def analysis_targets():
     out = []
     if GROUPS:
         out += table_files(3)
+    if TABLE2_RECORDS:
+        out += table_files(2)
     if TABLE4_TASKS:
         out += table_files(4)
     if FIGURES:
@@ -164,8 +170,17 @@ def all_targets():
     return targets
 
 
+def spec(wildcards):
+    """The model/encoder block of the {model} wildcard."""
+    return MODELS[wildcards.model]["spec"]
+
+
+def one_of(names):
+    return "|".join(map(re.escape, names))
+
+
 def base_inputs(wildcards):
-    if config["model"]["source"] == "tiny":
+    if spec(wildcards)["source"] == "tiny":
         return {"tokenizer": f"results/base/{wildcards.model}/tokenizer",
                 "corpus": f"results/base/{wildcards.model}/corpus.txt"}
     return {}
@@ -173,7 +188,7 @@ def base_inputs(wildcards):
 
 
 def base_args(wildcards, input):
-    if config["model"]["source"] == "tiny":
+    if spec(wildcards)["source"] == "tiny":
         return f"--tokenizer {input.tokenizer} --corpus {input.corpus}"
     return ""
 
@@ -349,7 +364,28 @@ def sft_launcher(wildcards, threads):
             f" --num_processes {s['num_processes']}")
 
 
-# ---------------------------------------------------------------- Table 4 and the figures
+# ---------------------------------------------------------------- Tables 2 and 4, the figures
+def _table2_records():
+    """(model, record path) of Table 2: every model (encoders first, then decoders, as the
+    paper prints them) on its tasks among table2.tasks: its K runs and the table2.methods
+    merges, at the report epoch."""
+    t2 = config["table2"]
+    if t2 is None:
+        return []
+    wanted = t2["tasks"] or [t for t in TASKS if t in TABLE2_TASKS]
+    out = []
+    for m in ENCODERS + DECODERS:
+        for t in [t for t in MODELS[m]["tasks"] if t in wanted]:
+            ids = expand_methods(t2["methods"], SEEDS, rounds=config["tasks"][t]["resample_rounds"])
+            out += [(m, eval_record(m, t, SCHEMES[0], REPORT_EPOCH, "sft", f"run{r}")) for r in RUNS]
+            out += [(m, eval_record(m, t, SCHEMES[0], REPORT_EPOCH, "merged", i)) for i in ids]
+    return out if len({m for m, _ in out}) >= 2 else []
+
+
+TABLE2_RECORDS = _table2_records()
+
+
+
 def table4_records():
     """Every Table 4 task's runs and merges (table4.methods) under both order schemes, at the
     report epoch."""

@@ -11,6 +11,7 @@ from ordermerge.data.registry import get_task
 from ordermerge.evaluate.run import evaluate_rows
 from ordermerge.models import load_model
 from ordermerge.provenance import write_record
+from ordermerge.scoring import load_for_task
 from ordermerge.runner import log, parser, start
 from ordermerge.utils import atomic_file, read_jsonl
 
@@ -25,12 +26,8 @@ t0 = start(args)
 cfg = args.params
 task = get_task(args.task)
 if task.family == "encoder":
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
-
     from ordermerge.evaluate.encoder_eval import evaluate_encoder
-    cls = AutoModelForQuestionAnswering if task.evaluator == "encoder_span" else AutoModelForSequenceClassification
-    model = cls.from_pretrained(args.model, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model, tokenizer = load_for_task(task, args.model)
     record = evaluate_encoder(model, tokenizer, task, read_jsonl(args.test),
                               max_length=cfg["max_length"], batch_size=cfg["batch_size"])
 else:
@@ -43,7 +40,7 @@ else:
             judge = lm_judge(*load_model(args.judge_model, dtype=torch.float32))
         else:
             check_judge(cfg["judge"])  # before any generation work
-    model, tokenizer = load_model(args.model, dtype=torch.float32)
+    model, tokenizer = load_for_task(task, args.model)
     if torch.cuda.is_available():  # generation in bf16 on a GPU (fp32 on the CPU)
         model = model.to("cuda", torch.bfloat16)
     record = evaluate_rows(model, tokenizer, task, read_jsonl(args.test),

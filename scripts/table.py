@@ -1,5 +1,5 @@
-"""Build Table 1 (single SFT vs merges, per task), Table 3 (multi-task merging, per group)
-or Table 4 (shuffled vs fix-batch orders) from evaluation records, as CSV, Markdown and
+"""Build Table 1 (single SFT vs merges, per task), Table 2 (per model), Table 3 (multi-task
+merging, per group) or Table 4 (shuffled vs fix-batch orders) from evaluation records, as CSV, Markdown and
 LaTeX, with intervals and paired tests (ordermerge/report/tables.py)."""
 import json
 import sys
@@ -13,17 +13,18 @@ from ordermerge.runner import parser
 from ordermerge.utils import atomic_file
 
 p = parser(__doc__)
-p.add_argument("--table", choices=["1", "3", "4"], default="1")
+p.add_argument("--table", choices=["1", "2", "3", "4"], default="1")
 p.add_argument("--csv", required=True, type=Path)
 p.add_argument("--md", required=True, type=Path)
 p.add_argument("--tex", type=Path)
 p.add_argument("records", nargs="+",
-               help="evaluation records; for Table 3 each as GROUP=PATH (its multi-task group)")
+               help="evaluation records; for Table 3 each as GROUP=PATH (its multi-task group), "
+                    "for Table 2 as MODEL=PATH")
 args = p.parse_args()
 t0 = now()
 records, paths = [], []
 for arg in args.records:
-    group, path = arg.split("=", 1) if args.table == "3" else (None, arg)
+    group, path = arg.split("=", 1) if args.table in ("2", "3") else (None, arg)
     path = Path(path)
     paths.append(path)
     r = json.loads(path.read_text())
@@ -32,11 +33,15 @@ for arg in args.records:
         sys.exit(f"{path}: not an evaluation record (no {', '.join(missing)})")
     records.append({"task": r["task"], "kind": r["kind"], "name": r["name"], "score": r["score"],
                     "scheme": r["scheme"], "items": tables.item_scores(r),
-                    **({"group": group} if group else {}), "path": str(path)})
+                    **({("model" if args.table == "2" else "group"): group} if group else {}),
+                    "path": str(path)})
 stat = args.params.get("stats")
 if args.table == "3":
     table = tables.table3(records, stat)
     md, tex = tables.table3_markdown(table), tables.table3_latex(table)
+elif args.table == "2":
+    table = tables.table2([{k: v for k, v in r.items() if k != "scheme"} for r in records], stat)
+    md, tex = tables.table2_markdown(table), tables.table2_latex(table)
 else:
     if args.table == "1":
         table = tables.table1([{k: v for k, v in r.items() if k != "scheme"} for r in records], stat)

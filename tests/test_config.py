@@ -75,16 +75,18 @@ def test_snakemake_rejects_a_bad_key_before_any_job(project):
 
 def test_config_overrides_change_the_plan(project):
     jobs = planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml", "--config", "num_sub_models=3")
-    # two tasks (gsm8k, sst2), and gsm8k under fix-batch orders too (Table 4)
-    assert len(jobs["sft"]) == 3 * 3 and len(jobs["order"]) == 3 * 3
+    # two tasks (gsm8k, sst2), gsm8k under fix-batch orders too (Table 4), and the second
+    # decoder on sst2 (Table 2; the orders are the task's)
+    assert len(jobs["sft"]) == 4 * 3 and len(jobs["order"]) == 3 * 3
     # 2 tasks x 2 epochs x (3 sub-models + avg + 2 select + 2 resample + ties), and Table 4's
-    # fix-batch runs and resample merges at the report epoch
-    assert len(jobs["evaluate"]) == 2 * 2 * (3 + 1 + 2 + 2 + 1) + 3 + 2
+    # fix-batch runs and resample merges at the report epoch, and Table 2's second decoder
+    # (3 runs, 2 selection seeds)
+    assert len(jobs["evaluate"]) == 2 * 2 * (3 + 1 + 2 + 2 + 1) + 3 + 2 + 3 + 2
     # the group: 3 merges, each evaluated on both tasks
     assert len(jobs["multitask_merge"]) == 3 and len(jobs["evaluate_multitask"]) == 6
     # the figures: the 3 runs and 2 merges scored on the training rows; 3 curves
     assert len(jobs["score"]) == 3 + 2 and len(jobs["curve"]) == 3
-    assert len(planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml")["sft"]) == 3 * 2
+    assert len(planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml")["sft"]) == 4 * 2
 
 
 def test_slurm_profile_dry_run(project):
@@ -102,6 +104,7 @@ def _extended(base: dict, extra: dict) -> dict:
 
 
 def test_paper_config_takes_the_papers_hyperparameters():
+    from ordermerge.data.tasks import TASKS
     from ordermerge.hparams import EPOCHS, LLAMA, LLAMA_7B_MICRO_BATCH
     paper = _extended(DEFAULT, yaml.safe_load((ROOT / "config/paper.yaml").read_text()))
     check(paper, SCHEMA, fill_defaults)
@@ -109,13 +112,24 @@ def test_paper_config_takes_the_papers_hyperparameters():
         assert task["data"]["source"] == "hf" and task["data"]["n_train"] is None, name
     assert paper["epochs"] == EPOCHS
     for name, task in paper["tasks"].items():
-        want = LLAMA[name]
+        want = TASKS[name].hparams  # LLAMA's row, or BERT's for the encoder tasks
         tr = task["train"]
         assert {k: tr[k] for k in ("max_length", "lr", "batch_size")} == \
             {k: want[k] for k in ("max_length", "lr", "batch_size")}, name
-        assert task["resample_rounds"] == want["resample_rounds"], name
-        assert tr["micro_batch_size"] == LLAMA_7B_MICRO_BATCH[tr["max_length"]], name
-        assert tr["mixed_precision"] == "bf16" and tr["gradient_checkpointing"], name
+        assert task["resample_rounds"] == want.get("resample_rounds", 1), name
+        assert tr["mixed_precision"] == "bf16", name
+        if TASKS[name].family == "decoder":
+            assert want == LLAMA[name]
+            assert tr["micro_batch_size"] == LLAMA_7B_MICRO_BATCH[tr["max_length"]], name
+            assert tr["gradient_checkpointing"], name
+    # Table 2: BERT-base and -large, TinyLlama and Llama-2-7b
+    from ordermerge.config import model_specs
+    specs = model_specs(paper)
+    assert {m: v["family"] for m, v in specs.items()} == {
+        "llama-2-7b": "decoder", "tinyllama-1.1b": "decoder", "bert-base": "encoder", "bert-large": "encoder"}
+    assert specs["tinyllama-1.1b"]["tasks"] == ["sst2", "mnli", "squad"]
+    assert specs["bert-large"]["tasks"] == ["glue_sst2", "glue_mnli", "squad_v1"]
+    assert specs["bert-large"]["spec"]["source"] == "google-bert/bert-large-uncased"
     assert (ROOT / paper["sft"]["accelerate_config"]).is_file()
 
 
@@ -156,7 +170,7 @@ def test_accelerate_launch_and_temporary_checkpoints_in_the_plan(tmp_path):
     proc = snakemake(wd, "-n", "-p", "--configfile", "config.yaml", "reduced.yaml", "launch.yaml")
     out = proc.stdout + proc.stderr
     assert out.count("accelerate launch --config_file config/accelerate/ddp-4gpu.yaml "
-                     "--num_processes 4 scripts/sft.py") == 2 * 3  # K runs x (2 tasks + fix-batch gsm8k)
+                     "--num_processes 4 scripts/sft.py") == 2 * 4  # K runs x (2 tasks + fix-batch gsm8k + xs sst2)
     temp = {Path(f).name: t for f, t in rule_outputs(wd, "sft", "config.yaml", "reduced.yaml",
                                                      "launch.yaml")}
     assert temp["epoch1"] and temp["epoch2"] and temp["steps"] and not temp["samples.csv"]
@@ -164,3 +178,22 @@ def test_accelerate_launch_and_temporary_checkpoints_in_the_plan(tmp_path):
     assert not any(plain.values())
     assert "accelerate launch" not in snakemake(wd, "-n", "-p", "--configfile", "config.yaml",
                                                 "reduced.yaml").stdout
+
+
+def test_more_models_are_checked_as_model_blocks():
+    from ordermerge.config import model_specs
+    cfg = check_with(models={"decoders": [{"name": "small", "tiny": {"hidden_size": 32}, "tasks": ["sst2"]}],
+                             "encoders": [{"name": "bert-l", "tiny": {"num_hidden_layers": 4}}]})
+    specs = model_specs(cfg)
+    assert specs["small"]["spec"]["tiny"]["hidden_size"] == 32
+    assert specs["small"]["spec"]["tiny"]["num_hidden_layers"] == cfg["model"]["tiny"]["num_hidden_layers"]
+    assert specs["small"]["tasks"] == ["sst2"] and specs["tiny-llama"]["tasks"] == ["gsm8k", "sst2", "agnews"]
+    assert specs["bert-l"]["tasks"] == ["glue_sst2"] and specs["bert-l"]["family"] == "encoder"
+    with pytest.raises(ConfigError, match=r"config key models.decoders\[0\].tiny.hiden_size: unknown key"):
+        check_with(models={"decoders": [{"name": "s", "tiny": {"hiden_size": 32}}]})
+    with pytest.raises(ConfigError, match=r"models.decoders\[0\].name: 'tiny-bert' is taken"):
+        check_with(models={"decoders": [{"name": "tiny-bert"}]})
+    with pytest.raises(ConfigError, match=r"models.encoders\[0\].tasks: 'sst2' is a decoder task"):
+        check_with(models={"encoders": [{"name": "b", "tasks": ["sst2"]}]})
+    with pytest.raises(ConfigError, match=r"table2.tasks: 'mnli' is not configured"):
+        check_with(table2={"tasks": ["mnli"]})

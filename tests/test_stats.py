@@ -110,3 +110,21 @@ def test_table4_rows_in_the_papers_layout():
     assert list(t.index) == ["single", "resample (shuffle)", "resample (fix-batch)", "single (fix-batch)"]
     assert t.loc["resample (fix-batch)", "gsm8k"] == 75.0
     assert t.loc["single (fix-batch)", "avg_delta"] == 0.0
+
+
+def test_table2_blocks_per_model_and_the_papers_arrows():
+    ids = ["a", "b", "c", "d"]
+    recs = []
+    for model, task in (("tiny-bert", "glue_sst2"), ("tiny-llama", "sst2"), ("tiny-llama", "mnli")):
+        for r in range(2):
+            recs.append({**_rec(task, "sft", f"run{r}", dict(zip(ids, [1, 0, 0, r]))), "model": model})
+        recs.append({**_rec(task, "merged", "select-s0", dict(zip(ids, [1, 1, 1, 1]))), "model": model})
+    t = tables.table2([{k: v for k, v in r.items() if k != "scheme"} for r in recs])
+    assert list(t["model"]) == ["tiny-bert", "tiny-bert", "tiny-llama", "tiny-llama"]
+    assert set(tables.task_columns(t)) == {"SST-2", "MNLI"}
+    bert = t[t.model == "tiny-bert"]
+    assert bert.loc["single", "SST-2"] == 37.5 and math.isnan(bert.loc["single", "MNLI"])
+    md = tables.table2_markdown(t)
+    assert "| tiny-bert | param-selection | 37.50 → 100.00 | – |" in md
+    assert "| tiny-llama | param-selection | 37.50 → 100.00 | 37.50 → 100.00 |" in md
+    assert tables.table2_latex(t).count(r"\begin{table}") == 2

@@ -318,3 +318,27 @@ def test_report_page_and_cost_table(done):
     assert len(html) > 100_000
     for name in ("figure1.png", "figure3.png", "figure4.png", "table1.csv", "table4.csv", "cost.csv"):
         assert name in html, name
+
+
+def test_table2_has_a_block_per_model(done):
+    table = pd.read_csv(done / "results/tables/table2.csv", index_col="row")
+    assert list(table["model"]) == ["tiny-llama", "tiny-llama", "tiny-llama-xs", "tiny-llama-xs"]
+    assert list(table.index) == ["single", "param-selection"] * 2
+    for model in ("tiny-llama", "tiny-llama-xs"):
+        block = table[table.model == model]
+        runs = _records_of(done, model, "sst2", "sft", [f"run{r}" for r in range(K)])
+        sel = _records_of(done, model, "sst2", "merged", [f"select-s{s}" for s in range(SEEDS)])
+        assert block.loc["single", "SST-2"] == pytest.approx(100 * np.mean([r["score"] for r in runs]), abs=1e-3)
+        assert block.loc["param-selection", "SST-2"] == pytest.approx(100 * np.mean([r["score"] for r in sel]), abs=1e-3)
+        assert block.loc["param-selection", "SST-2_p"] <= 1
+    # the second decoder is its own base: a smaller model, its own tokenizer
+    cfg = json.loads((done / "results/base/tiny-llama-xs/model/config.json").read_text())
+    assert cfg["hidden_size"] == 32
+    md = (done / "results/tables/table2.md").read_text()
+    assert md.splitlines()[0] == "| model | merge | SST-2 |"  # GSM8K is not one of Table 2's
+    assert md.splitlines()[3].startswith("| tiny-llama-xs | param-selection | ")
+
+
+def _records_of(done, model, task, kind, names):
+    base = done / f"results/eval/{model}/{task}/shuffle/epoch{EPOCHS}/{kind}"
+    return [json.loads((base / f"{n}.json").read_text()) for n in names]

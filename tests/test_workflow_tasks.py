@@ -22,8 +22,11 @@ def done(tmp_path_factory):
 
 def test_table_has_a_column_per_task(done):
     table = pd.read_csv(done / "results/tables/table1.csv", index_col=0)
-    tasks = [c for c in table.columns if c != "avg_delta" and not c.endswith(("_std", "_n"))]
-    assert sorted(tasks) == sorted(TASKS)
+    from ordermerge.report.tables import task_columns
+    assert sorted(task_columns(table)) == sorted(TASKS)
+    # every example-level scorer gives the per-item scores of the intervals and tests
+    assert table.loc["single", [f"{t}_lo" for t in TASKS]].notna().all()
+    assert table.loc["weighted-avg", [f"{t}_p" for t in TASKS]].between(0, 1).all()
     assert (table.loc["single", [f"{t}_n" for t in TASKS]] == 2).all()  # K sub-models each
     assert table.loc["single", TASKS].between(0, 100).all()
 
@@ -60,3 +63,13 @@ def test_encoder_tasks_train_from_the_tiny_bert(done):
     assert sub.architectures == ["BertForQuestionAnswering"]
     merged = AutoConfig.from_pretrained(done / "results/merged/tiny-bert/glue_sst2/shuffle/epoch1/avg")
     assert merged.architectures == ["BertForSequenceClassification"] and merged.num_labels == 2
+
+
+def test_table2_puts_encoder_and_decoder_datasets_in_one_column(done):
+    """The tiny BERT's GLUE SST-2 and the tiny Llama's LLM-R SST-2 share Table 2's column."""
+    table = pd.read_csv(done / "results/tables/table2.csv", index_col="row")
+    assert list(dict.fromkeys(table["model"])) == ["tiny-bert", "tiny-llama"]  # encoders first
+    bert = table[table.model == "tiny-bert"]
+    rec = json.loads((done / "results/eval/tiny-bert/glue_sst2/shuffle/epoch1/merged/select-s0.json").read_text())
+    assert bert.loc["param-selection", "SST-2"] == pytest.approx(100 * rec["score"], abs=1e-3)
+    assert {"SST-2", "MNLI", "SQuAD"} <= set(table.columns)

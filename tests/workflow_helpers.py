@@ -31,6 +31,7 @@ def copy_project(dest: Path, bare: bool = True) -> Path:
         cfg["tasks"] = {}
         cfg.pop("multitask", None)
         cfg["table4"] = cfg["figures"] = None  # they name tasks of config.yaml
+        cfg.pop("models", None)
         (dest / "config.yaml").write_text(yaml.safe_dump(cfg))
         shutil.copystat(ROOT / "config.yaml", dest / "config.yaml")
     return dest

@@ -1,7 +1,8 @@
 """The paper's score tables, each cell with how sure it is.
 
-Table 1 (single SFT vs merges, one column per task), Table 3 (multi-task merging, per
-group) and Table 4 (merges of runs under shuffled orders vs under fix-batch orders).
+Table 1 (single SFT vs merges, one column per task), Table 2 (the same per model, columns
+by dataset), Table 3 (multi-task merging, per group) and Table 4 (merges of runs under
+shuffled orders vs under fix-batch orders).
 
 Rows: ``single`` (the K sub-models, or the one single-task model of each task in Table 3),
 then one row per merge method and setting, labelled by the method registry
@@ -170,10 +171,59 @@ def table4(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
     return summarise(df.drop(columns="scheme"), order=[r for r in order if r in present], stat=stat)
 
 
+def paper_column(task: str) -> str:
+    """A task's column in Table 2: the dataset's name, so that a decoder's SST-2 (LLM-R's
+    format) and an encoder's SST-2 (GLUE) share one."""
+    from ..data.registry import get_task
+    return get_task(task).paper.split(" (")[0].split()[0]
+
+
+def table2(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
+    """`records`: dicts with model, task, kind, name, score, items. One block of rows per
+    model (single, then its merges), columns by dataset (paper_column), in the order the
+    models come."""
+    if not records:
+        raise ValueError("table2: no evaluation records")
+    df = pd.DataFrame(records)
+    df["task"] = [paper_column(t) for t in df["task"]]
+    blocks = []
+    for model, part in df.groupby("model", sort=False):
+        block = summarise(part.drop(columns="model"), stat=stat)
+        block.insert(0, "model", model)
+        blocks.append(block)
+    return pd.concat(blocks)
+
+
+def table2_markdown(table: pd.DataFrame) -> str:
+    """The paper's layout: a row per model and merge, each cell single → merge (stars: the
+    merge's paired test against single)."""
+    tasks = [t for t in task_columns(table) if table[t].notna().any()]
+    lines = ["| model | merge | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    for model, block in table.groupby("model", sort=False):
+        for row, rec in block.iterrows():
+            if row == "single":
+                continue
+            cells = []
+            for t in tasks:
+                a, b = block.loc["single", t], rec[t]
+                cells.append("–" if math.isnan(a) or math.isnan(b)
+                             else f"{a:.2f} → {b:.2f}{stats.stars(rec[f'{t}_p'])}")
+            lines.append(f"| {model} | {row} | " + " | ".join(cells) + " |")
+    lines += ["", "single SFT (mean over the K runs) → the merge (mean over merge seeds), in percent; "
+              "stars: paired sign-flip test against single SFT on the same test items. Standard "
+              "deviations, 95% intervals and p-values are in the CSV."]
+    return "\n".join(lines) + "\n"
+
+
+def table2_latex(table: pd.DataFrame) -> str:
+    return grouped(table.rename(columns={"model": "group"}),
+                   lambda m, b: to_latex(b, caption=f"Table 2, {m}"))
+
+
 def task_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns
-            if not c.endswith(SUFFIXES) and c not in ("avg_delta", "group", "test_resamples",
-                                                       "test_seed")]
+            if not c.endswith(SUFFIXES) and c not in ("avg_delta", "group", "model",
+                                                       "test_resamples", "test_seed")]
 
 
 def _cells(table: pd.DataFrame, fmt_pm: str, fmt_stars) -> tuple[list[str], list[tuple[str, list[str]]]]:
