@@ -46,6 +46,8 @@ def _method_errors(specs: list[dict], seeds: list[int], key: str) -> list[str]:
     return out
 
 
+# sections a config may set to null to turn them off
+NULLABLE = ("table2", "table4", "figures")
 # Table 2's datasets, as decoder tasks (LLM-R's format) and as encoder tasks
 TABLE2_TASKS = ("sst2", "mnli", "squad", "glue_sst2", "glue_mnli", "squad_v1")
 _BLOCK = {"decoder": ("model", "decoders"), "encoder": ("encoder", "encoders")}
@@ -217,7 +219,14 @@ def check(config: dict, schema: dict, fill_defaults) -> None:
             del groups[name]
     errors = schema_errors(config, schema)
     if not errors:
+        # a section set to null (no Table 2 / Table 4 / figures) keeps its null: the default
+        # filler would otherwise try to fill it
+        off = [k for k in NULLABLE if k in config and config[k] is None]
+        for k in off:
+            del config[k]
         fill_defaults(config)
+        for k in off:
+            config[k] = None
         errors = _model_errors(config, schema) + semantic_errors(config)
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

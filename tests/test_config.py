@@ -197,3 +197,9 @@ def test_more_models_are_checked_as_model_blocks():
         check_with(models={"encoders": [{"name": "b", "tasks": ["sst2"]}]})
     with pytest.raises(ConfigError, match=r"table2.tasks: 'mnli' is not configured"):
         check_with(table2={"tasks": ["mnli"]})
+
+
+def test_analysis_sections_can_be_turned_off():
+    cfg = check_with(figures=None, table4=None, table2=None)
+    assert cfg["figures"] is None and cfg["table4"] is None and cfg["table2"] is None
+    assert check_with()["figures"]["segments"] == 5  # the defaults fill in when present
