@@ -142,11 +142,16 @@ def table3(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
     name, score, items. One block of rows per group, its tasks as columns (others empty)."""
     if not records:
         raise ValueError("table3: no evaluation records")
-    df = pd.DataFrame(records)
+    return _blocks(pd.DataFrame(records), "group", stat)
+
+
+def _blocks(df: pd.DataFrame, key: str, stat: dict | None) -> pd.DataFrame:
+    """summarise() per value of column `key` (in order of appearance), stacked, with `key`
+    as the first column."""
     blocks = []
-    for group, part in df.groupby("group", sort=False):
-        block = summarise(part.drop(columns="group"), stat=stat)
-        block.insert(0, "group", group)
+    for value, part in df.groupby(key, sort=False):
+        block = summarise(part.drop(columns=key), stat=stat)
+        block.insert(0, key, value)
         blocks.append(block)
     return pd.concat(blocks)
 
@@ -186,12 +191,7 @@ def table2(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
         raise ValueError("table2: no evaluation records")
     df = pd.DataFrame(records)
     df["task"] = [paper_column(t) for t in df["task"]]
-    blocks = []
-    for model, part in df.groupby("model", sort=False):
-        block = summarise(part.drop(columns="model"), stat=stat)
-        block.insert(0, "model", model)
-        blocks.append(block)
-    return pd.concat(blocks)
+    return _blocks(df, "model", stat)
 
 
 def table2_markdown(table: pd.DataFrame) -> str:
