@@ -86,9 +86,13 @@ def test_cost_table_sums_the_benchmarks(tmp_path):
     _bench(b / "evaluate/m/gsm8k/shuffle/epoch1/sft/run0.tsv", 360, 300)
     _bench(b / "score/m/gsm8k/shuffle/epoch1/sft/run0/train.tsv", 36, 30)
     _bench(b / "base/m.tsv", 720, 700)
+    _bench(b / "multitask/g/avg.tsv", 36, 30)  # a multi-task merge and its evaluation
+    _bench(b / "evaluate/multitask/g/gsm8k/avg.tsv", 72, 60)
     jobs = cost.read_benchmarks(b)
     t = cost.cost_table(jobs, {"default": {"cpus": 1, "gpus": 0}, "sft": {"cpus": 4, "gpus": 1},
-                               "evaluate": {"cpus": 2}})
+                               "evaluate": {"cpus": 2}, "merge": {"cpus": 3}})
+    assert t.loc["purpose: Table 3", "jobs"] == 2
+    assert t.loc["purpose: Table 3", "cpu_h_alloc"] == pytest.approx((36 * 3 + 72 * 2) / 3600)
     assert t.loc["rule: sft", "jobs"] == 2 and t.loc["rule: sft", "wall_h"] == pytest.approx(1.5)
     assert t.loc["rule: sft", "cpu_h_alloc"] == pytest.approx(6.0)
     assert t.loc["rule: sft", "gpu_h"] == pytest.approx(1.5)
@@ -96,7 +100,7 @@ def test_cost_table_sums_the_benchmarks(tmp_path):
     assert t.loc["purpose: Table 4", "wall_h"] == pytest.approx(0.5)
     assert t.loc["purpose: Table 1", "wall_h"] == pytest.approx(1.1)
     assert t.loc["purpose: Figures 1, 3, 4", "cpu_h_alloc"] == pytest.approx(0.02)
-    assert t.loc["total", "jobs"] == 5 and t.loc["total", "gpu_h"] == pytest.approx(1.5)
+    assert t.loc["total", "jobs"] == 7 and t.loc["total", "gpu_h"] == pytest.approx(1.5)
     assert "| rule: sft | 2 | 1.5000 | 6.0000 |" in cost.to_markdown(t)
     (b / "bad.tsv").write_text("x\ty\n1\t2\n")
     with pytest.raises(ValueError, match="bad.tsv"):

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pandas as pd
 
-# benchmark directory (rule) -> config resources stage
+# benchmark directory -> config resources stage (results/benchmarks/multitask/ holds the
+# multi-task merges; their evaluations are under evaluate/multitask/)
 STAGES = {"base": "base", "sft": "sft", "merge": "merge", "evaluate": "evaluate",
-          "score": "evaluate", "curve": "evaluate", "multitask_merge": "merge",
-          "evaluate_multitask": "evaluate", "multitask_align": "merge"}
+          "score": "evaluate", "curve": "evaluate", "multitask": "merge"}
 
 
 def purpose(rule: str, rel: Path) -> str:
     parts = rel.parts
     if rule == "base":
         return "shared (base models)"
-    if rule.startswith(("multitask", "evaluate_multitask")):
+    if "multitask" in parts[:2]:
         return "Table 3"
     if rule in ("score", "curve"):
         return "Figures 1, 3, 4"
