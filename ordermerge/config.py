@@ -60,6 +60,11 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _entry_spec(config: dict, block: str, entry: dict) -> dict:
+    """A models.decoders/encoders entry's block: the primary's with the entry's changes."""
+    return deep_merge(config[block], {k: v for k, v in entry.items() if k != "tasks"})
+
+
 def model_specs(config: dict) -> dict[str, dict]:
     """Every model of the run: name -> {family, spec (its model/encoder block: the primary
     one, or the primary's with a models.decoders/encoders entry's changes), tasks (the
@@ -72,7 +77,7 @@ def model_specs(config: dict) -> dict[str, dict]:
         out[config[block]["name"]] = {"family": fam, "spec": config[block],
                                       "tasks": family_tasks[fam], "primary": True}
         for e in (config.get("models") or {}).get(key, []):
-            spec = deep_merge(config[block], {k: v for k, v in e.items() if k != "tasks"})
+            spec = _entry_spec(config, block, e)
             tasks = family_tasks[fam] if e.get("tasks") is None else list(e["tasks"])
             out.setdefault(e["name"], {"family": fam, "spec": spec, "tasks": tasks, "primary": False})
     return out
@@ -85,7 +90,7 @@ def _model_errors(config: dict, schema: dict) -> list[str]:
     for fam, (block, key) in _BLOCK.items():
         for i, e in enumerate((config.get("models") or {}).get(key, [])):
             where = f"models.{key}[{i}]"
-            merged = deep_merge(config[block], {k: v for k, v in e.items() if k != "tasks"})
+            merged = _entry_spec(config, block, e)
             out += [err.replace("config key ", f"config key {where}.", 1).replace(f"{where}.:", f"{where}:")
                     for err in schema_errors(merged, schema["properties"][block])]
             if e["name"] in seen:

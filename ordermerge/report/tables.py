@@ -83,6 +83,9 @@ def summarise(df: pd.DataFrame, order: list[str] | None = None, reference: str =
     df["score"] = df["score"] * 100.0
     tasks = list(dict.fromkeys(sorted(df["task"])))
     cells = {key: part for key, part in df.groupby(["row", "task"], sort=False)}
+    # the reference's per-item means, once per task
+    refs = {t: _items_mean(item_scores_of(r) for _, r in cells[(reference, t)].iterrows())
+            for t in tasks if (reference, t) in cells}
     out = []
     for row in order:
         rec: dict = {"row": row}
@@ -103,10 +106,9 @@ def summarise(df: pd.DataFrame, order: list[str] | None = None, reference: str =
                 lo = hi = math.nan
             rec[f"{t}_lo"], rec[f"{t}_hi"] = lo, hi
             rec[f"{t}_p"] = math.nan
-            ref = cells.get((reference, t))
-            if row != reference and part is not None and ref is not None:
+            if row != reference and part is not None and t in refs:
                 a = _items_mean(item_scores_of(r) for _, r in part.iterrows())
-                b = _items_mean(item_scores_of(r) for _, r in ref.iterrows())
+                b = refs[t]
                 common = a.index.intersection(b.index)
                 if len(common):
                     rec[f"{t}_p"] = stats.paired_test(
@@ -216,8 +218,7 @@ def table2_markdown(table: pd.DataFrame) -> str:
 
 
 def table2_latex(table: pd.DataFrame) -> str:
-    return grouped(table.rename(columns={"model": "group"}),
-                   lambda m, b: to_latex(b, caption=f"Table 2, {m}"))
+    return grouped(table, lambda m, b: to_latex(b, caption=f"Table 2, {m}"), key="model")
 
 
 def task_columns(table: pd.DataFrame) -> list[str]:
@@ -276,11 +277,11 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def grouped(table: pd.DataFrame, render) -> str:
-    """Render each group's block (Table 3) under its name."""
+def grouped(table: pd.DataFrame, render, key: str = "group") -> str:
+    """Render each block (a group of Table 3, a model of Table 2) under its name."""
     parts = []
-    for group, block in table.groupby("group", sort=False):
-        parts.append(render(group, block.drop(columns="group")))
+    for name, block in table.groupby(key, sort=False):
+        parts.append(render(name, block.drop(columns=key)))
     return "\n".join(parts)
 
 
