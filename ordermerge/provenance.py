@@ -28,6 +28,7 @@ from .utils import sha256_file, write_json
 
 RECORD_NAME = "provenance.json"
 SIDECAR_SUFFIX = ".prov.json"
+SNAKEMAKE_MARKER = ".snakemake_timestamp"  # touched in directory outputs after the job
 PACKAGES = (
     "ordermerge", "torch", "transformers", "tokenizers", "safetensors", "accelerate",
     "datasets", "numpy", "pandas", "snakemake",
@@ -106,7 +107,7 @@ def hash_inputs(paths: Iterable[str | os.PathLike]) -> dict:
         if p.is_dir() and (p / RECORD_NAME).is_file():
             known = json.loads((p / RECORD_NAME).read_text()).get("outputs", {})
         for f in _files_under(p):
-            if f.name == RECORD_NAME:
+            if f.name in (RECORD_NAME, SNAKEMAKE_MARKER):
                 continue
             rel = str(f.relative_to(p)) if p.is_dir() else None
             entry = known.get(rel) if rel else None
@@ -120,10 +121,13 @@ def hash_inputs(paths: Iterable[str | os.PathLike]) -> dict:
 def write_record(output: str | os.PathLike, *, rule: str, params: dict, seeds: dict | None,
                  inputs: Iterable[str | os.PathLike], start: str,
                  record: str | os.PathLike | None = None,
-                 final: str | os.PathLike | None = None) -> Path:
+                 final: str | os.PathLike | None = None, derived: dict | None = None) -> Path:
     """Write the provenance record of `output` (a file or a finished directory).
 
-    `final` names the output's final path when `output` is still a temporary
+    `params` are the rule's params exactly as the workflow passed them (an audit compares
+    them with what the current config gives); what the script derives from its arguments
+    (a merge's method settings, a checkpoint's name, a dataset's resolved version) goes in
+    `derived`. `final` names the output's final path when `output` is still a temporary
     directory that will be renamed.
     """
     output = Path(output)
@@ -132,6 +136,7 @@ def write_record(output: str | os.PathLike, *, rule: str, params: dict, seeds: d
         "rule": rule,
         "output": str(final if final is not None else output),
         "params": params,
+        "derived": derived or {},
         "seeds": seeds or {},
         "inputs": hash_inputs(inputs),
         "outputs": hash_outputs(output, exclude=[path]),

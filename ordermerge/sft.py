@@ -327,8 +327,8 @@ class SFTRun:
                 save_model(acc.unwrap_model(self.model), self.tokenizer, tmp, self.save_dtype,
                            state_dict=state)
                 write_record(tmp, final=final, start=start,
-                             **{**self.provenance,
-                                "params": {**self.provenance["params"], "checkpoint": name}})
+                             **{**self.provenance, "derived": {**self.provenance.get("derived", {}),
+                                                               "checkpoint": name}})
             self.resume.keep_checkpoint(final)
         acc.wait_for_everyone()
 
@@ -465,7 +465,8 @@ def run_from_args(args, params: dict, rule: str, log) -> dict | None:
     run = SFTRun(model, tokenizer, train_rows=read_jsonl(files["train"]),
                  validation_rows=read_jsonl(files["validation"]), task=task,
                  order=epochs, cfg=cfg, save_dtype=save_dtype, out_dir=args.out_dir,
-                 provenance={"rule": rule, "params": cfg,
+                 provenance={"rule": rule, "params": params,
+                             "derived": {"defaults": {k: v for k, v in cfg.items() if k not in params}},
                              "seeds": {"order_seed": order.get("seed"), "run": order.get("run")},
                              "inputs": [args.base, files["train"], files["validation"], args.order]},
                  log=log, fingerprint_files=[args.base, files["train"], files["validation"]],

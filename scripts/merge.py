@@ -23,7 +23,7 @@ base = args.base if get(method).needs_base else None
 
 def record(tmp, recipe):
     write_record(tmp, final=args.out_dir, rule=args.rule,
-                 params={**args.params, **settings, "method": method},
+                 params=args.params, derived={**settings, "method": method},
                  seeds={"merge_seed": settings.get("seed")},
                  inputs=[*args.sub_models, *([base] if base else [])], start=t0)
 

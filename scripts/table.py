@@ -1,7 +1,6 @@
 """Build Table 1 (single SFT vs merges, per task), Table 2 (per model), Table 3 (multi-task
 merging, per group) or Table 4 (shuffled vs fix-batch orders) from evaluation records, as CSV, Markdown and
 LaTeX, with intervals and paired tests (ordermerge/report/tables.py)."""
-import json
 import sys
 from pathlib import Path
 
@@ -22,19 +21,11 @@ p.add_argument("records", nargs="+",
                     "for Table 2 as MODEL=PATH")
 args = p.parse_args()
 t0 = now()
-records, paths = [], []
-for arg in args.records:
-    group, path = arg.split("=", 1) if args.table in ("2", "3") else (None, arg)
-    path = Path(path)
-    paths.append(path)
-    r = json.loads(path.read_text())
-    missing = [k for k in ("task", "kind", "name", "score", "scheme", "examples") if k not in r]
-    if missing:
-        sys.exit(f"{path}: not an evaluation record (no {', '.join(missing)})")
-    records.append({"task": r["task"], "kind": r["kind"], "name": r["name"], "score": r["score"],
-                    "scheme": r["scheme"], "items": tables.item_scores(r),
-                    **({("model" if args.table == "2" else "group"): group} if group else {}),
-                    "path": str(path)})
+try:
+    records = tables.read_records(args.records, args.table)
+except ValueError as e:
+    sys.exit(str(e))
+paths = [Path(r["path"]) for r in records]
 stat = args.params.get("stats")
 if args.table == "3":
     table = tables.table3(records, stat)
@@ -59,5 +50,5 @@ if args.tex:
         fh.write(tex)
 for out in outs:
     write_record(out, rule=args.rule, params=args.params, seeds={"test_seed": int(table["test_seed"].iloc[0])},
-                 inputs=paths, start=t0)
+                 inputs=paths, start=t0, derived={"table": args.table, "records": args.records})
 print(md)

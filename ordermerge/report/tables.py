@@ -166,9 +166,7 @@ def table4(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
     if not records:
         raise ValueError("table4: no evaluation records")
     df = pd.DataFrame(records)
-    df["row"] = method_rows(df)
-    df["row"] = [r if (s == "shuffle" and r == "single") else f"{r} ({s})"
-                 for r, s in zip(df["row"], df["scheme"])]
+    df["row"] = _table4_rows(df)
     merges = [r for r in _row_order(df.assign(row=method_rows(df))) if r != "single"]
     order = ["single"]
     for m in merges:
@@ -176,6 +174,12 @@ def table4(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
     order.append("single (fix-batch)")
     present = set(df["row"])
     return summarise(df.drop(columns="scheme"), order=[r for r in order if r in present], stat=stat)
+
+
+def _table4_rows(df: pd.DataFrame) -> list[str]:
+    """Table 4's row of each record: single (shuffled orders), else `row (scheme)`."""
+    return [r if (s == "shuffle" and r == "single") else f"{r} ({s})"
+            for r, s in zip(method_rows(df), df["scheme"])]
 
 
 def paper_column(task: str) -> str:
@@ -194,6 +198,44 @@ def table2(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
     df = pd.DataFrame(records)
     df["task"] = [paper_column(t) for t in df["task"]]
     return _blocks(df, "model", stat)
+
+
+def read_records(args: list[str], table: str) -> list[dict]:
+    """The evaluation records a table is built from: paths, or for Tables 2 and 3
+    BLOCK=PATH (the model or the multi-task group). Each: task, kind, name, score, scheme,
+    items, path, and model/group."""
+    import json
+    from pathlib import Path
+    records = []
+    for arg in args:
+        block, path = arg.split("=", 1) if table in ("2", "3") else (None, arg)
+        r = json.loads(Path(path).read_text())
+        missing = [k for k in ("task", "kind", "name", "score", "scheme", "examples") if k not in r]
+        if missing:
+            raise ValueError(f"{path}: not an evaluation record (no {', '.join(missing)})")
+        records.append({"task": r["task"], "kind": r["kind"], "name": r["name"],
+                        "score": r["score"], "scheme": r["scheme"], "items": item_scores(r),
+                        **({("model" if table == "2" else "group"): block} if block else {}),
+                        "path": str(path)})
+    return records
+
+
+def cells_of(records: list[dict], table: str) -> list[tuple[str | None, str, str]]:
+    """(block, column, row) of each record in `table` ("1".."4"), labelled as the table's
+    builder labels them: the cell that each evaluation record counts in."""
+    df = pd.DataFrame(records)
+    if table == "4":
+        return [(None, t, r) for t, r in zip(df["task"], _table4_rows(df))]
+    if table == "1":
+        return [(None, t, r) for t, r in zip(df["task"], method_rows(df))]
+    key = "model" if table == "2" else "group"
+    if table == "2":
+        df["task"] = [paper_column(t) for t in df["task"]]
+    out: list = [None] * len(df)
+    for value, part in df.groupby(key, sort=False):
+        for i, t, r in zip(part.index, part["task"], method_rows(part)):
+            out[i] = (value, t, r)
+    return out
 
 
 def table2_markdown(table: pd.DataFrame) -> str:
