@@ -15,11 +15,14 @@ p.add_argument("--out-dir", required=True, type=Path)
 args = p.parse_args()
 start = now()
 cfg = args.params
-splits = prepare(args.task, cfg["data"], cfg["seed"], f"tasks.{args.task}.data")
-inputs = [cfg["data"]["path"]] if cfg["data"].get("path") else []
+origin: dict = {}
+splits = prepare(args.task, cfg["data"], cfg["seed"], f"tasks.{args.task}.data", origin=origin)
+# the local files read, hashed as inputs too, so that an audit can re-check them
+inputs = sorted({f for o in origin.values() for f in o.get("files", {})})
 for split, rows in splits.items():
     out = args.out_dir / f"{split}.jsonl"
     write_jsonl(out, rows)
+    src = "test" if split == "test" else "train"
     write_record(out, rule=args.rule, params=cfg, seeds={"seed": cfg["seed"]}, inputs=inputs,
-                 start=start)
+                 start=start, derived={"source": origin[src]})
     print(f"{args.task} {split}: {len(rows)} rows", file=sys.stderr)

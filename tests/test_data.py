@@ -64,3 +64,54 @@ def test_bad_rows_and_paths_are_named(tmp_path):
     cfg["path"] = str(tmp_path / "nowhere")
     with pytest.raises(DatasetUnavailable, match="tasks.gsm8k.data.path"):
         prepare("gsm8k", cfg, 0, "tasks.gsm8k.data")
+
+
+def test_the_source_of_every_row_is_recorded(tmp_path):
+    import hashlib
+    (tmp_path / "main").mkdir()
+    f = tmp_path / "main" / "train-00000-of-00001.parquet"
+    pd.DataFrame(gsm8k_rows(30)).to_parquet(f)
+    pd.DataFrame(gsm8k_rows(12, 100)).to_parquet(tmp_path / "main" / "test-00000-of-00001.parquet")
+    cfg = {"source": "hf", "path": str(tmp_path), "n_train": None, "n_validation": 5, "n_test": None}
+    origin = {}
+    prepare("gsm8k", cfg, 0, "tasks.gsm8k.data", origin=origin)
+    assert origin["train"] == {"repo": "openai/gsm8k", "split": "train",
+                               "files": {str(f): hashlib.sha256(f.read_bytes()).hexdigest()}}
+    assert list(origin["test"]["files"]) == [str(tmp_path / "main" / "test-00000-of-00001.parquet")]
+    toy = {}
+    prepare("gsm8k", {"source": "toy", "n_train": 5, "n_validation": 2, "n_test": 3}, 7,
+            "tasks.gsm8k.data", origin=toy)
+    assert toy["train"]["seed"] == 7 and "toy" in toy["train"]["toy"]
+
+
+def test_the_hub_revision_is_resolved_to_a_commit_and_loaded_at_it(monkeypatch):
+    """The hub path (no network here): the configured revision is resolved with HfApi first,
+    then datasets loads the split's hub-layout files at that exact commit."""
+    import datasets
+    import huggingface_hub
+
+    from ordermerge.data import sources
+
+    calls = {}
+
+    class Api:
+        def dataset_info(self, repo, revision):
+            calls["info"] = (repo, revision)
+            return type("Info", (), {"sha": "c0ffee" * 6 + "abcd"})()
+
+    def load_dataset(repo, revision, split, data_files):
+        calls["load"] = (repo, revision, split, data_files)
+        return datasets.Dataset.from_list(gsm8k_rows(8 if data_files["train"][0].startswith("main/train") else 3))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(sources, "hub_reachable", lambda: True)
+    cfg = {"source": "hf", "path": None, "revision": "v1.0", "n_train": None, "n_validation": 2,
+           "n_test": None}
+    origin = {}
+    out = prepare("gsm8k", cfg, 0, "tasks.gsm8k.data", origin=origin)
+    assert calls["info"] == ("openai/gsm8k", "v1.0")
+    assert calls["load"][:2] == ("openai/gsm8k", "c0ffee" * 6 + "abcd")
+    assert origin["test"] == {"repo": "openai/gsm8k", "split": "test", "revision": "v1.0",
+                              "commit": "c0ffee" * 6 + "abcd"}
+    assert {k: len(v) for k, v in out.items()} == {"train": 6, "validation": 2, "test": 3}

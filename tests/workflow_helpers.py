@@ -34,7 +34,18 @@ def copy_project(dest: Path, bare: bool = True) -> Path:
         cfg.pop("models", None)
         (dest / "config.yaml").write_text(yaml.safe_dump(cfg))
         shutil.copystat(ROOT / "config.yaml", dest / "config.yaml")
+    git_commit(dest)
     return dest
+
+
+def git_commit(dest: Path) -> None:
+    """Make the copy a git checkout with everything committed, as a clone is: records then
+    name a commit that an audit can compare the code with."""
+    (dest / ".gitignore").write_text("results/\n.snakemake/\n__pycache__/\n")
+    git = ["git", "-C", str(dest), "-c", "user.name=ordermerge tests",
+           "-c", "user.email=tests@ordermerge.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "copy of the project"]):
+        subprocess.run(git + args, check=True, capture_output=True)
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):

@@ -95,7 +95,13 @@ def _details(n: dict, sources: list[Edge]) -> list[str]:
     lines = []
     if n["params"]:
         lines.append("params: " + key_values(n["params"]))
-    derived = {k: v for k, v in n["derived"].items() if k not in ("records", "defaults")}
+    derived = {k: v for k, v in n["derived"].items() if k not in ("records", "defaults", "source")}
+    origin = n["derived"].get("source") or {}
+    if "commit" in origin:
+        lines.append(f"source: {origin['repo']} (hub) split {origin['split']} at commit "
+                     f"{origin['commit']} (revision {origin['revision']})")
+    elif "toy" in origin:
+        lines.append(f"source: {origin['toy']}, seed {origin['seed']}")
     if derived:
         lines.append("derived: " + key_values(derived))
     if n["seeds"]:

@@ -50,8 +50,11 @@ def _local_copy(task, split: str, cfg: dict, config_key: str) -> tuple[str | Non
     return path, f"{config_key}.path"
 
 
-def prepare(task_name: str, cfg: dict, seed: int, config_key: str) -> dict[str, list[dict]]:
+def prepare(task_name: str, cfg: dict, seed: int, config_key: str,
+            origin: dict | None = None) -> dict[str, list[dict]]:
     """Rows per split. `cfg` is the task's config block; `config_key` names it in errors.
+    `origin`, when given, receives per source split where its rows came from (each local
+    file's sha256, or the hub repository and commit; for toy rows the generator and seed).
 
     Ids name the row's index in its source split (``gsm8k:train:000123``), so
     they stay the same when the sizes of other splits change. Validation rows
@@ -67,12 +70,19 @@ def prepare(task_name: str, cfg: dict, seed: int, config_key: str) -> dict[str, 
                          config_key)
         source = {"train": train, "test": test}
         names = {"train": "train", "test": "test"}
+        if origin is not None:
+            origin.update({s: {"toy": f"ordermerge.data toy generator of {task_name}",
+                               "seed": seed} for s in names})
     elif cfg["source"] == "hf":
         source, names = {}, {}
         for split in ("train", "test"):
             src, src_split = task.source_of(split)
             path, key = _local_copy(task, split, cfg, config_key)
-            source[split] = read_split(src, src_split, path, key, task.paper)
+            seen: dict = {}
+            source[split] = read_split(src, src_split, path, key, task.paper,
+                                       revision=cfg.get("revision"), seen=seen)
+            if origin is not None:
+                origin[split] = seen
             names[split] = src_split
     else:
         raise ValueError(f"{config_key}.source: unknown source {cfg['source']!r} (toy, hf)")

@@ -4,10 +4,12 @@ A `Source` names a repository and, per split, glob patterns of its files
 relative to the repository root (the hub's layout: ``main/test-*.parquet``,
 ``train.jsonl.gz``, ``MetaMathQA-395K.json``, ...). A local copy is a
 directory in that same layout (a clone or ``huggingface-cli download``), or a
-single file. Files are read by extension: ``.parquet``, ``.jsonl``,
-``.jsonl.gz``, ``.json`` (an array, one object, or JSON lines). Without a local
-copy the files are fetched from the hub with the same patterns; offline this
-fails at once, naming the dataset and the config key.
+single file. Files are read with ``datasets.load_dataset`` (the parquet builder,
+or the json builder for ``.jsonl``, ``.jsonl.gz`` and ``.json``: an array, one
+object, or JSON lines). Without a local copy the split is loaded from the hub at
+the configured revision, resolved to its commit first; offline this fails at
+once, naming the dataset and the config key. Either way the caller can learn
+where the rows came from (each file's sha256, or the repository and commit).
 """
 from __future__ import annotations
 
@@ -60,38 +62,68 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:
     return bool(result and result[0])
 
 
-def read_file(path: Path) -> list[dict]:
-    """Rows of one file, by extension."""
-    name = path.name
-    if name.endswith(".parquet"):
-        import pandas as pd
-        return [_plain(r) for r in pd.read_parquet(path).to_dict("records")]
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        text = fh.read()
-    if name.endswith((".jsonl", ".jsonl.gz")):
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    if name.endswith(".json"):
-        stripped = text.lstrip()
+def _builder(files: list[Path]) -> str:
+    kinds = {"parquet" if f.name.endswith(".parquet") else
+             "json" if f.name.endswith((".json", ".jsonl", ".jsonl.gz", ".json.gz")) else None
+             for f in files}
+    if None in kinds or len(kinds) != 1:
+        odd = [str(f) for f in files if not f.name.endswith((".parquet", ".json", ".jsonl", ".gz"))]
+        raise DatasetUnavailable(f"{odd[0] if odd else files[0]}: unknown file type or a mix of "
+                                 f"types (parquet, jsonl, jsonl.gz, json)")
+    return kinds.pop()
+
+
+def read_files(files: list[Path]) -> list[dict]:
+    """Rows of a split's files, read by `datasets.load_dataset` (the parquet or json builder;
+    json reads JSON lines, an array, or one object per file). Keys that `datasets` adds as
+    nulls to rows that lack them (it unifies the files' schema) are dropped again, so a row
+    is what its file holds. The Arrow cache goes to a temporary directory."""
+    import tempfile
+
+    import datasets
+
+    builder = _builder(files)
+    files = [f for f in files if not _empty(f)]
+    if not files:
+        return []
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    with tempfile.TemporaryDirectory(prefix="ordermerge-datasets-") as cache:
+        try:
+            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                       cache_dir=cache)
+        except Exception as e:  # the builders raise many kinds; name the files in every case
+            where = str(files[0]) + (f" (and {len(files) - 1} more)" if len(files) > 1 else "")
+            raise DatasetUnavailable(f"{where}: cannot be read as {builder} rows by "
+                                     f"datasets: {type(e).__name__}: {e}") from None
+        present = _present_keys(files) if builder == "json" else None
+        rows = ds.to_list()
+    if present is not None:
+        rows = [{k: v for k, v in r.items() if v is not None or k in keys}
+                for r, keys in zip(rows, present)]
+    return rows
+
+
+def _empty(f: Path) -> bool:
+    opener = gzip.open if f.name.endswith(".gz") else open
+    with opener(f, "rb") as fh:
+        return not fh.read(4096).strip()
+
+
+def _present_keys(files: list[Path]) -> list[set] | None:
+    """The keys each JSON row really has, in file order (None when rows cannot be told
+    apart cheaply: then nulls stay)."""
+    out = []
+    for f in files:
+        opener = gzip.open if f.name.endswith(".gz") else open
+        with opener(f, "rt", encoding="utf-8") as fh:
+            text = fh.read()
         try:
             data = json.loads(text)
+            data = data if isinstance(data, list) else [data]
         except json.JSONDecodeError:
-            if stripped.startswith("{"):  # JSON lines under a .json name
-                return [json.loads(line) for line in text.splitlines() if line.strip()]
-            raise
-        return data if isinstance(data, list) else [data]
-    raise DatasetUnavailable(f"{path}: unknown file type (parquet, jsonl, jsonl.gz, json)")
-
-
-def _plain(row: dict) -> dict:
-    """numpy arrays and scalars from parquet -> lists and Python scalars."""
-    out = {}
-    for k, v in row.items():
-        if hasattr(v, "tolist"):
-            v = v.tolist()
-        if isinstance(v, dict):
-            v = _plain(v)
-        out[k] = v
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        out += [set(r) if isinstance(r, dict) else set() for r in data]
     return out
 
 
@@ -106,8 +138,12 @@ def local_files(root: Path, patterns: tuple[str, ...]) -> list[Path]:
 
 
 def read_split(source: Source, split: str, path: str | None, config_key: str,
-               dataset: str) -> list[dict]:
-    """Rows of the source's split `split`, from the local copy at `path` or the hub."""
+               dataset: str, revision: str | None = None, seen: dict | None = None) -> list[dict]:
+    """Rows of the source's split `split`, from the local copy at `path` or the hub (at
+    `revision`, resolved to its commit first). `seen`, when given, receives where the rows
+    came from: each local file's sha256, or the hub repository and commit."""
+    from ..utils import sha256_file
+
     patterns = source.files[split]
     if not path and source.packaged is not None:
         path = source.packaged()
@@ -119,6 +155,8 @@ def read_split(source: Source, split: str, path: str | None, config_key: str,
         if not files:
             raise DatasetUnavailable(f"{config_key} = {path!r}: no files of split {split!r} of "
                                      f"{source.repo} (looked for {', '.join(patterns)})")
+        rows = read_files(files)
+        where = {"files": {str(f): sha256_file(f) for f in files}}
     elif not source.hub:
         raise DatasetUnavailable(f"dataset {source.repo} ({dataset}) is not on the Hugging Face "
                                  f"Hub: get it from {source.url or source.repo} and set "
@@ -128,12 +166,21 @@ def read_split(source: Source, split: str, path: str | None, config_key: str,
                                  f"or no network. Download it elsewhere and set {config_key} "
                                  f"to the local copy.")
     else:
-        from huggingface_hub import snapshot_download
-        root = Path(snapshot_download(source.repo, repo_type="dataset", allow_patterns=list(patterns)))
-        files = local_files(root, patterns)
-        if not files:
-            raise DatasetUnavailable(f"{source.repo}: no files match {', '.join(patterns)}")
-    rows = [row for f in files for row in read_file(f)]
+        rows, where = read_hub(source, split, revision)
+    if seen is not None:
+        seen.update({"repo": source.repo, "split": split, **where})
     if source.keep is not None:
         rows = [r for r in rows if source.keep(r)]
     return rows
+
+
+def read_hub(source: Source, split: str, revision: str | None) -> tuple[list[dict], dict]:
+    """A split from the hub with `datasets.load_dataset`, at the commit `revision` resolves to
+    (the hub layout is the source's first pattern of the split)."""
+    import datasets
+    from huggingface_hub import HfApi
+
+    commit = HfApi().dataset_info(source.repo, revision=revision or "main").sha
+    ds = datasets.load_dataset(source.repo, revision=commit, split="train",
+                               data_files={"train": [source.files[split][0]]})
+    return ds.to_list(), {"revision": revision or "main", "commit": commit}
