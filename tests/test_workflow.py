@@ -343,3 +343,85 @@ def test_table2_has_a_block_per_model(done):
 def _records_of(done, model, task, kind, names):
     base = done / f"results/eval/{model}/{task}/shuffle/epoch{EPOCHS}/{kind}"
     return [json.loads((base / f"{n}.json").read_text()) for n in names]
+
+
+def _audit(wd, *args):
+    """`ordermerge audit ARGS --configfile reduced.yaml` in `wd`: (exit status, stdout)."""
+    proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "audit", *args,
+                           "--configfile", "reduced.yaml"], cwd=wd, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, proc.stdout
+
+
+def test_audit_of_a_completed_run_is_clean_down_to_the_data(done):
+    rc, out = _audit(done, "results/tables/table1.csv", "--verify")
+    assert rc == 0, out
+    assert out.splitlines()[-1].startswith("verify: ") and out.endswith(": clean\n")
+    lines = out.splitlines()
+    assert lines[0].startswith("table1  results/tables/table1.csv  (")
+    for rule in ("evaluate", "merge", "sft", "order", "prepare_data", "base", "tokenizer"):
+        assert any(line.lstrip("│├└─ ").startswith(f"{rule}  results/") for line in lines), rule
+    assert "source: ordermerge.data toy generator of gsm8k, seed 0" in out
+
+
+def test_audit_of_one_cell_holds_exactly_its_chain(done):
+    rc, out = _audit(done, "results/tables/table1.csv", "--cell", "gsm8k", "resample", "--json")
+    doc = json.loads(out)
+    by_rule = {}
+    for r in doc["records"]:
+        by_rule.setdefault(r["rule"], set()).add(r["output"])
+    ev = f"results/eval/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/merged"
+    assert by_rule["evaluate"] == {f"{ev}/resample-n1-s{s}.json" for s in range(SEEDS)}
+    assert by_rule["merge"] == {f"results/merged/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/resample-n1-s{s}"
+                                for s in range(SEEDS)}
+    assert by_rule["sft"] == {f"results/sft/tiny-llama/gsm8k/shuffle/run{r}/epoch{EPOCHS}"
+                              for r in range(K)}
+    assert by_rule["order"] == {f"results/orders/gsm8k/shuffle/run{r}.json" for r in range(K)}
+    assert by_rule["base"] == {"results/base/tiny-llama/model"}
+    assert {f"results/data/gsm8k/{s}.jsonl" for s in ("train", "validation", "test")} <= by_rule["prepare_data"]
+    merges = [r for r in doc["records"] if r["rule"] == "merge"]
+    assert {r["derived"]["seed"] for r in merges} == set(range(SEEDS))
+    assert {r["seeds"]["run"] for r in doc["records"] if r["rule"] == "order"} == set(range(K))
+    rc, out = _audit(done, "results/tables/table1.csv", "--cell", "gsm8k", "select")
+    assert f"{ev}/select-s1.json" in out and "resample-n1" not in out
+
+
+def test_audit_names_tampered_stale_and_edited_records(done, tmp_path):
+    import shutil
+    wd = tmp_path / "copy"
+    shutil.copytree(done, wd, symlinks=True)  # copy2 keeps the mtimes
+    merged = f"results/merged/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}"
+    # one flipped byte in a merged checkpoint
+    ck = wd / merged / "resample-n1-s0/model.safetensors"
+    data = bytearray(ck.read_bytes())
+    data[len(data) // 2] ^= 1
+    ck.write_bytes(bytes(data))
+    # an evaluation record edited by hand
+    ev = f"results/eval/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/sft/run0.json"
+    rec = json.loads((wd / ev).read_text())
+    rec["score"] = 1.0
+    (wd / ev).write_text(json.dumps(rec))
+    # one merge re-run by hand (its record's command line), its evaluation not re-run
+    argv = json.loads((wd / merged / "select-s0/provenance.json").read_text())["argv"]
+    subprocess.run([sys.executable, *argv], cwd=wd, check=True, capture_output=True)
+    # a record's param edited
+    order = wd / "results/orders/sst2/shuffle/run1.json.prov.json"
+    orec = json.loads(order.read_text())
+    orec["params"]["seed"] = 5
+    order.write_text(json.dumps(orec))
+    rc, out = _audit(wd, "results/tables/table1.csv", "--verify", "--json")
+    assert rc == 1
+    doc = json.loads(out)
+    got = {}
+    for p in doc["problems"]:
+        got.setdefault(p["kind"], set()).add((p["file"], p["record"]))
+    assert set(got) == {"tampered", "stale", "params"}, doc["problems"]
+    assert got["tampered"] == {(f"{merged}/resample-n1-s0/model.safetensors",
+                                f"{merged}/resample-n1-s0/provenance.json"),
+                               (ev, ev + ".prov.json")}
+    stale_eval = f"results/eval/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/merged/select-s0.json.prov.json"
+    assert {r for _, r in got["stale"]} == {stale_eval}  # exactly the consumer of that merge
+    assert all(f.startswith(f"{merged}/select-s0/") for f, _ in got["stale"])
+    assert got["params"] == {("results/orders/sst2/shuffle/run1.json", str(order.relative_to(wd)))}
+    assert doc["summary"]["tampered"] == 2 and doc["summary"]["params"] == 1

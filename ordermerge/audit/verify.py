@@ -95,9 +95,10 @@ def check_files(chain: Chain, hasher: Hasher) -> list[Problem]:
             else:
                 todo.append((f, entry, path))
     sources = {}  # source file outside the workflow -> (sha recorded by a consumer, consumer)
+    no_record = set(chain.missing)
     for consumer, edges in chain.edges.items():
         for e in edges:
-            if e.producer is None and not chain.missing.count((consumer, e.file)):
+            if e.producer is None and (consumer, e.file) not in no_record:
                 sources.setdefault(e.file, (e.sha256, consumer))
     for f, (_sha, consumer) in sources.items():
         if not (root / f).is_file():
