@@ -20,19 +20,52 @@ BERT_SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]"
                 "sep_token": "[SEP]", "mask_token": "[MASK]"}
 
 
+def wordpiece_vocab(words: dict[str, int], vocab_size: int, specials: list[str]) -> list[str]:
+    """A WordPiece vocabulary learned from word counts by BPE merges (what the tokenizers
+    library's WordPieceTrainer does): pieces after a word's first character carry ``##``;
+    each step merges the most frequent adjacent pair, ties broken by the pieces' text. The
+    library's trainer numbers ``##`` pieces in hash-map order and breaks ties by those
+    numbers, so one corpus gave different vocabularies in different processes; this one
+    depends on the words and counts only. Order: specials, the alphabet sorted, merges."""
+    seqs = [([w[0]] + ["##" + c for c in w[1:]], n) for w, n in sorted(words.items()) if w]
+    vocab = list(dict.fromkeys([*specials, *sorted({p for seq, _ in seqs for p in seq})]))
+    known = set(vocab)
+    while len(vocab) < vocab_size:
+        pairs: dict[tuple[str, str], int] = {}
+        for seq, n in seqs:
+            for pair in zip(seq, seq[1:]):
+                pairs[pair] = pairs.get(pair, 0) + n
+        if not pairs:
+            break
+        (a, b), _ = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+        new = a + b[2:]
+        for seq, _ in seqs:
+            i = 0
+            while i < len(seq) - 1:
+                if seq[i] == a and seq[i + 1] == b:
+                    seq[i:i + 2] = [new]
+                i += 1
+        if new not in known:
+            vocab.append(new)
+            known.add(new)
+    return vocab
+
+
 def train_wordpiece(texts: list[str], vocab_size: int):
-    """An uncased WordPiece tokenizer with BERT's special tokens and pair template."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """An uncased WordPiece tokenizer with BERT's special tokens and pair template, its
+    vocabulary from wordpiece_vocab (the same texts give the same bytes)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size,
-                                                             special_tokens=specials,
-                                                             show_progress=False))
+    normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)):
+            counts[word] = counts.get(word, 0) + 1
+    vocab = wordpiece_vocab(counts, vocab_size, specials)
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",

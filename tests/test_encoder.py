@@ -40,6 +40,31 @@ def base(tmp_path_factory):
     return path, tok, data, curve
 
 
+def test_wordpiece_vocab_merges_the_most_frequent_pair_ties_by_text():
+    from ordermerge.encoder import wordpiece_vocab
+    words = {"low": 5, "lower": 2, "newest": 6, "widest": 3}
+    vocab = wordpiece_vocab(words, 17, ["[PAD]", "[UNK]"])
+    assert vocab[:13] == ["[PAD]", "[UNK]", "##d", "##e", "##i", "##o", "##r", "##s", "##t", "##w",
+                          "l", "n", "w"]
+    # (##e ##s) and (##s ##t) both 9: the smaller text first; then ##est (9); then ##o ##w and
+    # l ##o both 7: ##ow first; then l ##ow
+    assert vocab[13:] == ["##es", "##est", "##ow", "low"]
+
+
+def test_wordpiece_training_gives_the_same_bytes_in_every_process():
+    """The tokenizers library's WordPieceTrainer gave a different vocabulary per process
+    (hash-map order): two fresh interpreters must now agree."""
+    import subprocess
+    import sys
+    code = ("import random; from ordermerge.encoder import train_wordpiece; r = random.Random(0); "
+            "words = [''.join(r.choice('abcdefgh') for _ in range(r.randint(2, 7))) for _ in range(300)]; "
+            "lines = [' '.join(r.choice(words) for _ in range(8)) for _ in range(200)]; "
+            "print(train_wordpiece(lines, 120).backend_tokenizer.to_str())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout for _ in range(3)}
+    assert len(outs) == 1
+
+
 def test_wordpiece_pairs_and_mlm_pretraining(base):
     _, tok, _, curve = base
     enc = tok("a film", "is great")

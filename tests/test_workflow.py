@@ -402,7 +402,9 @@ def test_audit_names_tampered_stale_and_edited_records(done, tmp_path):
     rec = json.loads((wd / ev).read_text())
     rec["score"] = 1.0
     (wd / ev).write_text(json.dumps(rec))
-    # one merge re-run by hand (its record's command line), its evaluation not re-run
+    # one merge re-run by hand (its record's command line), its evaluation not re-run; in a
+    # clean tree (earlier tests left config files here, which would make it `dirty`)
+    subprocess.run(["git", "-C", str(wd), "clean", "-fdq"], check=True)
     argv = json.loads((wd / merged / "select-s0/provenance.json").read_text())["argv"]
     subprocess.run([sys.executable, *argv], cwd=wd, check=True, capture_output=True)
     # a record's param edited
