@@ -159,8 +159,8 @@ def audit_parser(sub) -> None:
     p = sub.add_parser(
         "audit", help="the chain of records behind a result, and checks of every hash in it",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Walk any output of the workflow (a table, figure, evaluation record, merged "
-                    "model, checkpoint) back through its provenance records to the prepared data "
+        description="Walk any output of the workflow (a table, figure, evaluation record, merged\n"
+                    "model, checkpoint) back through its provenance records to the prepared data\n"
                     "and its source, and print the chain as a tree (or JSON).",
         epilog="--verify reports, each naming the file and the record that disagree:\n"
                "  tampered  a file's bytes differ from its producer's record\n"
@@ -197,15 +197,20 @@ def run_audit(args) -> int:
         print(f"ordermerge audit: {e}", file=sys.stderr)
         return 2
     problems = verify(chain, args.configfile, rehash=args.rehash) if args.verify else None
-    if args.json:
-        print(json.dumps(as_json(chain, problems), indent=1))
-    else:
-        print(tree(chain, problems))
-        if problems is not None:
-            counts = summary(problems)
-            files = sum(len(r.output_files()) for r in chain.records.values())
-            print(f"\nverify: {len(chain.records)} records, {files} files: "
-                  + (", ".join(f"{k} {n}" for k, n in counts.items()) if counts else "clean"))
+    try:
+        if args.json:
+            print(json.dumps(as_json(chain, problems), indent=1))
+        else:
+            print(tree(chain, problems))
+            if problems is not None:
+                counts = summary(problems)
+                files = sum(len(r.output_files()) for r in chain.records.values())
+                print(f"\nverify: {len(chain.records)} records, {files} files: "
+                      + (", ".join(f"{k} {n}" for k, n in counts.items()) if counts else "clean"))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has gone, which is not an error here
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if problems else 0
 
 
