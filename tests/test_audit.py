@@ -198,3 +198,13 @@ def test_json_output_of_the_command(chain_dir, capsys):
          "producer": None}]
     assert main(["audit", "results/nothing"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_an_unreadable_record_stays_in_the_chain_of_one_cell(chain_dir):
+    from ordermerge.audit import restrict
+    Path(str(DATA) + ".prov.json").write_text("{not json")
+    chain = build(chain_dir, records_for(chain_dir, EVAL))
+    part = restrict(chain, [Path("results/eval/m.json.prov.json")])
+    assert [str(r) for r, _ in part.unreadable] == [str(DATA) + ".prov.json"]
+    assert ("missing", str(DATA) + ".prov.json") in {
+        (p.kind, p.file) for p in check_files(part, Hasher(chain_dir, progress=False))}

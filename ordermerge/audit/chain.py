@@ -130,11 +130,12 @@ def build(root: Path, top: list[Path], results: str = "results") -> Chain:
     """Every record reachable from `top` through the inputs they name."""
     root = Path(root)
     chain = Chain(root=root, top=list(top))
-    todo = list(top)
+    todo, visited = list(top), set()
     while todo:
         rec = todo.pop()
-        if rec in chain.records:
+        if rec in visited:
             continue
+        visited.add(rec)
         try:
             chain.records[rec] = r = Record(rec, load(root / rec))
         except AuditError as e:
@@ -149,7 +150,7 @@ def build(root: Path, top: list[Path], results: str = "results") -> Chain:
             if producer is None and f.parts[:1] == (results,):
                 chain.missing.append((rec, f))
             edges.append(Edge(f, sha, producer))
-            if producer is not None and producer not in chain.records:
+            if producer is not None and producer not in visited:
                 todo.append(producer)
         chain.edges[rec] = edges
     return chain
@@ -157,18 +158,19 @@ def build(root: Path, top: list[Path], results: str = "results") -> Chain:
 
 def restrict(chain: Chain, top: list[Path]) -> Chain:
     """The part of `chain` reachable from `top` (records of the chain)."""
-    keep: list[Path] = []
+    reached: list[Path] = []  # records of the chain and unreadable ones alike
     todo = list(top)
     while todo:
         rec = todo.pop()
-        if rec in keep or rec not in chain.records:
+        if rec in reached:
             continue
-        keep.append(rec)
+        reached.append(rec)
         todo.extend(chain.children(rec))
+    keep = [r for r in reached if r in chain.records]
     out = Chain(root=chain.root, top=list(top))
     for rec in keep:
         out.records[rec] = chain.records[rec]
         out.edges[rec] = chain.edges.get(rec, [])
     out.missing = [(c, f) for c, f in chain.missing if c in out.records]
-    out.unreadable = [(r, m) for r, m in chain.unreadable if r in keep or r in top]
+    out.unreadable = [(r, m) for r, m in chain.unreadable if r in reached]
     return out

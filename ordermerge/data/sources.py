@@ -110,9 +110,8 @@ def _empty(f: Path) -> bool:
         return not fh.read(4096).strip()
 
 
-def _present_keys(files: list[Path]) -> list[set] | None:
-    """The keys each JSON row really has, in file order (None when rows cannot be told
-    apart cheaply: then nulls stay)."""
+def _present_keys(files: list[Path]) -> list[set]:
+    """The keys each JSON row really has, in file order."""
     out = []
     for f in files:
         opener = gzip.open if f.name.endswith(".gz") else open
