@@ -19,6 +19,30 @@ include: "rules/analysis.smk"
 include: "rules/report.smk"
 
 
+# A run killed hard leaves Snakemake's lock behind: remove it when the run that took it is
+# gone (ordermerge/runlock.py says how that is made safe), so that the same command resumes.
+if workflow.is_main_process:
+    _note = runlock.clear_stale_lock()
+    if _note:
+        logger.warning(f"ordermerge: {_note}")
+_unstaged = sorted({r.name for r in workflow.rules} - set(STAGE_OF_RULE) - {"all"})
+if _unstaged:
+    raise WorkflowError(f"rules/common.smk STAGE_OF_RULE lacks the rules {_unstaged}")
+_started = time.time()
+
+
+onstart:
+    runlock.record_owner()
+
+
+onerror:
+    for _line in runlock.slurm_failures(
+        Path("results/logs/slurm"), _started,
+        {r.name: (STAGE_OF_RULE.get(r.name), r.resources.get("runtime"))
+         for r in workflow.rules}):
+        logger.error(f"ordermerge: {_line}")
+
+
 rule all:
     input:
         all_targets(),

@@ -8,6 +8,20 @@ import jsonschema
 from .data.tasks import TASKS
 from .evaluate import PENDING
 
+# the config stage (resources.<stage>) of each rule that runs as a job, to name the setting
+# a failed job should change; the Snakefile checks that every rule is listed; the cost table
+# counts allocated CPUs and GPUs by it
+STAGE_OF_RULE = {
+    "prepare_data": "data", "order": "order",
+    "tokenizer": "base", "base": "base", "encoder_base": "base", "encoder_init": "base",
+    "sft": "sft",
+    "merge": "merge", "multitask_align": "merge", "multitask_merge": "merge",
+    "evaluate": "evaluate", "evaluate_multitask": "evaluate", "score": "evaluate",
+    "curve": "evaluate",
+    "table1": "report", "table2": "report", "table3": "report", "table4": "report",
+    "cost": "report", "figure1": "report", "figure3": "report", "figure4": "report",
+}
+
 
 class ConfigError(ValueError):
     pass

@@ -3,14 +3,17 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
-from ordermerge.config import TABLE2_TASKS, ConfigError, check as check_config, model_specs
+from ordermerge import runlock
+from ordermerge.config import STAGE_OF_RULE, TABLE2_TASKS, ConfigError, check as check_config, model_specs
 from ordermerge.merge import get as merge_method, id_pattern, parse_method_id, sources_of
 from ordermerge.merge.methods import expand as expand_methods
 
@@ -79,12 +82,13 @@ def res(stage, key):
 
 
 def resources_of(stage):
-    """Snakemake / SLURM resources of a stage, from config."""
+    """Snakemake / SLURM resources of a stage, from config: sbatch's --mem, --time,
+    --cpus-per-task, --gpus, --partition, --account and extra arguments."""
     out = {"mem_mb": res(stage, "mem_mb"), "runtime": res(stage, "runtime"),
            "cpus_per_task": res(stage, "cpus")}
     if res(stage, "gpus"):
         out["gpu"] = res(stage, "gpus")
-    for key in ("slurm_partition", "slurm_extra"):
+    for key in ("slurm_partition", "slurm_account", "slurm_extra"):
         if res(stage, key):
             out[key] = res(stage, key)
     return out

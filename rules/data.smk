@@ -35,7 +35,7 @@ rule order:
     log:
         "results/logs/order/{task}/{scheme}/run{run}.log",
     resources:
-        **resources_of("data"),
+        **resources_of("order"),
     conda:
         "../envs/train.yaml"
     shell:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("Snakefile", "config.yaml", "config", "rules", "scripts", "ordermerge", "envs",
-          "slurm")
+          "slurm", "profiles")
 
 
 def copy_project(dest: Path, bare: bool = True) -> Path:

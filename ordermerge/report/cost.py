@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-# benchmark directory -> config resources stage (results/benchmarks/multitask/ holds the
-# multi-task merges; their evaluations are under evaluate/multitask/)
-STAGES = {"base": "base", "sft": "sft", "merge": "merge", "evaluate": "evaluate",
-          "score": "evaluate", "curve": "evaluate", "multitask": "merge"}
+from ordermerge.config import STAGE_OF_RULE
+
+# benchmark directory -> config resources stage: the rule of that name's, and
+# results/benchmarks/multitask/ holds the multi-task merges (their evaluations are under
+# evaluate/multitask/)
+STAGES = {**STAGE_OF_RULE, "multitask": "merge"}
 
 
 def purpose(rule: str, rel: Path) -> str:

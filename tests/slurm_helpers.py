@@ -1,0 +1,101 @@
+"""A local SLURM cluster for the tests, and what the scheduler knows about a workflow's jobs."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+START, STOP = ROOT / "slurm/local/start.sh", ROOT / "slurm/local/stop.sh"
+# .ci/run sets this: there a cluster that cannot start fails the tests instead of skipping them
+REQUIRED = os.environ.get("ORDERMERGE_REQUIRE_SLURM") == "1"
+# what the tests add to `--profile slurm`: check job states every 2 s rather than 40 s
+FAST_POLL = ("--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2")
+
+
+def unavailable() -> str | None:
+    """Why this machine cannot run the local cluster, or None."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return "the local SLURM cluster needs root (it installs packages and starts daemons)"
+    if not (shutil.which("slurmctld") or Path("/usr/sbin/slurmctld").exists()) \
+            and not shutil.which("apt-get"):
+        return "no SLURM installed and no apt-get to install it"
+    return None
+
+
+def start_cluster() -> tuple[bool, str]:
+    """(started anything, its report); raises RuntimeError when the cluster does not come up."""
+    proc = subprocess.run([str(START)], capture_output=True, text=True, timeout=900)
+    if proc.returncode:
+        raise RuntimeError(f"{START} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return " started " in proc.stderr, proc.stderr
+
+
+def stop_cluster() -> None:
+    subprocess.run([str(STOP)], capture_output=True, text=True, timeout=120)
+
+
+def scheduler_jobs(workdir: Path) -> list[dict[str, str]]:
+    """Every job the scheduler still knows (finished ones for MinJobAge) run in `workdir`."""
+    out = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True,
+                         check=True).stdout
+    jobs = []
+    for line in out.splitlines():
+        fields = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+        if fields.get("WorkDir") == str(workdir):
+            jobs.append(fields)
+    return jobs
+
+
+def rule_of(job: dict[str, str]) -> str:
+    """The rule (or group) a job of the slurm plugin runs, from its comment
+    (rule_<name>_wildcards_<...> or rule_<group>_<rule>)."""
+    comment = job["Comment"].removeprefix("rule_")
+    return comment.split("_wildcards_")[0]
+
+
+def stage_resources(configfile: Path) -> dict[str, dict]:
+    """resources.<stage> of a config file, each merged over its default block."""
+    res = yaml.safe_load(configfile.read_text())["resources"]
+    return {stage: {**res["default"], **v} for stage, v in res.items()}
+
+
+def memory_mb(value: str) -> int:
+    """scontrol's MinMemoryNode (e.g. 2500M, 2G) in MB."""
+    units = {"M": 1, "G": 1024, "T": 1024 * 1024}
+    return int(float(value[:-1]) * units[value[-1]])
+
+
+def minutes(value: str) -> int:
+    """scontrol's TimeLimit ([D-]HH:MM:SS) in minutes."""
+    days, _, hms = value.rpartition("-")
+    h, m, s = (int(x) for x in hms.split(":"))
+    return int(days or 0) * 1440 + h * 60 + m + (s > 0)
+
+
+def snakemake_cmd(*args: str) -> list[str]:
+    # SIGINT on timeout: Snakemake cancels its SLURM jobs and exits; SIGTERM can leave it waiting
+    return ["timeout", "-s", "INT", "-k", "30", "1200", sys.executable, "-m", "snakemake", *args]
+
+
+def env_with_python() -> dict[str, str]:
+    """The rules call `python`: make it this interpreter, as an activated environment would."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Poll until `path` exists; fail if the process ended first."""
+    deadline = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended ({proc.returncode}) before {path} appeared")
+        if time.time() > deadline:
+            proc.send_signal(signal.SIGINT)
+            raise AssertionError(f"{path} did not appear in {timeout} s")
+        time.sleep(0.05)
