@@ -36,10 +36,10 @@ onstart:
 
 
 onerror:
+    _runtime = lambda r: getattr(r.resources.get("runtime"), "value", r.resources.get("runtime"))
     for _line in runlock.slurm_failures(
-        Path("results/logs/slurm"), _started,
-        {r.name: (STAGE_OF_RULE.get(r.name), r.resources.get("runtime"))
-         for r in workflow.rules}):
+        Path("results/logs/slurm").resolve(), _started,
+        {r.name: (STAGE_OF_RULE.get(r.name), _runtime(r)) for r in workflow.rules}):
         logger.error(f"ordermerge: {_line}")
 
 

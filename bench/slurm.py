@@ -29,8 +29,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("Snakefile", "config.yaml", "config", "rules", "scripts", "ordermerge", "slurm",
-          "profiles")
+COPIED = ("Snakefile", "config.yaml", "config", "rules", "scripts", "ordermerge", "envs",
+          "slurm", "profiles")
 
 
 def project(dest: Path, jobs: int) -> Path:
@@ -42,9 +42,9 @@ def project(dest: Path, jobs: int) -> Path:
         else:
             shutil.copy2(src, dest / name)
     cfg = yaml.safe_load((dest / "config.yaml").read_text())
-    cfg.update(num_sub_models=jobs, tasks={"gsm8k": {"data": {"source": "toy", "n_train": 64,
-                                                              "n_validation": 8, "n_test": 8}}},
-               table4=None, figures=None)
+    gsm8k = {**cfg["tasks"]["gsm8k"],
+             "data": {"source": "toy", "n_train": 64, "n_validation": 8, "n_test": 8}}
+    cfg.update(num_sub_models=jobs, tasks={"gsm8k": gsm8k}, table4=None, figures=None)
     for key in ("multitask", "models"):
         cfg.pop(key, None)
     (dest / "config.yaml").write_text(yaml.safe_dump(cfg))

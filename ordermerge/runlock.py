@@ -109,7 +109,7 @@ def slurm_failures(logdir: Path, since: float, limits: dict[str, tuple[str, int 
             else:
                 reason = f" ({why.lower()})" if why else ""
                 out.append(f"SLURM job {job} ({what}) was cancelled at {at}{reason}; log: {log}")
-        if re.search(r"oom-kill|Exceeded job memory limit|out of memory", text, re.I):
+        if re.search(r"oom-kill event|Exceeded job memory limit", text):  # slurmstepd's words
             stage, _ = limits.get(rule, (None, None))
             hint = f" (config resources.{stage}.mem_mb)" if stage else ""
             out.append(f"SLURM job of {what} ran out of its memory{hint}; log: {log}")

@@ -1,5 +1,6 @@
 """Config validation: wrong keys and types fail before any job runs, naming the key path."""
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -90,9 +91,25 @@ def test_config_overrides_change_the_plan(project):
 
 
 def test_slurm_profile_dry_run(project):
+    """The profile plans the SLURM resources of each stage from config: GPUs, partition and
+    account, a stage over `default`; the orders go to SLURM as one group job."""
+    (project / "cluster.yaml").write_text(
+        "resources:\n"
+        "  default: {slurm_account: lab, slurm_partition: cpu}\n"
+        "  sft: {gpus: 2, slurm_partition: gpu, mem_mb: 64000, runtime: 600, cpus: 8}\n")
     proc = snakemake(project, "-n", "--profile", "slurm", "--configfile", "config.yaml",
-                     "reduced.yaml")
-    assert "sft" in proc.stdout + proc.stderr
+                     "reduced.yaml", "cluster.yaml")
+    out = proc.stdout + proc.stderr
+    res = {}
+    for m in re.finditer(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M):
+        res.setdefault(m.group(1), dict(kv.split("=", 1) for kv in m.group(2).split(", ")))
+    assert {k: res["sft"][k] for k in ("gpu", "slurm_partition", "slurm_account", "mem_mb",
+                                        "runtime", "cpus_per_task")} == \
+        {"gpu": "2", "slurm_partition": "gpu", "slurm_account": "lab", "mem_mb": "64000",
+         "runtime": "600", "cpus_per_task": "8"}
+    assert "gpu" not in res["merge"] and res["merge"]["slurm_partition"] == "cpu"
+    assert res["merge"]["slurm_account"] == "lab"
+    assert "Group job orders" in out
 
 
 def _extended(base: dict, extra: dict) -> dict:

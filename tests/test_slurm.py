@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -154,12 +155,14 @@ def test_slurm_cancelled_sft_job_is_retried_and_resumes(slurm_run):
     assert planned_jobs(wd, "--profile", "slurm", *ARGS) == {}
 
 
-def test_slurm_time_limit_is_reported_and_rerun_submits_only_what_is_missing(cluster,
+def test_slurm_time_limit_is_reported_and_rerun_submits_only_what_is_missing(slurm_run,
                                                                             tmp_path_factory):
     """Run 0's SFT on many rows under a 1-minute limit: killed by SLURM, reported with the
-    setting to raise and the job's log; the next run plans only that SFT job."""
-    wd = project(tmp_path_factory, "timeout")
-    (wd / "slow.yaml").write_text("tasks: {gsm8k: {data: {n_train: 2400}}}\n"
+    setting to raise and the job's log; the next run plans only that SFT job. (In a copy of
+    the finished SLURM run: its tokenizer and base model are reused.)"""
+    wd = tmp_path_factory.mktemp("timeout") / "project"
+    shutil.copytree(slurm_run[0], wd, symlinks=True)
+    (wd / "slow.yaml").write_text("tasks: {gsm8k: {data: {n_train: 8000}}}\n"
                                   "resources: {sft: {runtime: 1}}\n")
     target = str(RUN0 / "run.json")
     args = ("--profile", "slurm", *ARGS, "slow.yaml", "--retries", "0", *FAST_POLL)
@@ -176,7 +179,7 @@ def test_slurm_time_limit_is_reported_and_rerun_submits_only_what_is_missing(clu
     assert "DUE TO TIME LIMIT" in log.read_text()
     assert [j["JobState"] for j in scheduler_jobs(wd) if j["JobId"] == m.group(1)] == ["TIMEOUT"]
     # data, order, tokenizer and base model are done: the next run submits the SFT job only
-    jobs = planned_jobs(wd, "--profile", "slurm", *ARGS, "slow.yaml", target)
+    jobs = planned_jobs(wd, target, "--profile", "slurm", *ARGS, "slow.yaml")
     assert set(jobs) == {"sft"} and len(jobs["sft"]) == 1
 
 
@@ -206,3 +209,16 @@ def test_killed_local_run_resumes_with_the_same_command(local_run, tmp_path_fact
             (local_run / "results/tables" / name).read_bytes(), name
     mine, theirs = checkpoints(wd), checkpoints(local_run)
     assert mine.keys() == theirs.keys() and [k for k in mine if mine[k] != theirs[k]] == []
+
+
+def test_bench_slurm_runs_at_toy_size(cluster, tmp_path):
+    """bench/slurm.py end to end with 2 orders (its timings are not asserted)."""
+    out = tmp_path / "slurm.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/slurm.py"), "--jobs", "2",
+                           "--repeats", "1", "--out", str(out)], env=env_with_python(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["jobs"] == 2 and set(res["jobs_per_min"]) == {"ungrouped", "grouped"}
+    assert all(len(v) == 1 and v[0] > 0 for v in res["wall_s"].values())
+    assert "grouped / ungrouped throughput" in proc.stdout
