@@ -4,8 +4,9 @@ A run killed hard (SIGKILL of its process group: a power loss, the OOM killer, `
 leaves Snakemake's lock files under .snakemake/locks/, and the next run stops with a
 LockException that asks for `--unlock`. The Snakefile's `onstart` records which process
 holds the lock (host, PID, the PID's start time, the lock files' inodes and mtimes); the
-next run on the same host removes the lock only when that process is gone and the lock
-files are still exactly the ones it made. A lock from another host, one without a record
+next run on the same host removes the lock only when that process is gone, the lock
+files are still exactly the ones it made, and no SLURM job of this directory is still
+queued or running (a Snakemake killed on a login node leaves its jobs running). A lock from another host, one without a record
 (an older version, `--nolock` games) or one taken by a newer, live run is left alone, and
 Snakemake's own message applies (`snakemake --unlock` when you are sure nothing runs).
 """
@@ -69,11 +70,33 @@ def clear_stale_lock(root: Path = Path(".")) -> str | None:
         return None
     if start is not None and _start_time(pid) == start:
         return None  # the run that took the lock is still alive
+    running = _slurm_jobs_in(root)
+    if running:
+        return (f"kept the lock left by a killed run (pid {pid} on {host} is gone): its SLURM "
+                f"jobs {', '.join(running)} still run in this directory and write its outputs; "
+                f"wait for them or scancel them, then run again")
     for name in locks:
         (root / LOCKS / name).unlink(missing_ok=True)
     (root / OWNER).unlink(missing_ok=True)
     return (f"removed the lock left by a killed run (pid {pid} on {host} is gone); "
             f"its incomplete outputs are redone and SFT runs resume from their last state")
+
+
+def _slurm_jobs_in(root: Path) -> list[str]:
+    """Ids of this user's queued or running SLURM jobs whose working directory is `root`
+    (a killed Snakemake leaves its submitted jobs running); [] without SLURM."""
+    import shutil
+    import subprocess
+    if shutil.which("squeue") is None:
+        return []
+    try:
+        out = subprocess.run(["squeue", "--me", "-h", "-o", "%i %Z"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    here = str(Path(root).resolve())
+    return [line.split(" ", 1)[0] for line in out.stdout.splitlines()
+            if out.returncode == 0 and line.split(" ", 1)[-1] == here]
 
 
 # --- SLURM ---------------------------------------------------------------------------------------

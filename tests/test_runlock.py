@@ -97,3 +97,18 @@ def test_slurm_failures_name_the_setting_and_the_log(tmp_path):
         f"SLURM job 41 (sft tiny-llama_gsm8k_shuffle_0) exceeded its time limit of 25 min "
         f"(config resources.sft.runtime) and was killed at 2026-11-29T14:01:02; log: {sft}",
     ]
+
+
+def test_lock_stays_while_the_dead_runs_slurm_jobs_still_run(tmp_path, monkeypatch):
+    """Snakemake killed on the login node leaves its SLURM jobs running: removing the lock
+    would let a second run write the same outputs."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "squeue").write_text(f"#!/bin/sh\necho '77 {tmp_path.resolve()}'\necho '78 /elsewhere'\n")
+    (bin_ / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    _locks(tmp_path, "0.input.lock")
+    runlock.record_owner(tmp_path, pid=_dead_pid())
+    note = runlock.clear_stale_lock(tmp_path)
+    assert note.startswith("kept the lock") and "SLURM jobs 77 still run" in note
+    assert (tmp_path / ".snakemake/locks/0.input.lock").exists()

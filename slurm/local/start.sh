@@ -64,6 +64,16 @@ if [ ${#need[@]} -gt 0 ]; then
         || die "apt-get could not install the SLURM packages"
 fi
 export PATH=$PATH:/usr/sbin
+
+# never take over a real cluster's configuration or daemons
+if [ -e "$conf" ] && ! head -n1 "$conf" | grep -q '^# written by ordermerge slurm/local/start.sh'; then
+    die "$conf exists and was not written by this script: a SLURM installation is configured here; not touching it"
+fi
+for d in slurmctld slurmd; do
+    if pgrep -x "$d" >/dev/null && ! running "$d"; then
+        die "a $d this script did not start is running (pid $(pgrep -x "$d" | head -n1)); not touching it"
+    fi
+done
 mkdir -p "$prefix"/{ctld,spool,log} "$pids" /etc/slurm
 
 # slurmctld must find SlurmctldHost under the machine's short name
