@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ordermerge.config import ConfigError, check
+from ordermerge.config import ConfigError, check, deep_merge
 from workflow_helpers import ROOT, copy_project, planned_jobs, rule_outputs, snakemake
 
 SCHEMA = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
@@ -113,11 +113,9 @@ def test_slurm_profile_dry_run(project):
 
 
 def _extended(base: dict, extra: dict) -> dict:
-    """config.yaml extended by a --configfile, as Snakemake merges them (nested update)."""
-    out = copy.deepcopy(base)
-    for k, v in extra.items():
-        out[k] = _extended(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    """config.yaml extended by a --configfile, as Snakemake merges them (nested update);
+    a deep copy, as the check fills defaults in place."""
+    return deep_merge(copy.deepcopy(base), copy.deepcopy(extra))
 
 
 def test_paper_config_takes_the_papers_hyperparameters():
