@@ -76,8 +76,10 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=20, help="order jobs per measurement (20)")
     ap.add_argument("--repeats", type=int, default=2, help="alternating measurements of each (2)")
     ap.add_argument("--poll", type=int, default=2,
-                    help="seconds between job status checks (2; the plugin's default is 40)")
-    ap.add_argument("--out", type=Path, default=ROOT / "results/bench/slurm.json")
+                    help="seconds before the first job status check (2; the plugin's default "
+                         "is 40, and it adds 10 s per later check in which no job ended)")
+    ap.add_argument("--out", type=Path, default=ROOT / "results/bench/slurm.json",
+                    help="where the figures go as JSON (results/bench/slurm.json)")
     args = ap.parse_args(argv)
     if shutil.which("sbatch") is None:
         raise SystemExit("no sbatch: start a cluster first (slurm/local/start.sh, as root)")
