@@ -67,7 +67,8 @@ def digit_rows(n: int, length: int, seed: int) -> list[dict]:
     return rows
 
 
-TASK = SimpleNamespace(prompt=lambda r: r["prompt"], target=lambda r: r["target"])
+# a decoder task as the SFT run sees it (ordermerge.objectives.objective_for reads `family`)
+TASK = SimpleNamespace(family="decoder", prompt=lambda r: r["prompt"], target=lambda r: r["target"])
 
 
 def plain_loop(base: Path, rows: list[dict], tokenizer, cfg: dict, device: torch.device) -> float:

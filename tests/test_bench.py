@@ -21,3 +21,35 @@ def test_bench_merge_runs_every_method_at_toy_size(tmp_path):
             "mergekit_dare_ties"} <= set(rep)
     assert rep["ties"]["mergekit"] == "mergekit_ties" and rep["ties"]["speedup_vs_mergekit"] > 0
     assert "x floor" in proc.stdout
+
+
+def _run(script, *args, timeout=600):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_bench_train_runs_at_toy_size(tmp_path):
+    out = tmp_path / "train.json"
+    proc = _run("train.py", "--preset", "tiny", "--rows", "32", "--repeats", "1", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert res["rows"] == 32 and res["tokens_per_s"] > 0 and res["plain_loop_tokens_per_s"] > 0
+    assert res["ratio"] == pytest.approx(res["tokens_per_s"] / res["plain_loop_tokens_per_s"])
+    assert "ordermerge train" in proc.stdout
+
+
+def test_bench_generate_runs_at_toy_size(tmp_path):
+    out = tmp_path / "generate.json"
+    _run("generate.py", "--preset", "tiny", "--repeats", "1", "--json", str(out))
+    res = json.loads(out.read_text())
+    # every prompt decodes to the same text as plain batched generate
+    assert res["same_outputs"] == res["prompts"] > 0 and res["new_tokens"] > 0 and res["ratio"] > 0
+
+
+def test_bench_merge_gpu_runs_on_the_cpu_at_toy_size(tmp_path):
+    out = tmp_path / "merge_gpu.json"
+    _run("merge_gpu.py", "--device", "cpu", "--k", "2", "--rows", "64", "--cols", "64",
+         "--rounds", "1", "--repeats", "1", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert res["same_bytes_as_cpu"] is True and {"average", "select", "resample"} <= set(res["methods"])
