@@ -27,7 +27,7 @@ if workflow.is_main_process:
         logger.warning(f"ordermerge: {_note}")
 _unstaged = sorted({r.name for r in workflow.rules} - set(STAGE_OF_RULE) - {"all"})
 if _unstaged:
-    raise WorkflowError(f"rules/common.smk STAGE_OF_RULE lacks the rules {_unstaged}")
+    raise WorkflowError(f"ordermerge/config.py STAGE_OF_RULE lacks the rules {_unstaged}")
 _started = time.time()
 
 

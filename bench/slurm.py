@@ -29,24 +29,18 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("Snakefile", "config.yaml", "config", "rules", "scripts", "ordermerge", "envs",
-          "slurm", "profiles")
+sys.path.insert(0, str(ROOT / "tests"))
+from workflow_helpers import copy_project, env_with_python  # noqa: E402
 
 
 def project(dest: Path, jobs: int) -> Path:
-    """A copy of the project whose config has one toy task and `jobs` runs."""
-    for name in COPIED:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "local"))
-        else:
-            shutil.copy2(src, dest / name)
+    """A copy of the project whose config has one toy task (config.yaml's gsm8k with fewer
+    rows) and `jobs` runs."""
+    copy_project(dest)  # its config.yaml without tasks, groups, Table 4 and figures
     cfg = yaml.safe_load((dest / "config.yaml").read_text())
-    gsm8k = {**cfg["tasks"]["gsm8k"],
+    gsm8k = {**yaml.safe_load((ROOT / "config.yaml").read_text())["tasks"]["gsm8k"],
              "data": {"source": "toy", "n_train": 64, "n_validation": 8, "n_test": 8}}
-    cfg.update(num_sub_models=jobs, tasks={"gsm8k": gsm8k}, table4=None, figures=None)
-    for key in ("multitask", "models"):
-        cfg.pop(key, None)
+    cfg.update(num_sub_models=jobs, tasks={"gsm8k": gsm8k})
     (dest / "config.yaml").write_text(yaml.safe_dump(cfg))
     # the same profile without its groups: every order is its own SLURM job
     prof = yaml.safe_load((dest / "slurm/config.yaml").read_text())
@@ -59,10 +53,10 @@ def project(dest: Path, jobs: int) -> Path:
 
 def snakemake(wd: Path, *args: str) -> float:
     """Wall seconds of one snakemake call; raises with its output when it fails."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     t0 = time.perf_counter()
     proc = subprocess.run(["timeout", "-s", "INT", "-k", "30", "3600", sys.executable, "-m",
-                           "snakemake", *args], cwd=wd, env=env, capture_output=True, text=True)
+                           "snakemake", *args], cwd=wd, env=env_with_python(),
+                          capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
@@ -85,7 +79,7 @@ def main(argv=None):
         raise SystemExit("no sbatch: start a cluster first (slurm/local/start.sh, as root)")
 
     with tempfile.TemporaryDirectory(prefix="ordermerge-bench-slurm-") as tmp:
-        wd = project(Path(tmp), args.jobs)
+        wd = project(Path(tmp) / "project", args.jobs)
         targets = [f"results/orders/gsm8k/shuffle/run{r}.json" for r in range(args.jobs)]
         # the orders' input, made locally: only the orders are measured
         snakemake(wd, "--cores", "1", "results/data/gsm8k/train.jsonl")

@@ -6,16 +6,19 @@ LockException that asks for `--unlock`. The Snakefile's `onstart` records which 
 holds the lock (host, PID, the PID's start time, the lock files' inodes and mtimes); the
 next run on the same host removes the lock only when that process is gone, the lock
 files are still exactly the ones it made, and no SLURM job of this directory is still
-queued or running (a Snakemake killed on a login node leaves its jobs running). A lock from another host, one without a record
-(an older version, `--nolock` games) or one taken by a newer, live run is left alone, and
-Snakemake's own message applies (`snakemake --unlock` when you are sure nothing runs).
+queued or running (a Snakemake killed on a login node leaves its jobs running). A lock
+from another host, one without a record (an older version, `--nolock` games) or one taken
+by a newer, live run is left alone, and Snakemake's own message applies (`snakemake
+--unlock` when you are sure nothing runs).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 OWNER = Path(".snakemake") / "ordermerge" / "lock-owner.json"
@@ -85,8 +88,6 @@ def clear_stale_lock(root: Path = Path(".")) -> str | None:
 def _slurm_jobs_in(root: Path) -> list[str]:
     """Ids of this user's queued or running SLURM jobs whose working directory is `root`
     (a killed Snakemake leaves its submitted jobs running); [] without SLURM."""
-    import shutil
-    import subprocess
     if shutil.which("squeue") is None:
         return []
     try:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from workflow_helpers import ROOT
+
 START, STOP = ROOT / "slurm/local/start.sh", ROOT / "slurm/local/stop.sh"
 # .ci/run sets this: there a cluster that cannot start fails the tests instead of skipping them
 REQUIRED = os.environ.get("ORDERMERGE_REQUIRE_SLURM") == "1"
@@ -82,11 +83,6 @@ def minutes(value: str) -> int:
 def snakemake_cmd(*args: str) -> list[str]:
     # SIGINT on timeout: Snakemake cancels its SLURM jobs and exits; SIGTERM can leave it waiting
     return ["timeout", "-s", "INT", "-k", "30", "1200", sys.executable, "-m", "snakemake", *args]
-
-
-def env_with_python() -> dict[str, str]:
-    """The rules call `python`: make it this interpreter, as an activated environment would."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from slurm_helpers import (FAST_POLL, REQUIRED, ROOT, env_with_python, memory_mb, minutes,
-                           rule_of, scheduler_jobs, snakemake_cmd, stage_resources,
-                           start_cluster, stop_cluster, unavailable, wait_for)
-from workflow_helpers import copy_project, planned_jobs, snakemake
+from slurm_helpers import (FAST_POLL, REQUIRED, ROOT, memory_mb, minutes, rule_of,
+                           scheduler_jobs, snakemake_cmd, stage_resources, start_cluster,
+                           stop_cluster, unavailable, wait_for)
+from workflow_helpers import copy_project, env_with_python, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 

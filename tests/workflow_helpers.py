@@ -48,11 +48,15 @@ def git_commit(dest: Path) -> None:
         subprocess.run(git + args, check=True, capture_output=True)
 
 
+def env_with_python() -> dict[str, str]:
+    """The rules call `python`: make it this interpreter, as an activated environment would."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
-    # the rules call `python`: make it this interpreter, as an activated environment would
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                          env=env_with_python())
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
