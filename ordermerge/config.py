@@ -152,6 +152,18 @@ def _analysis_errors(config: dict) -> list[str]:
     return out
 
 
+def train_errors(tr: dict, key: str) -> list[str]:
+    """Rules across a train section's keys (also checked by `ordermerge train`)."""
+    out = []
+    if tr.get("micro_batch_size", 0) > tr.get("batch_size", float("inf")):
+        out.append(f"config key {key}.micro_batch_size: {tr['micro_batch_size']} "
+                   f"exceeds batch_size {tr['batch_size']}")
+    if tr.get("micro_batch_tokens") is not None and tr["micro_batch_tokens"] < tr.get("max_length", 0):
+        out.append(f"config key {key}.micro_batch_tokens: {tr['micro_batch_tokens']} is less "
+                   f"than max_length {tr['max_length']} (a row of max_length tokens must fit)")
+    return out
+
+
 def semantic_errors(config: dict) -> list[str]:
     """Rules across keys, checked after defaults are filled in."""
     out = []
@@ -164,10 +176,7 @@ def semantic_errors(config: dict) -> list[str]:
             out.append(f"config key tasks.{name}: its evaluator {t.evaluator!r} is not available "
                        f"yet ({PENDING[t.evaluator]})")
             continue
-        tr = task.get("train", {})
-        if tr.get("micro_batch_size", 0) > tr.get("batch_size", float("inf")):
-            out.append(f"config key tasks.{name}.train.micro_batch_size: {tr['micro_batch_size']} "
-                       f"exceeds batch_size {tr['batch_size']}")
+        out += train_errors(task.get("train", {}), f"tasks.{name}.train")
     for e in config["merge"]["epochs"] or []:
         if e > config["epochs"]:
             out.append(f"config key merge.epochs: epoch {e} > epochs ({config['epochs']})")

@@ -3,7 +3,9 @@
 The order (row ids per epoch) is cut into global batches of ``batch_size``
 consecutive ids: optimizer step s trains on exactly those rows, whatever the
 number of processes. With N processes each takes a contiguous share of the
-batch and cuts it into micro-batches padded to their longest row; gradients
+batch and cuts it into micro-batches padded to their longest row: ``micro_batch_size``
+consecutive rows, or, with ``micro_batch_tokens``, rows sorted by length and
+packed up to that many padded tokens (train.micro_batches); gradients
 are accumulated without synchronisation until each process's last
 micro-batch. The loss is the sum of response-token losses over the whole
 global batch divided by its number of response tokens (prompt tokens
@@ -45,13 +47,14 @@ import torch
 
 from .provenance import now, write_record
 from .objectives import objective_for
-from .train import lr_lambda
+from .train import lr_lambda, micro_batches
 from .utils import atomic_dir, atomic_file, derive_seed
 
 RESUME = "resume"
 # the train section's defaults (config/schema.yaml $defs/train; a test keeps them equal)
 DEFAULTS = {
-    "lr": 2.0e-5, "batch_size": 64, "micro_batch_size": 4, "max_length": 800,
+    "lr": 2.0e-5, "batch_size": 64, "micro_batch_size": 4, "micro_batch_tokens": None,
+    "max_length": 800,
     "weight_decay": 0.0, "warmup_ratio": 0.03, "schedule": "cosine", "max_grad_norm": 1.0,
     "save_steps": [], "eval_steps": [], "mixed_precision": "auto",
     "gradient_checkpointing": False,
@@ -221,8 +224,11 @@ class SFTRun:
         self.tokenizer, self.save_dtype = tokenizer, save_dtype
         self.acc = accelerator or make_accelerator(cfg)
         self.B, self.mB = cfg["batch_size"], cfg["micro_batch_size"]
-        if self.mB > self.B:
-            raise TrainError(f"train.micro_batch_size {self.mB} > train.batch_size {self.B}")
+        self.micro_tokens = cfg.get("micro_batch_tokens")
+        from .config import train_errors
+        errors = train_errors(cfg, "train")
+        if errors:
+            raise TrainError("; ".join(errors))
 
         # what is optimised: the causal LM on targets, or an encoder head (objectives.py)
         self.obj = objective or objective_for(task, tokenizer, cfg["max_length"])
@@ -267,18 +273,32 @@ class SFTRun:
     def _train_step(self, step: Step) -> tuple[list[dict], int, int, float]:
         """Forward/backward of this process's share, then the optimizer step. Returns the
         records of the rows seen here, real and processed tokens, and the batch loss."""
+        out = self._accumulate(step)
+        if self.cfg["max_grad_norm"]:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["max_grad_norm"])
+        self.lr = self.sched.get_last_lr()[0]  # the rate this step uses
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return out
+
+    def _accumulate(self, step: Step) -> tuple[list[dict], int, int, float]:
+        """Forward/backward of this process's share of the step's rows, micro-batch by
+        micro-batch; the gradients are synchronised over processes on the last one."""
         acc, model = self.acc, self.model
         mine = share(step.ids, acc.process_index, acc.num_processes)
         offset = step.start + acc.process_index * math.ceil(len(step.ids) / acc.num_processes)
         n_target = self._n_target(step.ids)
         scale = acc.num_processes / max(n_target, 1)  # DDP averages gradients over processes
-        micro = [mine[m:m + self.mB] for m in range(0, len(mine), self.mB)] or [()]
+        cut = micro_batches([len(self.examples[i]["input_ids"]) for i in mine], self.mB,
+                            self.micro_tokens) or [[]]
         records, real, processed, loss_sum = [], 0, 0, 0.0
-        for k, rows in enumerate(micro):
+        for k, idx in enumerate(cut):
+            rows = [mine[j] for j in idx]
             empty = len(rows) == 0  # still takes part in the gradient all-reduce
             batch = self.obj.collate([self.examples[i] for i in (rows or step.ids[:1])])
             batch = {key: v.to(acc.device) for key, v in batch.items()}
-            sync = k == len(micro) - 1
+            sync = k == len(cut) - 1
             ctx = acc.no_sync(model) if not sync and acc.num_processes > 1 else contextlib.nullcontext()
             with ctx:
                 with acc.autocast():
@@ -290,15 +310,9 @@ class SFTRun:
             real += int(batch["attention_mask"].sum())
             processed += batch["input_ids"].numel()
             loss_sum += float(total.detach().sum())
-            for j, (i, t, c) in enumerate(zip(rows, total.tolist(), count.tolist())):
+            for j, i, t, c in zip(idx, rows, total.tolist(), count.tolist()):
                 records.append({"id": i, "epoch": step.epoch, "step": step.index,
-                                "position": offset + k * self.mB + j, "loss": t / max(c, 1)})
-        if self.cfg["max_grad_norm"]:
-            acc.clip_grad_norm_(model.parameters(), self.cfg["max_grad_norm"])
-        self.lr = self.sched.get_last_lr()[0]  # the rate this step uses
-        self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
+                                "position": offset + j, "loss": t / max(c, 1)})
         return records, real, processed, loss_sum / max(n_target, 1)
 
     @torch.no_grad()
@@ -412,7 +426,9 @@ class SFTRun:
             "steps": len(self.steps), "epochs": len(self.order), "wall_s": wall,
             "tokens_per_s": progress["real_tokens"] / wall if wall else None,
             "real_tokens": progress["real_tokens"], "processed_tokens": progress["processed_tokens"],
-            "real_over_processed": progress["real_tokens"] / max(progress["processed_tokens"], 1),
+            # real / processed: the share of the forward passes' tokens that were not padding
+            "padding_efficiency": progress["real_tokens"] / max(progress["processed_tokens"], 1),
+            "micro_batch_tokens": self.micro_tokens,
             "truncated_rows": sum(e["truncated"] for e in self.examples.values()),
             "history": progress["history"], "checkpoints": self.points,
             "final_train_loss": sum(final_loss.values()) / len(final_loss),
@@ -429,6 +445,19 @@ class SFTRun:
 def run_from_args(args, params: dict, rule: str, log) -> dict | None:
     """Load everything the arguments name, check it, and run. Returns the summary on the
     main process."""
+    run = load_run(args.task, args.base, args.data_dir, args.order, args.out_dir, params, rule, log)
+    summary = run.run()
+    if summary is not None:
+        log(f"done: {summary['steps']} steps, {summary['tokens_per_s']:.0f} tokens/s, "
+            f"final train loss {summary['final_train_loss']:.4f}")
+    return summary
+
+
+def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, rule: str,
+             log) -> SFTRun:
+    """An SFTRun of `task_name` from the files it needs: the base model's directory, the
+    prepared data (train.jsonl, validation.jsonl), the order file; each is checked and named
+    (by its command-line flag) when it is wrong."""
     from .data.registry import get_task
     from .models import load_pretrained_source, stored_dtype
     from .utils import read_jsonl
@@ -437,42 +466,36 @@ def run_from_args(args, params: dict, rule: str, log) -> dict | None:
     if unknown:
         raise TrainError(f"train parameter {unknown[0]!r} is unknown (known: {', '.join(DEFAULTS)})")
     cfg = {**DEFAULTS, **params}
-    files = {split: Path(args.data_dir) / f"{split}.jsonl" for split in ("train", "validation")}
+    files = {split: Path(data_dir) / f"{split}.jsonl" for split in ("train", "validation")}
     for split, f in files.items():
         if not f.is_file():
-            raise TrainError(f"--data-dir {args.data_dir}: no {f.name} ({split} rows)")
+            raise TrainError(f"--data-dir {data_dir}: no {f.name} ({split} rows)")
     try:
-        order = json.loads(Path(args.order).read_text())
+        order = json.loads(Path(order_file).read_text())
         epochs = order["epochs"]
         assert isinstance(epochs, list) and all(isinstance(e, list) for e in epochs)
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
-        raise TrainError(f"--order {args.order}: not an order file (a JSON object with "
+        raise TrainError(f"--order {order_file}: not an order file (a JSON object with "
                          f"'epochs': a list of lists of row ids)") from None
-    task = get_task(args.task)
+    task = get_task(task_name)
     if task.family == "encoder":
         # the base encoder with the task's head, initialised alike in every run of the task
         from transformers import AutoTokenizer
 
         from .encoder import load_with_head
-        if not Path(args.base).is_dir():
-            raise TrainError(f"--base {args.base}: an encoder task needs the encoder's directory")
-        model = load_with_head(task, args.base, derive_seed(order.get("seed", 0), "encoder-head"))
-        tokenizer = AutoTokenizer.from_pretrained(args.base)
+        if not Path(base).is_dir():
+            raise TrainError(f"--base {base}: an encoder task needs the encoder's directory")
+        model = load_with_head(task, base, derive_seed(order.get("seed", 0), "encoder-head"))
+        tokenizer = AutoTokenizer.from_pretrained(base)
     else:
         # fp32 master weights; checkpoints go back to the base's dtype (fails fast offline)
-        model, tokenizer = load_pretrained_source(str(args.base), "float32", "--base")
-    save_dtype = stored_dtype(args.base)
-    run = SFTRun(model, tokenizer, train_rows=read_jsonl(files["train"]),
-                 validation_rows=read_jsonl(files["validation"]), task=task,
-                 order=epochs, cfg=cfg, save_dtype=save_dtype, out_dir=args.out_dir,
-                 provenance={"rule": rule, "params": params,
-                             "derived": {"defaults": {k: v for k, v in cfg.items() if k not in params}},
-                             "seeds": {"order_seed": order.get("seed"), "run": order.get("run")},
-                             "inputs": [args.base, files["train"], files["validation"], args.order]},
-                 log=log, fingerprint_files=[args.base, files["train"], files["validation"]],
-                 seed=derive_seed(order.get("seed", 0), args.task, "sft", order.get("run", 0)))
-    summary = run.run()
-    if summary is not None:
-        log(f"done: {summary['steps']} steps, {summary['tokens_per_s']:.0f} tokens/s, "
-            f"final train loss {summary['final_train_loss']:.4f}")
-    return summary
+        model, tokenizer = load_pretrained_source(str(base), "float32", "--base")
+    return SFTRun(model, tokenizer, train_rows=read_jsonl(files["train"]),
+                  validation_rows=read_jsonl(files["validation"]), task=task,
+                  order=epochs, cfg=cfg, save_dtype=stored_dtype(base), out_dir=out_dir,
+                  provenance={"rule": rule, "params": params,
+                              "derived": {"defaults": {k: v for k, v in cfg.items() if k not in params}},
+                              "seeds": {"order_seed": order.get("seed"), "run": order.get("run")},
+                              "inputs": [base, files["train"], files["validation"], order_file]},
+                  log=log, fingerprint_files=[base, files["train"], files["validation"]],
+                  seed=derive_seed(order.get("seed", 0), task_name, "sft", order.get("run", 0)))

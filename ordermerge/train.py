@@ -1,5 +1,5 @@
-"""Training pieces: encoding with response-only labels, padding to the longest row, per-row
-token losses, the learning-rate schedule, and the tiny base's pretraining. The SFT run
+"""Training pieces: encoding with response-only labels, padding to the longest row, cutting
+a global batch into micro-batches (plain or by a token budget), per-row token losses, the learning-rate schedule, and the tiny base's pretraining. The SFT run
 itself is in sft.py."""
 from __future__ import annotations
 
@@ -36,6 +36,26 @@ def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         labels[i, :n] = torch.tensor(e["labels"])
         mask[i, :n] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def micro_batches(lengths: list[int], size: int, tokens: int | None = None) -> list[list[int]]:
+    """Cut one process's share of a global batch (row lengths in tokens, in data order) into
+    micro-batches; returns each micro-batch's indices into `lengths`.
+
+    tokens None: the plain cut, `size` consecutive rows each. tokens N: rows sorted by length
+    (longest first, ties in data order) and filled greedily while the padded micro-batch
+    (rows x its longest row) stays within N tokens; a row longer than N goes alone. Either cut
+    trains on the same rows with the same summed loss: only the padding and the number of
+    forward passes change."""
+    if tokens is None:
+        return [list(range(m, min(m + size, len(lengths)))) for m in range(0, len(lengths), size)]
+    out: list[list[int]] = []
+    for j in sorted(range(len(lengths)), key=lambda j: (-lengths[j], j)):
+        if out and (len(out[-1]) + 1) * lengths[out[-1][0]] <= tokens:
+            out[-1].append(j)
+        else:
+            out.append([j])
+    return out
 
 
 def token_losses(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

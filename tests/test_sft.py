@@ -19,6 +19,7 @@ from ordermerge.data.orders import make_order
 from ordermerge.data.prepare import prepare
 from ordermerge.models import build_tiny, save_model, train_tokenizer
 from ordermerge.sft import DEFAULTS, Resume, TrainError, checkpoint_points, plan_steps, run_from_args
+from ordermerge.train import micro_batches
 from ordermerge.utils import write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +124,8 @@ def test_checkpoints_run_record_and_validation_steps(setup, single):
     assert run["checkpoints"] == {"4": ["steps/step4"], "8": ["epoch1"], "16": ["epoch2"], "24": ["epoch3"]}
     assert [h["step"] for h in run["history"]] == [3, 8, 16, 24]
     assert 0 < run["real_tokens"] < run["processed_tokens"] and run["tokens_per_s"] > 0
-    assert run["real_over_processed"] == pytest.approx(run["real_tokens"] / run["processed_tokens"])
+    assert run["padding_efficiency"] == pytest.approx(run["real_tokens"] / run["processed_tokens"])
+    assert run["micro_batch_tokens"] is None
     assert run["resumed_from_steps"] == []
     assert not (single / "resume").exists()  # a finished run leaves no state behind
     for name in ("steps/step4", "epoch1", "epoch2", "epoch3"):
@@ -169,9 +171,7 @@ def test_two_processes_train_on_the_same_rows_per_step(setup, single, tmp_path):
     with one process, split between the two; the checkpoint loads."""
     from transformers import AutoModelForCausalLM
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(SCRIPT), *script_cmd(setup, out)]
+    cmd = [*launch(2), str(SCRIPT), *script_cmd(setup, out)]
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
@@ -182,6 +182,73 @@ def test_two_processes_train_on_the_same_rows_per_step(setup, single, tmp_path):
     # the same data and schedule: the two runs' losses agree up to reduction order
     ref = json.loads((single / "run.json").read_text())
     assert run["final_train_loss"] == pytest.approx(ref["final_train_loss"], rel=0.05)
+
+
+TOKENS = 200  # train.micro_batch_tokens of the length-aware tests (max_length 96)
+
+
+def launch(processes: int) -> list[str]:
+    """The command prefix that runs a script in `processes` CPU processes."""
+    if processes == 1:
+        return [sys.executable]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+            str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_length_aware_cut_gives_each_step_the_plain_cuts_loss_and_gradient(setup, tmp_path,
+                                                                               processes):
+    """From the same weights, each step's rows, loss and gradient under micro_batch_tokens
+    equal the plain cut's (float tolerance), with fewer padded tokens processed."""
+    root, base, data, order_file, _ = setup
+    out = tmp_path / "steps.json"
+    cmd = [*launch(processes), str(ROOT / "tests" / "step_equality.py"), "--base", str(base),
+           "--data-dir", str(data), "--order", str(order_file), "--work-dir", str(tmp_path / "w"),
+           "--out", str(out), "--params", json.dumps(PARAMS), "--tokens", str(TOKENS),
+           "--steps", "4"]
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["processes"] == processes and len(got["steps"]) == 4
+    for s in got["steps"]:
+        assert s["ids_plain"] == s["ids_tokens"] == s["order_ids"], s["step"]
+        assert s["loss"][1] == pytest.approx(s["loss"][0], rel=1e-5), s["step"]
+        assert s["grad_rel_diff"] < 1e-5, s
+        assert s["grad_norm"][0] > 0 and s["real_plain"] == s["real_tokens"]
+    processed = [sum(s[f"processed_{n}"] for s in got["steps"]) for n in ("plain", "tokens")]
+    assert processed[1] < processed[0]
+
+
+def test_a_length_aware_run_logs_the_same_rows_as_the_plain_run(setup, single, tmp_path):
+    """steps.jsonl and samples.csv: the same rows, steps and positions; losses to float
+    tolerance; run.json reports the budget and a higher padding efficiency."""
+    out = tmp_path / "run"
+    cmd = script_cmd(setup, out)
+    cmd[-1] = json.dumps({**PARAMS, "micro_batch_tokens": TOKENS})
+    subprocess.run([sys.executable, str(SCRIPT), *cmd], check=True, env=env(), capture_output=True)
+    a, b = read_steps(out), read_steps(single)
+    assert [(s["step"], s["epoch"], s["ids"], s["lr"]) for s in a] == \
+        [(s["step"], s["epoch"], s["ids"], s["lr"]) for s in b]
+    assert [s["loss"] for s in a] == pytest.approx([s["loss"] for s in b], rel=1e-3)
+    with open(out / "samples.csv") as fa, open(single / "samples.csv") as fb:
+        ra, rb = list(csv.DictReader(fa)), list(csv.DictReader(fb))
+    key = ("id", "epoch", "position", "step")
+    assert [tuple(r[k] for k in key) for r in ra] == [tuple(r[k] for k in key) for r in rb]
+    run, ref = (json.loads((d / "run.json").read_text()) for d in (out, single))
+    assert run["micro_batch_tokens"] == TOKENS and run["real_tokens"] == ref["real_tokens"]
+    assert run["padding_efficiency"] > ref["padding_efficiency"]
+
+
+def test_micro_batches_plain_and_by_token_budget():
+    lengths = [10, 50, 20, 50, 5, 30, 40]
+    assert micro_batches(lengths, 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    cut = micro_batches(lengths, 3, tokens=100)
+    # longest first (ties in data order), each padded micro-batch within 100 tokens
+    assert cut == [[1, 3], [6, 5], [2, 0, 4]]
+    assert all(len(c) * lengths[c[0]] <= 100 for c in cut)
+    assert sorted(j for c in cut for j in c) == list(range(7))
+    assert micro_batches([120, 10], 2, tokens=100) == [[0], [1]]  # too long for the budget: alone
+    assert micro_batches([], 4, tokens=100) == []
 
 
 def test_plan_and_checkpoint_points():
