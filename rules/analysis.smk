@@ -151,7 +151,8 @@ rule table4:
 
 
 # CPU- and GPU-hours per rule group and per paper table, summed from the benchmark files
-# of every job (its inputs are the other targets, so it runs last).
+# of every job, and the SFT runs' padding efficiency from their run.json (its inputs are
+# the other targets, so it runs last).
 rule cost:
     input:
         script=script("cost.py"),
@@ -171,5 +172,6 @@ rule cost:
     conda:
         "../envs/report.yaml"
     shell:
-        "python {input.script} --rule cost --benchmarks results/benchmarks --csv {output.csv}"
+        "python {input.script} --rule cost --benchmarks results/benchmarks --sft results/sft"
+        " --csv {output.csv}"
         " --md {output.md} --params {params.json:q} > {log} 2>&1"

@@ -88,7 +88,12 @@ def test_cost_table_sums_the_benchmarks(tmp_path):
     _bench(b / "base/m.tsv", 720, 700)
     _bench(b / "multitask/g/avg.tsv", 36, 30)  # a multi-task merge and its evaluation
     _bench(b / "evaluate/multitask/g/gsm8k/avg.tsv", 72, 60)
-    jobs = cost.read_benchmarks(b)
+    runs = tmp_path / "sft"
+    for run, real, processed in (("shuffle/run0", 900, 1000), ("fix-batch/run0", 300, 600)):
+        (runs / "m/gsm8k" / run).mkdir(parents=True)
+        (runs / "m/gsm8k" / run / "run.json").write_text(json.dumps(
+            {"real_tokens": real, "processed_tokens": processed}))
+    jobs = cost.read_benchmarks(b, runs)
     t = cost.cost_table(jobs, {"default": {"cpus": 1, "gpus": 0}, "sft": {"cpus": 4, "gpus": 1},
                                "evaluate": {"cpus": 2}, "merge": {"cpus": 3}})
     assert t.loc["purpose: Table 3", "jobs"] == 2
@@ -101,7 +106,15 @@ def test_cost_table_sums_the_benchmarks(tmp_path):
     assert t.loc["purpose: Table 1", "wall_h"] == pytest.approx(1.1)
     assert t.loc["purpose: Figures 1, 3, 4", "cpu_h_alloc"] == pytest.approx(0.02)
     assert t.loc["total", "jobs"] == 7 and t.loc["total", "gpu_h"] == pytest.approx(1.5)
-    assert "| rule: sft | 2 | 1.5000 | 6.0000 |" in cost.to_markdown(t)
+    assert t.loc["rule: sft", "padding_efficiency"] == pytest.approx(1200 / 1600)
+    assert t.loc["purpose: Table 4", "padding_efficiency"] == pytest.approx(0.5)
+    assert t.loc["total", "real_tokens"] == 1200
+    md = cost.to_markdown(t)
+    assert "| rule: sft | 2 | 1.5000 | 6.0000 | 1.1111 | 1.5000 | 0.750 |" in md
+    assert "| rule: base | 1 | 0.2000 | 0.2000 | 0.1944 | 0.0000 |  |" in md  # no SFT job
+    (runs / "m/gsm8k/shuffle/run0/run.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"shuffle/run0/run.json: no real_tokens"):
+        cost.read_benchmarks(b, runs)
     (b / "bad.tsv").write_text("x\ty\n1\t2\n")
     with pytest.raises(ValueError, match="bad.tsv"):
         cost.read_benchmarks(b)

@@ -314,6 +314,11 @@ def test_report_page_and_cost_table(done):
     # both tasks, fix-batch GSM8K, and the second decoder's SST-2
     assert cost.loc["rule: sft", "jobs"] == n_sft == 2 * K + K + K
     assert cost.loc["total", "wall_h"] > 0
+    # the SFT jobs' tokens, summed from their run.json
+    runs = [json.loads(f.read_text()) for f in (done / "results/sft").rglob("run.json")]
+    assert len(runs) == n_sft and cost.loc["rule: sft", "real_tokens"] == sum(r["real_tokens"] for r in runs)
+    assert cost.loc["rule: sft", "padding_efficiency"] == pytest.approx(
+        sum(r["real_tokens"] for r in runs) / sum(r["processed_tokens"] for r in runs))
     snakemake(done, *config_args("--report", "results/report.html"))
     html = (done / "results/report.html").read_text(errors="replace")
     assert len(html) > 100_000

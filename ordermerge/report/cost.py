@@ -7,10 +7,16 @@ cpus; measured CPU-hours = its ``cpu_time`` (user + system of the job's processe
 needs it: a job under ``fix-batch`` orders is Table 4's, a scoring or curve job the figures',
 a multi-task job Table 3's, the base models "shared", everything else Table 1's (the
 shuffled runs Tables 4 and the figures reuse are counted there).
+
+SFT jobs also bring their tokens from their run.json: real (the rows' own tokens) and
+processed (with the padding of each micro-batch); padding efficiency = real / processed,
+the share of the training forward passes that was not padding (train.micro_batch_tokens
+raises it on mixed lengths).
 """
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -36,8 +42,24 @@ def purpose(rule: str, rel: Path) -> str:
     return "Table 1"
 
 
-def read_benchmarks(root: str | Path) -> pd.DataFrame:
-    """One row per job: rule, purpose, path, wall_s, cpu_s."""
+TOKENS = ["real_tokens", "processed_tokens"]
+
+
+def sft_tokens(sft_root: Path, rel: Path) -> dict[str, int]:
+    """Real and processed tokens of the SFT job whose benchmark is `rel` (sft/<run>.tsv),
+    from <sft_root>/<run>/run.json."""
+    f = sft_root / rel.relative_to("sft").with_suffix("") / "run.json"
+    try:
+        run = json.loads(f.read_text())
+        return {k: int(run[k]) for k in TOKENS}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{f}: no real_tokens/processed_tokens of the SFT job benchmarked in "
+                         f"{rel} ({type(e).__name__}: {e})") from None
+
+
+def read_benchmarks(root: str | Path, sft_root: str | Path | None = None) -> pd.DataFrame:
+    """One row per job: rule, purpose, path, wall_s, cpu_s, and with `sft_root` (the SFT
+    runs' directory) the SFT jobs' real and processed tokens."""
     root = Path(root)
     rows = []
     for f in sorted(root.rglob("*.tsv")):
@@ -49,14 +71,18 @@ def read_benchmarks(root: str | Path) -> pd.DataFrame:
             raise ValueError(f"{f}: not a Snakemake benchmark file (no 's' column)")
         last = recs[-1]  # repeats: the last
         cpu = last.get("cpu_time", "")
+        tokens = (sft_tokens(Path(sft_root), rel) if sft_root is not None and rule == "sft"
+                  else dict.fromkeys(TOKENS, 0))
         rows.append({"rule": rule, "purpose": purpose(rule, rel), "path": str(rel),
-                     "wall_s": float(last["s"]), "cpu_s": float(cpu) if cpu not in ("", "NA", "-") else float("nan")})
-    return pd.DataFrame(rows, columns=["rule", "purpose", "path", "wall_s", "cpu_s"])
+                     "wall_s": float(last["s"]), "cpu_s": float(cpu) if cpu not in ("", "NA", "-") else float("nan"),
+                     **tokens})
+    return pd.DataFrame(rows, columns=["rule", "purpose", "path", "wall_s", "cpu_s", *TOKENS])
 
 
 def cost_table(jobs: pd.DataFrame, resources: dict[str, dict]) -> pd.DataFrame:
     """Rows per rule group, then per purpose, then the total: jobs, wall hours, allocated
-    and measured CPU-hours, GPU-hours. `resources`: stage -> {cpus, gpus}."""
+    and measured CPU-hours, GPU-hours, the SFT jobs' real and processed tokens and padding
+    efficiency (empty where a row has no SFT job). `resources`: stage -> {cpus, gpus}."""
     def alloc(rule, key):
         stage = STAGES.get(rule, "default")
         return (resources.get(stage) or resources.get("default") or {}).get(key) or 0
@@ -65,7 +91,10 @@ def cost_table(jobs: pd.DataFrame, resources: dict[str, dict]) -> pd.DataFrame:
     jobs["gpu_h"] = [w * alloc(r, "gpus") / 3600 for w, r in zip(jobs["wall_s"], jobs["rule"])]
     jobs["wall_h"] = jobs["wall_s"] / 3600
     jobs["cpu_h_measured"] = jobs["cpu_s"] / 3600
-    cols = ["wall_h", "cpu_h_alloc", "cpu_h_measured", "gpu_h"]
+    for k in TOKENS:
+        if k not in jobs:
+            jobs[k] = 0
+    cols = ["wall_h", "cpu_h_alloc", "cpu_h_measured", "gpu_h", *TOKENS]
     out = []
     for key in ("rule", "purpose"):
         g = jobs.groupby(key, sort=True)
@@ -74,13 +103,17 @@ def cost_table(jobs: pd.DataFrame, resources: dict[str, dict]) -> pd.DataFrame:
         part.index = [f"{key}: {i}" for i in part.index]
         out.append(part)
     total = pd.DataFrame([[len(jobs), *jobs[cols].sum()]], columns=["jobs", *cols], index=["total"])
-    return pd.concat(out + [total])
+    table = pd.concat(out + [total])
+    processed = table["processed_tokens"].where(table["processed_tokens"] > 0)
+    table["padding_efficiency"] = table["real_tokens"] / processed
+    return table
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    lines = ["| | jobs | wall h | CPU h (allocated) | CPU h (measured) | GPU h |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| | jobs | wall h | CPU h (allocated) | CPU h (measured) | GPU h | SFT padding efficiency |",
+             "|---|---|---|---|---|---|---|"]
     for row, r in table.iterrows():
+        eff = "" if pd.isna(r["padding_efficiency"]) else f"{r['padding_efficiency']:.3f}"
         lines.append(f"| {row} | {int(r['jobs'])} | {r['wall_h']:.4f} | {r['cpu_h_alloc']:.4f} | "
-                     f"{r['cpu_h_measured']:.4f} | {r['gpu_h']:.4f} |")
+                     f"{r['cpu_h_measured']:.4f} | {r['gpu_h']:.4f} | {eff} |")
     return "\n".join(lines) + "\n"
