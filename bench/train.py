@@ -1,6 +1,7 @@
-"""SFT throughput: `ordermerge train` (ordermerge.sft.SFTRun) against a plain PyTorch loop.
+"""SFT throughput, two comparisons, each side by side in one process.
 
-Both train the same model from the same weights on the same rows, in the same
+--shape uniform (the default): `ordermerge train` (ordermerge.sft.SFTRun) against a plain
+PyTorch loop. Both train the same model from the same weights on the same rows, in the same
 micro-batches (padded to their longest row), with AdamW: the plain loop is the
 least a training loop can do (forward, backward, step; on a GPU bf16 autocast,
 fused AdamW and SDPA attention, as the run uses). Rows are digit strings (one
@@ -10,16 +11,24 @@ tokens per second of the training loop, the median of --repeats alternating runs
 in this process; `ordermerge train` includes its per-step bookkeeping, step-id
 gathering, the epoch-end validation pass, checkpoint and resume-state saves.
 
+--shape gsm8k | alpaca: the plain cut (micro_batch_size consecutive rows, padded to the
+longest) against the length-aware cut (train.micro_batch_tokens = micro_batch_size x
+max_length, the same padded-token bound per forward pass), both through `ordermerge train`
+on rows whose token lengths follow a log-normal fit of the dataset (SHAPES below). Reports
+each cut's padding efficiency (real / processed tokens) and real tokens per second, their
+ratio, and whether both runs trained every step on the same rows (steps.jsonl).
+
     python bench/train.py                          # CPU: the tiny suite's model
+    python bench/train.py --shape alpaca           # CPU: the two cuts, Alpaca-shaped lengths
     python bench/train.py --preset tinyllama       # GPU: 1.1B (TinyLlama shape), 16 x 800
 
-Prints the figures and writes results/bench/train.json (device, tokens_per_s,
-plain_loop_tokens_per_s, ratio).
+Prints the figures and writes results/bench/train.json (or train-<shape>.json).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
@@ -39,6 +48,22 @@ sys.path.insert(0, str(ROOT))
 from ordermerge.models import build_tiny, save_model, train_tokenizer  # noqa: E402
 from ordermerge.sft import DEFAULTS, SFTRun  # noqa: E402
 from ordermerge.train import collate, encode_example, token_losses  # noqa: E402
+
+# Token lengths of a row (bos + prompt + target + eos) as log-normal fits, clipped to
+# [lo, hi]: median exp(mu), log-scale spread sigma.
+#  gsm8k: fitted to the real train split (7,473 rows) in the task's prompt format with the
+#    SmolLM2 tokenizer (digits one token each, as Llama's): median 180, sigma 0.344; the real
+#    5/50/95/100th percentiles are 104/179/324/544 tokens.
+#  alpaca: a synthetic fit (the real data is not on these machines): the Alpaca prompt
+#    template (~40 tokens) plus instruction, optional input and an output from one word to
+#    essays; median 120, sigma 0.75 (95th percentile ~410, 99th ~690), cut at the paper's
+#    max_length 1200.
+SHAPES = {"gsm8k": {"median": 180.0, "sigma": 0.344, "lo": 72, "hi": 800},
+          "alpaca": {"median": 120.0, "sigma": 0.75, "lo": 24, "hi": 1200}}
+
+# the shaped comparison's batches: the paper's Alpaca/GSM8K global batch of 64 rows cut into
+# micro-batches of 8 (config/paper.yaml), 8 optimizer steps
+SHAPED = {"batch": 64, "micro": 8, "rows": 512}
 
 PRESETS = {
     # the tiny suite's model (config.yaml)
@@ -60,6 +85,21 @@ def digit_rows(n: int, length: int, seed: int) -> list[dict]:
     rows = []
     for i in range(n):
         total = rng.randint(int(length * 0.75), length - 2)
+        p = total // 4
+        rows.append({"id": f"bench:{i:06d}",
+                     "prompt": "".join(rng.choice("0123456789") for _ in range(p)),
+                     "target": "".join(rng.choice("0123456789") for _ in range(total - p))})
+    return rows
+
+
+def shaped_rows(n: int, shape: dict, seed: int) -> list[dict]:
+    """Digit rows (one token each with the bench tokenizer) whose encoded lengths follow
+    `shape`: a log-normal draw, clipped, minus bos and eos; a quarter of it is the prompt."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        total = round(math.exp(rng.gauss(math.log(shape["median"]), shape["sigma"])))
+        total = min(max(total, shape["lo"]), shape["hi"]) - 2
         p = total // 4
         rows.append({"id": f"bench:{i:06d}",
                      "prompt": "".join(rng.choice("0123456789") for _ in range(p)),
@@ -100,14 +140,15 @@ def plain_loop(base: Path, rows: list[dict], tokenizer, cfg: dict, device: torch
 
 
 def ordermerge_run(base: Path, rows: list[dict], val: list[dict], tokenizer, cfg: dict,
-                   out: Path) -> float:
+                   out: Path) -> dict:
+    """One `ordermerge train` run (one epoch in data order); its run.json summary."""
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     run = SFTRun(model, tokenizer, train_rows=rows, validation_rows=val, task=TASK,
                  order=[[r["id"] for r in rows]], cfg=cfg, save_dtype=torch.bfloat16, out_dir=out,
                  provenance={"rule": "bench", "params": cfg, "seeds": {}, "inputs": []},
                  log=lambda m: None)
-    return run.run()["tokens_per_s"]
+    return run.run()
 
 
 def sync() -> None:
@@ -115,56 +156,125 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def build_base(preset: dict, tokenizer, path: Path, max_length: int) -> None:
+    arch = dict(preset["arch"])
+    vocab = arch.pop("vocab_size", None)
+    arch["max_position_embeddings"] = max(arch["max_position_embeddings"], max_length)
+    model = build_tiny(arch, tokenizer, seed=0)
+    if vocab:  # a full-size embedding, whatever the tokenizer's own size
+        model.resize_token_embeddings(vocab)
+    path.mkdir()
+    save_model(model, tokenizer, path, torch.bfloat16)
+
+
+def digits_tokenizer(rows: list[dict], vocab: int):
+    return train_tokenizer([r["prompt"] + r["target"] for r in rows[:200]] + ["0123456789"] * 10,
+                           vocab)
+
+
+def compare_loop(args, preset: dict, device: torch.device) -> dict:
+    """`ordermerge train` against the plain loop, uniform lengths."""
+    rows = digit_rows((args.rows or preset["rows"]) + 16, preset["length"], seed=0)
+    train, val = rows[:-16], rows[-16:]
+    tokenizer = digits_tokenizer(rows, preset["vocab"])
+    cfg = {**DEFAULTS, "lr": 1e-4, "batch_size": preset["batch"], "micro_batch_size": preset["micro"],
+           "max_length": preset["length"], "warmup_ratio": 0.03}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        build_base(preset, tokenizer, base, cfg["max_length"])
+        plain, ours = [], []
+        for r in range(args.repeats):
+            plain.append(plain_loop(base, train, tokenizer, cfg, device))
+            ours.append(ordermerge_run(base, train, val, tokenizer, cfg, Path(tmp) / f"run{r}")["tokens_per_s"])
+            print(f"repeat {r}: plain loop {plain[-1]:.0f} tokens/s, ordermerge train {ours[-1]:.0f}",
+                  flush=True)
+    report = {"rows": len(train), "batch_size": cfg["batch_size"],
+              "micro_batch_size": cfg["micro_batch_size"], "max_length": cfg["max_length"],
+              "tokens_per_s": statistics.median(ours),
+              "plain_loop_tokens_per_s": statistics.median(plain),
+              "runs": {"tokens_per_s": ours, "plain_loop_tokens_per_s": plain}}
+    report["ratio"] = report["tokens_per_s"] / report["plain_loop_tokens_per_s"]
+    print(f"ordermerge train {report['tokens_per_s']:.0f} tokens/s, plain loop "
+          f"{report['plain_loop_tokens_per_s']:.0f} tokens/s, ratio {report['ratio']:.2f}")
+    return report
+
+
+def compare_cuts(args, preset: dict, shape_name: str) -> dict:
+    """The plain cut against the length-aware cut, both `ordermerge train`, on shaped lengths."""
+    shape = SHAPES[shape_name]
+    rows = shaped_rows((args.rows or SHAPED["rows"]) + 16, shape, seed=0)
+    train, val = rows[:-16], rows[-16:]
+    tokenizer = digits_tokenizer(rows, preset["vocab"])
+    mB = args.micro or SHAPED["micro"]
+    cfg = {**DEFAULTS, "lr": 1e-4, "batch_size": args.batch or SHAPED["batch"],
+           "micro_batch_size": mB, "max_length": shape["hi"], "warmup_ratio": 0.03}
+    cuts = {"plain": cfg, "tokens": {**cfg, "micro_batch_tokens": mB * shape["hi"]}}
+    runs: dict[str, list[dict]] = {k: [] for k in cuts}
+    steps: dict[str, list] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        build_base(preset, tokenizer, base, cfg["max_length"])
+        for r in range(args.repeats):
+            for name, c in cuts.items():
+                out = Path(tmp) / f"{name}{r}"
+                runs[name].append(ordermerge_run(base, train, val, tokenizer, c, out))
+                steps[name] = [json.loads(x)["ids"] for x in (out / "steps.jsonl").read_text().splitlines()]
+            print(f"repeat {r}: " + ", ".join(
+                f"{n} cut {runs[n][-1]['tokens_per_s']:.0f} real tokens/s "
+                f"(efficiency {runs[n][-1]['padding_efficiency']:.3f})" for n in cuts), flush=True)
+    lengths = sorted(len(r["prompt"]) + len(r["target"]) + 2 for r in train)
+    report = {"shape": {**shape, "name": shape_name},
+              "lengths": {q: lengths[min(len(lengths) - 1, int(q / 100 * len(lengths)))]
+                          for q in (0, 5, 50, 95, 100)},
+              "rows": len(train), "batch_size": cfg["batch_size"], "micro_batch_size": mB,
+              "micro_batch_tokens": cuts["tokens"]["micro_batch_tokens"],
+              "max_length": cfg["max_length"], "same_steps": steps["plain"] == steps["tokens"]}
+    for name in cuts:
+        report[name] = {"padding_efficiency": runs[name][0]["padding_efficiency"],
+                        "processed_tokens": runs[name][0]["processed_tokens"],
+                        "real_tokens": runs[name][0]["real_tokens"],
+                        "tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs[name]),
+                        "runs_tokens_per_s": [x["tokens_per_s"] for x in runs[name]]}
+    report["ratio"] = report["tokens"]["tokens_per_s"] / report["plain"]["tokens_per_s"]
+    print(f"{shape_name}: padding efficiency {report['plain']['padding_efficiency']:.3f} -> "
+          f"{report['tokens']['padding_efficiency']:.3f}; real tokens/s "
+          f"{report['plain']['tokens_per_s']:.0f} -> {report['tokens']['tokens_per_s']:.0f} "
+          f"({report['ratio']:.2f}x); same rows every step: {report['same_steps']}")
+    return report
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="tiny on the CPU, tinyllama on a GPU (default by device)")
+    p.add_argument("--shape", choices=["uniform", *sorted(SHAPES)], default="uniform",
+                   help="uniform: ordermerge train vs a plain loop; gsm8k/alpaca: the plain vs "
+                        "the length-aware micro-batch cut on that dataset's length distribution")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rows", type=int, help="training rows (one epoch)")
+    p.add_argument("--batch", type=int, help=f"global batch (shaped runs; default {SHAPED['batch']})")
+    p.add_argument("--micro", type=int, help=f"micro_batch_size (shaped runs; default {SHAPED['micro']})")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", type=Path, default=ROOT / "results/bench/train.json")
+    p.add_argument("--json", type=Path, help="default results/bench/train[-<shape>].json")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     preset_name = args.preset or ("tinyllama" if device.type == "cuda" else "tiny")
     preset = PRESETS[preset_name]
     torch.set_num_threads(args.threads)
-    rows = digit_rows((args.rows or preset["rows"]) + 16, preset["length"], seed=0)
-    train, val = rows[:-16], rows[-16:]
-    tokenizer = train_tokenizer([r["prompt"] + r["target"] for r in rows[:200]] + ["0123456789"] * 10,
-                                preset["vocab"])
-    cfg = {**DEFAULTS, "lr": 1e-4, "batch_size": preset["batch"], "micro_batch_size": preset["micro"],
-           "max_length": preset["length"], "warmup_ratio": 0.03}
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base"
-        base.mkdir()
-        arch = dict(preset["arch"])
-        vocab = arch.pop("vocab_size", None)
-        model = build_tiny(arch, tokenizer, seed=0)
-        if vocab:  # a full-size embedding, whatever the tokenizer's own size
-            model.resize_token_embeddings(vocab)
-        save_model(model, tokenizer, base, torch.bfloat16)
-        del model
-        plain, ours = [], []
-        for r in range(args.repeats):
-            plain.append(plain_loop(base, train, tokenizer, cfg, device))
-            ours.append(ordermerge_run(base, train, val, tokenizer, cfg, Path(tmp) / f"run{r}"))
-            print(f"repeat {r}: plain loop {plain[-1]:.0f} tokens/s, ordermerge train {ours[-1]:.0f}",
-                  flush=True)
+    if args.shape == "uniform":
+        report = compare_loop(args, preset, device)
+    else:
+        report = compare_cuts(args, preset, args.shape)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({args.threads} threads)"
-    report = {"device": name, "preset": preset_name, "date": time.strftime("%Y-%m-%d"),
-              "rows": len(train), "batch_size": cfg["batch_size"],
-              "micro_batch_size": cfg["micro_batch_size"], "max_length": cfg["max_length"],
-              "repeats": args.repeats, "tokens_per_s": statistics.median(ours),
-              "plain_loop_tokens_per_s": statistics.median(plain),
-              "runs": {"tokens_per_s": ours, "plain_loop_tokens_per_s": plain}}
-    report["ratio"] = report["tokens_per_s"] / report["plain_loop_tokens_per_s"]
+    report.update(device=name, preset=preset_name, date=time.strftime("%Y-%m-%d"),
+                  repeats=args.repeats)
     if device.type == "cuda":
         report["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    print(f"{name}, {preset_name}: ordermerge train {report['tokens_per_s']:.0f} tokens/s, "
-          f"plain loop {report['plain_loop_tokens_per_s']:.0f} tokens/s, ratio {report['ratio']:.2f}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {args.json}")
+    out = args.json or ROOT / "results/bench" / (
+        "train.json" if args.shape == "uniform" else f"train-{args.shape}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(f"{name}, {preset_name}; wrote {out}")
 
 
 if __name__ == "__main__":

