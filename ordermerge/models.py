@@ -121,7 +121,6 @@ def checkpoint_from_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike,
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.name_or_path = gguf.stem
     model = type(loaded)(config)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or ())

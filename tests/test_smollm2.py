@@ -143,12 +143,21 @@ def test_evaluation_uses_the_real_tokenizer_and_the_task_format(done):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(done / f"results/base/{MODEL}/model")
     assert len(tok) == 49152
-    records = list((done / f"results/eval/{MODEL}/gsm8k").rglob("*.jsonl"))
-    assert len(records) >= 2 + len(METHODS)
-    rows = [json.loads(line) for line in records[0].read_text().splitlines()]
-    assert len(rows) == 6
-    for r in rows:
-        assert "<|im_start|>" not in r["prompt"]  # the task's prompt format, no chat template
-        assert "<|im_end|>" not in r["output"]
-    table = (done / "results/tables/table1.csv").read_text()
-    assert table.count("\n") == 1 + len(METHODS) + 1  # header, single, every method
+    records = [f for f in (done / f"results/eval/{MODEL}/gsm8k").rglob("*.json")
+               if not f.name.endswith(".prov.json")]
+    assert len(records) == 2 + len(METHODS)  # the two runs and every merge
+    for f in records:
+        rec = json.loads(f.read_text())
+        assert rec["n"] == 6 and 0 <= rec["score"] <= 1
+        for ex in rec["examples"]:
+            # the task's prompt format (no chat template), the text before end of sequence
+            assert ex["prompt"].startswith("Question: ") and ex["prompt"].endswith("\nAnswer:")
+            assert "<|im_start|>" not in ex["output"] and "<|im_end|>" not in ex["output"]
+    # the model ends its answer with <|im_end|> and generation stops there, before the
+    # 24-token limit, in most rows
+    run0 = json.loads((done / f"results/eval/{MODEL}/gsm8k/shuffle/epoch1/sft/run0.json").read_text())
+    ended = [len(tok(ex["output"], add_special_tokens=False)["input_ids"]) < 24
+             for ex in run0["examples"]]
+    assert sum(ended) >= 3, [ex["output"] for ex in run0["examples"]]
+    table = (done / "results/tables/table1.md").read_text().splitlines()
+    assert len([line for line in table if line.startswith("| ") and "---" not in line]) == 2 + len(METHODS)
