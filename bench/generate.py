@@ -11,6 +11,11 @@ run, and the report says how many outputs agree), the median of --repeats, alter
 
     python bench/generate.py                       # CPU: a tiny Llama, 256 prompts
     python bench/generate.py --preset tinyllama    # GPU: 1.1B (TinyLlama shape), bf16
+    python bench/generate.py --model models/SmolLM2-135M-Instruct   # a real checkpoint
+
+With --model (a save_pretrained directory, e.g. from `ordermerge gguf`) the prompts are
+toy GSM8K questions in the gsm8k task's prompt format, tokenized by the model's own
+tokenizer, as the evaluate rule gives them.
 
 Prints the figures and writes results/bench/generate.json (device, new_tokens_per_s,
 plain_new_tokens_per_s, ratio).
@@ -45,6 +50,16 @@ PRESETS = {
                            "max_position_embeddings": 2048, "tie_word_embeddings": False},
                   "prompts": 256, "batch": 64, "new_tokens": 128},
 }
+
+
+def task_prompts(n: int, seed: int) -> list[str]:
+    """n toy GSM8K test questions in the gsm8k task's prompt format."""
+    from ordermerge.data.prepare import prepare
+    from ordermerge.data.registry import get_task
+    rows = prepare("gsm8k", {"source": "toy", "n_train": 1, "n_validation": 1, "n_test": n},
+                   seed=seed, config_key="bench")["test"]
+    task = get_task("gsm8k")
+    return [task.prompt(r) for r in rows]
 
 
 def prompts_of(n: int, seed: int) -> list[str]:
@@ -91,18 +106,31 @@ def sync():
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--model", type=Path, help="a checkpoint directory instead of a preset's random model")
+    p.add_argument("--prompts", type=int, help="number of prompts (default the preset's)")
+    p.add_argument("--batch", type=int, help="batch size (default the preset's)")
+    p.add_argument("--new-tokens", type=int, help="max new tokens (default the preset's)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=ROOT / "results/bench/generate.json")
     args = p.parse_args()
     cuda = torch.cuda.is_available()
     preset_name = args.preset or ("tinyllama" if cuda else "tiny")
-    cfg = PRESETS[preset_name]
+    cfg = dict(PRESETS[preset_name])
+    cfg.update({k: v for k, v in (("prompts", args.prompts), ("batch", args.batch),
+                                  ("new_tokens", args.new_tokens)) if v is not None})
     torch.set_num_threads(args.threads)
-    prompts = prompts_of(cfg["prompts"], 0)
-    tok = train_tokenizer(prompts[:100], 384)
-    torch.manual_seed(0)
-    model = build_tiny(cfg["arch"], tok, seed=0).eval()
+    if args.model:
+        from ordermerge.models import load_model
+        prompts = task_prompts(cfg["prompts"], 0)
+        model, tok = load_model(args.model, torch.bfloat16 if cuda else torch.float32)
+        model.eval()
+        preset_name = f"{args.model.name} (gsm8k prompts)"
+    else:
+        prompts = prompts_of(cfg["prompts"], 0)
+        tok = train_tokenizer(prompts[:100], 384)
+        torch.manual_seed(0)
+        model = build_tiny(cfg["arch"], tok, seed=0).eval()
     if cuda:
         model = model.to("cuda", torch.bfloat16)
     ours_t, plain_t = [], []

@@ -136,6 +136,8 @@ def test_paper_config_takes_the_papers_hyperparameters():
         if TASKS[name].family == "decoder":
             assert want == LLAMA[name]
             assert tr["micro_batch_size"] == LLAMA_7B_MICRO_BATCH[tr["max_length"]], name
+            # the length-aware cut within the plain cut's padded-token bound
+            assert tr["micro_batch_tokens"] == tr["micro_batch_size"] * tr["max_length"], name
             assert tr["gradient_checkpointing"], name
     # Table 2: BERT-base and -large, TinyLlama and Llama-2-7b
     from ordermerge.config import model_specs

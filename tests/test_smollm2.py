@@ -161,3 +161,18 @@ def test_evaluation_uses_the_real_tokenizer_and_the_task_format(done):
     assert sum(ended) >= 3, [ex["output"] for ex in run0["examples"]]
     table = (done / "results/tables/table1.md").read_text().splitlines()
     assert len([line for line in table if line.startswith("| ") and "---" not in line]) == 2 + len(METHODS)
+
+
+def test_bench_generate_runs_on_the_checkpoint(checkpoint, tmp_path):
+    """bench/generate.py --model at toy size: generate_greedy against plain batched generate
+    on the real model and tokenizer."""
+    import subprocess
+    import sys
+    out = tmp_path / "generate.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "generate.py"), "--model",
+                           str(checkpoint), "--prompts", "4", "--batch", "2", "--new-tokens", "8",
+                           "--repeats", "1", "--json", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["prompts"] == 4 and res["max_new_tokens"] == 8 and res["preset"].startswith("SmolLM2")
+    assert res["new_tokens"] > 0 and res["ratio"] > 0 and res["same_outputs"] >= 3
