@@ -234,7 +234,7 @@ def run_gguf(args) -> int:
     try:
         gguf = args.file or packaged_gguf(args.package)
         info = checkpoint_from_gguf(gguf, args.out, args.dtype)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"ordermerge gguf: {e}", file=sys.stderr)
         return 1
     print(json.dumps({**info, "out": str(args.out)}, indent=1))
