@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ordermerge.data.orders import make_order
 from ordermerge.data.prepare import prepare
@@ -249,6 +251,20 @@ def test_micro_batches_plain_and_by_token_budget():
     assert sorted(j for c in cut for j in c) == list(range(7))
     assert micro_batches([120, 10], 2, tokens=100) == [[0], [1]]  # too long for the budget: alone
     assert micro_batches([], 4, tokens=100) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=40), st.integers(1, 8),
+       st.integers(300, 2000))
+def test_the_length_aware_cut_never_pads_more_than_the_plain_cut(lengths, size, tokens):
+    def padded(cut):
+        return sum(len(c) * max(lengths[j] for j in c) for c in cut)
+    plain, aware = micro_batches(lengths, size), micro_batches(lengths, size, tokens)
+    assert sorted(j for c in aware for j in c) == list(range(len(lengths)))  # each row once
+    assert padded(aware) <= padded(plain)
+    assert all(len(c) * max(lengths[j] for j in c) <= tokens for c in aware)
+    if size * max(lengths) <= tokens:  # the plain cut fits the budget: no more forwards
+        assert len(aware) <= len(plain)
 
 
 def test_plan_and_checkpoint_points():
