@@ -46,8 +46,10 @@ def micro_batches(lengths: list[int], size: int, tokens: int | None = None) -> l
     Rows are sorted by length (longest first, ties in data order) and cut into consecutive
     runs, each within N padded tokens (rows x its longest row), with the least padding in
     all, using no more micro-batches than the plain cut (ceil(rows / size)) unless the budget
-    needs more (a row longer than N goes alone). Cutting sorted rows with the plain cut's
-    run sizes is one candidate, so the padding is never more than the plain cut's. Either
+    needs more (a row longer than N goes alone). When the plain cut fits the budget too
+    (N >= size x the longest row, as with N = micro_batch_size x max_length), cutting the
+    sorted rows with the plain cut's run sizes is one candidate, so it never pads more than
+    the plain cut. Either
     cut trains on the same rows with the same summed loss: only the padding and the grouping
     of the forward passes change."""
     n = len(lengths)

@@ -261,10 +261,19 @@ def test_the_length_aware_cut_never_pads_more_than_the_plain_cut(lengths, size, 
         return sum(len(c) * max(lengths[j] for j in c) for c in cut)
     plain, aware = micro_batches(lengths, size), micro_batches(lengths, size, tokens)
     assert sorted(j for c in aware for j in c) == list(range(len(lengths)))  # each row once
-    assert padded(aware) <= padded(plain)
     assert all(len(c) * max(lengths[j] for j in c) <= tokens for c in aware)
-    if size * max(lengths) <= tokens:  # the plain cut fits the budget: no more forwards
-        assert len(aware) <= len(plain)
+    if size * max(lengths) <= tokens:  # the plain cut fits the budget too (paper.yaml's N):
+        assert len(aware) <= len(plain)  # no more forward passes
+        assert padded(aware) <= padded(plain)  # and no more padding
+
+
+def test_a_budget_below_the_plain_cuts_bound_may_pad_more_than_it():
+    """Found by the property test: 7 x 263 > 1078, so the plain cut breaks the budget the
+    length-aware cut keeps, and its one run of 7 pads less than two runs of 4."""
+    lengths = [84, 212, 235, 223, 114, 234, 263, 42]
+    cut = micro_batches(lengths, 7, tokens=1078)
+    assert cut == [[6, 2, 5, 3], [1, 4, 0, 7]]
+    assert sum(len(c) * max(lengths[j] for j in c) for c in cut) == 4 * 263 + 4 * 212
 
 
 def test_plan_and_checkpoint_points():
