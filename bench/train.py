@@ -80,30 +80,29 @@ PRESETS = {
 }
 
 
+def digit_row(i: int, total: int, rng: random.Random) -> dict:
+    """A row of `total` random digits (one token each with the bench tokenizer), a quarter
+    of them the prompt."""
+    p = total // 4
+    return {"id": f"bench:{i:06d}",
+            "prompt": "".join(rng.choice("0123456789") for _ in range(p)),
+            "target": "".join(rng.choice("0123456789") for _ in range(total - p))}
+
+
 def digit_rows(n: int, length: int, seed: int) -> list[dict]:
+    """Rows of 75-100% of `length` digits."""
     rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        total = rng.randint(int(length * 0.75), length - 2)
-        p = total // 4
-        rows.append({"id": f"bench:{i:06d}",
-                     "prompt": "".join(rng.choice("0123456789") for _ in range(p)),
-                     "target": "".join(rng.choice("0123456789") for _ in range(total - p))})
-    return rows
+    return [digit_row(i, rng.randint(int(length * 0.75), length - 2), rng) for i in range(n)]
 
 
 def shaped_rows(n: int, shape: dict, seed: int) -> list[dict]:
-    """Digit rows (one token each with the bench tokenizer) whose encoded lengths follow
-    `shape`: a log-normal draw, clipped, minus bos and eos; a quarter of it is the prompt."""
+    """Rows whose encoded lengths follow `shape`: a log-normal draw, clipped, minus bos and
+    eos."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         total = round(math.exp(rng.gauss(math.log(shape["median"]), shape["sigma"])))
-        total = min(max(total, shape["lo"]), shape["hi"]) - 2
-        p = total // 4
-        rows.append({"id": f"bench:{i:06d}",
-                     "prompt": "".join(rng.choice("0123456789") for _ in range(p)),
-                     "target": "".join(rng.choice("0123456789") for _ in range(total - p))})
+        rows.append(digit_row(i, min(max(total, shape["lo"]), shape["hi"]) - 2, rng))
     return rows
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from .config import train_errors
 from .provenance import now, write_record
 from .objectives import objective_for
 from .train import lr_lambda, micro_batches
@@ -225,7 +226,6 @@ class SFTRun:
         self.acc = accelerator or make_accelerator(cfg)
         self.B, self.mB = cfg["batch_size"], cfg["micro_batch_size"]
         self.micro_tokens = cfg.get("micro_batch_tokens")
-        from .config import train_errors
         errors = train_errors(cfg, "train")
         if errors:
             raise TrainError("; ".join(errors))

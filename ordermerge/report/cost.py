@@ -91,9 +91,6 @@ def cost_table(jobs: pd.DataFrame, resources: dict[str, dict]) -> pd.DataFrame:
     jobs["gpu_h"] = [w * alloc(r, "gpus") / 3600 for w, r in zip(jobs["wall_s"], jobs["rule"])]
     jobs["wall_h"] = jobs["wall_s"] / 3600
     jobs["cpu_h_measured"] = jobs["cpu_s"] / 3600
-    for k in TOKENS:
-        if k not in jobs:
-            jobs[k] = 0
     cols = ["wall_h", "cpu_h_alloc", "cpu_h_measured", "gpu_h", *TOKENS]
     out = []
     for key in ("rule", "purpose"):
