@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ordermerge.models import build_tiny, save_model, train_tokenizer  # noqa: E402
-from ordermerge.sft import DEFAULTS, SFTRun  # noqa: E402
+from ordermerge.config import train_defaults  # noqa: E402
+from ordermerge.sft import SFTRun  # noqa: E402
 from ordermerge.train import collate, encode_example, token_losses  # noqa: E402
 
 # Token lengths of a row (bos + prompt + target + eos) as log-normal fits, clipped to
@@ -176,7 +177,7 @@ def compare_loop(args, preset: dict, device: torch.device) -> dict:
     rows = digit_rows((args.rows or preset["rows"]) + 16, preset["length"], seed=0)
     train, val = rows[:-16], rows[-16:]
     tokenizer = digits_tokenizer(rows, preset["vocab"])
-    cfg = {**DEFAULTS, "lr": 1e-4, "batch_size": preset["batch"], "micro_batch_size": preset["micro"],
+    cfg = {**train_defaults(), "lr": 1e-4, "batch_size": preset["batch"], "micro_batch_size": preset["micro"],
            "max_length": preset["length"], "warmup_ratio": 0.03}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
@@ -205,7 +206,7 @@ def compare_cuts(args, preset: dict, shape_name: str) -> dict:
     train, val = rows[:-16], rows[-16:]
     tokenizer = digits_tokenizer(rows, preset["vocab"])
     mB = args.micro or SHAPED["micro"]
-    cfg = {**DEFAULTS, "lr": 1e-4, "batch_size": args.batch or SHAPED["batch"],
+    cfg = {**train_defaults(), "lr": 1e-4, "batch_size": args.batch or SHAPED["batch"],
            "micro_batch_size": mB, "max_length": shape["hi"], "warmup_ratio": 0.03}
     cuts = {"plain": cfg, "tokens": {**cfg, "micro_batch_tokens": mB * shape["hi"]}}
     runs: dict[str, list[dict]] = {k: [] for k in cuts}

@@ -32,6 +32,17 @@ def add_arguments(p) -> None:
 
 
 
+def train_from_args(args, params: dict, rule: str, log) -> dict | None:
+    """One SFT run from the parsed `add_arguments`; returns the summary on the main process."""
+    from .sft import load_run
+    run = load_run(args.task, args.base, args.data_dir, args.order, args.out_dir, params, rule, log)
+    summary = run.run()
+    if summary is not None:
+        log(f"done: {summary['steps']} steps, {summary['tokens_per_s']:.0f} tokens/s, "
+            f"final train loss {summary['final_train_loss']:.4f}")
+    return summary
+
+
 def train_parser(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a base model on one task in a given data order",
                        description="One SFT run (ordermerge.sft): follows the order exactly, "
@@ -49,7 +60,7 @@ def run_train(args) -> int:
     import torch
     import yaml
 
-    from .sft import TrainError, run_from_args
+    from .sft import TrainError
 
     params = args.params or {}
     if args.params_file is not None:
@@ -57,7 +68,7 @@ def run_train(args) -> int:
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     try:
-        run_from_args(args, params, "ordermerge train", lambda m: print(m, file=sys.stderr, flush=True))
+        train_from_args(args, params, "ordermerge train", lambda m: print(m, file=sys.stderr, flush=True))
     except (TrainError, FileNotFoundError, RuntimeError) as e:
         print(f"ordermerge train: {e}", file=sys.stderr)
         return 1

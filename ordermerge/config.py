@@ -1,12 +1,13 @@
 """Config checks that name the offending key path, and cross-key rules a schema can't say."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jsonschema
 
 from .data.tasks import TASKS
-from .evaluate import PENDING
+from .evaluate import get_evaluator
 
 # the config stage (resources.<stage>) of each rule that runs as a job, to name the setting
 # a failed job should change; the Snakefile checks that every rule is listed; the cost table
@@ -152,6 +153,25 @@ def _analysis_errors(config: dict) -> list[str]:
     return out
 
 
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+
+
+@functools.lru_cache(maxsize=1)
+def schema() -> dict:
+    """config/schema.yaml: the one source of the config's keys and defaults."""
+    import yaml
+    if not SCHEMA_FILE.is_file():
+        raise FileNotFoundError(f"{SCHEMA_FILE}: the config schema is missing (ordermerge reads "
+                                f"it from its source tree; install with pip install -e .)")
+    return yaml.safe_load(SCHEMA_FILE.read_text())
+
+
+def train_defaults() -> dict:
+    """The train section's keys and their defaults, from the schema ($defs/train)."""
+    import copy
+    return copy.deepcopy({k: v.get("default") for k, v in schema()["$defs"]["train"]["properties"].items()})
+
+
 def train_errors(tr: dict, key: str) -> list[str]:
     """Rules across a train section's keys (also checked by `ordermerge train`)."""
     out = []
@@ -172,10 +192,10 @@ def semantic_errors(config: dict) -> list[str]:
             out.append(f"config key tasks.{name}: unknown task; registered: {', '.join(sorted(TASKS))}")
             continue
         t = TASKS[name]
-        if t.evaluator in PENDING:
-            out.append(f"config key tasks.{name}: its evaluator {t.evaluator!r} is not available "
-                       f"yet ({PENDING[t.evaluator]})")
-            continue
+        if get_evaluator(t.evaluator).kind == "code" and not task["evaluate"]["allow_code_execution"]:
+            out.append(f"config key tasks.{name}.evaluate.allow_code_execution: task {name!r} is "
+                       f"scored by running the model's completions as Python ({t.evaluator}); "
+                       f"set it to true to allow that (the sandbox is not a container)")
         out += train_errors(task.get("train", {}), f"tasks.{name}.train")
     for e in config["merge"]["epochs"] or []:
         if e > config["epochs"]:

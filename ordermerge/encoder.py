@@ -11,6 +11,7 @@ start from one identical model, as merging needs.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 
@@ -116,13 +117,65 @@ def mlm_pretrain(model, tokenizer, lines: list[str], cfg: dict, seed: int, log) 
     return run_steps(model, cfg, loss_of_step, log, "mlm")
 
 
+def head_class(task):
+    """The transformers class of `task`'s encoder with its head."""
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+    return AutoModelForQuestionAnswering if task.span else AutoModelForSequenceClassification
+
+
 def load_with_head(task, base, seed: int, dtype=torch.float32):
     """The base encoder with the task's head, the head initialised from (seed, task)."""
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
     torch.manual_seed(derive_seed(seed, task.name, "head"))
-    if task.evaluator == "encoder_span":
-        return AutoModelForQuestionAnswering.from_pretrained(base, dtype=dtype)
+    if task.span:
+        return head_class(task).from_pretrained(base, dtype=dtype)
     labels = task.options({})
-    return AutoModelForSequenceClassification.from_pretrained(
+    return head_class(task).from_pretrained(
         base, dtype=dtype, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={v: k for k, v in enumerate(labels)})
+
+
+def make_encoder(cfg: dict, out_dir: Path, train_files: list[Path], log=print) -> None:
+    """The encoder of the encoder tasks, saved into `out_dir` in `cfg["dtype"]`: for source
+    tiny a WordPiece tokenizer and a BERT trained on the tasks' training text (each row's
+    input as plain text; the loss curve beside it, pretrain_log.json), else the pretrained
+    source."""
+    from .models import dtype_of, load_pretrained_source, save_model
+    if cfg["source"] != "tiny":
+        from transformers import AutoModelForMaskedLM
+        model, tokenizer = load_pretrained_source(cfg["source"], "float32", "encoder.source",
+                                                  AutoModelForMaskedLM)
+        save_model(model, tokenizer, out_dir, dtype_of(cfg["dtype"]))
+        return
+    import json
+
+    from .data.registry import get_task
+    from .utils import read_jsonl
+    if not train_files:
+        raise SystemExit("encoder_base: no encoder task's training rows to pretrain on")
+    lines = []
+    for f in train_files:  # results/data/<task>/train.jsonl
+        task = get_task(Path(f).parent.name)
+        lines += [task.encoder_text(r) for r in read_jsonl(f)]
+    tokenizer = train_wordpiece(lines, cfg["vocab_size"])
+    model = build_tiny_bert(cfg["tiny"], tokenizer, cfg["seed"])
+    log(f"tiny bert: {sum(p.numel() for p in model.parameters())} parameters, "
+        f"{len(tokenizer)} tokens, {len(lines)} pretraining lines")
+    curve = mlm_pretrain(model, tokenizer, lines, cfg["pretrain"], cfg["seed"], log)
+    (out_dir / "pretrain_log.json").write_text(json.dumps({"loss": curve}, indent=1) + "\n")
+    save_model(model, tokenizer, out_dir, dtype_of(cfg["dtype"]))
+
+
+def init_task_model(task_name: str, base: Path, out_dir: Path, cfg: dict) -> int:
+    """An encoder task's starting model (the encoder with the task's head, the head seeded
+    by the task) saved into `out_dir` in `cfg["dtype"]`; returns the head seed."""
+    from transformers import AutoTokenizer
+
+    from .data.registry import get_task
+    from .models import dtype_of, save_model
+    task = get_task(task_name)
+    if task.family != "encoder":
+        raise SystemExit(f"encoder_init: task {task.name!r} is not an encoder task")
+    seed = derive_seed(cfg["seed"], "encoder-head")
+    save_model(load_with_head(task, base, seed), AutoTokenizer.from_pretrained(base), out_dir,
+               dtype_of(cfg["dtype"]))
+    return seed

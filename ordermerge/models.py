@@ -66,21 +66,56 @@ def build_tiny(arch: dict, tokenizer, seed: int):
     return LlamaForCausalLM(config)
 
 
-def load_pretrained_source(source: str, dtype: str, config_key: str):
-    """Model and tokenizer from a local directory or a hub id; fail fast when offline."""
+def _not_a_directory(source: str) -> bool:
+    """Whether `source` must be a local directory but is not one (a path, not a hub id)."""
+    return not Path(source).is_dir() and (Path(source).exists() or source.startswith((".", "/"))
+                                          or source.count("/") > 1)
+
+
+def _unreachable(source: str, config_key: str) -> RuntimeError:
+    return RuntimeError(f"model {source!r} is not reachable: offline or no network. "
+                        f"Download it elsewhere and set {config_key} to the local copy.")
+
+
+def load_pretrained_source(source: str, dtype: str, config_key: str, model_class=None):
+    """Model (a causal LM unless `model_class`, e.g. AutoModelForMaskedLM) and tokenizer from
+    a local directory or a hub id; fail fast, naming `config_key`, when offline."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .data.registry import hub_reachable
+    from .utils import hub_reachable
 
-    if not Path(source).is_dir():
-        if Path(source).exists() or source.startswith((".", "/")) or source.count("/") > 1:
-            raise FileNotFoundError(f"{config_key} = {source!r}: not a model directory")
-        if not hub_reachable():
-            raise RuntimeError(f"model {source!r} is not reachable: offline or no network. "
-                               f"Download it elsewhere and set {config_key} to the local copy.")
+    if _not_a_directory(source):
+        raise FileNotFoundError(f"{config_key} = {source!r}: not a model directory")
+    if not Path(source).is_dir() and not hub_reachable():
+        raise _unreachable(source, config_key)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype_of(dtype))
+    model = (model_class or AutoModelForCausalLM).from_pretrained(source, dtype=dtype_of(dtype))
     return model, tokenizer
+
+
+def make_base(cfg: dict, out_dir: Path, tokenizer_dir=None, corpus=None, log=print) -> list[Path]:
+    """The shared decoder base, saved into `out_dir` in `cfg["dtype"]`: for source tiny the
+    model built from the tokenizer and pretrained on the corpus (its loss curve written
+    beside it, pretrain_log.json), else the pretrained source. Returns the input files used."""
+    if cfg["source"] != "tiny":
+        model, tokenizer = load_pretrained_source(cfg["source"], cfg["dtype"], "model.source")
+        save_model(model, tokenizer, out_dir, dtype_of(cfg["dtype"]))
+        return []
+    import json
+
+    from transformers import AutoTokenizer
+
+    from .train import pretrain
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = build_tiny(cfg["tiny"], tokenizer, cfg["seed"])
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"tiny llama: {n_params} parameters")
+    curve = pretrain(model, tokenizer, Path(corpus).read_text().splitlines(), cfg["pretrain"],
+                     cfg["seed"], log)
+    (out_dir / "pretrain_log.json").write_text(json.dumps(
+        {"parameters": n_params, "loss": curve}, indent=1) + "\n")
+    save_model(model, tokenizer, out_dir, dtype_of(cfg["dtype"]))
+    return [Path(tokenizer_dir), Path(corpus)]
 
 
 def packaged_gguf(distribution: str) -> Path:
@@ -147,7 +182,7 @@ def local_model_dir(source: str, config_key: str) -> Path:
     Hugging Face cache); fails fast naming `config_key` when offline."""
     if Path(source).is_dir():
         return Path(source)
-    if Path(source).exists() or source.startswith((".", "/")) or source.count("/") > 1:
+    if _not_a_directory(source):
         raise FileNotFoundError(f"{config_key} = {source!r}: not a model directory")
     from huggingface_hub import snapshot_download
 
@@ -155,11 +190,10 @@ def local_model_dir(source: str, config_key: str) -> Path:
         return Path(snapshot_download(source, local_files_only=True))
     except Exception:  # not cached: download it
         pass
-    from .data.registry import hub_reachable
+    from .utils import hub_reachable
 
     if not hub_reachable():
-        raise RuntimeError(f"model {source!r} is not reachable: offline or no network. "
-                           f"Download it elsewhere and set {config_key} to the local copy.")
+        raise _unreachable(source, config_key)
     return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.model",
                                                           "*.txt", "*.jinja"]))
 

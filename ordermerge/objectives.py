@@ -19,12 +19,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .train import IGNORE, collate, encode_example, token_losses
+from .train import IGNORE, collate, encode_example, pad, token_losses
 
 
 class CausalLM:
-    family = "decoder"
-
     def __init__(self, task, tokenizer, max_length: int):
         self.task, self.tokenizer, self.max_length = task, tokenizer, max_length
 
@@ -42,30 +40,16 @@ class CausalLM:
 
 
 def _pad(examples: list[dict], keys: tuple[str, ...], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(e["input_ids"]) for e in examples)
-    out = {}
-    for k in keys:
-        fill = pad_id if k == "input_ids" else 0
-        t = torch.full((len(examples), width), fill, dtype=torch.long)
-        for i, e in enumerate(examples):
-            t[i, :len(e[k])] = torch.tensor(e[k])
-        out[k] = t
-    return out
+    """Right-pad each of `keys` (input_ids with `pad_id`, the others with 0)."""
+    return {k: pad([e[k] for e in examples], pad_id if k == "input_ids" else 0) for k in keys}
 
 
 class SequenceClassification:
-    family = "encoder"
-
     def __init__(self, task, tokenizer, max_length: int):
         self.task, self.tokenizer, self.max_length = task, tokenizer, max_length
 
-    def texts(self, row: dict) -> tuple[str, str | None]:
-        if "premise" in row:
-            return row["premise"], row["hypothesis"]
-        return row["sentence"], None
-
     def encode(self, row: dict) -> dict:
-        a, b = self.texts(row)
+        a, b = self.task.segments(row)
         enc = self.tokenizer(a, b, truncation=True, max_length=self.max_length)
         return {"input_ids": enc["input_ids"], "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
                 "attention_mask": [1] * len(enc["input_ids"]), "label": int(row["label"]),
@@ -85,15 +69,14 @@ class SequenceClassification:
 
 
 class SpanExtraction:
-    family = "encoder"
-
     def __init__(self, task, tokenizer, max_length: int):
         self.task, self.tokenizer, self.max_length = task, tokenizer, max_length
 
     def features(self, row: dict) -> dict:
         """Token ids of (question, context) with the context truncated, and the offsets
         of every context token in the context (None for question and special tokens)."""
-        enc = self.tokenizer(row["question"], row["context"], truncation="only_second",
+        question, context = self.task.segments(row)
+        enc = self.tokenizer(question, context, truncation="only_second",
                              max_length=self.max_length, return_offsets_mapping=True)
         seq = enc.sequence_ids()
         offsets = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"], seq)]
@@ -155,6 +138,6 @@ class SpanExtraction:
 def objective_for(task, tokenizer, max_length: int):
     if task.family == "decoder":
         return CausalLM(task, tokenizer, max_length)
-    if task.evaluator == "encoder_span":
+    if task.span:
         return SpanExtraction(task, tokenizer, max_length)
     return SequenceClassification(task, tokenizer, max_length)

@@ -33,3 +33,13 @@ def start(args: argparse.Namespace, models: bool = True) -> str:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def record(args: argparse.Namespace, output, start_time: str, inputs=(), seeds: dict | None = None,
+           **kw):
+    """The provenance record of `output` (provenance.write_record) with this job's rule and
+    params; `kw`: final, derived, params (what the script records instead of its params)."""
+    from .provenance import write_record
+    kw.setdefault("params", args.params)
+    return write_record(output, rule=args.rule, seeds=seeds or {}, inputs=list(inputs),
+                        start=start_time, **kw)

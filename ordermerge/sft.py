@@ -45,21 +45,13 @@ from pathlib import Path
 
 import torch
 
-from .config import train_errors
+from .config import train_defaults, train_errors
 from .provenance import now, write_record
 from .objectives import objective_for
-from .train import lr_lambda, micro_batches
+from .train import make_optimizer, micro_batches
 from .utils import atomic_dir, atomic_file, derive_seed
 
 RESUME = "resume"
-# the train section's defaults (config/schema.yaml $defs/train; a test keeps them equal)
-DEFAULTS = {
-    "lr": 2.0e-5, "batch_size": 64, "micro_batch_size": 4, "micro_batch_tokens": None,
-    "max_length": 800,
-    "weight_decay": 0.0, "warmup_ratio": 0.03, "schedule": "cosine", "max_grad_norm": 1.0,
-    "save_steps": [], "eval_steps": [], "mixed_precision": "auto",
-    "gradient_checkpointing": False,
-}
 
 
 class TrainError(ValueError):
@@ -72,6 +64,15 @@ class Step:
     epoch: int  # 1-based
     start: int  # position of its first row in the epoch's order
     ids: tuple[str, ...]
+
+
+@dataclass
+class StepResult:
+    """What one process did in one optimizer step."""
+    records: list[dict]  # per row seen: id, epoch, step, position, loss
+    real_tokens: int
+    processed_tokens: int
+    loss: float  # its rows' summed loss terms over the global batch's term count
 
 
 def plan_steps(order: list[list[str]], batch_size: int) -> list[Step]:
@@ -213,6 +214,36 @@ class Resume:
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def begin(self, accelerator, points: dict[int, list[str]], seed: int, log) -> dict:
+        """The progress to start from: the newest matching state, loaded into every process
+        and with its deleted checkpoints re-created; else a fresh start, every process seeded
+        from `seed`. Temporary directories of writes a kill interrupted go either way."""
+        acc, out_dir = accelerator, self.root.parent
+        if acc.is_main_process:
+            (out_dir / "steps").mkdir(parents=True, exist_ok=True)  # the rule's output
+            for d in (out_dir, out_dir / "steps", self.root):
+                for tmp in list(d.glob(".*.tmp-*")) + list(d.glob(".tmp-state-*")):
+                    shutil.rmtree(tmp, ignore_errors=True)
+        state = self.latest()
+        if state is None:
+            from accelerate.utils import set_seed
+            set_seed((seed + acc.process_index) % 2**32)  # numpy takes 32-bit seeds
+            if acc.is_main_process:
+                self.clear()  # states of other inputs, or a partial first save
+            return {"steps_done": 0, "records": [], "step_log": [], "history": [],
+                    "real_tokens": 0, "processed_tokens": 0, "wall_s": 0.0, "resumed_from": []}
+        acc.load_state(str(state))
+        progress = json.loads((state / "progress.json").read_text())
+        done = progress["steps_done"]
+        progress["resumed_from"] = progress.get("resumed_from", []) + [done]
+        log(f"resuming from {state} after {done} steps")
+        if acc.is_main_process:
+            for name in (x for n, names in points.items() if n <= done for x in names):
+                if not self.restore_checkpoint(out_dir / name):
+                    raise TrainError(f"{self.root}: state after step {done} but no copy of {name}")
+        acc.wait_for_everyone()
+        return progress
+
 
 class SFTRun:
     """See the module docstring. `cfg` is the task's train section of the config."""
@@ -256,23 +287,17 @@ class SFTRun:
         if cfg.get("gradient_checkpointing"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
-        fused = torch.cuda.is_available()
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                                betas=(0.9, 0.999), fused=fused)
-        self.model, self.opt = self.acc.prepare(model, opt)
+        opt, self.sched = make_optimizer(model, cfg, len(self.steps), fused=torch.cuda.is_available())
         # the scheduler is not prepared: accelerate would step it once per process
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt.optimizer if hasattr(self.opt, "optimizer") else self.opt,
-            lr_lambda(len(self.steps), cfg["warmup_ratio"], cfg["schedule"]))
+        self.model, self.opt = self.acc.prepare(model, opt)
         self.acc.register_for_checkpointing(self.sched)
 
     # ------------------------------------------------------------------ pieces
     def _n_target(self, ids) -> int:
         return sum(self.examples[i]["n_target"] for i in ids)
 
-    def _train_step(self, step: Step) -> tuple[list[dict], int, int, float]:
-        """Forward/backward of this process's share, then the optimizer step. Returns the
-        records of the rows seen here, real and processed tokens, and the batch loss."""
+    def _train_step(self, step: Step) -> StepResult:
+        """Forward/backward of this process's share, then the optimizer step."""
         out = self._accumulate(step)
         if self.cfg["max_grad_norm"]:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["max_grad_norm"])
@@ -282,7 +307,7 @@ class SFTRun:
         self.opt.zero_grad(set_to_none=True)
         return out
 
-    def _accumulate(self, step: Step) -> tuple[list[dict], int, int, float]:
+    def _accumulate(self, step: Step) -> StepResult:
         """Forward/backward of this process's share of the step's rows, micro-batch by
         micro-batch; the gradients are synchronised over processes on the last one."""
         acc, model = self.acc, self.model
@@ -313,7 +338,7 @@ class SFTRun:
             for j, i, t, c in zip(idx, rows, total.tolist(), count.tolist()):
                 records.append({"id": i, "epoch": step.epoch, "step": step.index,
                                 "position": offset + j, "loss": t / max(c, 1)})
-        return records, real, processed, loss_sum / max(n_target, 1)
+        return StepResult(records, real, processed, loss_sum / max(n_target, 1))
 
     @torch.no_grad()
     def losses(self, examples: dict[str, dict]) -> dict[str, float]:
@@ -348,69 +373,50 @@ class SFTRun:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
-        from accelerate.utils import gather_object
-        acc = self.acc
+        """Train from the newest state (or the start) to the end; returns the summary on the
+        main process."""
         start = now()
-        progress = {"steps_done": 0, "records": [], "step_log": [], "history": [],
-                    "real_tokens": 0, "processed_tokens": 0, "wall_s": 0.0, "resumed_from": []}
-        if acc.is_main_process:
-            (self.out_dir / "steps").mkdir(parents=True, exist_ok=True)  # the rule's output
-            # temporary directories of writes a kill interrupted are never taken as complete
-            for d in (self.out_dir, self.out_dir / "steps", self.resume.root):
-                for tmp in list(d.glob(".*.tmp-*")) + list(d.glob(".tmp-state-*")):
-                    shutil.rmtree(tmp, ignore_errors=True)
-        state = self.resume.latest()
-        if state is not None:
-            acc.load_state(str(state))
-            progress = json.loads((state / "progress.json").read_text())
-            progress["resumed_from"] = progress.get("resumed_from", []) + [progress["steps_done"]]
-            self.log(f"resuming from {state} after {progress['steps_done']} steps")
-            if acc.is_main_process:
-                for n, names in self.points.items():
-                    for name in names:
-                        if n <= progress["steps_done"] and not self.resume.restore_checkpoint(
-                                self.out_dir / name):
-                            raise TrainError(f"{self.resume.root}: state after step "
-                                             f"{progress['steps_done']} but no copy of {name}")
-            acc.wait_for_everyone()
-        else:
-            from accelerate.utils import set_seed
-            set_seed((self.seed + acc.process_index) % 2**32)  # numpy takes 32-bit seeds
-            if acc.is_main_process:
-                self.resume.clear()  # states of other inputs, or a partial first save
+        progress = self.resume.begin(self.acc, self.points, self.seed, self.log)
         self.model.train()
         t0 = time.perf_counter() - progress["wall_s"]
         for step in self.steps[progress["steps_done"]:]:
-            records, real, processed, loss = self._train_step(step)
-            parts = gather_object([(records, real, processed, loss)])
-            step_records = sorted((r for p in parts for r in p[0]), key=lambda r: r["position"])
-            progress["records"] += step_records
-            progress["real_tokens"] += sum(p[1] for p in parts)
-            progress["processed_tokens"] += sum(p[2] for p in parts)
+            self._log_step(progress, step, self._train_step(step))
             done = step.index + 1
-            progress["step_log"].append({
-                "step": done, "epoch": step.epoch, "ids": [r["id"] for r in step_records],
-                "loss": sum(p[3] for p in parts), "lr": self.lr})
             if done in self.eval_at:
-                val = self.losses(self.val_examples)
-                v = sum(val.values()) / max(len(val), 1)
-                progress["history"].append({"step": done, "epoch": step.epoch,
-                                            "validation_loss": v})
-                self.log(f"epoch {step.epoch} step {done} validation loss {v:.4f}")
+                self._validate(progress, step)
             if done in self.points:
                 for name in self.points[done]:
                     self._save_checkpoint(name, start)
                 progress["steps_done"] = done
                 progress["wall_s"] = time.perf_counter() - t0
-                self.resume.save(acc, done, progress)
+                self.resume.save(self.acc, done, progress)
         wall = time.perf_counter() - t0
         final_loss = self.losses(self.examples)
         summary = None
-        if acc.is_main_process:
+        if self.acc.is_main_process:
             summary = self._write_logs(progress, final_loss, wall, start)
             self.resume.clear()
-        acc.wait_for_everyone()
+        self.acc.wait_for_everyone()
         return summary
+
+    def _log_step(self, progress: dict, step: Step, mine: StepResult) -> None:
+        """Gather every process's result of `step` into `progress`."""
+        from accelerate.utils import gather_object
+        parts = gather_object([mine])
+        records = sorted((r for p in parts for r in p.records), key=lambda r: r["position"])
+        progress["records"] += records
+        progress["real_tokens"] += sum(p.real_tokens for p in parts)
+        progress["processed_tokens"] += sum(p.processed_tokens for p in parts)
+        progress["step_log"].append({
+            "step": step.index + 1, "epoch": step.epoch, "ids": [r["id"] for r in records],
+            "loss": sum(p.loss for p in parts), "lr": self.lr})
+
+    def _validate(self, progress: dict, step: Step) -> None:
+        val = self.losses(self.val_examples)
+        v = sum(val.values()) / max(len(val), 1)
+        progress["history"].append({"step": step.index + 1, "epoch": step.epoch,
+                                    "validation_loss": v})
+        self.log(f"epoch {step.epoch} step {step.index + 1} validation loss {v:.4f}")
 
     def _write_logs(self, progress: dict, final_loss: dict, wall: float, start: str) -> dict:
         with atomic_file(self.out_dir / "samples.csv", "w") as fh:
@@ -442,40 +448,31 @@ class SFTRun:
         return summary
 
 
-def run_from_args(args, params: dict, rule: str, log) -> dict | None:
-    """Load everything the arguments name, check it, and run. Returns the summary on the
-    main process."""
-    run = load_run(args.task, args.base, args.data_dir, args.order, args.out_dir, params, rule, log)
-    summary = run.run()
-    if summary is not None:
-        log(f"done: {summary['steps']} steps, {summary['tokens_per_s']:.0f} tokens/s, "
-            f"final train loss {summary['final_train_loss']:.4f}")
-    return summary
-
-
 def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, rule: str,
              log) -> SFTRun:
-    """An SFTRun of `task_name` from the files it needs: the base model's directory, the
-    prepared data (train.jsonl, validation.jsonl), the order file; each is checked and named
-    (by its command-line flag) when it is wrong."""
+    """An SFTRun of `task_name` from the files it needs: the base model's directory (or hub
+    id), the prepared data directory (train.jsonl, validation.jsonl) and the order file; each
+    is checked and named when it is wrong. `params` is the task's train section (the schema's
+    defaults fill what it omits)."""
     from .data.registry import get_task
     from .models import load_pretrained_source, stored_dtype
     from .utils import read_jsonl
 
-    unknown = sorted(set(params) - set(DEFAULTS))
+    defaults = train_defaults()
+    unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise TrainError(f"train parameter {unknown[0]!r} is unknown (known: {', '.join(DEFAULTS)})")
-    cfg = {**DEFAULTS, **params}
+        raise TrainError(f"train parameter {unknown[0]!r} is unknown (known: {', '.join(defaults)})")
+    cfg = {**defaults, **params}
     files = {split: Path(data_dir) / f"{split}.jsonl" for split in ("train", "validation")}
     for split, f in files.items():
         if not f.is_file():
-            raise TrainError(f"--data-dir {data_dir}: no {f.name} ({split} rows)")
+            raise TrainError(f"data directory {data_dir}: no {f.name} ({split} rows)")
     try:
         order = json.loads(Path(order_file).read_text())
         epochs = order["epochs"]
         assert isinstance(epochs, list) and all(isinstance(e, list) for e in epochs)
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
-        raise TrainError(f"--order {order_file}: not an order file (a JSON object with "
+        raise TrainError(f"order file {order_file}: not an order file (a JSON object with "
                          f"'epochs': a list of lists of row ids)") from None
     task = get_task(task_name)
     if task.family == "encoder":
@@ -484,12 +481,12 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
 
         from .encoder import load_with_head
         if not Path(base).is_dir():
-            raise TrainError(f"--base {base}: an encoder task needs the encoder's directory")
+            raise TrainError(f"base {base}: an encoder task needs the encoder's directory")
         model = load_with_head(task, base, derive_seed(order.get("seed", 0), "encoder-head"))
         tokenizer = AutoTokenizer.from_pretrained(base)
     else:
         # fp32 master weights; checkpoints go back to the base's dtype (fails fast offline)
-        model, tokenizer = load_pretrained_source(str(base), "float32", "--base")
+        model, tokenizer = load_pretrained_source(str(base), "float32", "base")
     return SFTRun(model, tokenizer, train_rows=read_jsonl(files["train"]),
                   validation_rows=read_jsonl(files["validation"]), task=task,
                   order=epochs, cfg=cfg, save_dtype=stored_dtype(base), out_dir=out_dir,

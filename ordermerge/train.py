@@ -1,6 +1,7 @@
-"""Training pieces: encoding with response-only labels, padding to the longest row, cutting
-a global batch into micro-batches (plain or by a token budget), per-row token losses, the learning-rate schedule, and the tiny base's pretraining. The SFT run
-itself is in sft.py."""
+"""Training pieces: encoding with response-only labels, padding to the longest row (and the
+length-sorted batches of the evaluation passes), cutting a global batch into micro-batches
+(plain or by a token budget), per-row token losses, the learning-rate schedule, and the tiny
+base's pretraining. The SFT run itself is in sft.py."""
 from __future__ import annotations
 
 import math
@@ -24,18 +25,34 @@ def encode_example(prompt: str, target: str, tokenizer, max_length: int) -> dict
             "truncated": len(ids) > max_length}
 
 
+def pad(rows: list[list[int]], fill: int, left: bool = False) -> torch.Tensor:
+    """Token rows as one long tensor, padded with `fill` to the longest row: on the right
+    (training, scoring) or on the left (generation)."""
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            (out[i, width - len(r):] if left else out[i, :len(r)]).copy_(torch.tensor(r))
+    return out
+
+
+def mask_of(rows: list[list[int]], left: bool = False) -> torch.Tensor:
+    """The attention mask of `pad(rows, ...)`: 1 on tokens, 0 on padding."""
+    return pad([[1] * len(r) for r in rows], 0, left)
+
+
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by length (ties in input order), cut every `batch_size`: batches that
+    pad little, for passes whose results are put back in input order."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+
+
 def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a micro-batch to its longest row."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"])
-        labels[i, :n] = torch.tensor(e["labels"])
-        mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    ids = [e["input_ids"] for e in examples]
+    return {"input_ids": pad(ids, pad_id), "labels": pad([e["labels"] for e in examples], IGNORE),
+            "attention_mask": mask_of(ids)}
 
 
 def micro_batches(lengths: list[int], size: int, tokens: int | None = None) -> list[list[int]]:
@@ -111,9 +128,10 @@ def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str):
     return f
 
 
-def make_optimizer(model, cfg: dict, total_steps: int):
+def make_optimizer(model, cfg: dict, total_steps: int, fused: bool | None = None):
+    """AdamW (betas 0.9, 0.999) with the warmup + decay schedule of `cfg` over `total_steps`."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                            betas=(0.9, 0.999))
+                            betas=(0.9, 0.999), fused=fused)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lr_lambda(total_steps, cfg["warmup_ratio"], cfg["schedule"]))
     return opt, sched

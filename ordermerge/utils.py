@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic outputs, seeds, JSON lines, hashing."""
+"""Small shared helpers: atomic outputs, seeds, JSON lines, hashing, the hub probe."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -86,3 +88,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:
+    """False at once in offline mode (HF_HUB_OFFLINE), else whether a TCP connection opens
+    within `timeout` seconds, name lookup included (run in a thread: a hanging DNS lookup
+    ignores socket timeouts). The hub client's own retries take about 23 s to give up."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])

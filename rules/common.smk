@@ -59,8 +59,8 @@ wildcard_constraints:
 
 
 # what a task's rows, prompts, targets and gold answers depend on
-TASK_SOURCES = ("data/registry.py", "data/tasks.py", "data/sources.py", "data/toy.py",
-                "data/toy_tasks.py", "evaluate/math_latex.py", "hparams.py")
+TASK_SOURCES = ("data/registry.py", "data/task.py", "data/tasks.py", "data/sources.py", "data/toy.py",
+                "data/toy_tasks.py", "data/math_latex.py", "hparams.py")
 
 
 def lib(*modules):

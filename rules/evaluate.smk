@@ -2,7 +2,7 @@
 
 EVALUATE_LIB = lib("evaluate/__init__.py", "evaluate/generate.py", "evaluate/run.py",
     "evaluate/choice.py", "evaluate/math_answers.py", "evaluate/text_answers.py",
-    "evaluate/encoder_eval.py", "evaluate/humaneval.py", "evaluate/sandbox.py",
+    "evaluate/handlers.py", "evaluate/humaneval.py", "evaluate/sandbox.py",
     "evaluate/alpaca.py", "objectives.py", "scoring.py", *TASK_SOURCES, "models.py")
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ordermerge.provenance import now, write_record
+from ordermerge.provenance import now
 from ordermerge.report.cost import cost_table, read_benchmarks, to_markdown
-from ordermerge.runner import parser
-from ordermerge.utils import atomic_file
+from ordermerge.report.tables import write
+from ordermerge.runner import parser, record
 
 p = parser(__doc__)
 p.add_argument("--benchmarks", required=True, type=Path)
@@ -17,14 +17,8 @@ p.add_argument("--csv", required=True, type=Path)
 p.add_argument("--md", required=True, type=Path)
 args = p.parse_args()
 t0 = now()
-jobs = read_benchmarks(args.benchmarks, args.sft)
-table = cost_table(jobs, args.params)
-with atomic_file(args.csv) as fh:
-    table.to_csv(fh, float_format="%.6f")
+table = cost_table(read_benchmarks(args.benchmarks, args.sft), args.params)
 md = to_markdown(table)
-with atomic_file(args.md) as fh:
-    fh.write(md)
-for out in (args.csv, args.md):
-    write_record(out, rule=args.rule, params=args.params, seeds={}, start=t0,
-                 inputs=sorted(args.benchmarks.rglob("*.tsv")) + sorted(args.sft.rglob("run.json")))
+for out in write(table, md, "", args.csv, args.md, float_format="%.6f"):
+    record(args, out, t0, sorted(args.benchmarks.rglob("*.tsv")) + sorted(args.sft.rglob("run.json")))
 print(md)

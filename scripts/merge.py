@@ -7,8 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.merge import get, parse_method_id
 from ordermerge.merge.engine import merge
-from ordermerge.provenance import write_record
-from ordermerge.runner import log, parser, start
+from ordermerge.runner import log, parser, record, start
 
 p = parser(__doc__)
 p.add_argument("--method-id", required=True)
@@ -19,15 +18,10 @@ args = p.parse_args()
 t0 = start(args, models=False)
 method, settings = parse_method_id(args.method_id)
 base = args.base if get(method).needs_base else None
-
-
-def record(tmp, recipe):
-    write_record(tmp, final=args.out_dir, rule=args.rule,
-                 params=args.params, derived={**settings, "method": method},
-                 seeds={"merge_seed": settings.get("seed")},
-                 inputs=[*args.sub_models, *([base] if base else [])], start=t0)
-
-
 recipe = merge(method, args.sub_models, args.out_dir, overwrite=True, base=base,
-               weights=args.params.get("weights"), before_rename=record, **settings)
+               weights=args.params.get("weights"), **settings,
+               before_rename=lambda tmp, recipe: record(
+                   args, tmp, t0, [*args.sub_models, *([base] if base else [])],
+                   {"merge_seed": settings.get("seed")}, final=args.out_dir,
+                   derived={**settings, "method": method}))
 log(f"{args.method_id}: {recipe['stats']} in {recipe['wall_s']:.2f} s")

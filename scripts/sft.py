@@ -5,11 +5,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.runner import log, parser, start
-from ordermerge.cli import add_arguments
-from ordermerge.sft import run_from_args
+from ordermerge.cli import add_arguments, train_from_args
 
 p = parser(__doc__)
 add_arguments(p)
 args = p.parse_args()
 start(args)
-run_from_args(args, args.params, args.rule, log)
+train_from_args(args, args.params, args.rule, log)

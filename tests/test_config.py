@@ -162,12 +162,23 @@ def test_shipped_accelerate_configs_load(name, kind, processes):
         assert cfg.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
 
 
-def test_a_task_whose_evaluator_is_not_built_is_refused(monkeypatch):
-    import ordermerge.config as config_module
-    monkeypatch.setattr(config_module, "PENDING", {"humaneval": "a reason"})
-    with pytest.raises(ConfigError, match=r"config key tasks.code: its evaluator 'humaneval' is "
-                                          r"not available yet \(a reason\)"):
+def test_code_execution_is_opt_in():
+    with pytest.raises(ConfigError, match=r"config key tasks.code.evaluate.allow_code_execution: "
+                                          r"task 'code' is scored by running the model's "
+                                          r"completions as Python \(humaneval\)"):
         check_with(tasks__code={})
+    check_with(tasks__code={"evaluate": {"allow_code_execution": True}})
+    for name in ("config/paper.yaml", "config/tiny-all.yaml", "tests/data/reduced-all.yaml"):
+        shipped = yaml.safe_load((ROOT / name).read_text())
+        assert shipped["tasks"]["code"]["evaluate"]["allow_code_execution"] is True, name
+
+
+def test_the_evaluate_rule_refuses_code_without_the_opt_in(tmp_path):
+    from ordermerge.data.registry import get_task
+    from ordermerge.evaluate.run import evaluate_model
+    with pytest.raises(SystemExit, match="set tasks.code.evaluate.allow_code_execution: true"):
+        evaluate_model(get_task("code"), tmp_path, [], {"batch_size": 1, "kind": "sft",
+                                                        "name": "run0"})
 
 
 def test_sft_launcher_settings_are_checked(monkeypatch):

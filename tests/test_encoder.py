@@ -7,13 +7,14 @@ import torch
 
 from ordermerge.data.orders import make_order
 from ordermerge.data.prepare import prepare
+from ordermerge.config import train_defaults
 from ordermerge.data.registry import get_task
-from ordermerge.encoder import build_tiny_bert, load_with_head, mlm_pretrain, train_wordpiece
-from ordermerge.evaluate.encoder_eval import evaluate_encoder
+from ordermerge.encoder import build_tiny_bert, head_class, load_with_head, mlm_pretrain, train_wordpiece
+from ordermerge.evaluate.run import evaluate_rows
 from ordermerge.merge.engine import merge
 from ordermerge.models import save_model
 from ordermerge.objectives import SpanExtraction
-from ordermerge.sft import DEFAULTS, SFTRun
+from ordermerge.sft import SFTRun
 from ordermerge.utils import sha256_file
 
 EPOCHS = 8
@@ -93,7 +94,7 @@ def test_encoder_sft_runs_merge_and_evaluate(base, tmp_path, name, lr):
     task = get_task(name)
     rows = data[name]
     ids = [r["id"] for r in rows["train"]]
-    cfg = {**DEFAULTS, "lr": lr, "batch_size": 8, "micro_batch_size": 4, "max_length": 96,
+    cfg = {**train_defaults(), "lr": lr, "batch_size": 8, "micro_batch_size": 4, "max_length": 96,
            "warmup_ratio": 0.05}
     runs = []
     for run in range(2):
@@ -125,12 +126,13 @@ def test_encoder_sft_runs_merge_and_evaluate(base, tmp_path, name, lr):
     merge("select", [runs[0][0] / f"epoch{EPOCHS}", runs[1][0] / f"epoch{EPOCHS}"], merged, seed=1)
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
     cls = AutoModelForQuestionAnswering if name == "squad_v1" else AutoModelForSequenceClassification
+    assert head_class(task) is cls
     m = cls.from_pretrained(merged, dtype=torch.float32)
-    rec = evaluate_encoder(m, tok, task, rows["test"], max_length=96, batch_size=8)
+    rec = evaluate_rows(m, tok, task, rows["test"], max_length=96, batch_size=8)
     assert rec["n"] == 16 and len(rec["examples"]) == 16
     assert rec["score"] == sum(e["correct"] for e in rec["examples"]) / 16
-    single = evaluate_encoder(cls.from_pretrained(runs[0][0] / f"epoch{EPOCHS}", dtype=torch.float32), tok,
-                              task, rows["test"], max_length=96, batch_size=8)
+    single = evaluate_rows(cls.from_pretrained(runs[0][0] / f"epoch{EPOCHS}", dtype=torch.float32), tok,
+                           task, rows["test"], max_length=96, batch_size=8)
     # templated sentiment and one-sentence-per-person contexts: the tiny BERT learns both
     assert single["score"] >= (0.75 if name == "glue_sst2" else 0.3)
     json.dumps(rec)  # the record is JSON

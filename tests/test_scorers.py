@@ -2,7 +2,7 @@
 import pytest
 
 from ordermerge.evaluate.math_answers import extract_gsm8k, numbers_equal
-from ordermerge.evaluate.math_latex import extract_math, last_boxed, math_equal, math_gold, strip_math
+from ordermerge.data.math_latex import extract_math, last_boxed, math_equal, math_gold, strip_math
 from ordermerge.evaluate.text_answers import match_option, normalize_answer, squad_exact_match, squad_f1
 
 MATH_EXTRACT = [

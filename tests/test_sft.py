@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from ordermerge.data.orders import make_order
 from ordermerge.data.prepare import prepare
 from ordermerge.models import build_tiny, save_model, train_tokenizer
-from ordermerge.sft import DEFAULTS, Resume, TrainError, checkpoint_points, plan_steps, run_from_args
+from ordermerge.cli import train_from_args
+from ordermerge.sft import Resume, TrainError, checkpoint_points, plan_steps
 from ordermerge.train import micro_batches
 from ordermerge.utils import write_jsonl
 
@@ -302,22 +303,27 @@ def test_a_partial_or_foreign_state_is_not_resumed(tmp_path):
 
 def test_bad_train_input_is_named(setup, tmp_path):
     with pytest.raises(TrainError, match="train parameter 'lrr' is unknown"):
-        run_from_args(args_for(setup, tmp_path / "o"), {"lrr": 1}, "t", print)
+        train_from_args(args_for(setup, tmp_path / "o"), {"lrr": 1}, "t", print)
     bad = tmp_path / "order.json"
     bad.write_text(json.dumps({"epochs": [["gsm8k:train:999999"]]}))
     a = args_for(setup, tmp_path / "o")
     a.order = bad
     with pytest.raises(TrainError, match="absent from the training rows"):
-        run_from_args(a, {}, "t", print)
+        train_from_args(a, {}, "t", print)
     bad.write_text("[1, 2]")
     with pytest.raises(TrainError, match="not an order file"):
-        run_from_args(a, {}, "t", print)
+        train_from_args(a, {}, "t", print)
 
 
 def test_defaults_are_the_schemas():
+    from ordermerge.config import train_defaults
     schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
     props = schema["$defs"]["train"]["properties"]
-    assert {k: v.get("default") for k, v in props.items()} == DEFAULTS
+    defaults = train_defaults()
+    assert defaults == {k: v.get("default") for k, v in props.items()}
+    assert defaults["lr"] == 2.0e-5 and defaults["micro_batch_tokens"] is None
+    defaults["save_steps"].append(3)  # a copy: the next caller gets the schema's again
+    assert train_defaults()["save_steps"] == []
 
 
 def test_ordermerge_train_command(setup, single, tmp_path, capsys):

@@ -3,7 +3,6 @@ import json
 
 import pandas as pd
 import pytest
-import yaml
 
 from workflow_helpers import ROOT, copy_project, snakemake
 

@@ -12,7 +12,7 @@ import random
 
 from ..utils import derive_seed
 from . import toy
-from .registry import Task
+from .task import Task
 
 
 def pretraining_corpus(tasks: list[Task], n_lines: int, seed: int, task_fraction: float,
@@ -34,3 +34,24 @@ def pretraining_corpus(tasks: list[Task], n_lines: int, seed: int, task_fraction
         lines += kept
     random.Random(derive_seed(seed, "corpus", "shuffle")).shuffle(lines)
     return lines
+
+
+def tiny_corpus(data_dirs: list, cfg: dict) -> tuple[list[str], list[str], list]:
+    """The tiny suite's pretraining corpus from every task's prepared data (results/data/<task>/,
+    named by the task), with the validation and test prompts held out: (corpus lines, the
+    tokenizer's training texts: the tasks' training rows and the corpus, the files read)."""
+    from pathlib import Path
+
+    from ..utils import read_jsonl
+    from .registry import get_task
+    data_dirs = [Path(d) for d in data_dirs]
+    tasks = [get_task(d.name) for d in data_dirs]
+    held_out, texts, inputs = set(), [], []
+    for task, d in zip(tasks, data_dirs):
+        for split in ("validation", "test"):
+            held_out |= {task.prompt(r) for r in read_jsonl(d / f"{split}.jsonl")}
+        texts += [task.prompt(r) + task.target(r) for r in read_jsonl(d / "train.jsonl")]
+        inputs += [d / f"{split}.jsonl" for split in ("train", "validation", "test")]
+    lines = pretraining_corpus(tasks, cfg["corpus_lines"], derive_seed(cfg["seed"], "corpus"),
+                               cfg["corpus_task_fraction"], held_out)
+    return lines, texts + lines, inputs

@@ -1,73 +1,14 @@
-"""The task registry: a task is data, not a code path.
-
-An entry names its model family, where its train and test rows come from
-(`Source`, in the source's own files and schema), how a row becomes a prompt
-and a training target, the gold answer, the candidate options of choice and
-classification tasks, which evaluator scores it with which metric, its tiny
-counterpart, and the paper's hyperparameters (hparams.py). Rows come, per task
-and config (``data.source``), from the toy generator or the real dataset (a
-local copy in the source's layout, or the hub). The 15 entries are in tasks.py.
-"""
+"""The task registry: every task of tasks.py by name, and the names the rest of the code
+imports (a task's fields are described in task.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
-from .sources import DatasetUnavailable, Source, hub_reachable  # noqa: F401  (re-exported)
-
-SPLITS = ("train", "validation", "test")
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    family: str  # "decoder" (causal LM, SFT on prompt -> target) or "encoder" (BERT family)
-    paper: str  # the dataset as the paper names it
-    # our split -> (its source, the source's split); validation rows come out of train
-    train: tuple[Source, str]
-    test: tuple[Source, str]
-    fields: dict[str, tuple[str, ...]]  # our split -> fields every row must have
-    prompt: Callable[[dict], str]
-    target: Callable[[dict], str]
-    gold: Callable[[dict], object]  # of a test row: a string, a list of strings, or an index
-    evaluator: str
-    metric: str
-    toy: Callable[..., list[dict]]  # (n, seed, split) -> rows in the source's schema
-    options: Callable[[dict], list[str]] | None = None  # candidates of a choice task
-    hparams: dict | None = None  # the paper's settings (hparams.py)
-
-    def source_of(self, split: str) -> tuple[Source, str]:
-        return self.test if split == "test" else self.train
+from .sources import DatasetUnavailable, Source  # noqa: F401  (re-exported)
+from .task import SPLITS, Task, check_rows  # noqa: F401  (re-exported)
+from .tasks import TASKS
 
 
 def get_task(name: str) -> Task:
-    from .tasks import TASKS
     try:
         return TASKS[name]
     except KeyError:
         raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}") from None
-
-
-def check_rows(task: Task, rows: list[dict], origin: str, split: str = "train") -> None:
-    """Every row has the split's fields; test rows have a readable gold answer."""
-    want = task.fields["test" if split == "test" else "train"]
-    for i, row in enumerate(rows):
-        missing = [f for f in want if f not in row]
-        if missing:
-            raise ValueError(f"{origin}: row {i} lacks field(s) {missing} required by task "
-                             f"{task.name!r} (has {sorted(row)})")
-        try:
-            task.prompt(row)
-            if split == "test":
-                task.gold(row)
-            else:
-                task.target(row)
-        except Exception as e:
-            raise ValueError(f"{origin}: row {i} cannot be read by task {task.name!r}: {e!r}") from None
-
-
-def __getattr__(name: str):
-    if name == "TASKS":  # TASKS lives in tasks.py, which imports this module
-        from .tasks import TASKS
-        return TASKS
-    raise AttributeError(name)

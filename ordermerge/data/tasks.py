@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import toy_tasks as toy
-from ..evaluate.math_latex import math_gold
+from .math_latex import math_gold
 from ..hparams import BERT, LLAMA
-from .registry import Task
+from .task import Task
 from .sources import Source
 
 ALPACA_INPUT = ("Below is an instruction that describes a task, paired with an input that provides "
@@ -163,20 +163,22 @@ TASK_LIST += [
          fields={"train": ("sentence", "label"), "test": ("sentence", "label")},
          prompt=lambda r: r["sentence"], target=lambda r: str(r["label"]),
          gold=lambda r: int(r["label"]), evaluator="encoder_classification", metric="accuracy",
-         toy=toy.glue_sst2, options=lambda r: ["negative", "positive"], hparams=BERT["sst2"]),
+         toy=toy.glue_sst2, options=lambda r: ["negative", "positive"], hparams=BERT["sst2"],
+         segments=lambda r: (r["sentence"], None)),
     Task(name="glue_mnli", family="encoder", paper="MNLI (GLUE; test: validation matched)",
          train=(GLUE_MNLI, "train"), test=(GLUE_MNLI, "validation_matched"),
          fields={"train": ("premise", "hypothesis", "label"), "test": ("premise", "hypothesis", "label")},
          prompt=lambda r: f"{r['premise']} [SEP] {r['hypothesis']}", target=lambda r: str(r["label"]),
          gold=lambda r: int(r["label"]), evaluator="encoder_classification", metric="accuracy",
          toy=toy.glue_mnli, options=lambda r: ["entailment", "neutral", "contradiction"],
-         hparams=BERT["mnli"]),
+         hparams=BERT["mnli"], segments=lambda r: (r["premise"], r["hypothesis"])),
     Task(name="squad_v1", family="encoder", paper="SQuAD v1.1 (span extraction)",
          train=(SQUAD, "train"), test=(SQUAD, "validation"),
          fields={"train": ("question", "context", "answers"), "test": ("question", "context", "answers")},
          prompt=lambda r: f"{r['question']} [SEP] {r['context']}",
          target=lambda r: r["answers"]["text"][0], gold=lambda r: list(r["answers"]["text"]),
-         evaluator="encoder_span", metric="exact_match", toy=toy.squad_v1, hparams=BERT["squad"]),
+         evaluator="encoder_span", metric="exact_match", toy=toy.squad_v1, hparams=BERT["squad"],
+         segments=lambda r: (r["question"], r["context"])),
 ]
 
 TASKS: dict[str, Task] = {t.name: t for t in TASK_LIST}

@@ -1,28 +1,32 @@
 """Evaluators: how a model's answer to a test row is obtained and compared with the gold.
 
-`kind` says how the answer is obtained: "generate" (greedy generation, then
-`extract` and `correct`), "choice" (one of the task's options: by option
-log-likelihood or by generating and matching, per config
-`evaluate.choice_scoring`). Encoder tasks (`encoder_classification`,
-`encoder_span`) are scored by their heads in encoder_eval.py. Evaluators not
-built yet would be named in `PENDING` with where they come
-from.
+An evaluator's `kind` names its handler (handlers.py), which answers the rows:
+"generate" (greedy generation, then `extract` and `correct`), "choice" (one of
+the task's options, by option log-likelihood or by generating and matching, per
+config `evaluate.choice_scoring`), "code" (completions run against tests),
+"pairwise" (an AlpacaEval judge against references), and "classification" and
+"span" (an encoder's head). run.py builds the record around the handler's examples.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from . import humaneval, math_answers, math_latex, text_answers
+from ..data import math_latex
+from . import handlers, humaneval, math_answers, text_answers
 
 
 @dataclass(frozen=True)
 class Evaluator:
     name: str
-    kind: str  # "generate" | "choice" | "code" | "pairwise"
+    kind: str  # a handler of handlers.py
     extract: Callable[[str], tuple[object, str]] | None = None
     correct: Callable[[object, object], bool] | None = None
     stop: tuple[str, ...] = ()
+
+    @property
+    def handler(self) -> Callable:
+        return getattr(handlers, self.kind)
 
 
 EVALUATORS = {
@@ -37,15 +41,13 @@ EVALUATORS = {
     "humaneval": Evaluator("humaneval", "code", stop=humaneval.STOP),
     # generated outputs against the references, judged through alpaca_eval (alpaca.py)
     "alpaca_eval": Evaluator("alpaca_eval", "pairwise"),
+    # encoder tasks, scored by their heads
+    "encoder_classification": Evaluator("encoder_classification", "classification"),
+    "encoder_span": Evaluator("encoder_span", "span"),
 }
-
-# evaluators that the registry names but this module does not provide yet
-PENDING: dict[str, str] = {}
 
 
 def get_evaluator(name: str) -> Evaluator:
-    if name in PENDING:
-        raise NotImplementedError(f"evaluator {name!r} is not available yet: {PENDING[name]}")
     try:
         return EVALUATORS[name]
     except KeyError:

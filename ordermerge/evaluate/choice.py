@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..train import length_batches, mask_of, pad
+
 
 @torch.no_grad()
 def option_logliks(model, tokenizer, prompts: list[str], options: list[list[str]], *,
@@ -25,17 +27,10 @@ def option_logliks(model, tokenizer, prompts: list[str], options: list[list[str]
                 raise ValueError(f"option {opt!r} of example {e} has no tokens")
             pairs.append((e, k, ctx, cont))
     out = [[0.0] * len(o) for o in options]
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][2]) + len(pairs[i][3]))
-    pad = tokenizer.pad_token_id
-    for b in range(0, len(order), batch_size):
-        chunk = [pairs[i] for i in order[b:b + batch_size]]
-        width = max(len(c) + len(t) for _, _, c, t in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, (_, _, c, t) in enumerate(chunk):
-            seq = c + t
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
+    for idx in length_batches([len(c) + len(t) for _, _, c, t in pairs], batch_size):
+        chunk = [pairs[i] for i in idx]
+        seqs = [c + t for _, _, c, t in chunk]
+        ids, mask = pad(seqs, tokenizer.pad_token_id), mask_of(seqs)
         device = getattr(model, "device", "cpu")
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         logp = F.log_softmax(logits.float(), dim=-1).cpu()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..train import length_batches, mask_of, pad
+
 
 @torch.no_grad()
 def generate_greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
@@ -15,21 +17,15 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int
     model.eval()
     encoded = [[tokenizer.bos_token_id] + tokenizer(p, add_special_tokens=False)["input_ids"]
                for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(prompts)
-    pad = tokenizer.pad_token_id
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            n = len(encoded[i])
-            ids[row, width - n:] = torch.tensor(encoded[i])
-            mask[row, width - n:] = 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
+    pad_id = tokenizer.pad_token_id
+    for idx in length_batches([len(e) for e in encoded], batch_size):
+        rows = [encoded[i] for i in idx]
+        width = max(len(r) for r in rows)
+        ids = pad(rows, pad_id, left=True).to(model.device)
+        mask = mask_of(rows, left=True).to(model.device)
         gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad,
+                             max_new_tokens=max_new_tokens, pad_token_id=pad_id,
                              eos_token_id=tokenizer.eos_token_id)
         for row, i in enumerate(idx):
             text = tokenizer.decode(gen[row, width:], skip_special_tokens=True)

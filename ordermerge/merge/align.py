@@ -127,3 +127,21 @@ def align(models: dict[str, Path], base: Path, out_dir: Path) -> dict:
             _extend(path, out_dir / name, target, everything[largest[0]])
             record["extended"].append(name)
     return record
+
+
+def align_group(group: str, cfg: dict, out_dir: Path) -> tuple[dict, list[Path]]:
+    """A multi-task group's models and base (`cfg`: the group's `models` and `base`, local
+    directories or hub ids) aligned into `out_dir`, the record written as align.json; returns
+    the record and the model directories read."""
+    import json
+
+    from ..models import local_model_dir
+    key = f"multitask.groups.{group}"
+    models = {t: local_model_dir(src, f"{key}.models.{t}") for t, src in cfg["models"].items()}
+    base = local_model_dir(cfg["base"], f"{key}.base")
+    try:
+        record = align(models, base, out_dir)
+    except MergeError as e:
+        raise SystemExit(f"multitask_align {group}: {e}")
+    (out_dir / "align.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record, [*models.values(), base]

@@ -26,7 +26,7 @@ import torch
 from ..models import DTYPES as TORCH_DTYPES
 from . import rng
 from .methods import Chunk, Method, get
-from .st_io import DTYPES, TORCH_TO_ST, Checkpoint, CheckpointError, ShardedWriter
+from .st_io import TORCH_TO_ST, Checkpoint, CheckpointError, ShardedWriter
 
 COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
           "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json",

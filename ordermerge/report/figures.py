@@ -192,3 +192,49 @@ def save(fig, data: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
     out.append(path)
     _plt().close(fig)
     return out
+
+
+def parse_named(args: list[str]) -> list[tuple[str, str]]:
+    """NAME=PATH arguments as (name, path); a ValueError names those without '='."""
+    named = [a.split("=", 1) for a in args]
+    bad = [a for a, x in zip(args, named) if len(x) != 2]
+    if bad:
+        raise ValueError(f"figure: arguments {bad} are not NAME=PATH")
+    return [(n, p) for n, p in named]
+
+
+def make(figure: str, named: list[tuple[str, str]], stem: Path, anchor: str, cfg: dict) -> list[Path]:
+    """Figure `figure` ("1", "3" or "4") from its named inputs (runN=samples.csv, NAME=losses
+    under scores/, NAME=curve.csv), saved as `stem`.png/.svg/.csv (and for Figure 1 the
+    table of every model's Spearman's rho, `stem`_rho.csv/.md); returns the paths written."""
+    import re
+
+    from ..scoring import read_losses
+    from ..utils import atomic_file
+    is_run = re.compile(r"run\d+$").match
+    samples = {n: read_samples(path) for n, path in named if path.endswith("samples.csv")}
+    scores = {n: read_losses(path) for n, path in named if path.endswith(".csv") and "/scores/" in path}
+    outs = []
+    if figure == "1":
+        merged = {n: v for n, v in scores.items() if not is_run(n)}
+        data, rho, fig = figure1(samples, merged, anchor, panels=cfg.get("panels", 4),
+                                 bins=cfg.get("bins", 10))
+        rho_stem = stem.with_name(stem.name + "_rho")
+        with atomic_file(rho_stem.with_suffix(".csv")) as fh:
+            rho.to_csv(fh, index=False, float_format="%.4f")
+        md = ["| model | kind | positions of | ρ | 95% CI | p | n |", "|---|---|---|---|---|---|---|"]
+        md += [f"| {r.model} | {r.kind} | {r.positions_of} | {r.rho:.3f} | [{r.low:.3f}, {r.high:.3f}] "
+               f"| {r.p:.2g} | {r.n} |" for r in rho.itertuples()]
+        with atomic_file(rho_stem.with_suffix(".md")) as fh:
+            fh.write("\n".join(md) + "\n")
+        outs += [rho_stem.with_suffix(".csv"), rho_stem.with_suffix(".md")]
+    elif figure == "3":
+        kinds = {n: "sft" if is_run(n) else "merged" for n in scores}
+        data, fig = figure3(samples[anchor]["position"], scores, anchor, kinds,
+                            segments=cfg.get("segments", 5))
+    else:
+        curves = {n: pd.read_csv(path) for n, path in named}
+        if "single" not in curves:
+            raise ValueError("figure 4: no single=CURVE argument (the sub-models' curve)")
+        data, fig = figure4(curves.pop("single"), curves)
+    return outs + save(fig, data, stem)

@@ -74,7 +74,6 @@ def paired_test(a, b, *, resamples: int = 10000, seed: int = 0) -> PairedTest:
     n = int(d.size)
     if n == 0:
         return PairedTest(math.nan, math.nan, 0, 0, True, seed)
-    observed = abs(d.mean())
     nz = d[d != 0]
     m = nz.size
     if m == 0:

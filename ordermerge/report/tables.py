@@ -333,3 +333,32 @@ def table3_markdown(table: pd.DataFrame) -> str:
 
 def table3_latex(table: pd.DataFrame) -> str:
     return grouped(table, lambda g, b: to_latex(b, caption=f"Multi-task merging, group {g}"))
+
+
+def build(table_no: str, records: list[dict], stat: dict | None = None) -> tuple[pd.DataFrame, str, str]:
+    """Table `table_no` ("1" to "4") of the read records: the table, its Markdown and LaTeX."""
+    def no_scheme(rs):
+        return [{k: v for k, v in r.items() if k != "scheme"} for r in rs]
+    if table_no == "3":
+        table = table3(records, stat)
+        return table, table3_markdown(table), table3_latex(table)
+    if table_no == "2":
+        table = table2(no_scheme(records), stat)
+        return table, table2_markdown(table), table2_latex(table)
+    table = table1(no_scheme(records), stat) if table_no == "1" else table4(records, stat)
+    return table, to_markdown(table), to_latex(table, caption=f"Table {table_no}")
+
+
+def write(table: pd.DataFrame, md: str, tex: str, csv_path, md_path, tex_path=None,
+          float_format: str = "%.4f") -> list:
+    """The table as CSV (four decimals unless `float_format`), Markdown and (if `tex_path`)
+    LaTeX, each atomically; returns the paths written."""
+    from ..utils import atomic_file
+    outs = [(csv_path, None), (md_path, md)] + ([(tex_path, tex)] if tex_path else [])
+    for path, text in outs:
+        with atomic_file(path) as fh:
+            if text is None:
+                table.to_csv(fh, float_format=float_format)
+            else:
+                fh.write(text)
+    return [p for p, _ in outs]

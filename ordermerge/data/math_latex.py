@@ -1,4 +1,6 @@
-"""MATH answers: extraction from solutions and outputs, and Hendrycks-style equivalence.
+"""MATH answers: extraction from solutions and outputs, and Hendrycks-style equivalence. A
+data format as much as a metric: a MATH row's gold answer is read from its solution by the
+same extraction that reads a model's output, so tasks.py and the evaluator share this module.
 
 Extraction: the last ``\\boxed{...}`` (braces balanced; also ``\\boxed 5`` and
 ``\\fbox{...}``), else the text after the last "The answer is" (MetaMathQA's
