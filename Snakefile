@@ -9,6 +9,8 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/paths.smk"
+include: "rules/inputs.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/train.smk"

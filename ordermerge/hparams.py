@@ -1,4 +1,5 @@
-"""The paper's fine-tuning hyperparameters per task (Ju et al. 2024; ../shared/paper/DIGEST.md).
+"""The paper's fine-tuning hyperparameters per task (Ju et al. 2024, EMNLP,
+Appendix B.4 and Tables 5-6).
 
 `LLAMA` holds the decoder settings (Llama-2-7b; TinyLlama shares the traditional
 tasks' row), `BERT` the encoder ones (Table 2). Every run is 3 epochs with a new

@@ -120,7 +120,6 @@ def hash_inputs(paths: Iterable[str | os.PathLike]) -> dict:
 
 def write_record(output: str | os.PathLike, *, rule: str, params: dict, seeds: dict | None,
                  inputs: Iterable[str | os.PathLike], start: str,
-                 record: str | os.PathLike | None = None,
                  final: str | os.PathLike | None = None, derived: dict | None = None) -> Path:
     """Write the provenance record of `output` (a file or a finished directory).
 
@@ -131,7 +130,7 @@ def write_record(output: str | os.PathLike, *, rule: str, params: dict, seeds: d
     directory that will be renamed.
     """
     output = Path(output)
-    path = Path(record) if record is not None else record_path(output)
+    path = record_path(output)
     rec = {
         "rule": rule,
         "output": str(final if final is not None else output),

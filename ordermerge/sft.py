@@ -1,34 +1,12 @@
 """One SFT run that follows a data order exactly, through accelerate, and resumes after a kill.
 
-The order (row ids per epoch) is cut into global batches of ``batch_size``
-consecutive ids: optimizer step s trains on exactly those rows, whatever the
-number of processes. With N processes each takes a contiguous share of the
-batch and cuts it into micro-batches padded to their longest row: ``micro_batch_size``
-consecutive rows, or, with ``micro_batch_tokens``, rows sorted by length and
-packed up to that many padded tokens (train.micro_batches); gradients
-are accumulated without synchronisation until each process's last
-micro-batch. The loss is the sum of response-token losses over the whole
-global batch divided by its number of response tokens (prompt tokens
-masked), so the update does not depend on N or on the micro-batch size
-beyond rounding. Every step's ids (as processed, gathered from all
-processes) go to ``steps.jsonl``.
-
-Outputs in ``out_dir``: ``epoch{e}/`` at each epoch end and ``steps/step{N}/``
-at the configured steps (the base model's dtype, save_pretrained layout),
-``samples.csv`` (per sample: position in each epoch, the step and loss when
-seen, the final loss from a forward pass over the training set after
-training), ``steps.jsonl``, ``run.json`` (validation loss at each epoch end
-and configured step, tokens/s, real/processed tokens, truncation, wall time).
-
-Resume: at every checkpoint the full training state (fp32 weights,
-optimizer, scheduler, RNG of every process, position, per-sample records) is
-saved under ``out_dir/resume/`` with accelerate's save_state, into a
-temporary directory renamed when complete; ``resume/latest`` names the
-newest. The written checkpoints are hard-linked there too, because Snakemake
-deletes a failed job's outputs before it re-runs it. A re-run with the same
-inputs (a fingerprint of params, order, data and base) continues from the
-newest state and re-creates the deleted checkpoints; on the CPU it ends with
-the bytes of an uninterrupted run. A finished run deletes ``resume/``.
+What it computes and writes (global batches of consecutive ids, micro-batches, the loss
+over the global batch's response tokens, `steps.jsonl`, `samples.csv`, `run.json`) and how
+it resumes (states under `resume/`, hard-linked checkpoints, the fingerprint) is described
+once, in README.md ("What runs", the SFT item, and "Micro-batches"). Reading order here:
+`plan_steps` and `checkpoint_points` (what happens when), `Resume` (the saved states),
+`SFTRun.run` (the loop), `_train_step` / `_accumulate` (one optimizer step), `load_run`
+(from files).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ FIGURE_LIB = lib("report/figures.py", "report/stats.py", "scoring.py")
 rule score:
     input:
         script=script("score.py"),
-        lib=lib("scoring.py", "objectives.py", "train.py", "models.py", *TASK_SOURCES),
+        lib=lib("scoring.py", "objectives.py", "train.py", "models.py", "encoder.py", *TASK_SOURCES),
         model=candidate_model,
         rows="results/data/{task}/{split}.jsonl",
     output:
@@ -104,8 +104,7 @@ if FIGURES:
 rule table2:
     input:
         script=script("table.py"),
-        lib=lib("report/tables.py", "report/stats.py", "merge/methods.py", "data/registry.py",
-                "data/tasks.py"),
+        lib=lib("report/tables.py", "report/stats.py", "merge/methods.py", *TASK_SOURCES),
         records=[path for _, path in TABLE2_RECORDS],
     output:
         csv=report("results/tables/table2.csv", caption="captions/table2.rst", category="Tables"),
@@ -156,7 +155,7 @@ rule table4:
 rule cost:
     input:
         script=script("cost.py"),
-        lib=lib("report/cost.py"),
+        lib=lib("report/cost.py", "report/tables.py"),
         after=cost_inputs(),
     output:
         csv=report("results/tables/cost.csv", caption="captions/cost.rst", category="Tables"),

@@ -3,7 +3,8 @@
 EVALUATE_LIB = lib("evaluate/__init__.py", "evaluate/generate.py", "evaluate/run.py",
     "evaluate/choice.py", "evaluate/math_answers.py", "evaluate/text_answers.py",
     "evaluate/handlers.py", "evaluate/humaneval.py", "evaluate/sandbox.py",
-    "evaluate/alpaca.py", "objectives.py", "scoring.py", *TASK_SOURCES, "models.py")
+    "evaluate/alpaca.py", "objectives.py", "scoring.py", *TASK_SOURCES, "models.py", "encoder.py",
+    "train.py")
 
 
 rule evaluate:

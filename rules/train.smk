@@ -14,14 +14,13 @@ rule sft:
         order="results/orders/{task}/{scheme}/run{run}.json",
     output:
         checkpoints=sft_outputs(),
-        samples="results/sft/{model}/{task}/{scheme}/run{run}/samples.csv",
-        steps="results/sft/{model}/{task}/{scheme}/run{run}/steps.jsonl",
-        summary="results/sft/{model}/{task}/{scheme}/run{run}/run.json",
-        prov=expand("results/sft/{{model}}/{{task}}/{{scheme}}/run{{run}}/{name}.prov.json",
-                    name=["samples.csv", "steps.jsonl", "run.json"]),
+        samples=f"{RUN}/samples.csv",
+        steps=f"{RUN}/steps.jsonl",
+        summary=f"{RUN}/run.json",
+        prov=[f"{RUN}/{name}.prov.json" for name in ("samples.csv", "steps.jsonl", "run.json")],
     params:
         json=lambda w: as_json(task_cfg(w)["train"]),
-        out_dir=lambda w: f"results/sft/{w.model}/{w.task}/{w.scheme}/run{w.run}",
+        out_dir=lambda w: run_dir(w.model, w.task, w.scheme, w.run),
         launcher=sft_launcher,
     threads: res("sft", "cpus")
     log:

@@ -1,14 +1,9 @@
 """The merge engine: streams K checkpoints through a method, chunk by chunk, into a model.
 
-The output layout (tensor names, dtypes, shapes, shards) is known from the
-input headers, so each chunk is written as soon as it is merged. Inputs are
-memory-mapped (their pages are page cache, not this process's memory); the
-chunk size comes from the memory budget (stacks of K input chunks, outputs in
-flight, draws and float32 accumulators), capped to stay in cache. A tensor
-larger than a chunk is cut into consecutive element ranges, which for a
-row-major tensor are cuts along its first dimension. Draws are keyed by
-element index (rng.py), so the bytes do not depend on the chunk size, the
-thread count or the device.
+How it works (memory-mapped inputs, chunks cut from the memory budget, each chunk written
+as soon as it is merged, draws keyed by element index so that the bytes do not depend on
+chunking, threads or device) is described once, in README.md ("Merging your own
+checkpoints"); `merge` is the entry point.
 """
 from __future__ import annotations
 
