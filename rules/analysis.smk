@@ -89,6 +89,7 @@ if FIGURES:
                 args=_figure_rule_args(_n),
                 json=as_json({k: FIGURES[k] for k in ("panels", "bins", "segments")}),
                 anchor=f"run{FIGURES['anchor']}",
+            threads: res("report", "cpus")
             log:
                 f"results/logs/figure{_n}.log",
             resources:
@@ -115,6 +116,7 @@ rule table2:
         json=as_json({"epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "stats": config["report"]["stats"],
                       "models": {m: MODELS[m]["spec"] for m in dict.fromkeys(m for m, _ in TABLE2_RECORDS)}}),
         records=" ".join(f"{m}={p}" for m, p in TABLE2_RECORDS),
+    threads: res("report", "cpus")
     log:
         "results/logs/table2.log",
     resources:
@@ -138,6 +140,7 @@ rule table4:
         prov=expand("results/tables/table4.{ext}.prov.json", ext=["csv", "md", "tex"]),
     params:
         json=as_json({"epoch": REPORT_EPOCH, "tasks": TABLE4_TASKS, "stats": config["report"]["stats"]}),
+    threads: res("report", "cpus")
     log:
         "results/logs/table4.log",
     resources:
@@ -164,6 +167,7 @@ rule cost:
     params:
         json=as_json({stage: {"cpus": res(stage, "cpus"), "gpus": res(stage, "gpus") or 0}
                       for stage in config["resources"]}),
+    threads: res("report", "cpus")
     log:
         "results/logs/cost.log",
     resources:

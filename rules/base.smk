@@ -17,6 +17,7 @@ rule tokenizer:
     params:
         json=lambda w: as_json({**spec(w)["tokenizer"], "seed": config["seed"]}),
         data_dirs=lambda w, input: " ".join(dict.fromkeys(str(Path(p).parent) for p in input.data)),
+    threads: res("base", "cpus")
     log:
         "results/logs/tokenizer/{model}.log",
     resources:
@@ -97,6 +98,7 @@ rule encoder_init:
         directory("results/base/{model}/init/{task}"),
     params:
         json=lambda w: as_json({"seed": config["seed"], "dtype": spec(w)["dtype"]}),
+    threads: res("base", "cpus")
     log:
         "results/logs/base/{model}/init-{task}.log",
     resources:

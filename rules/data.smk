@@ -10,6 +10,7 @@ rule prepare_data:
         expand("results/data/{{task}}/{split}.jsonl.prov.json", split=["train", "validation", "test"]),
     params:
         json=lambda w: as_json({"data": task_cfg(w)["data"], "seed": config["seed"]}),
+    threads: res("data", "cpus")
     log:
         "results/logs/prepare_data/{task}.log",
     resources:
@@ -32,6 +33,7 @@ rule order:
     params:
         json=lambda w: as_json({"epochs": config["epochs"], "seed": config["seed"],
                                 "batch_size": task_cfg(w)["train"]["batch_size"]}),
+    threads: res("order", "cpus")
     log:
         "results/logs/order/{task}/{scheme}/run{run}.log",
     resources:

@@ -12,6 +12,7 @@ rule multitask_align:
         json=lambda w: as_json({"models": {m: single_task_model(w.group, m)
                                            for m in dict.fromkeys(group_members(w.group).values())},
                                 "base": group_base(w.group)}),
+    threads: res("merge", "cpus")
     log:
         "results/logs/multitask/{group}/aligned.log",
     resources:
@@ -97,6 +98,7 @@ rule table3:
         json=as_json({"groups": GROUPS, "epoch": REPORT_EPOCH, "scheme": SCHEMES[0],
                       "stats": config["report"]["stats"]}),
         records=" ".join(f"{g}={p}" for g, p in table3_records()),
+    threads: res("report", "cpus")
     log:
         "results/logs/table3.log",
     resources:

@@ -14,6 +14,7 @@ rule table1:
     params:
         json=as_json({"epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "models": {t: model_of(t) for t in TASKS},
                       "stats": config["report"]["stats"]}),
+    threads: res("report", "cpus")
     log:
         "results/logs/table1.log",
     resources:
