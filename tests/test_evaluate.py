@@ -1,0 +1,65 @@
+"""The evaluation path: one handler per evaluator kind, one record shape, and the padding
+and batching helpers the training and evaluation passes share."""
+import pytest
+import torch
+
+from ordermerge.data.prepare import prepare
+from ordermerge.data.registry import get_task
+from ordermerge.data.tasks import TASKS
+from ordermerge.evaluate import EVALUATORS, get_evaluator, handlers
+from ordermerge.evaluate.run import evaluate_rows
+from ordermerge.train import length_batches, mask_of, pad
+from test_tasks import CharTokenizer, FixedLM
+
+EXAMPLE_KEYS = {"id", "prompt", "output", "extracted", "extraction", "gold", "correct"}
+
+
+def test_every_task_has_an_evaluator_with_a_handler():
+    kinds = {get_evaluator(t.evaluator).kind for t in TASKS.values()}
+    assert kinds == {"generate", "choice", "code", "pairwise", "classification", "span"}
+    for ev in EVALUATORS.values():
+        assert ev.handler is getattr(handlers, ev.kind)
+    with pytest.raises(KeyError, match="unknown evaluator 'nope'"):
+        get_evaluator("nope")
+
+
+def test_a_choice_record_by_option_loglik():
+    """sst2 rows through evaluate_rows with a model that prefers the tokens of ' positive':
+    every example has the shared keys, the pick is the option with the highest sum, and
+    score / score_norm are the means of correct / correct_norm."""
+    task = get_task("sst2")
+    rows = prepare("sst2", {"source": "toy", "path": None, "test_path": None, "revision": None,
+                            "n_train": 4, "n_validation": 1, "n_test": 3}, 0, "tasks.sst2.data")["test"]
+    tok = CharTokenizer()
+    bias = torch.zeros(100)
+    bias[[2 + (ord(c) % 90) for c in " positive"]] = 3.0
+    rec = evaluate_rows(FixedLM(bias), tok, task, rows, batch_size=2)
+    assert len(rows) == 3 and rec["n"] == 3 and rec["evaluator"] == "choice" and rec["choice_scoring"] == "loglik"
+    opts = task.options(rows[0])
+    for row, e in zip(rows, rec["examples"]):
+        assert EXAMPLE_KEYS <= set(e) and e["id"] == row["id"] and e["prompt"] == task.prompt(row)
+        assert e["extracted"] == max(range(len(opts)), key=lambda k: e["logliks"][k])
+        assert e["output"] == opts[e["extracted"]] and e["correct"] == (e["extracted"] == e["gold"])
+    assert rec["score"] == pytest.approx(sum(e["correct"] for e in rec["examples"]) / 3)
+    assert rec["score_norm"] == pytest.approx(sum(e["correct_norm"] for e in rec["examples"]) / 3)
+    with pytest.raises(ValueError, match="choice_scoring 'vote': loglik or generate"):
+        evaluate_rows(FixedLM(bias), tok, task, rows, batch_size=2, choice_scoring="vote")
+
+
+def test_an_empty_split_scores_nan():
+    rec = evaluate_rows(FixedLM(torch.zeros(100)), CharTokenizer(), get_task("sst2"), [], batch_size=2)
+    assert rec["n"] == 0 and rec["examples"] == [] and rec["score"] != rec["score"]
+
+
+def test_pad_and_mask_right_and_left():
+    rows = [[5, 6, 7], [8], []]
+    assert pad(rows, 0).tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
+    assert pad(rows, -1, left=True).tolist() == [[5, 6, 7], [-1, -1, 8], [-1, -1, -1]]
+    assert mask_of(rows).tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert mask_of(rows, left=True).tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+    assert pad(rows, 0).dtype == torch.long
+
+
+def test_length_batches_sort_stably_and_cut():
+    assert length_batches([3, 1, 2, 1, 5], 2) == [[1, 3], [2, 0], [4]]
+    assert length_batches([], 4) == []
