@@ -42,13 +42,13 @@ def main() -> None:
         seen = {}
         for name, tokens in (("plain", None), ("tokens", args.tokens)):
             run.micro_tokens = tokens
-            records, real, processed, loss = run._accumulate(step)
-            parts = gather_object([(records, real, processed, loss)])
+            parts = gather_object([run._accumulate(step)])
             seen[name] = {
-                "loss": sum(x[3] for x in parts), "grad": grads(run.model),
-                "ids": [r["id"] for r in sorted((r for x in parts for r in x[0]),
+                "loss": sum(x.loss for x in parts), "grad": grads(run.model),
+                "ids": [r["id"] for r in sorted((r for x in parts for r in x.records),
                                                 key=lambda r: r["position"])],
-                "real": sum(x[1] for x in parts), "processed": sum(x[2] for x in parts)}
+                "real": sum(x.real_tokens for x in parts),
+                "processed": sum(x.processed_tokens for x in parts)}
             if name == "plain":
                 run.opt.zero_grad(set_to_none=True)
         g0, g1 = seen["plain"]["grad"], seen["tokens"]["grad"]

@@ -338,8 +338,8 @@ def test_ordermerge_train_command(setup, single, tmp_path, capsys):
     assert read_steps(out) == read_steps(single)
     # the same bytes as the workflow's script (same threads and determinism)
     assert sha(out / "epoch3" / "model.safetensors") == sha(single / "epoch3" / "model.safetensors")
-    # a hub id offline fails at once, naming the argument
+    # a hub id offline fails at once, naming what to set
     t0 = time.time()
     assert main([*common, "--base", "meta-llama/Llama-2-7b-hf"]) == 1
     assert time.time() - t0 < 10
-    assert "--base" in capsys.readouterr().err
+    assert "set base to the local copy" in capsys.readouterr().err
