@@ -2,9 +2,11 @@
 imports (a task's fields are described in task.py)."""
 from __future__ import annotations
 
-from .sources import DatasetUnavailable, Source  # noqa: F401  (re-exported)
-from .task import SPLITS, Task, check_rows  # noqa: F401  (re-exported)
+from .sources import DatasetUnavailable, Source
+from .task import SPLITS, Task, check_rows
 from .tasks import TASKS
+
+__all__ = ["DatasetUnavailable", "SPLITS", "Source", "TASKS", "Task", "check_rows", "get_task"]
 
 
 def get_task(name: str) -> Task:
