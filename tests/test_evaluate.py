@@ -46,6 +46,12 @@ def test_a_choice_record_by_option_loglik():
         evaluate_rows(FixedLM(bias), tok, task, rows, batch_size=2, choice_scoring="vote")
 
 
+def test_generation_needs_a_token_budget():
+    with pytest.raises(ValueError, match="evaluator 'gsm8k' generates: max_new_tokens is needed"):
+        evaluate_rows(FixedLM(torch.zeros(100)), CharTokenizer(), get_task("gsm8k"),
+                      [{"id": "gsm8k:test:0", "question": "1+1?", "answer": "#### 2"}], batch_size=1)
+
+
 def test_an_empty_split_scores_nan():
     rec = evaluate_rows(FixedLM(torch.zeros(100)), CharTokenizer(), get_task("sst2"), [], batch_size=2)
     assert rec["n"] == 0 and rec["examples"] == [] and rec["score"] != rec["score"]

@@ -21,6 +21,8 @@ def mean(values: list) -> float:
 
 def _generations(model, tokenizer, ev, prompts, s) -> list[str]:
     from .generate import generate_greedy
+    if s["max_new_tokens"] is None:
+        raise ValueError(f"evaluator {ev.name!r} generates: max_new_tokens is needed")
     return generate_greedy(model, tokenizer, prompts, max_new_tokens=s["max_new_tokens"],
                            batch_size=s["batch_size"], stop=list(ev.stop))
 

@@ -16,7 +16,7 @@ from .handlers import mean
 PAPER_JUDGE = "alpaca_eval_gpt4"  # the paper's AlpacaEval annotator
 
 
-def evaluate_rows(model, tokenizer, task, rows: list[dict], *, max_new_tokens: int = 0,
+def evaluate_rows(model, tokenizer, task, rows: list[dict], *, max_new_tokens: int | None = None,
                   batch_size: int, choice_scoring: str = "loglik", judge=None,
                   annotators_config: str = PAPER_JUDGE, name: str = "model",
                   max_length: int | None = None) -> dict:
@@ -58,7 +58,7 @@ def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: d
     model, tokenizer = load_for_task(task, model_path)
     if task.family == "decoder" and torch.cuda.is_available():
         model = model.to("cuda", torch.bfloat16)
-    record = evaluate_rows(model, tokenizer, task, rows, max_new_tokens=cfg.get("max_new_tokens", 0),
+    record = evaluate_rows(model, tokenizer, task, rows, max_new_tokens=cfg.get("max_new_tokens"),
                            batch_size=cfg["batch_size"], choice_scoring=cfg.get("choice_scoring", "loglik"),
                            judge=judge, annotators_config=annotators,
                            name=f"{cfg['kind']}-{cfg['name']}", max_length=cfg.get("max_length"))
