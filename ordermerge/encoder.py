@@ -126,10 +126,11 @@ def head_class(task):
 def load_with_head(task, base, seed: int, dtype=torch.float32):
     """The base encoder with the task's head, the head initialised from (seed, task)."""
     torch.manual_seed(derive_seed(seed, task.name, "head"))
+    cls = head_class(task)
     if task.span:
-        return head_class(task).from_pretrained(base, dtype=dtype)
+        return cls.from_pretrained(base, dtype=dtype)
     labels = task.options({})
-    return head_class(task).from_pretrained(
+    return cls.from_pretrained(
         base, dtype=dtype, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={v: k for k, v in enumerate(labels)})
 

@@ -39,9 +39,19 @@ class CausalLM:
         return token_losses(model, batch)
 
 
-def _pad(examples: list[dict], keys: tuple[str, ...], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad each of `keys` (input_ids with `pad_id`, the others with 0)."""
-    return {k: pad([e[k] for e in examples], pad_id if k == "input_ids" else 0) for k in keys}
+# what an encoder's forward pass reads from a collated batch
+ENCODER_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+def _pad(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad each of ENCODER_INPUTS (input_ids with `pad_id`, the others with 0)."""
+    return {k: pad([e[k] for e in examples], pad_id if k == "input_ids" else 0)
+            for k in ENCODER_INPUTS}
+
+
+def encoder_forward(model, batch: dict):
+    """An encoder's forward pass on a collated batch (its labels left out)."""
+    return model(**{k: batch[k] for k in ENCODER_INPUTS})
 
 
 class SequenceClassification:
@@ -56,14 +66,12 @@ class SequenceClassification:
                 "n_target": 1, "truncated": len(self.tokenizer(a, b)["input_ids"]) > self.max_length}
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = _pad(examples, ("input_ids", "token_type_ids", "attention_mask"),
-                     self.tokenizer.pad_token_id)
+        batch = _pad(examples, self.tokenizer.pad_token_id)
         batch["labels"] = torch.tensor([e["label"] for e in examples])
         return batch
 
     def losses(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                       attention_mask=batch["attention_mask"]).logits
+        logits = encoder_forward(model, batch).logits
         ce = F.cross_entropy(logits.float(), batch["labels"], reduction="none")
         return ce, torch.ones_like(ce, dtype=torch.long)
 
@@ -104,15 +112,13 @@ class SpanExtraction:
         return f
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = _pad(examples, ("input_ids", "token_type_ids", "attention_mask"),
-                     self.tokenizer.pad_token_id)
+        batch = _pad(examples, self.tokenizer.pad_token_id)
         batch["start_positions"] = torch.tensor([e["start"] for e in examples])
         batch["end_positions"] = torch.tensor([e["end"] for e in examples])
         return batch
 
     def losses(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                    attention_mask=batch["attention_mask"])
+        out = encoder_forward(model, batch)
         mask = batch["attention_mask"] == 0
         s = out.start_logits.float().masked_fill(mask, -1e4)
         e = out.end_logits.float().masked_fill(mask, -1e4)

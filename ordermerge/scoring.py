@@ -103,14 +103,15 @@ def curve(task, rows: list[dict], runs: list[Path], cfg: dict, method_id: str | 
                             batch_size=cfg["batch_size"])
         return sum(losses.values()) / len(losses)
 
+    if method_id is not None:
+        method, settings = parse_method_id(method_id)
+        Path(scratch).mkdir(parents=True, exist_ok=True)
     out = []
     for step, name in plan:
         ckpts = [r / name for r in runs]
         if method_id is None:
             out += [(step, name, f"run{i}", val_loss(c)) for i, c in enumerate(ckpts)]
         else:
-            method, settings = parse_method_id(method_id)
-            Path(scratch).mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=scratch, prefix=".curve-") as tmp:
                 merged = Path(tmp) / "merged"
                 merge(method, ckpts, merged, base=base if get(method).needs_base else None,

@@ -38,7 +38,9 @@ def pad(rows: list[list[int]], fill: int, left: bool = False) -> torch.Tensor:
 
 def mask_of(rows: list[list[int]], left: bool = False) -> torch.Tensor:
     """The attention mask of `pad(rows, ...)`: 1 on tokens, 0 on padding."""
-    return pad([[1] * len(r) for r in rows], 0, left)
+    lengths = torch.tensor([len(r) for r in rows])[:, None]
+    pos = torch.arange(int(lengths.max()))
+    return (pos >= len(pos) - lengths if left else pos < lengths).long()
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

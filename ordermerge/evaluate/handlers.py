@@ -108,14 +108,13 @@ def classification(model, tokenizer, task, ev, rows, s):
     """An encoder's classification head: the argmax of its logits against the label."""
     import torch
 
-    from ..objectives import objective_for
+    from ..objectives import encoder_forward, objective_for
     obj, labels, out = objective_for(task, tokenizer, s["max_length"]), task.options({}), []
     with torch.no_grad():
         for b in range(0, len(rows), s["batch_size"]):
             chunk = rows[b:b + s["batch_size"]]
             batch = obj.collate([obj.encode(r) for r in chunk])
-            logits = model(**{k: batch[k] for k in ("input_ids", "token_type_ids",
-                                                     "attention_mask")}).logits
+            logits = encoder_forward(model, batch).logits
             for row, lg in zip(chunk, logits):
                 pick, gold = int(lg.argmax()), task.gold(row)
                 out.append(example(row, task.prompt(row), labels[pick], pick, "argmax", gold,
@@ -128,7 +127,7 @@ def span(model, tokenizer, task, ev, rows, s):
     by SQuAD exact match, with F1 beside it."""
     import torch
 
-    from ..objectives import objective_for
+    from ..objectives import encoder_forward, objective_for
     from .text_answers import squad_exact_match, squad_f1
     obj, out = objective_for(task, tokenizer, s["max_length"]), []
     feats = [obj.features(r) for r in rows]
@@ -136,7 +135,7 @@ def span(model, tokenizer, task, ev, rows, s):
         for b in range(0, len(rows), s["batch_size"]):
             chunk = feats[b:b + s["batch_size"]]
             batch = obj.collate([{**f, "start": 0, "end": 0} for f in chunk])
-            res = model(**{k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")})
+            res = encoder_forward(model, batch)
             for k, (row, f) in enumerate(zip(rows[b:b + s["batch_size"]], chunk)):
                 pred = obj.best_span(res.start_logits[k], res.end_logits[k], f["offsets"],
                                      row["context"])
