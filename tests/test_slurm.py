@@ -156,13 +156,17 @@ def test_slurm_cancelled_sft_job_is_retried_and_resumes(slurm_run):
 
 def test_slurm_time_limit_is_reported_and_rerun_submits_only_what_is_missing(slurm_run,
                                                                             tmp_path_factory):
-    """Run 0's SFT on many rows under a 1-minute limit: killed by SLURM, reported with the
-    setting to raise and the job's log; the next run plans only that SFT job. (In a copy of
-    the finished SLURM run: its tokenizer and base model are reused.)"""
+    """Run 0's SFT under a 1-minute limit, in a copy whose SFT script waits 15 minutes before
+    it trains: past its limit by construction, however fast the machine; killed by SLURM,
+    reported with the setting to raise and the job's log; the next run plans only that SFT
+    job. (In a copy of the finished SLURM run: its data, tokenizer and base model are reused.)"""
     wd = tmp_path_factory.mktemp("timeout") / "project"
     shutil.copytree(slurm_run[0], wd, symlinks=True)
-    (wd / "slow.yaml").write_text("tasks: {gsm8k: {data: {n_train: 8000}}}\n"
-                                  "resources: {sft: {runtime: 1}}\n")
+    script = wd / "scripts/sft.py"  # an input of the sft rule: run 0's SFT is due again
+    script.write_text(script.read_text().replace(
+        "start(args)\n", "start(args)\n__import__('time').sleep(900)\n", 1))
+    assert "sleep(900)" in script.read_text()
+    (wd / "slow.yaml").write_text("resources: {sft: {runtime: 1}}\n")
     target = str(RUN0 / "run.json")
     args = ("--profile", "slurm", *ARGS, "slow.yaml", "--retries", "0", *FAST_POLL)
     proc = subprocess.run(snakemake_cmd(*args, target), cwd=wd, env=env_with_python(),
