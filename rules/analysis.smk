@@ -10,7 +10,7 @@ rule score:
     input:
         script=script("score.py"),
         lib=lib("scoring.py", "objectives.py", "train.py", "models.py", "encoder.py", *TASK_SOURCES),
-        model=candidate_model,
+        model=lambda w: candidate_model(w, w.name),
         rows="results/data/{task}/{split}.jsonl",
     output:
         losses="results/scores/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{name}/{split}.csv",

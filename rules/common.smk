@@ -16,7 +16,8 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 from ordermerge import runlock
 from ordermerge.config import STAGE_OF_RULE, TABLE2_TASKS, ConfigError, check as check_config, model_specs
-from ordermerge.merge import get as merge_method, id_pattern, parse_method_id, sources_of
+from ordermerge.merge import (get as merge_method, id_pattern, parse_method_id,
+                              seeded_row_pattern, sources_of)
 from ordermerge.merge.methods import expand as expand_methods
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"

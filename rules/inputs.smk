@@ -147,8 +147,7 @@ def multitask_model_path(wildcards, input):
 
 def multitask_eval_params(wildcards):
     return as_json(config["tasks"][wildcards.task]["evaluate"] | {
-        "kind": "sft" if wildcards.name == "single" else "merged", "name": wildcards.name,
-        "epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "model": f"multitask-{wildcards.group}",
+        "kind": "sft" if wildcards.name == "single" else "merged", "epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "model": f"multitask-{wildcards.group}",
         "max_length": config["tasks"][wildcards.task]["train"]["max_length"]})
 
 
@@ -166,10 +165,18 @@ def judge_arg(wildcards, input):
 
 
 def eval_params(wildcards):
+    """An evaluation job's params: the task's evaluate section and what labels its records
+    (each model's name comes with its --candidate)."""
     return as_json(task_cfg(wildcards)["evaluate"] | {
-        "kind": wildcards.kind, "name": wildcards.name, "epoch": int(wildcards.epoch),
-        "scheme": wildcards.scheme, "model": wildcards.model,
-        "max_length": task_cfg(wildcards)["train"]["max_length"]})
+        "kind": wildcards.kind, "epoch": int(wildcards.epoch), "scheme": wildcards.scheme,
+        "model": wildcards.model, "max_length": task_cfg(wildcards)["train"]["max_length"]})
+
+
+def candidate_args(wildcards, input, output):
+    """--candidate NAME MODEL RECORD for each model of an evaluation job (the name is the
+    record's file name)."""
+    return " ".join(f"--candidate {Path(rec).name.removesuffix('.json')} {model} {rec}"
+                    for model, rec in zip(input.models, output.records, strict=True))
 
 
 def sft_launcher(wildcards, threads):

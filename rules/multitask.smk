@@ -61,14 +61,15 @@ rule evaluate_multitask:
         model=multitask_model,
         test="results/data/{task}/test.jsonl",
     output:
-        record="results/eval/multitask/{group}/{task}/{name}.json",
-        prov="results/eval/multitask/{group}/{task}/{name}.json.prov.json",
+        records=["results/eval/multitask/{group}/{task}/{name}.json"],
+        prov=["results/eval/multitask/{group}/{task}/{name}.json.prov.json"],
     wildcard_constraints:
         name=f"single|{id_pattern()}",
     params:
         json=multitask_eval_params,
         judge=judge_arg,
-        model=multitask_model_path,
+        candidates=lambda w, input, output: (f"--candidate {w.name} "
+                                             f"{multitask_model_path(w, input)} {output.records[0]}"),
     threads: res("evaluate", "cpus")
     log:
         "results/logs/evaluate/multitask/{group}/{task}/{name}.log",
@@ -79,9 +80,7 @@ rule evaluate_multitask:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "python {input.script} --rule evaluate_multitask --threads {threads} --task {wildcards.task}"
-        " --model {params.model} --test {input.test} --out {output.record} {params.judge}"
-        " --params {params.json:q} > {log} 2>&1"
+        EVAL_SHELL
 
 
 rule table3:

@@ -76,12 +76,12 @@ def all_targets():
     return targets
 
 
-def candidate_model(wildcards):
+def candidate_model(wildcards, name):
+    """The checkpoint an evaluation record `name` (run{r} or a merge id) is of."""
     if wildcards.kind == "sft":
-        run = wildcards.name.removeprefix("run")
+        run = name.removeprefix("run")
         return sft_dir(wildcards.model, wildcards.task, wildcards.scheme, run, wildcards.epoch)
-    return merged_dir(wildcards.model, wildcards.task, wildcards.scheme, wildcards.epoch,
-                      wildcards.name)
+    return merged_dir(wildcards.model, wildcards.task, wildcards.scheme, wildcards.epoch, name)
 
 
 def single_record(group, task):

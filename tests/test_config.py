@@ -81,8 +81,12 @@ def test_config_overrides_change_the_plan(project):
     assert len(jobs["sft"]) == 4 * 3 and len(jobs["order"]) == 3 * 3
     # 2 tasks x 2 epochs x (3 sub-models + avg + 2 select + 2 resample + ties), and Table 4's
     # fix-batch runs and resample merges at the report epoch, and Table 2's second decoder
-    # (3 runs, 2 selection seeds)
-    assert len(jobs["evaluate"]) == 2 * 2 * (3 + 1 + 2 + 2 + 1) + 3 + 2 + 3 + 2
+    # (3 runs, 2 selection seeds): the K runs in one job, a method's 2 seeds in one job
+    runs, seeds, single = jobs["evaluate_runs"], jobs["evaluate_seeds"], jobs["evaluate"]
+    assert len(runs) == 2 * 2 + 1 + 1 and all(p.endswith("/sft/run0.json") for p in runs)
+    assert len(seeds) == 2 * 2 * 2 + 1 + 1 and all(p.endswith("-s0.json") for p in seeds)
+    assert len(single) == 2 * 2 * 2 and all("/merged/" in p for p in single)
+    assert 3 * len(runs) + 2 * len(seeds) + len(single) == 2 * 2 * (3 + 1 + 2 + 2 + 1) + 3 + 2 + 3 + 2
     # the group: 3 merges, each evaluated on both tasks
     assert len(jobs["multitask_merge"]) == 3 and len(jobs["evaluate_multitask"]) == 6
     # the figures: the 3 runs and 2 merges scored on the training rows; 3 curves

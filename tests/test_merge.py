@@ -232,3 +232,19 @@ def test_fused_kernels_do_not_depend_on_threads_or_where_a_chunk_is_cut(method):
         assert torch.equal(out.view(torch.int16), first.view(torch.int16)) and left_other == left
     if method == "resample":
         assert 0 < left < n // 10  # some elements are still at the base after 3 rounds
+
+
+def test_seeded_row_pattern_is_every_seeded_id_without_its_seed():
+    """The evaluate_seeds rule's {method}: the row id of a seeded method (its id less the
+    trailing -s<seed>); never an unseeded method's id nor a full seeded id."""
+    import re
+
+    from ordermerge.merge import METHODS, seeded_row_pattern
+    pattern = seeded_row_pattern()
+    for m in METHODS.values():
+        if m.random:
+            assert m.method_id(seed=7) == m.row_id() + "-s7"
+            assert re.fullmatch(pattern, m.row_id()), m.name
+            assert not re.fullmatch(pattern, m.method_id(seed=7)), m.name
+        else:
+            assert not re.fullmatch(pattern, m.method_id()), m.name

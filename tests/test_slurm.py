@@ -35,10 +35,11 @@ ARGS = ("--configfile", "config.yaml", "slurm.yaml")
 RUN0 = Path("results/sft/tiny-llama/gsm8k/shuffle/run0")
 # each rule of tests/data/slurm.yaml and its config stage; the orders run as one group job
 STAGES = {"prepare_data": "data", "orders_order": "order", "tokenizer": "base", "base": "base",
-          "sft": "sft", "merge": "merge", "evaluate": "evaluate", "table1": "report",
-          "cost": "report"}
+          "sft": "sft", "merge": "merge", "evaluate": "evaluate", "evaluate_runs": "evaluate",
+          "evaluate_seeds": "evaluate", "table1": "report", "cost": "report"}
+# evaluation: both runs in one job, the average in one, selection's one seed in one
 JOBS = {"prepare_data": 1, "orders_order": 1, "tokenizer": 1, "base": 1, "sft": 2, "merge": 2,
-        "evaluate": 4, "table1": 1, "cost": 1}
+        "evaluate_runs": 1, "evaluate": 1, "evaluate_seeds": 1, "table1": 1, "cost": 1}
 
 
 def project(tmp_path_factory, name: str) -> Path:

@@ -165,15 +165,16 @@ def _assert_only_resample(jobs, rounds, tasks):
     """Only the resample merges of `tasks` (GSM8K's under both order schemes: Table 4), their
     evaluations, GSM8K's resample curve and training-set score (the figures), and the
     tables and figures that show resample."""
-    assert set(jobs) == {"merge", "evaluate", "score", "curve", "table1", "table4", "figure1",
+    assert set(jobs) == {"merge", "evaluate_seeds", "score", "curve", "table1", "table4", "figure1",
                          "figure3", "figure4", "cost", "all"}, jobs
     # every epoch of both tasks under shuffled orders, Table 4's report epoch under fix-batch
     n_merges = len(tasks) * EPOCHS * SEEDS + SEEDS
     assert len(jobs["merge"]) == n_merges
     assert all(f"/resample-n{rounds}-s" in p for p in jobs["merge"])
     assert sum("/fix-batch/" in p for p in jobs["merge"]) == SEEDS
-    assert len(jobs["evaluate"]) == n_merges
-    assert all(f"/merged/resample-n{rounds}-s" in p for p in jobs["evaluate"])
+    # one evaluation job per (task, scheme, epoch) evaluates both seeds' merges
+    assert len(jobs["evaluate_seeds"]) == n_merges // SEEDS
+    assert all(p.endswith(f"/merged/resample-n{rounds}-s0.json") for p in jobs["evaluate_seeds"])
     assert jobs["score"] == [f"results/scores/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/merged/"
                              f"resample-n{rounds}-s0/train.csv"]
     assert jobs["curve"] == [f"results/curves/tiny-llama/gsm8k/shuffle/resample-n{rounds}-s0.csv"]
@@ -365,7 +366,8 @@ def test_audit_of_a_completed_run_is_clean_down_to_the_data(done):
     assert out.splitlines()[-1].startswith("verify: ") and out.endswith(": clean\n")
     lines = out.splitlines()
     assert lines[0].startswith("table1  results/tables/table1.csv  (")
-    for rule in ("evaluate", "merge", "sft", "order", "prepare_data", "base", "tokenizer"):
+    for rule in ("evaluate", "evaluate_runs", "evaluate_seeds", "merge", "sft", "order",
+                 "prepare_data", "base", "tokenizer"):
         assert any(line.lstrip("│├└─ ").startswith(f"{rule}  results/") for line in lines), rule
     assert "source: ordermerge.data toy generator of gsm8k, seed 0" in out
 
@@ -377,7 +379,8 @@ def test_audit_of_one_cell_holds_exactly_its_chain(done):
     for r in doc["records"]:
         by_rule.setdefault(r["rule"], set()).add(r["output"])
     ev = f"results/eval/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/merged"
-    assert by_rule["evaluate"] == {f"{ev}/resample-n1-s{s}.json" for s in range(SEEDS)}
+    assert by_rule["evaluate_seeds"] == {f"{ev}/resample-n1-s{s}.json" for s in range(SEEDS)}
+    assert not {"evaluate", "evaluate_runs"} & set(by_rule)  # no other evaluation record
     assert by_rule["merge"] == {f"results/merged/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/resample-n1-s{s}"
                                 for s in range(SEEDS)}
     assert by_rule["sft"] == {f"results/sft/tiny-llama/gsm8k/shuffle/run{r}/epoch{EPOCHS}"

@@ -1,8 +1,10 @@
 """Evaluation of one model on one task's test rows; every example is kept.
 
 `evaluate_rows` runs the task's evaluator handler (handlers.py) and builds the record;
-`evaluate_model` is the evaluate rule's whole job: load the checkpoint as its task needs,
-set up the AlpacaEval judge, evaluate, and label the record with what was evaluated.
+`evaluate_model` is an evaluate job's work per model: load the checkpoint as its task
+needs, evaluate, and label the record with what was evaluated. A job that evaluates
+several models (the K sub-models, or every seed of one merge method) sets up the
+AlpacaEval judge once (`load_judge`) and pays the imports once.
 """
 from __future__ import annotations
 
@@ -33,14 +35,11 @@ def evaluate_rows(model, tokenizer, task, rows: list[dict], *, max_new_tokens: i
             "examples": examples, **extra}
 
 
-def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: dict,
-                   judge_model: str | os.PathLike | None = None) -> dict:
-    """The evaluate rule's record of the checkpoint `model_path` on `rows`, with the rule's
-    params `cfg` (the task's `evaluate` section plus kind, name, epoch, scheme, model and
-    the train max_length). Decoders generate in bf16 on a GPU, in float32 on the CPU."""
+def load_judge(task, cfg: dict, judge_model: str | os.PathLike | None = None):
+    """(judge, annotators config) of a task's evaluation: the local AlpacaEval judge's model
+    loaded once, or the annotator after a check that it can run; (None, ...) for tasks that
+    are not judged pairwise. Refuses a code task without the config's opt-in."""
     import torch
-
-    from ..scoring import load_for_task
     kind = get_evaluator(task.evaluator).kind
     if kind == "code" and not cfg.get("allow_code_execution"):
         raise SystemExit(f"evaluate {task.name}: its evaluator runs the model's completions as "
@@ -55,14 +54,30 @@ def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: d
             judge, annotators = lm_judge(*load_model(judge_model, dtype=torch.float32)), PAPER_JUDGE
         else:
             check_judge(annotators)  # before any generation work
+    return judge, annotators
+
+
+def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: dict,
+                   judge_model: str | os.PathLike | None = None, *, name: str | None = None,
+                   judge: tuple | None = None) -> dict:
+    """The evaluate rule's record of the checkpoint `model_path` on `rows`, with the rule's
+    params `cfg` (the task's `evaluate` section plus kind, epoch, scheme, model, the train
+    max_length, and the candidate's name unless `name` gives it). `judge`: what
+    `load_judge` gave, for a job that evaluates several models with one judge. Decoders
+    generate in bf16 on a GPU, in float32 on the CPU."""
+    import torch
+
+    from ..scoring import load_for_task
+    judge, annotators = judge or load_judge(task, cfg, judge_model)
+    name = cfg["name"] if name is None else name
     model, tokenizer = load_for_task(task, model_path)
     if task.family == "decoder" and torch.cuda.is_available():
         model = model.to("cuda", torch.bfloat16)
     record = evaluate_rows(model, tokenizer, task, rows, max_new_tokens=cfg.get("max_new_tokens"),
                            batch_size=cfg["batch_size"], choice_scoring=cfg.get("choice_scoring", "loglik"),
                            judge=judge, annotators_config=annotators,
-                           name=f"{cfg['kind']}-{cfg['name']}", max_length=cfg.get("max_length"))
-    record.update({k: cfg[k] for k in ("kind", "name", "epoch", "scheme", "model")},
+                           name=f"{cfg['kind']}-{name}", max_length=cfg.get("max_length"))
+    record.update({k: cfg[k] for k in ("kind", "epoch", "scheme", "model")}, name=name,
                   model_path=str(model_path))
     return record
 

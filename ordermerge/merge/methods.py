@@ -250,6 +250,19 @@ def id_pattern() -> str:
     return "|".join(re.sub(r"\(\?P<\w+>", "(?:", m._regex.pattern) for m in METHODS.values())
 
 
+def seeded_row_pattern() -> str:
+    """A regular expression matching the id of every seeded method without its seed (its
+    row id, ``resample-n4``): the seed is every seeded method's last setting, so that
+    ``row id + "-s" + seed`` is the method id (an evaluation job of all seeds of one merge)."""
+    parts = []
+    for m in METHODS.values():
+        if m.random:
+            assert m.settings[-1].name == "seed", f"{m.name}: the seed must be its last setting"
+            body = re.escape(m.prefix) + "".join(s.pattern() for s in m.settings[:-1])
+            parts.append(re.sub(r"\(\?P<\w+>", "(?:", body))
+    return "|".join(parts)
+
+
 def sources_of(mid: str) -> tuple[str, ...]:
     """The files (relative to this package) a merge with this id depends on."""
     name, _ = parse_method_id(mid)
