@@ -75,6 +75,6 @@ def test_bench_evaljobs_gives_one_job_of_k_models_the_records_of_k_jobs(tmp_path
     assert res["same_records"] is True and res["k"] == 2
     assert len(res["single_jobs_wall_s"]) == len(res["batched_job_wall_s"]) == 1
     assert "fixed cost per job" in proc.stdout
-    runs = sorted(p.name for p in (tmp_path / "w").glob("batched-0-*.json"))
+    runs = sorted(p.name for p in (tmp_path / "w").glob("batched-0-?.json"))
     assert runs == ["batched-0-0.json", "batched-0-1.json"]
     assert json.loads((tmp_path / "w/batched-0-1.json").read_text())["name"] == "run1"
