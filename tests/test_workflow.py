@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from ordermerge.utils import sha256_file
-from workflow_helpers import copy_project, planned_jobs, snakemake
+from workflow_helpers import REDUCED_ARGS, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -22,14 +22,13 @@ TASKS = ["gsm8k", "sst2"]
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory):
-    wd = copy_project(tmp_path_factory.mktemp("wf") / "project")
-    snakemake(wd, "--configfile", "config.yaml", "reduced.yaml")
-    return wd
+def done(reduced_run):
+    """The session's shared reduced run (tests/conftest.py)."""
+    return reduced_run
 
 
 def config_args(*extra):
-    return ("--configfile", "config.yaml", "reduced.yaml", *extra)
+    return (*REDUCED_ARGS, *extra)
 
 
 def test_table1_rows_columns_and_ranges(done):

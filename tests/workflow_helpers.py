@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# the shared reduced run's config files (tests/conftest.py), relative to its project copy
+REDUCED_ARGS = ("--configfile", "config.yaml", "reduced.yaml")
 COPIED = ("Snakefile", "config.yaml", "config", "rules", "scripts", "ordermerge", "envs",
           "slurm", "profiles")
 
