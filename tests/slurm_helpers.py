@@ -95,3 +95,35 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
             proc.send_signal(signal.SIGINT)
             raise AssertionError(f"{path} did not appear in {timeout} s")
         time.sleep(0.05)
+
+
+HOLD = "hold-sft"  # in a project copy: while this file exists, its SFT jobs wait (hold_sft)
+
+
+def hold_sft(wd: Path, run: str = "run0") -> Path:
+    """Make the copy's SFT script wait after it saves each resume state of `run` (other runs
+    do not wait), for as long as `wd/hold-sft` exists (10 minutes at most), so that a test
+    cancels or kills that SFT job mid-run by construction, however fast the machine. The
+    wait writes nothing: the job's bytes are those of an unheld run. The script keeps its
+    modification time, so that a finished run does not plan its SFT jobs again. Returns the
+    hold file (remove it to let the job go on)."""
+    script = wd / "scripts/sft.py"
+    stat = script.stat()
+    anchor = "p = parser(__doc__)\n"
+    text = script.read_text()
+    assert anchor in text, f"{script}: no {anchor!r} to hold before"
+    hold = wd / HOLD
+    patch = ("import time as _time\n"
+             "import ordermerge.sft as _sft\n"
+             "_save = _sft.Resume.save\n\n\n"
+             "def _held_save(self, *a, **k):\n"
+             "    _save(self, *a, **k)\n"
+             "    end = _time.time() + 600\n"
+             f"    while self.root.parent.name == {run!r} and Path({str(hold)!r}).exists() \\\n"
+             "            and _time.time() < end:\n"
+             "        _time.sleep(0.05)\n\n\n"
+             "_sft.Resume.save = _held_save\n")
+    script.write_text(text.replace(anchor, patch + anchor, 1))
+    os.utime(script, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    hold.touch()
+    return hold

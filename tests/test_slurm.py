@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_helpers import (FAST_POLL, REQUIRED, ROOT, memory_mb, minutes, rule_of,
+from slurm_helpers import (FAST_POLL, REQUIRED, ROOT, hold_sft, memory_mb, minutes, rule_of,
                            scheduler_jobs, snakemake_cmd, stage_resources, start_cluster,
                            stop_cluster, unavailable, wait_for)
 from workflow_helpers import copy_project, env_with_python, planned_jobs, snakemake
@@ -80,6 +80,7 @@ def slurm_run(cluster, local_run, tmp_path_factory):
     """The config through `--profile slurm`; run 0's SFT job is cancelled with scancel once
     its first resume state is saved. Returns (workdir, snakemake's output, cancelled job)."""
     wd = project(tmp_path_factory, "slurm")
+    hold = hold_sft(wd)  # the SFT jobs wait after their first resume state while it exists
     proc = subprocess.Popen(snakemake_cmd("--profile", "slurm", *ARGS, *FAST_POLL), cwd=wd,
                             env=env_with_python(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -91,6 +92,7 @@ def slurm_run(cluster, local_run, tmp_path_factory):
         cancelled = running[0]["JobId"]
         at_step = (wd / RUN0 / "resume/latest").read_text().strip()
         subprocess.run(["scancel", cancelled], check=True)
+        hold.unlink()
         out, _ = proc.communicate(timeout=1500)
     finally:
         if proc.poll() is None:
@@ -190,8 +192,15 @@ def test_slurm_time_limit_is_reported_and_rerun_submits_only_what_is_missing(slu
 def test_killed_local_run_resumes_with_the_same_command(local_run, tmp_path_factory):
     """The README's command, killed hard mid-SFT (SIGKILL of the process group, as the OOM
     killer or a power loss), then run again unchanged: it removes the dead run's lock, redoes
-    the incomplete outputs, resumes the SFT run and ends with the uninterrupted run's bytes."""
-    wd = project(tmp_path_factory, "killed")
+    the incomplete outputs, resumes the SFT run and ends with the uninterrupted run's bytes.
+    (In a copy of the finished local run whose run-0 order is newer than its SFT run: run 0's
+    SFT and what reads it are due again, the data, tokenizer, base and run 1 are not.)"""
+    wd = tmp_path_factory.mktemp("killed") / "project"
+    shutil.copytree(local_run, wd, symlinks=True)  # copy2 keeps the mtimes
+    os.utime(wd / "results/orders/gsm8k/shuffle/run0.json")
+    assert set(planned_jobs(wd, *ARGS)) == {"sft", "merge", "evaluate", "evaluate_runs",
+                                            "evaluate_seeds", "table1", "cost", "all"}
+    hold = hold_sft(wd)  # run 0's SFT waits after its first resume state: killed mid-run
     cmd = snakemake_cmd("--cores", "2", *ARGS)
     proc = subprocess.Popen(cmd, cwd=wd, env=env_with_python(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -200,6 +209,7 @@ def test_killed_local_run_resumes_with_the_same_command(local_run, tmp_path_fact
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    hold.unlink()
     state = (wd / RUN0 / "resume/latest").read_text().strip()
     assert list((wd / ".snakemake/locks").glob("*.lock")), "the kill left no lock to handle"
     again = subprocess.run(cmd, cwd=wd, env=env_with_python(), capture_output=True, text=True,
