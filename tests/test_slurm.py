@@ -193,11 +193,11 @@ def test_killed_local_run_resumes_with_the_same_command(local_run, tmp_path_fact
     """The README's command, killed hard mid-SFT (SIGKILL of the process group, as the OOM
     killer or a power loss), then run again unchanged: it removes the dead run's lock, redoes
     the incomplete outputs, resumes the SFT run and ends with the uninterrupted run's bytes.
-    (In a copy of the finished local run whose run-0 order is newer than its SFT run: run 0's
-    SFT and what reads it are due again, the data, tokenizer, base and run 1 are not.)"""
+    (In a copy of the finished local run without run 0's samples.csv, a target: run 0's SFT
+    and what reads it are due again, the data, tokenizer, base and run 1 are not.)"""
     wd = tmp_path_factory.mktemp("killed") / "project"
     shutil.copytree(local_run, wd, symlinks=True)  # copy2 keeps the mtimes
-    os.utime(wd / "results/orders/gsm8k/shuffle/run0.json")
+    (wd / RUN0 / "samples.csv").unlink()  # in the test's own copy
     assert set(planned_jobs(wd, *ARGS)) == {"sft", "merge", "evaluate", "evaluate_runs",
                                             "evaluate_seeds", "table1", "cost", "all"}
     hold = hold_sft(wd)  # run 0's SFT waits after its first resume state: killed mid-run
