@@ -16,6 +16,15 @@ EVAL_SHELL = ("python {input.script} --rule {rule} --threads {threads} --task {w
               " > {log} 2>&1")
 
 
+def eval_inputs(models):
+    """An evaluation job's inputs: the script and library, `models(wildcards)` (the
+    checkpoints it evaluates), the task's test split and the local judge where it has one."""
+    def inputs(w):
+        return {**judge_input(w), "script": script("evaluate.py"), "lib": EVALUATE_LIB,
+                "models": models(w), "test": f"results/data/{w.task}/test.jsonl"}
+    return inputs
+
+
 def eval_outputs(names):
     """The records of `names` (wildcard templates) in one evaluation directory, and their
     provenance records."""
@@ -25,11 +34,7 @@ def eval_outputs(names):
 
 rule evaluate:
     input:
-        unpack(judge_input),
-        script=script("evaluate.py"),
-        lib=EVALUATE_LIB,
-        models=lambda w: [candidate_model(w, w.name)],
-        test="results/data/{task}/test.jsonl",
+        unpack(eval_inputs(lambda w: [candidate_model(w, w.name)])),
     output:
         **eval_outputs(["{name}"]),
     wildcard_constraints:
@@ -54,11 +59,7 @@ rule evaluate:
 
 use rule evaluate as evaluate_runs with:
     input:
-        unpack(judge_input),
-        script=script("evaluate.py"),
-        lib=EVALUATE_LIB,
-        models=lambda w: [candidate_model(w, f"run{r}") for r in RUNS],
-        test="results/data/{task}/test.jsonl",
+        unpack(eval_inputs(lambda w: [candidate_model(w, f"run{r}") for r in RUNS])),
     output:
         **eval_outputs([f"run{r}" for r in RUNS]),
     wildcard_constraints:
@@ -71,11 +72,7 @@ use rule evaluate as evaluate_runs with:
 
 use rule evaluate as evaluate_seeds with:
     input:
-        unpack(judge_input),
-        script=script("evaluate.py"),
-        lib=EVALUATE_LIB,
-        models=lambda w: [candidate_model(w, f"{w.method}-s{s}") for s in SEEDS],
-        test="results/data/{task}/test.jsonl",
+        unpack(eval_inputs(lambda w: [candidate_model(w, f"{w.method}-s{s}") for s in SEEDS])),
     output:
         **eval_outputs([f"{{method}}-s{s}" for s in SEEDS]),
     wildcard_constraints:
