@@ -110,8 +110,11 @@ def test_cost_table_sums_the_benchmarks(tmp_path):
     assert t.loc["purpose: Table 4", "padding_efficiency"] == pytest.approx(0.5)
     assert t.loc["total", "real_tokens"] == 1200
     md = cost.to_markdown(t)
-    assert "| rule: sft | 2 | 1.5000 | 6.0000 | 1.1111 | 1.5000 | 0.750 |" in md
-    assert "| rule: base | 1 | 0.2000 | 0.2000 | 0.1944 | 0.0000 |  |" in md  # no SFT job
+    assert "| rule: sft | 2 | 2700.0 | 1.5000 | 6.0000 | 1.1111 | 1.5000 | 0.750 |" in md
+    assert "| rule: base | 1 | 720.0 | 0.2000 | 0.2000 | 0.1944 | 0.0000 |  |" in md  # no SFT job
+    # the median job of each row: a job's fixed cost shows there
+    assert t.loc["rule: evaluate", "median_job_s"] == pytest.approx((360 + 72) / 2)
+    assert t.loc["total", "median_job_s"] == pytest.approx(360)
     (runs / "m/gsm8k/shuffle/run0/run.json").write_text("{}")
     with pytest.raises(ValueError, match=r"shuffle/run0/run.json: no real_tokens"):
         cost.read_benchmarks(b, runs)

@@ -8,6 +8,10 @@ needs it: a job under ``fix-batch`` orders is Table 4's, a scoring or curve job 
 a multi-task job Table 3's, the base models "shared", everything else Table 1's (the
 shuffled runs Tables 4 and the figures reuse are counted there).
 
+Each row also has the median wall time of its jobs: on small models a job's fixed cost
+(interpreter start-up, imports, model and tokenizer loading; bench/evaljobs.py measures it
+apart from the work) is most of it, so a regression there shows in that column.
+
 SFT jobs also bring their tokens from their run.json: real (the rows' own tokens) and
 processed (with the padding of each micro-batch); padding efficiency = real / processed,
 the share of the training forward passes that was not padding (train.micro_batch_tokens
@@ -97,9 +101,11 @@ def cost_table(jobs: pd.DataFrame, resources: dict[str, dict]) -> pd.DataFrame:
         g = jobs.groupby(key, sort=True)
         part = g[cols].sum()
         part.insert(0, "jobs", g.size())
+        part.insert(1, "median_job_s", g["wall_s"].median())
         part.index = [f"{key}: {i}" for i in part.index]
         out.append(part)
-    total = pd.DataFrame([[len(jobs), *jobs[cols].sum()]], columns=["jobs", *cols], index=["total"])
+    total = pd.DataFrame([[len(jobs), jobs["wall_s"].median(), *jobs[cols].sum()]],
+                         columns=["jobs", "median_job_s", *cols], index=["total"])
     table = pd.concat(out + [total])
     processed = table["processed_tokens"].where(table["processed_tokens"] > 0)
     table["padding_efficiency"] = table["real_tokens"] / processed
@@ -107,10 +113,10 @@ def cost_table(jobs: pd.DataFrame, resources: dict[str, dict]) -> pd.DataFrame:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    lines = ["| | jobs | wall h | CPU h (allocated) | CPU h (measured) | GPU h | SFT padding efficiency |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| | jobs | median s/job | wall h | CPU h (allocated) | CPU h (measured) | GPU h | SFT padding efficiency |",
+             "|---|---|---|---|---|---|---|---|"]
     for row, r in table.iterrows():
         eff = "" if pd.isna(r["padding_efficiency"]) else f"{r['padding_efficiency']:.3f}"
-        lines.append(f"| {row} | {int(r['jobs'])} | {r['wall_h']:.4f} | {r['cpu_h_alloc']:.4f} | "
-                     f"{r['cpu_h_measured']:.4f} | {r['gpu_h']:.4f} | {eff} |")
+        lines.append(f"| {row} | {int(r['jobs'])} | {r['median_job_s']:.1f} | {r['wall_h']:.4f} | "
+                     f"{r['cpu_h_alloc']:.4f} | {r['cpu_h_measured']:.4f} | {r['gpu_h']:.4f} | {eff} |")
     return "\n".join(lines) + "\n"
