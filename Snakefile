@@ -27,7 +27,7 @@ if workflow.is_main_process:
     _note = runlock.clear_stale_lock()
     if _note:
         logger.warning(f"ordermerge: {_note}")
-_unstaged = sorted({r.name for r in workflow.rules} - set(STAGE_OF_RULE) - {"all"})
+_unstaged = sorted(r.name for r in workflow.rules if r.name != "all" and stage_of(r.name) is None)
 if _unstaged:
     raise WorkflowError(f"ordermerge/config.py STAGE_OF_RULE lacks the rules {_unstaged}")
 _started = time.time()
@@ -41,7 +41,7 @@ onerror:
     _runtime = lambda r: getattr(r.resources.get("runtime"), "value", r.resources.get("runtime"))
     for _line in runlock.slurm_failures(
         Path("results/logs/slurm").resolve(), _started,
-        {r.name: (STAGE_OF_RULE.get(r.name), _runtime(r)) for r in workflow.rules}):
+        {r.name: (stage_of(r.name), _runtime(r)) for r in workflow.rules}):
         logger.error(f"ordermerge: {_line}")
 
 

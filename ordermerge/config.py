@@ -23,6 +23,15 @@ STAGE_OF_RULE = {
     "table1": "report", "table2": "report", "table3": "report", "table4": "report",
     "cost": "report", "figure1": "report", "figure3": "report", "figure4": "report",
 }
+# the per-group rules of ``rules/multitask.smk`` (one merge of a group on all its tasks)
+MULTITASK_EVAL_PREFIX = "evaluate_multitask_"
+
+
+def stage_of(rule: str) -> str | None:
+    """The config resources stage of a workflow rule (None: not one of the workflow's)."""
+    if rule.startswith(MULTITASK_EVAL_PREFIX):
+        return "evaluate"
+    return STAGE_OF_RULE.get(rule)
 
 
 class ConfigError(ValueError):

@@ -145,6 +145,25 @@ def multitask_model_path(wildcards, input):
     return input.model
 
 
+def multitask_eval_rule(group):
+    """The rule that evaluates one merge of `group` on every task of the group."""
+    return f"{MULTITASK_EVAL_PREFIX}{group}"
+
+
+def multitask_group_eval_inputs(group, name):
+    """A group merge's evaluation on every task: the merge, each task's test split, and the
+    local AlpacaEval judge where a task has one."""
+    tasks = GROUPS[group]["tasks"]
+    judges = {j for t in tasks for j in judge_input(Namespace(task=t)).values()}
+    if len(judges) > 1:
+        raise WorkflowError(f"multitask group {group!r}: its tasks name different local judges "
+                            f"{sorted(judges)}; one evaluation job takes one")
+    return {"script": script("evaluate.py"), "lib": EVALUATE_LIB,
+            "model": f"results/multitask/{group}/{name}",
+            "test": [f"results/data/{t}/test.jsonl" for t in tasks],
+            **({"judge": judges.pop()} if judges else {})}
+
+
 def multitask_eval_params(wildcards):
     return as_json(config["tasks"][wildcards.task]["evaluate"] | {
         "kind": "sft" if wildcards.name == "single" else "merged", "epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "model": f"multitask-{wildcards.group}",

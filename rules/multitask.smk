@@ -53,6 +53,7 @@ rule multitask_merge:
         " {params.base} --out-dir {output} --params {params.json:q} {params.models} > {log} 2>&1"
 
 
+# A task's single-task model in its group (an external model, aligned) on that task.
 rule evaluate_multitask:
     input:
         unpack(judge_input),
@@ -64,7 +65,7 @@ rule evaluate_multitask:
         records=["results/eval/multitask/{group}/{task}/{name}.json"],
         prov=["results/eval/multitask/{group}/{task}/{name}.json.prov.json"],
     wildcard_constraints:
-        name=f"single|{id_pattern()}",
+        name="single",
     params:
         json=multitask_eval_params,
         judge=judge_arg,
@@ -81,6 +82,43 @@ rule evaluate_multitask:
         "../envs/evaluate.yaml"
     shell:
         EVAL_SHELL
+
+
+# One merge of a group on every task of the group, in one job: a rule per group (its
+# records, one per task, are the rule's outputs), named evaluate_multitask_<group>.
+for _group, _g in GROUPS.items():
+
+    rule:
+        name:
+            multitask_eval_rule(_group)
+        input:
+            unpack(lambda w, group=_group: multitask_group_eval_inputs(group, w.name)),
+        output:
+            records=[f"results/eval/multitask/{_group}/{t}/{{name}}.json" for t in _g["tasks"]],
+            prov=[f"results/eval/multitask/{_group}/{t}/{{name}}.json.prov.json" for t in _g["tasks"]],
+        wildcard_constraints:
+            name=id_pattern(),
+        params:
+            json=lambda w, group=_group: as_json({"tasks": {
+                t: json.loads(multitask_eval_params(Namespace(group=group, task=t, name=w.name)))
+                for t in GROUPS[group]["tasks"]}}),
+            judge=judge_arg,
+            tasks=lambda w, input, group=_group: " ".join(
+                f"--task {t} --test results/data/{t}/test.jsonl" for t in GROUPS[group]["tasks"]),
+            candidates=lambda w, input, output: " ".join(
+                f"--candidate {w.name} {input.model} {rec}" for rec in output.records),
+        threads: res("evaluate", "cpus")
+        log:
+            f"results/logs/evaluate/multitask/{_group}/{{name}}.log",
+        benchmark:
+            f"results/benchmarks/evaluate/multitask/{_group}/{{name}}.tsv"
+        resources:
+            **resources_of("evaluate"),
+        conda:
+            "../envs/evaluate.yaml"
+        shell:
+            "python {input.script} --rule {rule} --threads {threads} {params.tasks}"
+            " {params.candidates} {params.judge} --params {params.json:q} > {log} 2>&1"
 
 
 rule table3:

@@ -87,8 +87,9 @@ def test_config_overrides_change_the_plan(project):
     assert len(seeds) == 2 * 2 * 2 + 1 + 1 and all(p.endswith("-s0.json") for p in seeds)
     assert len(single) == 2 * 2 * 2 and all("/merged/" in p for p in single)
     assert 3 * len(runs) + 2 * len(seeds) + len(single) == 2 * 2 * (3 + 1 + 2 + 2 + 1) + 3 + 2 + 3 + 2
-    # the group: 3 merges, each evaluated on both tasks
-    assert len(jobs["multitask_merge"]) == 3 and len(jobs["evaluate_multitask"]) == 6
+    # the group: 3 merges, each evaluated on both tasks in one job
+    assert len(jobs["multitask_merge"]) == 3 and len(jobs["evaluate_multitask_pair"]) == 3
+    assert all(p.startswith("results/eval/multitask/pair/gsm8k/") for p in jobs["evaluate_multitask_pair"])
     # the figures: the 3 runs and 2 merges scored on the training rows; 3 curves
     assert len(jobs["score"]) == 3 + 2 and len(jobs["curve"]) == 3
     assert len(planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml")["sft"]) == 4 * 2

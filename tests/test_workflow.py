@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from ordermerge.utils import sha256_file
-from workflow_helpers import REDUCED_ARGS, planned_jobs, snakemake
+from workflow_helpers import REDUCED_ARGS, planned_jobs, rule_outputs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -209,13 +209,17 @@ def test_editing_the_ties_source_reruns_only_ties(done):
     finally:
         src.write_text(text)
         snakemake(done, *config_args("--touch"))
-    assert set(jobs) == {"merge", "multitask_merge", "evaluate", "evaluate_multitask", "table1",
-                         "table3", "cost", "all"}, jobs
+    assert set(jobs) == {"merge", "multitask_merge", "evaluate", "evaluate_multitask_pair",
+                         "table1", "table3", "cost", "all"}, jobs
     assert len(jobs["merge"]) == len(TASKS) * EPOCHS and all("/ties-d0.3-l1.0" in p for p in jobs["merge"])
     assert jobs["multitask_merge"] == ["results/multitask/pair/ties-d0.3-l1.0"]
     assert len(jobs["evaluate"]) == len(TASKS) * EPOCHS
-    assert sorted(jobs["evaluate_multitask"]) == [f"results/eval/multitask/pair/{t}/ties-d0.3-l1.0.json"
-                                                  for t in TASKS]
+    # one job evaluates the group's merge on both tasks: its outputs are both tasks' records
+    assert jobs["evaluate_multitask_pair"] == ["results/eval/multitask/pair/gsm8k/ties-d0.3-l1.0.json"]
+    records = [p for p, _ in rule_outputs(done, "evaluate_multitask_pair", "config.yaml", "reduced.yaml")
+               if not p.endswith(".prov.json")]
+    assert sorted(p.replace("{name}", "ties-d0.3-l1.0") for p in records) == \
+        [f"results/eval/multitask/pair/{t}/ties-d0.3-l1.0.json" for t in TASKS]
     assert planned_jobs(done, *config_args()) == {}
 
 

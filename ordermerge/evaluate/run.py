@@ -82,6 +82,26 @@ def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: d
     return record
 
 
+def evaluation_jobs(tasks: list[str], tests: list, candidates: list, params: dict):
+    """What one evaluation job does, per task: (task, test path, its rows, its params, its
+    candidates (name, model, record path)). One task: every candidate on it with `params`.
+    Several (a multi-task merge on each task of its group): the i-th candidate on the i-th
+    task, with `params["tasks"][task]`. SystemExit names what does not line up."""
+    from ..data.registry import get_task
+    from ..utils import read_jsonl
+    if len(tests) != len(tasks):
+        raise SystemExit(f"evaluate: {len(tasks)} --task but {len(tests)} --test (one each)")
+    if len(tasks) == 1:
+        per_task = [(tasks[0], tests[0], params, candidates)]
+    else:
+        if len(candidates) != len(tasks) or set(params.get("tasks") or {}) != set(tasks):
+            raise SystemExit(f"evaluate: {len(tasks)} tasks need one --candidate each and "
+                             f"--params {{\"tasks\": {{task: params}}}} for exactly {tasks}")
+        per_task = [(t, f, params["tasks"][t], [c]) for t, f, c in zip(tasks, tests, candidates)]
+    for name, test, cfg, cands in per_task:
+        yield get_task(name), test, read_jsonl(test), cfg, cands
+
+
 def write_evaluation(path: str | os.PathLike, record: dict) -> None:
     """The record as the evaluate rule writes it (indent 1, sorted keys), atomically."""
     from ..utils import atomic_file
