@@ -236,3 +236,23 @@ def test_analysis_sections_can_be_turned_off():
     cfg = check_with(figures=None, table4=None, table2=None)
     assert cfg["figures"] is None and cfg["table4"] is None and cfg["table2"] is None
     assert check_with()["figures"]["segments"] == 5  # the defaults fill in when present
+
+
+def test_an_evaluation_job_writes_the_records_of_all_its_models(project, tmp_path):
+    """evaluate_runs writes the K runs' records, evaluate_seeds every merge seed's, the
+    group rule every task's (the job counts in the plan tests above rest on these)."""
+    (project / "k3.yaml").write_text("num_sub_models: 3\n")
+    ev = "results/eval/{model}/{task}/{scheme}/epoch{epoch}"
+
+    def plain(pattern):  # {kind,sft} -> sft (a fixed value); {epoch,\d+} -> {epoch}
+        return re.sub(r"\{(\w+),([^{}]*)\}", lambda m: m.group(2) if re.fullmatch(r"[\w-]+", m.group(2))
+                      else "{" + m.group(1) + "}", pattern)
+
+    def records(rule):
+        return [plain(p) for p, _ in rule_outputs(project, rule, "config.yaml", "reduced.yaml", "k3.yaml")
+                if not p.endswith(".prov.json")]
+    assert records("evaluate_runs") == [f"{ev}/sft/run{r}.json" for r in range(3)]
+    assert records("evaluate_seeds") == [f"{ev}/merged/{{method}}-s{s}.json" for s in (0, 1)]
+    assert records("evaluate") == [f"{ev}/merged/{{name}}.json"]
+    assert records("evaluate_multitask_pair") == [f"results/eval/multitask/pair/{t}/{{name}}.json"
+                                                  for t in ("gsm8k", "sst2")]
