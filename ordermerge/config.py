@@ -16,7 +16,7 @@ STAGE_OF_RULE = {
     "prepare_data": "data", "order": "order",
     "tokenizer": "base", "base": "base", "encoder_base": "base", "encoder_init": "base",
     "sft": "sft",
-    "merge": "merge", "multitask_align": "merge", "multitask_merge": "merge",
+    "merge": "merge", "merge_seeds": "merge", "multitask_align": "merge", "multitask_merge": "merge",
     "evaluate": "evaluate", "evaluate_runs": "evaluate", "evaluate_seeds": "evaluate",
     "evaluate_multitask": "evaluate", "score": "evaluate",
     "curve": "evaluate",

@@ -58,12 +58,12 @@ def merge_sources(mid):
     return lib(*(f"merge/{f}" for f in sources_of(mid)))
 
 
-def merge_inputs(wildcards):
-    """A Table 1 merge: the script, its sources, the K runs, and the base where the
-    method needs one."""
-    out = {"script": script("merge.py"), "lib": merge_sources(wildcards.method),
-           "sub_models": sub_models(wildcards)}
-    if merge_method(parse_method_id(wildcards.method)[0]).needs_base:
+def merge_inputs(wildcards, mid=None):
+    """A Table 1 merge (method id `mid`, default the {method} wildcard): the script, its
+    sources, the K runs, and the base where the method needs one."""
+    mid = mid or wildcards.method
+    out = {"script": script("merge.py"), "lib": merge_sources(mid), "sub_models": sub_models(wildcards)}
+    if merge_method(parse_method_id(mid)[0]).needs_base:
         out["base"] = start_model(wildcards)
     return out
 
@@ -72,10 +72,10 @@ def base_arg(wildcards, input):
     return f"--base {input.base}" if "base" in input.keys() else ""
 
 
-def merge_params(wildcards):
+def merge_params(wildcards, mid=None):
     """config merge.weights (length K, summing to 1) for the average and the selections;
-    task-vector methods weight each run 1."""
-    m = merge_method(parse_method_id(wildcards.method)[0])
+    task-vector methods weight each run 1. `mid`: as merge_inputs."""
+    m = merge_method(parse_method_id(mid or wildcards.method)[0])
     return as_json({"weights": config["merge"]["weights"] if m.weights != "task" else None})
 
 

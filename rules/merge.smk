@@ -1,7 +1,8 @@
 # Merges of the K sub-models at one epoch: one rule for every method of the registry
 # (ordermerge/merge/methods.py). The {method} wildcard is a method id carrying its settings,
 # and each job's inputs name its own method's source files, so editing one method's code
-# or settings reruns only that method's merges.
+# or settings reruns only that method's merges. `merge_seeds` makes every seed of one
+# seeded method in one job (one import, one read of the K runs' headers); `merge` makes one.
 
 
 rule merge:
@@ -14,6 +15,7 @@ rule merge:
     params:
         base=base_arg,
         json=merge_params,
+        targets=lambda w, output: f"--method-id {w.method} --out-dir {output}",
     threads: res("merge", "cpus")
     log:
         "results/logs/merge/{model}/{task}/{scheme}/epoch{epoch}/{method}.log",
@@ -24,5 +26,28 @@ rule merge:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule merge --threads {threads} --method-id {wildcards.method}"
-        " {params.base} --out-dir {output} --params {params.json:q} {input.sub_models} > {log} 2>&1"
+        "python {input.script} --rule {rule} --threads {threads} {params.targets} {params.base}"
+        " --params {params.json:q} {input.sub_models} > {log} 2>&1"
+
+
+use rule merge as merge_seeds with:
+    input:
+        unpack(lambda w: merge_inputs(w, f"{w.method}-s{SEEDS[0]}")),
+    output:
+        [directory(f"results/merged/{{model}}/{{task}}/{{scheme}}/epoch{{epoch}}/{{method}}-s{s}")
+         for s in SEEDS],
+    wildcard_constraints:
+        method=seeded_row_pattern(),
+    params:
+        base=base_arg,
+        json=lambda w: merge_params(w, f"{w.method}-s{SEEDS[0]}"),
+        targets=lambda w, output: " ".join(f"--method-id {w.method}-s{s} --out-dir {out}"
+                                           for s, out in zip(SEEDS, output, strict=True)),
+    log:
+        "results/logs/merge/{model}/{task}/{scheme}/epoch{epoch}/{method}-seeds.log",
+    benchmark:
+        "results/benchmarks/merge/{model}/{task}/{scheme}/epoch{epoch}/{method}-seeds.tsv"
+
+
+# every seed of a method in one job; a seed outside merge.seeds (named in the config) alone
+ruleorder: merge_seeds > merge

@@ -238,9 +238,10 @@ def test_analysis_sections_can_be_turned_off():
     assert check_with()["figures"]["segments"] == 5  # the defaults fill in when present
 
 
-def test_an_evaluation_job_writes_the_records_of_all_its_models(project, tmp_path):
+def test_a_batched_job_writes_the_outputs_of_all_its_models(project, tmp_path):
     """evaluate_runs writes the K runs' records, evaluate_seeds every merge seed's, the
-    group rule every task's (the job counts in the plan tests above rest on these)."""
+    group rule every task's, merge_seeds every seed's merge (the job counts in the plan
+    tests rest on these)."""
     (project / "k3.yaml").write_text("num_sub_models: 3\n")
     ev = "results/eval/{model}/{task}/{scheme}/epoch{epoch}"
 
@@ -254,5 +255,7 @@ def test_an_evaluation_job_writes_the_records_of_all_its_models(project, tmp_pat
     assert records("evaluate_runs") == [f"{ev}/sft/run{r}.json" for r in range(3)]
     assert records("evaluate_seeds") == [f"{ev}/merged/{{method}}-s{s}.json" for s in (0, 1)]
     assert records("evaluate") == [f"{ev}/merged/{{name}}.json"]
+    merged = "results/merged/{model}/{task}/{scheme}/epoch{epoch}"
+    assert records("merge_seeds") == [f"{merged}/{{method}}-s{s}" for s in (0, 1)]
     assert records("evaluate_multitask_pair") == [f"results/eval/multitask/pair/{t}/{{name}}.json"
                                                   for t in ("gsm8k", "sst2")]

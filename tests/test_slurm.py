@@ -35,11 +35,14 @@ ARGS = ("--configfile", "config.yaml", "slurm.yaml")
 RUN0 = Path("results/sft/tiny-llama/gsm8k/shuffle/run0")
 # each rule of tests/data/slurm.yaml and its config stage; the orders run as one group job
 STAGES = {"prepare_data": "data", "orders_order": "order", "tokenizer": "base", "base": "base",
-          "sft": "sft", "merge": "merge", "evaluate": "evaluate", "evaluate_runs": "evaluate",
-          "evaluate_seeds": "evaluate", "table1": "report", "cost": "report"}
-# evaluation: both runs in one job, the average in one, selection's one seed in one
-JOBS = {"prepare_data": 1, "orders_order": 1, "tokenizer": 1, "base": 1, "sft": 2, "merge": 2,
-        "evaluate_runs": 1, "evaluate": 1, "evaluate_seeds": 1, "table1": 1, "cost": 1}
+          "sft": "sft", "merge": "merge", "merge_seeds": "merge", "evaluate": "evaluate",
+          "evaluate_runs": "evaluate", "evaluate_seeds": "evaluate", "table1": "report",
+          "cost": "report"}
+# the average's merge and evaluation in one job each, selection's (one seed) too; both runs'
+# evaluations in one job
+JOBS = {"prepare_data": 1, "orders_order": 1, "tokenizer": 1, "base": 1, "sft": 2, "merge": 1,
+        "merge_seeds": 1, "evaluate_runs": 1, "evaluate": 1, "evaluate_seeds": 1, "table1": 1,
+        "cost": 1}
 
 
 def project(tmp_path_factory, name: str) -> Path:
@@ -198,8 +201,9 @@ def test_killed_local_run_resumes_with_the_same_command(local_run, tmp_path_fact
     wd = tmp_path_factory.mktemp("killed") / "project"
     shutil.copytree(local_run, wd, symlinks=True)  # copy2 keeps the mtimes
     (wd / RUN0 / "samples.csv").unlink()  # in the test's own copy
-    assert set(planned_jobs(wd, *ARGS)) == {"sft", "merge", "evaluate", "evaluate_runs",
-                                            "evaluate_seeds", "table1", "cost", "all"}
+    assert set(planned_jobs(wd, *ARGS)) == {"sft", "merge", "merge_seeds", "evaluate",
+                                            "evaluate_runs", "evaluate_seeds", "table1", "cost",
+                                            "all"}
     hold = hold_sft(wd)  # run 0's SFT waits after its first resume state: killed mid-run
     cmd = snakemake_cmd("--cores", "2", *ARGS)
     proc = subprocess.Popen(cmd, cwd=wd, env=env_with_python(), stdout=subprocess.DEVNULL,

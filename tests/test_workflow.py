@@ -164,13 +164,14 @@ def _assert_only_resample(jobs, rounds, tasks):
     """Only the resample merges of `tasks` (GSM8K's under both order schemes: Table 4), their
     evaluations, GSM8K's resample curve and training-set score (the figures), and the
     tables and figures that show resample."""
-    assert set(jobs) == {"merge", "evaluate_seeds", "score", "curve", "table1", "table4", "figure1",
+    assert set(jobs) == {"merge_seeds", "evaluate_seeds", "score", "curve", "table1", "table4", "figure1",
                          "figure3", "figure4", "cost", "all"}, jobs
     # every epoch of both tasks under shuffled orders, Table 4's report epoch under fix-batch
     n_merges = len(tasks) * EPOCHS * SEEDS + SEEDS
-    assert len(jobs["merge"]) == n_merges
-    assert all(f"/resample-n{rounds}-s" in p for p in jobs["merge"])
-    assert sum("/fix-batch/" in p for p in jobs["merge"]) == SEEDS
+    # one merge job (and one evaluation job) per (task, scheme, epoch) makes both seeds
+    assert len(jobs["merge_seeds"]) == n_merges // SEEDS
+    assert all(p.endswith(f"/resample-n{rounds}-s0") for p in jobs["merge_seeds"])
+    assert sum("/fix-batch/" in p for p in jobs["merge_seeds"]) == 1  # Table 4, report epoch
     # one evaluation job per (task, scheme, epoch) evaluates both seeds' merges
     assert len(jobs["evaluate_seeds"]) == n_merges // SEEDS
     assert all(p.endswith(f"/merged/resample-n{rounds}-s0.json") for p in jobs["evaluate_seeds"])
@@ -369,8 +370,8 @@ def test_audit_of_a_completed_run_is_clean_down_to_the_data(done):
     assert out.splitlines()[-1].startswith("verify: ") and out.endswith(": clean\n")
     lines = out.splitlines()
     assert lines[0].startswith("table1  results/tables/table1.csv  (")
-    for rule in ("evaluate", "evaluate_runs", "evaluate_seeds", "merge", "sft", "order",
-                 "prepare_data", "base", "tokenizer"):
+    for rule in ("evaluate", "evaluate_runs", "evaluate_seeds", "merge", "merge_seeds", "sft",
+                 "order", "prepare_data", "base", "tokenizer"):
         assert any(line.lstrip("│├└─ ").startswith(f"{rule}  results/") for line in lines), rule
     assert "source: ordermerge.data toy generator of gsm8k, seed 0" in out
 
@@ -384,14 +385,15 @@ def test_audit_of_one_cell_holds_exactly_its_chain(done):
     ev = f"results/eval/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/merged"
     assert by_rule["evaluate_seeds"] == {f"{ev}/resample-n1-s{s}.json" for s in range(SEEDS)}
     assert not {"evaluate", "evaluate_runs"} & set(by_rule)  # no other evaluation record
-    assert by_rule["merge"] == {f"results/merged/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/resample-n1-s{s}"
-                                for s in range(SEEDS)}
+    assert by_rule["merge_seeds"] == {f"results/merged/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/resample-n1-s{s}"
+                                      for s in range(SEEDS)}
+    assert "merge" not in by_rule  # no other merge
     assert by_rule["sft"] == {f"results/sft/tiny-llama/gsm8k/shuffle/run{r}/epoch{EPOCHS}"
                               for r in range(K)}
     assert by_rule["order"] == {f"results/orders/gsm8k/shuffle/run{r}.json" for r in range(K)}
     assert by_rule["base"] == {"results/base/tiny-llama/model"}
     assert {f"results/data/gsm8k/{s}.jsonl" for s in ("train", "validation", "test")} <= by_rule["prepare_data"]
-    merges = [r for r in doc["records"] if r["rule"] == "merge"]
+    merges = [r for r in doc["records"] if r["rule"] == "merge_seeds"]
     assert {r["derived"]["seed"] for r in merges} == set(range(SEEDS))
     assert {r["seeds"]["run"] for r in doc["records"] if r["rule"] == "order"} == set(range(K))
     rc, out = _audit(done, "results/tables/table1.csv", "--cell", "gsm8k", "select")
@@ -413,10 +415,12 @@ def test_audit_names_tampered_stale_and_edited_records(done, tmp_path):
     rec = json.loads((wd / ev).read_text())
     rec["score"] = 1.0
     (wd / ev).write_text(json.dumps(rec))
-    # one merge re-run by hand (its record's command line), its evaluation not re-run; in a
-    # clean tree (earlier tests left config files here, which would make it `dirty`)
+    # one merge job re-run by hand (its record's command line: the merge_seeds job that made
+    # both selection seeds), its evaluations not re-run; in a clean tree (earlier tests left
+    # config files here, which would make it `dirty`)
     subprocess.run(["git", "-C", str(wd), "clean", "-fdq"], check=True)
     argv = json.loads((wd / merged / "select-s0/provenance.json").read_text())["argv"]
+    assert [a for a in argv if a.startswith(merged)] == [f"{merged}/select-s{s}" for s in range(SEEDS)]
     subprocess.run([sys.executable, *argv], cwd=wd, check=True, capture_output=True)
     # a record's param edited
     order = wd / "results/orders/sst2/shuffle/run1.json.prov.json"
@@ -433,8 +437,9 @@ def test_audit_names_tampered_stale_and_edited_records(done, tmp_path):
     assert got["tampered"] == {(f"{merged}/resample-n1-s0/model.safetensors",
                                 f"{merged}/resample-n1-s0/provenance.json"),
                                (ev, ev + ".prov.json")}
-    stale_eval = f"results/eval/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/merged/select-s0.json.prov.json"
-    assert {r for _, r in got["stale"]} == {stale_eval}  # exactly the consumer of that merge
-    assert all(f.startswith(f"{merged}/select-s0/") for f, _ in got["stale"])
+    stale_evals = {f"results/eval/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/merged/select-s{s}.json.prov.json"
+                   for s in range(SEEDS)}
+    assert {r for _, r in got["stale"]} == stale_evals  # exactly the consumers of those merges
+    assert all(f.startswith((f"{merged}/select-s0/", f"{merged}/select-s1/")) for f, _ in got["stale"])
     assert got["params"] == {("results/orders/sst2/shuffle/run1.json", str(order.relative_to(wd)))}
     assert doc["summary"]["tampered"] == 2 and doc["summary"]["params"] == 1
