@@ -21,3 +21,14 @@ def reduced_run(tmp_path_factory) -> Path:
     wd = copy_project(tmp_path_factory.mktemp("reduced") / "project")
     snakemake(wd, *REDUCED_ARGS)
     return wd
+
+
+# the longest modules first (measured, slowest first), so that with `pytest -n 2 --dist
+# loadfile` (the README's command) each worker starts on one and the short ones fill in
+# around them; without xdist the order changes nothing else
+LONGEST_FIRST = ("test_slurm.py", "test_workflow_tasks.py", "test_workflow.py", "test_smollm2.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
