@@ -27,12 +27,16 @@ LOCKS = Path(".snakemake") / "locks"
 
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the
-    PID it names one process, even after the PID is reused."""
+    PID it names one process, even after the PID is reused. None when no such process runs:
+    also for a zombie (state Z or X), which has exited but not been reaped yet: a Snakemake
+    killed together with its parent waits for PID 1 to reap it, which in a container may be
+    late or never."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def _lock_files(root: Path) -> dict[str, list[int]]:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from ordermerge.config import ConfigError, check, deep_merge
-from workflow_helpers import ROOT, copy_project, planned_jobs, rule_outputs, snakemake
+from workflow_helpers import ROOT, copy_project, plain, planned_jobs, rule_outputs, snakemake
 
 SCHEMA = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
 DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -244,10 +244,6 @@ def test_a_batched_job_writes_the_outputs_of_all_its_models(project, tmp_path):
     tests rest on these)."""
     (project / "k3.yaml").write_text("num_sub_models: 3\n")
     ev = "results/eval/{model}/{task}/{scheme}/epoch{epoch}"
-
-    def plain(pattern):  # {kind,sft} -> sft (a fixed value); {epoch,\d+} -> {epoch}
-        return re.sub(r"\{(\w+),([^{}]*)\}", lambda m: m.group(2) if re.fullmatch(r"[\w-]+", m.group(2))
-                      else "{" + m.group(1) + "}", pattern)
 
     def records(rule):
         return [plain(p) for p, _ in rule_outputs(project, rule, "config.yaml", "reduced.yaml", "k3.yaml")

@@ -35,6 +35,29 @@ def test_lock_of_a_dead_run_is_removed(tmp_path):
     assert runlock.clear_stale_lock(tmp_path) is None  # nothing left to do
 
 
+def test_lock_of_a_run_that_is_a_zombie_is_removed(tmp_path):
+    """A killed Snakemake not yet reaped (a zombie: /proc/PID/stat still there, state Z) is
+    gone: its lock is removed."""
+    _locks(tmp_path, "0.input.lock")
+    # the child runs until its stdin closes: its record is taken while it runs
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+    try:
+        runlock.record_owner(tmp_path, pid=proc.pid)
+        assert json.loads((tmp_path / runlock.OWNER).read_text())["pid_start"] is not None
+        assert runlock.clear_stale_lock(tmp_path) is None  # alive: the lock stays
+        proc.stdin.close()
+        deadline = time.time() + 60
+        while open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.time() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        assert runlock._start_time(proc.pid) is None  # exited, not reaped: not running
+        assert runlock.clear_stale_lock(tmp_path) is not None
+        assert not (tmp_path / ".snakemake/locks/0.input.lock").exists()
+    finally:
+        proc.wait()
+
+
 def test_lock_of_a_live_run_stays(tmp_path):
     _locks(tmp_path, "0.input.lock")
     runlock.record_owner(tmp_path)  # this test's own process: alive

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from ordermerge.utils import sha256_file
-from workflow_helpers import REDUCED_ARGS, planned_jobs, rule_outputs, snakemake
+from workflow_helpers import REDUCED_ARGS, plain, planned_jobs, rule_outputs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -217,8 +217,8 @@ def test_editing_the_ties_source_reruns_only_ties(done):
     assert len(jobs["evaluate"]) == len(TASKS) * EPOCHS
     # one job evaluates the group's merge on both tasks: its outputs are both tasks' records
     assert jobs["evaluate_multitask_pair"] == ["results/eval/multitask/pair/gsm8k/ties-d0.3-l1.0.json"]
-    records = [p for p, _ in rule_outputs(done, "evaluate_multitask_pair", "config.yaml", "reduced.yaml")
-               if not p.endswith(".prov.json")]
+    records = [plain(p) for p, _ in rule_outputs(done, "evaluate_multitask_pair", "config.yaml",
+                                                 "reduced.yaml") if not p.endswith(".prov.json")]
     assert sorted(p.replace("{name}", "ties-d0.3-l1.0") for p in records) == \
         [f"results/eval/multitask/pair/{t}/ties-d0.3-l1.0.json" for t in TASKS]
     assert planned_jobs(done, *config_args()) == {}

@@ -94,6 +94,13 @@ with SnakemakeApi(OutputSettings()) as api:
 """
 
 
+def plain(pattern: str) -> str:
+    """An output pattern without its wildcard constraints: {kind,sft} -> sft (a fixed
+    value), {epoch,\\d+} -> {epoch}."""
+    return re.sub(r"\{(\w+),([^{}]*)\}", lambda m: m.group(2) if re.fullmatch(r"[\w-]+", m.group(2))
+                  else "{" + m.group(1) + "}", pattern)
+
+
 def rule_outputs(workdir: Path, rule: str, *configfiles: str) -> list[tuple[str, bool]]:
     """(output pattern, marked temp) of `rule` under the given config files."""
     proc = subprocess.run([sys.executable, "-c", _RULE_OUTPUTS, rule, *configfiles], cwd=workdir,
