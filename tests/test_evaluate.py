@@ -69,3 +69,25 @@ def test_pad_and_mask_right_and_left():
 def test_length_batches_sort_stably_and_cut():
     assert length_batches([3, 1, 2, 1, 5], 2) == [[1, 3], [2, 0], [4]]
     assert length_batches([], 4) == []
+
+
+def test_evaluation_jobs_pair_candidates_with_tasks(tmp_path):
+    """One task: every candidate on it with the job's params; several: the i-th candidate
+    on the i-th task with that task's params; what does not line up is named."""
+    from ordermerge.evaluate.run import evaluation_jobs
+    from ordermerge.utils import write_jsonl
+    tests = []
+    for t in ("gsm8k", "sst2"):
+        tests.append(tmp_path / f"{t}.jsonl")
+        write_jsonl(tests[-1], [{"id": f"{t}:0"}])
+    cands = [["run0", "m0", "o0"], ["run1", "m1", "o1"]]
+    [(task, test, rows, cfg, got)] = evaluation_jobs(["gsm8k"], tests[:1], cands, {"batch_size": 2})
+    assert (task.name, test, rows, cfg, got) == ("gsm8k", tests[0], [{"id": "gsm8k:0"}], {"batch_size": 2}, cands)
+    params = {"tasks": {"gsm8k": {"batch_size": 1}, "sst2": {"batch_size": 3}}}
+    jobs = list(evaluation_jobs(["gsm8k", "sst2"], tests, cands, params))
+    assert [(j[0].name, j[3], j[4]) for j in jobs] == [("gsm8k", {"batch_size": 1}, cands[:1]),
+                                                      ("sst2", {"batch_size": 3}, cands[1:])]
+    with pytest.raises(SystemExit, match="2 --task but 1 --test"):
+        list(evaluation_jobs(["gsm8k", "sst2"], tests[:1], cands, params))
+    with pytest.raises(SystemExit, match="one --candidate each"):
+        list(evaluation_jobs(["gsm8k", "sst2"], tests, cands[:1], params))
