@@ -16,8 +16,8 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 from ordermerge import runlock
-from ordermerge.config import (STAGE_OF_RULE, TABLE2_TASKS, ConfigError, check as check_config,
-                               model_specs, stage_of, MULTITASK_EVAL_PREFIX)
+from ordermerge.config import (MULTITASK_EVAL_PREFIX, TABLE2_TASKS, ConfigError,
+                               check as check_config, model_specs, stage_of)
 from ordermerge.merge import (get as merge_method, id_pattern, parse_method_id,
                               seeded_row_pattern, sources_of)
 from ordermerge.merge.methods import expand as expand_methods

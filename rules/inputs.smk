@@ -164,10 +164,16 @@ def multitask_group_eval_inputs(group, name):
             **({"judge": judges.pop()} if judges else {})}
 
 
+def multitask_eval_cfg(group, task, name):
+    """The params of a group's record on `task` for model `name` (a merge id, or single)."""
+    return config["tasks"][task]["evaluate"] | {
+        "kind": "sft" if name == "single" else "merged", "epoch": REPORT_EPOCH,
+        "scheme": SCHEMES[0], "model": f"multitask-{group}",
+        "max_length": config["tasks"][task]["train"]["max_length"]}
+
+
 def multitask_eval_params(wildcards):
-    return as_json(config["tasks"][wildcards.task]["evaluate"] | {
-        "kind": "sft" if wildcards.name == "single" else "merged", "epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "model": f"multitask-{wildcards.group}",
-        "max_length": config["tasks"][wildcards.task]["train"]["max_length"]})
+    return as_json(multitask_eval_cfg(wildcards.group, wildcards.task, wildcards.name))
 
 
 

@@ -100,11 +100,11 @@ for _group, _g in GROUPS.items():
             name=id_pattern(),
         params:
             json=lambda w, group=_group: as_json({"tasks": {
-                t: json.loads(multitask_eval_params(Namespace(group=group, task=t, name=w.name)))
-                for t in GROUPS[group]["tasks"]}}),
+                t: multitask_eval_cfg(group, t, w.name) for t in GROUPS[group]["tasks"]}}),
             judge=judge_arg,
             tasks=lambda w, input, group=_group: " ".join(
-                f"--task {t} --test results/data/{t}/test.jsonl" for t in GROUPS[group]["tasks"]),
+                f"--task {t} --test {test}"
+                for t, test in zip(GROUPS[group]["tasks"], input.test, strict=True)),
             candidates=lambda w, input, output: " ".join(
                 f"--candidate {w.name} {input.model} {rec}" for rec in output.records),
         threads: res("evaluate", "cpus")

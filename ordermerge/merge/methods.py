@@ -245,9 +245,15 @@ def parse_method_id(mid: str) -> tuple[str, dict]:
                      + ", ".join(m.method_id() for m in METHODS.values()) + ")")
 
 
+def _unnamed(pattern: str) -> str:
+    """`pattern` with its named groups made plain groups (Snakemake wildcard constraints
+    cannot name groups)."""
+    return re.sub(r"\(\?P<\w+>", "(?:", pattern)
+
+
 def id_pattern() -> str:
     """A regular expression matching every method id (a wildcard constraint)."""
-    return "|".join(re.sub(r"\(\?P<\w+>", "(?:", m._regex.pattern) for m in METHODS.values())
+    return "|".join(_unnamed(m._regex.pattern) for m in METHODS.values())
 
 
 def seeded_row_pattern() -> str:
@@ -258,8 +264,7 @@ def seeded_row_pattern() -> str:
     for m in METHODS.values():
         if m.random:
             assert m.settings[-1].name == "seed", f"{m.name}: the seed must be its last setting"
-            body = re.escape(m.prefix) + "".join(s.pattern() for s in m.settings[:-1])
-            parts.append(re.sub(r"\(\?P<\w+>", "(?:", body))
+            parts.append(_unnamed(re.escape(m.prefix) + "".join(s.pattern() for s in m.settings[:-1])))
     return "|".join(parts)
 
 
