@@ -19,6 +19,41 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+MIN_MEMORY_BUDGET = 64 << 10
+
+
+def memory_budget(text: str) -> int:
+    """A size of at least 64 KiB (below it, chunks of a few elements take minutes)."""
+    n = parse_size(text)
+    if n < MIN_MEMORY_BUDGET:
+        raise argparse.ArgumentTypeError(f"{text!r} is below the floor of 64KiB")
+    return n
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return n
+
+
+def float_list(text: str) -> list[float]:
+    """'0.5,0.3,0.2' -> [0.5, 0.3, 0.2]: one argument, so values such as -inf are not taken
+    for options and the model paths after it are not taken for values."""
+    out = []
+    for part in text.split(","):
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} in {text!r} is not a number (give the values as one "
+                "comma-separated list, e.g. 0.5,0.3,0.2)") from None
+    return out
+
+
 def add_arguments(p) -> None:
     """The arguments of `ordermerge train` and of the workflow's sft script."""
     p.add_argument("--task", required=True, help="task name (ordermerge.data.registry)")
@@ -75,6 +110,12 @@ def run_train(args) -> int:
     return 0
 
 
+def os_error(e: OSError) -> str:
+    """An OSError as one line naming its file: 'cannot write X: No space left on device'."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    return f"{where}: {e.strerror or e}" if where else str(e.strerror or e)
+
+
 def _setting_flags():
     """Every setting of every registered method, once: --seed, --rounds, --density, ..."""
     from .merge.methods import METHODS
@@ -99,9 +140,11 @@ def merge_parser(sub) -> None:
                    help="a method name or id: " + ", ".join(METHODS))
     p.add_argument("--base", help="base model directory (needed by resample and the task-vector methods)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--weights", type=float, nargs="+",
-                   help="average weights (sum 1) or task-vector weights (default 1 each), one per input")
-    g.add_argument("--probs", type=float, nargs="+", help="selection probabilities, one per input")
+    g.add_argument("--weights", type=float_list, metavar="W1,...,WK",
+                   help="average weights (sum 1) or task-vector weights (default 1 each), one per "
+                        "input, comma-separated")
+    g.add_argument("--probs", type=float_list, metavar="P1,...,PK",
+                   help="selection probabilities, one per input, comma-separated")
     for name, s in _setting_flags().items():
         defaults = {x.default for m in METHODS.values() for x in m.settings if x.name == name}
         default = s.default if len(defaults) == 1 else "per method, see the ids below"
@@ -109,11 +152,18 @@ def merge_parser(sub) -> None:
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
                    help="output dtype of float tensors (default: the inputs')")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--memory-budget", type=parse_size, default="1GiB",
-                   help="peak working memory for chunks (default 1GiB)")
+    p.add_argument("--memory-budget", type=memory_budget, default="1GiB",
+                   help="peak working memory for chunks (default 1GiB, at least 64KiB)")
     p.add_argument("--max-shard-size", type=parse_size, default="5GB")
-    p.add_argument("--threads", type=int, help="CPU threads (torch and the numba kernels; results do not depend on it)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads (torch and the numba kernels; results do not depend on it)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="merge inputs holding NaN or Inf (an error by default; recorded in merge.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT if it is a previous merge output (its merge.json says so); "
+                        "never an input, a directory holding one, the current directory or a "
+                        "directory of other files. The new merge is complete before the old one "
+                        "is removed.")
     p.add_argument("-o", "--out", required=True, help="output model directory")
     p.add_argument("inputs", nargs="+", help="the K sub-model directories")
 
@@ -137,6 +187,14 @@ def run_merge(args) -> int:
         if given:
             return fail(f"--method {args.method} is an id: it carries the settings, drop "
                         + ", ".join(f"--{n}" for n in given))
+    for p in args.inputs:
+        try:
+            float(p)
+        except ValueError:
+            continue
+        if not Path(p).exists():
+            return fail(f"sub-model {p!r} is a number, not a directory: --weights and --probs "
+                        "take one comma-separated value (e.g. --weights 0.5,0.3,0.2)")
     m = METHODS[name]
     for n in settings:
         if n not in {s.name for s in m.settings}:
@@ -158,9 +216,12 @@ def run_merge(args) -> int:
         recipe = merge(name, args.inputs, args.out, overwrite=args.overwrite, base=args.base,
                        weights=args.weights or args.probs, dtype=args.dtype, device=args.device,
                        memory_budget=args.memory_budget, max_shard_bytes=args.max_shard_size,
-                       **settings)
+                       allow_nonfinite=args.allow_nonfinite, **settings)
     except MergeError as e:
         print(f"ordermerge merge: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a read-only or full disk, a file that went away
+        print(f"ordermerge merge: {os_error(e)}", file=sys.stderr)
         return 1
     print(json.dumps({k: recipe[k] for k in ("method_id", "stats", "wall_s", "shards")}))
     return 0
@@ -259,7 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     train_parser(sub)
     audit_parser(sub)
     gguf_parser(sub)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        hint = ""
+        if getattr(args, "weights", None) or getattr(args, "probs", None):
+            hint = " (--weights and --probs take one comma-separated value, e.g. 0.5,0.3,0.2)"
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if args.command == "merge":
         return run_merge(args)
     if args.command == "train":

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -22,20 +23,149 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
+class OutputError(ValueError):
+    """An output path whose writing could destroy data that is not a previous output."""
+
+
+def _owner_tag() -> str:
+    """This process, as it is written into the names of its temporary paths."""
+    return f"{socket.gethostname()}-{os.getpid()}".replace(os.sep, "_")
+
+
+def _owner_dead(name: str, prefix: str) -> bool:
+    """Whether a temporary path named `prefix` + "{host}-{pid}-{random}" was left by a
+    process of this host that no longer runs (other hosts' paths and live ones are kept)."""
+    head, _, _random = name[len(prefix):].rpartition("-")
+    host, _, pid = head.rpartition("-")
+    if not pid.isdigit() or host != socket.gethostname().replace(os.sep, "_"):
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+def remove_stale_temps(final: str | os.PathLike) -> list[Path]:
+    """Remove what killed writers of `final` left beside it: `.NAME.tmp-*` (a partial new
+    output) and `.NAME.old-*` (a previous output moved aside), when their process is gone.
+    Only paths of that pattern, which atomic_dir itself creates, are ever removed."""
+    final = Path(final)
+    removed = []
+    for kind in ("tmp", "old"):
+        prefix = f".{final.name}.{kind}-"
+        if not final.parent.is_dir():
+            continue
+        for p in final.parent.glob(glob_escape(prefix) + "*"):
+            if _owner_dead(p.name, prefix):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+                removed.append(p)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def check_output_dir(final: str | os.PathLike, *, inputs=(), previous=None,
+                     what: str = "output") -> Path:
+    """Refuse an output directory whose replacement could destroy data: an empty path, the
+    current directory or one above it, the file system root or the home directory, an
+    input or a directory holding one, an existing file, or an existing directory that
+    `previous(path)` (the writer's judge of its own record) does not accept as an earlier
+    output of the same writer. Returns the path; OutputError names the reason."""
+    if str(final).strip() == "":
+        raise OutputError(f"the {what} path is empty (an unset shell variable?)")
+    path = Path(final)
+    real = path.resolve()
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise OutputError(f"{what} {str(final)!r} is the current directory or holds it")
+    if real == Path(real.anchor) or real == Path.home().resolve():
+        raise OutputError(f"{what} {str(final)!r} is the file system root or the home directory")
+    for i in inputs:
+        if i is None:
+            continue
+        ir = Path(i).resolve()
+        if real == ir:
+            raise OutputError(f"{what} {str(final)!r} is the input {str(i)!r}")
+        if real in ir.parents:
+            raise OutputError(f"{what} {str(final)!r} holds the input {str(i)!r}")
+    if path.is_symlink() or path.exists():
+        if path.is_symlink() or not path.is_dir():
+            raise OutputError(f"{what} {str(final)!r} exists and is not a directory")
+        if previous is not None:
+            why = previous(path)
+            if why:
+                raise OutputError(f"{what} {str(final)!r} exists and is not a previous "
+                                  f"output ({why}): refusing to replace it")
+    return path
+
+
+def _reserve_beside(final: Path, kind: str, like_dir: bool) -> Path:
+    """A new empty path beside `final` named .NAME.KIND-{host}-{pid}-{random}."""
+    prefix = f".{final.name}.{kind}-{_owner_tag()}-"
+    if like_dir:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def swap_in(new: Path, final: Path) -> None:
+    """Put the complete `new` at `final`. A previous `final` is first moved aside (renamed,
+    not deleted), then `new` renamed into place, and only then the old one removed: any
+    failure leaves the old or the new output whole. A previous output that cannot be
+    removed stays beside it, hidden, and is named on stderr."""
+    aside = None
+    if final.is_symlink() or final.exists():
+        is_dir = final.is_dir() and not final.is_symlink()
+        aside = _reserve_beside(final, "old", is_dir)
+        os.replace(final, aside)
+    try:
+        os.replace(new, final)
+    except BaseException:
+        if aside is not None:
+            os.replace(aside, final)
+        raise
+    if aside is not None:
+        errors = []
+        if aside.is_dir() and not aside.is_symlink():
+            def note(_f, p, exc):
+                errors.append(f"{p}: {exc[1] if isinstance(exc, tuple) else exc}")
+            if sys.version_info >= (3, 12):
+                shutil.rmtree(aside, onexc=note)
+            else:
+                shutil.rmtree(aside, onerror=note)
+        else:
+            aside.unlink()
+        if errors:
+            print(f"ordermerge: {final} was replaced; its previous contents, moved aside to "
+                  f"{aside}, could not all be removed ({errors[0]}): remove them by hand",
+                  file=sys.stderr)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside `final`; rename it to `final` on success.
+    """Yield a temporary directory beside `final`; when the block ends cleanly, put it at
+    `final` (swap_in: a previous `final` is moved aside first and removed last).
 
-    On any error the temporary directory is removed and nothing is at `final`.
+    On any error the temporary directory is removed and `final` is as it was. Temporary
+    paths that killed writers of `final` left are removed first (remove_stale_temps).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temps(final)
+    tmp = _reserve_beside(final, "tmp", True)
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        swap_in(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

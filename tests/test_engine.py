@@ -230,10 +230,10 @@ def test_cli(ckpts, tmp_path, capsys):
                 "--memory-budget", "64KiB", "-o", str(out), *map(str, subs)]) == 0
     merge("resample", subs, tmp_path / "lib", base=base, seed=9, rounds=2)
     assert sha256_file(out / "model.safetensors") == sha256_file(tmp_path / "lib" / "model.safetensors")
-    assert cli(["merge", "--method", "select", "--probs", "1", "0", "-o", str(tmp_path / "x"),
+    assert cli(["merge", "--method", "select", "--probs", "1,0", "-o", str(tmp_path / "x"),
                 *map(str, subs)]) == 1
     assert "probabilities: 2 values for 3 sub-models" in capsys.readouterr().err
-    assert cli(["merge", "--method", "average", "--probs", "0.5", "0.5", "0", "-o",
+    assert cli(["merge", "--method", "average", "--probs", "0.5,0.5,0", "-o",
                 str(tmp_path / "y"), *map(str, subs)]) == 2
     proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "merge", "--help"],
                           capture_output=True, text=True)

@@ -178,6 +178,7 @@ class _Plan:
     aliases: dict[str, str]
     sampler: rng.Sampler | None
     window: int = 2
+    allow_nonfinite: bool = False
     buffers: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
 
@@ -191,6 +192,13 @@ def _validate(method: str, inputs, base, weights, settings: dict, dtype, device)
     k = len(inputs)
     if k < 1:
         raise MergeError("no sub-models to merge")
+    seen: dict[Path, str] = {}
+    for p in inputs:  # the same checkpoint twice would count twice
+        real = Path(p).resolve()
+        if real in seen:
+            raise MergeError(f"sub-model {str(p)!r} is {seen[real]!r} again: each sub-model "
+                             "counts once (give its weight instead)")
+        seen[real] = str(p)
     if k < m.min_models:
         raise MergeError(f"{m.name} needs at least {m.min_models} sub-models, got {k}")
     if m.needs_base and base is None:
@@ -260,8 +268,23 @@ def _tensor_reader(plan: _Plan, info):
     return chunks
 
 
+def _check_finite(plan: _Plan, info, start: int, n: int) -> None:
+    """NaN or Inf in an input chunk is an error naming the file and tensor. One float32
+    sum per input view (non-finite propagates through it); only a non-finite sum, which a
+    huge finite chunk could also give, is confirmed element by element."""
+    for c in plan.subs + ([plan.base] if plan.base is not None else []):
+        v = c.view(info.name, start, n)
+        if not math.isfinite(v.sum(dtype=torch.float32).item()) and not torch.isfinite(v).all():
+            bad = int((~torch.isfinite(v)).nonzero()[0, 0]) + start
+            raise MergeError(f"tensor {info.name!r} in {c.tensors[info.name].file} holds NaN or "
+                             f"Inf (first at flat index {bad}); pass --allow-nonfinite to "
+                             "merge it anyway")
+
+
 def _merge_one(plan: _Plan, info, start: int, n: int, slot: int, state) -> tuple[torch.Tensor, dict]:
     k = len(plan.subs)
+    if info.is_float and not plan.allow_nonfinite:
+        _check_finite(plan, info, start, n)
     if not info.is_float:
         views = [s.view(info.name, start, n) for s in plan.subs]
         differs = [plan.subs[i].path for i in range(1, k) if not torch.equal(views[i], views[0])]
@@ -333,10 +356,16 @@ def _run(plan: _Plan) -> None:
 
 
 def _finish(plan: _Plan, out_dir: Path, inputs, base, dtype, memory_budget, t0) -> dict:
-    source = Path(base) if base is not None else Path(inputs[0])
+    # each file from the base (where the method reads one) or else the first input that
+    # has it: a merged model always has its config
+    sources = [Path(p) for p in ([base] if base is not None else []) + list(inputs)]
     for f in COPIED:
-        if (source / f).is_file():
+        source = next((s for s in sources if (s / f).is_file()), None)
+        if source is not None:
             shutil.copy2(source / f, out_dir / f)
+        elif f == "config.json":
+            raise MergeError("no config.json in any input (" + ", ".join(map(str, sources))
+                             + "): the merged model could not be loaded")
     if dtype is not None and (out_dir / "config.json").is_file():
         cfg = json.loads((out_dir / "config.json").read_text())
         cfg["dtype"] = dtype
@@ -356,6 +385,7 @@ def _finish(plan: _Plan, out_dir: Path, inputs, base, dtype, memory_budget, t0) 
         "memory_budget": memory_budget,
         "chunk_elements": plan.chunk_elements,
         "fused_tensors": len(plan.fused),
+        "allow_nonfinite": plan.allow_nonfinite,
         "shards": plan.writer.names,
         "stats": plan.stats,
         "wall_s": time.perf_counter() - t0,
@@ -367,7 +397,8 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
                base: str | Path | None = None, weights: list[float] | None = None,
                dtype: str | None = None, device: str = "cpu",
                memory_budget: int = DEFAULT_BUDGET, max_shard_bytes: int = DEFAULT_SHARD,
-               chunk_elements: int | None = None, **settings) -> dict:
+               chunk_elements: int | None = None, allow_nonfinite: bool = False,
+               **settings) -> dict:
     """Merge `inputs` into the existing empty directory `out_dir` with the registry's
     method `method` and its `settings` (seed=, rounds=, density=, ...); returns the recipe.
 
@@ -378,8 +409,13 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     """
     t0 = time.perf_counter()
     m, settings, w, out_dtype, dev = _validate(method, inputs, base, weights, settings, dtype, device)
+    sources = [Path(p) for p in ([base] if m.needs_base else []) + list(inputs)]
+    if not any((p / "config.json").is_file() for p in sources):
+        raise MergeError("no config.json in any input (" + ", ".join(map(str, sources))
+                         + "): the merged model could not be loaded")
     plan = _plan(m, settings, w, inputs, base, out_dtype, dev, out_dir, memory_budget,
                  max_shard_bytes, chunk_elements)
+    plan.allow_nonfinite = bool(allow_nonfinite)
     checkpoints = plan.subs + ([plan.base] if plan.base is not None else [])
     # pre-fault the mappings when the inputs fit comfortably in memory (about 20% faster);
     # larger inputs are faulted in as they are read
@@ -411,6 +447,20 @@ def model_card(recipe: dict) -> str:
     return "\n".join(lines)
 
 
+def previous_merge(path: Path) -> str | None:
+    """Why the directory `path` is not an earlier merge output (None: it is one): its own
+    merge.json, a recipe with a method id, is what --overwrite may replace."""
+    try:
+        recipe = json.loads((path / "merge.json").read_text())
+    except FileNotFoundError:
+        return "it has no merge.json"
+    except (OSError, ValueError) as e:
+        return f"its merge.json is unreadable: {e}"
+    if not isinstance(recipe, dict) or "method_id" not in recipe:
+        return "its merge.json has no method_id"
+    return None
+
+
 def merge(method: str, inputs: list[str | Path], out_dir: str | Path, *, overwrite: bool = False,
           before_rename=None, **kw) -> dict:
     """Merge into `out_dir` atomically: built in a temporary directory beside it and renamed
@@ -419,9 +469,14 @@ def merge(method: str, inputs: list[str | Path], out_dir: str | Path, *, overwri
     `before_rename(tmp_dir, recipe)` may add files before the rename. See merge_into for
     the options."""
     from ..provenance import code_version, hash_inputs, package_versions
-    from ..utils import atomic_dir
+    from ..utils import OutputError, atomic_dir, check_output_dir
 
-    out_dir = Path(out_dir)
+    try:
+        out_dir = check_output_dir(out_dir, inputs=[*inputs, kw.get("base")],
+                                   previous=previous_merge if overwrite else None,
+                                   what="output")
+    except OutputError as e:
+        raise MergeError(str(e)) from None
     if out_dir.exists() and not overwrite:
         raise MergeError(f"{out_dir} already exists (pass overwrite=True / --overwrite)")
     with atomic_dir(out_dir) as tmp:

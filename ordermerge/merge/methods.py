@@ -27,6 +27,10 @@ from typing import Any
 _NUMBER = {"int": r"\d+", "float": r"\d+(?:\.\d+)?(?:e-?\d+)?", "bool": r"[01]"}
 
 
+class _OutOfRange(ValueError):
+    pass
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting of a method: keyword `name`, written `-{key}{value}` in the id."""
@@ -39,6 +43,9 @@ class Setting:
     # written, so distinct settings always give distinct ids
     omit_default: bool = False
     doc: str = ""
+    # the meaningful interval of a float setting beyond ">= 0, finite", as
+    # (low, high, low_open, high_open): density (0, 1], drop [0, 1)
+    interval: tuple | None = None
 
     def pattern(self) -> str:
         body = "|".join(map(re.escape, self.choices)) if self.kind == "choice" else _NUMBER[self.kind]
@@ -58,6 +65,12 @@ class Setting:
                 v = float(value)
                 if not v >= 0 or v == float("inf"):
                     raise ValueError
+                if self.interval is not None:
+                    lo, hi, lo_open, hi_open = self.interval
+                    if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
+                        raise _OutOfRange(f"setting {self.name!r}: {value!r} is outside "
+                                         f"{'(' if lo_open else '['}{lo:g}, {hi:g}"
+                                         f"{')' if hi_open else ']'}")
                 return v
             if self.kind == "bool":
                 if value in (True, False, 0, 1, "0", "1", "true", "false"):
@@ -65,6 +78,8 @@ class Setting:
                 raise ValueError
             if value in self.choices:
                 return value
+        except _OutOfRange:
+            raise
         except (TypeError, ValueError):
             pass
         want = {"int": "an integer >= 0", "float": "a finite number >= 0", "bool": "true or false",
@@ -81,8 +96,10 @@ class Setting:
 
 SEED = Setting("seed", "s", "int", 0, doc="merge seed of the counter-based draws")
 LAMBDA = Setting("lambda", "l", "float", 1.0, doc="scale of the merged task vector")
-DENSITY = Setting("density", "d", "float", 0.2, doc="fraction of each task vector's elements kept per tensor (largest magnitudes)")
-DROP = Setting("drop", "p", "float", 0.5, doc="DARE: probability of dropping an element of a task vector")
+DENSITY = Setting("density", "d", "float", 0.2, interval=(0, 1, True, False),
+                  doc="fraction of each task vector's elements kept per tensor (largest magnitudes), in (0, 1]")
+DROP = Setting("drop", "p", "float", 0.5, interval=(0, 1, False, True),
+               doc="DARE: probability of dropping an element of a task vector, in [0, 1)")
 RESCALE = Setting("rescale", "r", "choice", "paper", ("paper", "l1"), omit_default=True,
                   doc="DARE: kept elements x 1/(1-p) (paper) or x the ratio that restores the tensor's L1 norm (l1, mergekit >= 0.1.5)")
 NORMALIZE = Setting("normalize", "n", "bool", True, omit_default=True,

@@ -113,7 +113,14 @@ class Checkpoint:
                 weight_map = json.loads((self.path / INDEX).read_text())["weight_map"]
             except (json.JSONDecodeError, KeyError) as e:
                 raise CheckpointError(f"{self.path / INDEX}: not a safetensors index: {e!r}") from None
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise CheckpointError(f"{self.path / INDEX}: weight_map is not an object of file names")
             files = sorted(set(weight_map.values()))
+            for f in files:  # a shard is a file of this directory, no path beside its name
+                if Path(f).name != f or f in (".", ".."):
+                    raise CheckpointError(f"{self.path / INDEX} names shard {f!r}, outside "
+                                          f"{self.path}: shards must be files of the checkpoint "
+                                          "directory")
         elif (self.path / SINGLE).is_file():
             weight_map, files = None, [SINGLE]
         elif self.path.is_dir():
