@@ -54,6 +54,16 @@ def float_list(text: str) -> list[float]:
     return out
 
 
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object")
+    return value
+
+
 def add_arguments(p) -> None:
     """The arguments of `ordermerge train` and of the workflow's sft script."""
     p.add_argument("--task", required=True, help="task name (ordermerge.data.registry)")
@@ -85,10 +95,10 @@ def train_parser(sub) -> None:
                                    "`accelerate launch` for several processes.")
     add_arguments(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--params", type=json.loads, default=None,
+    g.add_argument("--params", type=json_object, default=None,
                    help='train settings as JSON, e.g. \'{"lr": 2e-5, "batch_size": 64}\'')
     g.add_argument("--params-file", type=Path, help="train settings as a YAML or JSON file")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
 
 
 def run_train(args) -> int:
@@ -99,12 +109,29 @@ def run_train(args) -> int:
 
     params = args.params or {}
     if args.params_file is not None:
-        params = yaml.safe_load(args.params_file.read_text()) or {}
+        try:
+            params = yaml.safe_load(args.params_file.read_text()) or {}
+        except OSError as e:
+            print(f"ordermerge train: --params-file {os_error(e)}", file=sys.stderr)
+            return 1
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+            print(f"ordermerge train: --params-file {args.params_file}{where}: not valid YAML "
+                  f"({getattr(e, 'problem', None) or e})", file=sys.stderr)
+            return 1
+    if not isinstance(params, dict):
+        print(f"ordermerge train: train settings must be a mapping of keys to values, got "
+              f"{type(params).__name__}", file=sys.stderr)
+        return 1
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     try:
         train_from_args(args, params, "ordermerge train", lambda m: print(m, file=sys.stderr, flush=True))
-    except (TrainError, FileNotFoundError, RuntimeError) as e:
+    except OSError as e:
+        print(f"ordermerge train: {os_error(e)}", file=sys.stderr)
+        return 1
+    except (TrainError, ValueError, RuntimeError) as e:
         print(f"ordermerge train: {e}", file=sys.stderr)
         return 1
     return 0
@@ -241,7 +268,8 @@ def audit_parser(sub) -> None:
                "  code      the rule's declared library files changed since the record's commit\n"
                "  dirty     the result was made from a working tree with uncommitted changes\n"
                "  params    the record's params differ from what the current config gives\n"
-               "exit status: 0 clean, 1 problems found, 2 the path cannot be audited")
+               "exit status: 0 clean, 1 problems found (without --verify: an unreadable\n"
+               "record or a deleted output in the chain), 2 the path cannot be audited")
     p.add_argument("path", help="an output under results/ (file or directory)")
     p.add_argument("--cell", nargs=2, metavar=("TASK", "ROW"),
                    help="for a table: only the chain behind one cell, e.g. gsm8k resample")
@@ -258,7 +286,7 @@ def audit_parser(sub) -> None:
 
 
 def run_audit(args) -> int:
-    from .audit import AuditError, as_json, build, cell, records_for, summary, tree, verify
+    from .audit import AuditError, as_json, build, cell, gaps, records_for, summary, tree, verify
 
     root = args.directory
     try:
@@ -283,6 +311,13 @@ def run_audit(args) -> int:
     except BrokenPipeError:  # `| head`: the reader has gone, which is not an error here
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if problems is None:  # without --verify: still no exit 0 for a cut chain or a lost file
+        lacking = gaps(chain)
+        if lacking:
+            print(f"ordermerge audit: the chain is incomplete ({len(lacking)}): {lacking[0]}"
+                  + (f"; and {len(lacking) - 1} more (see above)" if len(lacking) > 1 else ""),
+                  file=sys.stderr)
+            return 1
     return 1 if problems else 0
 
 
@@ -299,14 +334,19 @@ def gguf_parser(sub) -> None:
     src.add_argument("--package", help="an installed Python distribution that ships one .gguf file")
     p.add_argument("--out", required=True, type=Path, help="the checkpoint directory to write")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is an earlier conversion (its gguf.json says so)")
 
 
 def run_gguf(args) -> int:
     from .models import checkpoint_from_gguf, packaged_gguf
     try:
         gguf = args.file or packaged_gguf(args.package)
-        info = checkpoint_from_gguf(gguf, args.out, args.dtype)
-    except (FileNotFoundError, ValueError, ImportError) as e:
+        info = checkpoint_from_gguf(gguf, args.out, args.dtype, overwrite=args.overwrite)
+    except OSError as e:
+        print(f"ordermerge gguf: {os_error(e)}", file=sys.stderr)
+        return 1
+    except (ValueError, ImportError) as e:
         print(f"ordermerge gguf: {e}", file=sys.stderr)
         return 1
     print(json.dumps({**info, "out": str(args.out)}, indent=1))

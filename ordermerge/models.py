@@ -7,6 +7,7 @@ Everything is saved with ``save_pretrained`` in the configured dtype.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -133,8 +134,20 @@ def packaged_gguf(distribution: str) -> Path:
     return found[0]
 
 
+def previous_conversion(path: Path) -> str | None:
+    """Why `path` is not an earlier `ordermerge gguf` output (None: it is one, by its
+    gguf.json)."""
+    try:
+        info = json.loads((path / "gguf.json").read_text())
+    except FileNotFoundError:
+        return "it has no gguf.json"
+    except (OSError, ValueError) as e:
+        return f"its gguf.json is unreadable: {e}"
+    return None if isinstance(info, dict) and "gguf" in info else "its gguf.json names no GGUF file"
+
+
 def checkpoint_from_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike,
-                         dtype: str = "bfloat16") -> dict:
+                         dtype: str = "bfloat16", overwrite: bool = False) -> dict:
     """A plain Hugging Face checkpoint (save_pretrained layout, `dtype`) of a GGUF file.
 
     transformers reads the GGUF (with the `gguf` package), dequantizing its tensors, and the
@@ -145,11 +158,16 @@ def checkpoint_from_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike,
     temporary directory and renamed when complete; returns what it found and set."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .utils import atomic_dir
+    from .utils import atomic_dir, check_output_dir
 
     gguf = Path(gguf)
     if not gguf.is_file() or gguf.suffix != ".gguf":
         raise FileNotFoundError(f"{gguf}: not a .gguf file")
+    out_dir = check_output_dir(out_dir, inputs=[gguf], what="--out",
+                               previous=previous_conversion if overwrite else None)
+    if out_dir.exists() and not overwrite:
+        raise ValueError(f"--out {out_dir} already exists (--overwrite replaces an earlier "
+                         "conversion)")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                   dtype=torch.float32)
@@ -172,8 +190,9 @@ def checkpoint_from_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike,
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.eos_token_id
         info["pad_set"] = tokenizer.eos_token
-    with atomic_dir(Path(out_dir)) as tmp:
+    with atomic_dir(out_dir) as tmp:
         save_model(model, tokenizer, tmp, dtype_of(dtype))
+        (tmp / "gguf.json").write_text(json.dumps({**info, "dtype": dtype}, indent=1) + "\n")
     return info
 
 

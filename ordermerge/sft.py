@@ -27,7 +27,7 @@ from .config import train_defaults, train_errors
 from .provenance import now, write_record
 from .objectives import objective_for
 from .train import make_optimizer, micro_batches
-from .utils import atomic_dir, atomic_file, derive_seed
+from .utils import atomic_dir, atomic_file, check_output_dir, derive_seed
 
 RESUME = "resume"
 
@@ -340,6 +340,9 @@ class SFTRun:
         state = acc.get_state_dict(self.model)  # every process takes part (FSDP gathers)
         if acc.is_main_process:
             final = self.out_dir / name
+            # a checkpoint of this run (its provenance.json) may be replaced, nothing else
+            check_output_dir(final, what="checkpoint", previous=lambda p: None if (
+                p / "provenance.json").is_file() else "it has no provenance.json")
             with atomic_dir(final) as tmp:
                 save_model(acc.unwrap_model(self.model), self.tokenizer, tmp, self.save_dtype,
                            state_dict=state)
@@ -440,11 +443,18 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise TrainError(f"train parameter {unknown[0]!r} is unknown (known: {', '.join(defaults)})")
+    from .config import schema, schema_errors
+    full = schema()
+    errors = schema_errors(params, {**full["$defs"]["train"], "$defs": full["$defs"]})
+    if errors:  # a type or range the train section does not allow, named by its key
+        raise TrainError(errors[0].replace("config key ", "train parameter ", 1))
     cfg = {**defaults, **params}
     files = {split: Path(data_dir) / f"{split}.jsonl" for split in ("train", "validation")}
     for split, f in files.items():
         if not f.is_file():
             raise TrainError(f"data directory {data_dir}: no {f.name} ({split} rows)")
+    if not Path(order_file).is_file():
+        raise TrainError(f"order file {order_file}: no such file")
     try:
         order = json.loads(Path(order_file).read_text())
         epochs = order["epochs"]
@@ -452,7 +462,19 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         raise TrainError(f"order file {order_file}: not an order file (a JSON object with "
                          f"'epochs': a list of lists of row ids)") from None
-    task = get_task(task_name)
+    if not epochs or any(not e for e in epochs):
+        empty = next((i + 1 for i, e in enumerate(epochs) if not e), None)
+        raise TrainError(f"order file {order_file}: " + (f"epoch {empty} has no rows" if empty
+                         else "no epochs") + ": there is nothing to train on")
+    try:
+        task = get_task(task_name)
+    except KeyError as e:
+        raise TrainError(e.args[0]) from None
+    out = Path(out_dir)
+    for ck in [*out.glob("epoch*"), *out.glob("steps/step*")]:  # before any training
+        if ck.is_dir() and not (ck / "provenance.json").is_file():
+            raise TrainError(f"{ck} exists and is not a checkpoint of a run (it has no "
+                             "provenance.json): refusing to replace it")
     if task.family == "encoder":
         # the base encoder with the task's head, initialised alike in every run of the task
         from transformers import AutoTokenizer

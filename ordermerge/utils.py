@@ -194,9 +194,16 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The rows of a JSON-lines file; a line that is not UTF-8 or not JSON is a ValueError
+    naming the file and line."""
     rows = []
-    with open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at "
+                                 f"column {e.start + 1})") from None
             if not line.strip():
                 continue
             try:

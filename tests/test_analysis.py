@@ -2,6 +2,8 @@
 inputs whose answers are known."""
 import csv
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -163,12 +165,15 @@ def test_curve_of_a_merge_of_identical_runs_is_the_runs_curve(setup, single, tmp
     """The average of K copies of one run is that run at every saved step."""
     root, base, data, *_ = setup
     params = json.dumps({"max_length": 96, "batch_size": 4})
+    # a second copy of the run (hard links): the same sub-model named twice is refused
+    copy = tmp_path / "copy"
+    shutil.copytree(single, copy, copy_function=os.link)
     outs = {}
     for name, extra in (("single", []), ("avg", ["--method-id", "avg"])):
         outs[name] = tmp_path / f"{name}.csv"
         subprocess.run([sys.executable, str(ROOT / "scripts/curve.py"), "--task", "gsm8k",
                         "--rows", str(data / "validation.jsonl"), "--out", str(outs[name]),
-                        *extra, "--params", params, str(single), str(single)],
+                        *extra, "--params", params, str(single), str(copy)],
                        check=True, env=env(), capture_output=True)
     one, avg = pd.read_csv(outs["single"]), pd.read_csv(outs["avg"])
     # save_steps [4] and the three epoch ends (8 steps an epoch)

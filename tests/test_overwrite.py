@@ -15,7 +15,7 @@ import torch
 from ordermerge import utils
 from ordermerge.cli import main as cli
 from ordermerge.merge.engine import MergeError, merge
-from ordermerge.utils import OutputError, atomic_dir, check_output_dir, sha256_file
+from ordermerge.utils import OutputError, atomic_dir, check_output_dir
 from test_engine import tensors, write_ckpt
 
 

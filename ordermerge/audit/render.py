@@ -61,6 +61,8 @@ def node(chain: Chain, path: Path, outliers: dict) -> dict:
     return {
         "record": str(path), "rule": rec.rule, "output": str(rec.output),
         "files": len(files), "bytes": sum(e.get("size", 0) for e in files.values()),
+        # a stat each, no hashing: what is gone is shown even without --verify
+        "missing_files": [str(f) for f in files if not (chain.root / f).exists()],
         "params": rec.data.get("params"), "derived": rec.data.get("derived", {}),
         "seeds": rec.data.get("seeds", {}), "code": code,
         "packages_differing": {n: v for n, (v, _) in outliers.get(path, {}).items()},
@@ -88,6 +90,10 @@ def _headline(n: dict) -> str:
     code = n["code"]
     commit = (code.get("commit") or "no commit")[:10] + (" +dirty" if code.get("dirty") else "")
     when = (n["end"] or "?")[:19].replace("T", " ")
+    gone = n["missing_files"]
+    if gone:
+        what = (f"DELETED: {gone[0]}" + (f" and {len(gone) - 1} more of {n['files']} files"
+                                         if len(gone) > 1 else "") + f"; recorded {what}")
     return f"{n['rule']}  {n['output']}  ({what}; {commit}; {when})"
 
 
@@ -124,7 +130,9 @@ def tree(chain: Chain, problems: list | None = None) -> str:
 
     def walk(path: Path, lead: str, branch: str, tail: str) -> None:
         if path not in chain.records:
-            lines.append(f"{lead}{branch}{path}  (unreadable record)")
+            why = dict(chain.unreadable).get(path, "").removeprefix(f"{chain.root / path}: ")
+            lines.append(f"{lead}{branch}{path}  (unreadable record{': ' + why if why else ''}; "
+                         "the chain below it is cut off)")
             return
         n = node(chain, path, outliers)
         if path in seen:
@@ -146,6 +154,16 @@ def tree(chain: Chain, problems: list | None = None) -> str:
         if Path(p.record) not in chain.records and p.record not in {str(t) for t in chain.top}:
             lines.append(f"!! {p.kind}: {p.message}")
     return "\n".join(lines)
+
+
+def gaps(chain: Chain) -> list[str]:
+    """What the chain shown lacks, found without hashing: unreadable records (the chain is
+    cut off there) and recorded output files that are gone; one line each."""
+    out = [why for _rec, why in chain.unreadable]  # each names its record
+    for path, rec in chain.records.items():
+        out += [f"{f}: deleted (recorded by {path})" for f in rec.output_files()
+                if not (chain.root / f).exists()]
+    return out
 
 
 def cell(chain: Chain, task: str, row: str, block: str | None = None) -> Chain:

@@ -74,7 +74,7 @@ def prepare(task_name: str, cfg: dict, seed: int, config_key: str,
             origin.update({s: {"toy": f"ordermerge.data toy generator of {task_name}",
                                "seed": seed} for s in names})
     elif cfg["source"] == "hf":
-        source, names = {}, {}
+        source, names, read_from = {}, {}, {}
         for split in ("train", "test"):
             src, src_split = task.source_of(split)
             path, key = _local_copy(task, split, cfg, config_key)
@@ -84,6 +84,13 @@ def prepare(task_name: str, cfg: dict, seed: int, config_key: str,
             if origin is not None:
                 origin[split] = seen
             names[split] = src_split
+            read_from[split] = (key, path, list(seen.get("files", {})) or [src.repo])
+        for split, rows in source.items():  # an empty file is named, not n_validation
+            if not rows:
+                key, path, files = read_from[split]
+                raise DatasetUnavailable(
+                    f"{key} = {path!r}: split {names[split]!r} has no rows ("
+                    f"{', '.join(files)} {'is' if len(files) == 1 else 'are'} empty)")
     else:
         raise ValueError(f"{config_key}.source: unknown source {cfg['source']!r} (toy, hf)")
     for split, rows in source.items():
@@ -95,7 +102,14 @@ def prepare(task_name: str, cfg: dict, seed: int, config_key: str,
                                  f"(source train split has {len(train_idx)})")
     val_idx = sorted(random.Random(derive_seed(seed, task_name, "validation")).sample(train_idx, n_val))
     val_set = set(val_idx)
-    train_idx = [i for i in train_idx if i not in val_set]
+    # a row repeated in the source would put its validation copy back into train: train
+    # keeps no row whose prompt a validation row has (the number left out is recorded)
+    val_prompts = {task.prompt(source["train"][i]) for i in val_idx}
+    repeats = [i for i in train_idx
+               if i not in val_set and task.prompt(source["train"][i]) in val_prompts]
+    train_idx = [i for i in train_idx if i not in val_set and i not in set(repeats)]
+    if repeats and origin is not None:
+        origin.setdefault("train", {})["train_rows_repeating_validation_left_out"] = len(repeats)
     test_idx = list(range(len(source["test"])))
     limits = {"train": cfg.get("n_train"), "test": cfg.get("n_test")}
     out = {}

@@ -64,6 +64,9 @@ def read_files(files: list[Path]) -> list[dict]:
     files = [f for f in files if not _empty(f)]
     if not files:
         return []
+    # JSON files are parsed here first: a bad byte or line is named by file and line (the
+    # builder's own errors name neither), and the keys each row really has are kept
+    present = _present_keys(files) if builder == "json" else None
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     with tempfile.TemporaryDirectory(prefix="ordermerge-datasets-") as cache:
@@ -74,7 +77,6 @@ def read_files(files: list[Path]) -> list[dict]:
             where = str(files[0]) + (f" (and {len(files) - 1} more)" if len(files) > 1 else "")
             raise DatasetUnavailable(f"{where}: cannot be read as {builder} rows by "
                                      f"datasets: {type(e).__name__}: {e}") from None
-        present = _present_keys(files) if builder == "json" else None
         rows = ds.to_list()
     if present is not None:
         rows = [{k: v for k, v in r.items() if v is not None or k in keys}
@@ -88,19 +90,44 @@ def _empty(f: Path) -> bool:
         return not fh.read(4096).strip()
 
 
+def _json_rows(f: Path) -> list:
+    """The rows of one JSON file (an array, one object, or JSON lines); DatasetUnavailable
+    naming the file and line of a byte that is not UTF-8 or a line that is not JSON."""
+    opener = gzip.open if f.name.endswith(".gz") else open
+    with opener(f, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DatasetUnavailable(f"{f}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                                 f"{col})") from None
+    try:
+        data = json.loads(text)
+        return data if isinstance(data, list) else [data]
+    except json.JSONDecodeError:
+        pass
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DatasetUnavailable(f"{f}:{lineno}: not valid JSON ({e.msg} at column "
+                                         f"{e.colno})") from None
+    return rows
+
+
 def _present_keys(files: list[Path]) -> list[set]:
-    """The keys each JSON row really has, in file order."""
+    """The keys each JSON row really has, in file order (every file parsed and checked)."""
     out = []
     for f in files:
-        opener = gzip.open if f.name.endswith(".gz") else open
-        with opener(f, "rt", encoding="utf-8") as fh:
-            text = fh.read()
-        try:
-            data = json.loads(text)
-            data = data if isinstance(data, list) else [data]
-        except json.JSONDecodeError:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        out += [set(r) if isinstance(r, dict) else set() for r in data]
+        for i, r in enumerate(_json_rows(f)):
+            if not isinstance(r, dict):
+                raise DatasetUnavailable(f"{f}: row {i + 1} is a {type(r).__name__}, not an "
+                                         "object of fields")
+            out.append(set(r))
     return out
 
 

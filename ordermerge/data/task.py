@@ -67,4 +67,5 @@ def check_rows(task: Task, rows: list[dict], origin: str, split: str = "train") 
             else:
                 task.target(row)
         except Exception as e:
-            raise ValueError(f"{origin}: row {i} cannot be read by task {task.name!r}: {e!r}") from None
+            why = str(e) if isinstance(e, ValueError) and str(e) else repr(e)
+            raise ValueError(f"{origin}: row {i} cannot be read by task {task.name!r}: {why}") from None

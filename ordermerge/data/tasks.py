@@ -35,6 +35,8 @@ def qa_prompt(question: str) -> str:
 
 
 def gsm8k_gold(row: dict) -> str:
+    if "####" not in row["answer"]:
+        raise ValueError(f"answer has no '#### <number>' final line: {row['answer'][-60:]!r}")
     return row["answer"].rsplit("####", 1)[1].strip().replace(",", "")
 
 

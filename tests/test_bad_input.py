@@ -1,0 +1,217 @@
+"""Bad input to `ordermerge train`, to the local-dataset reader and to `ordermerge audit`
+(issue 24): one line naming the setting, file, line or record, and a non-zero exit."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ordermerge.cli import main
+from ordermerge.data.prepare import prepare
+from ordermerge.data.registry import DatasetUnavailable
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """What `ordermerge train` checks before it loads a model: a data directory and an order."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "validation"):
+        (data / f"{split}.jsonl").write_text('{"id": "gsm8k:train:000000", "question": "q", '
+                                             '"answer": "a\\n#### 1"}\n')
+    order = tmp_path / "order.json"
+    order.write_text(json.dumps({"seed": 0, "run": 0, "epochs": [["gsm8k:train:000000"]]}))
+    return tmp_path, data, order
+
+
+def train(run_dir, *extra, task="gsm8k", order=None):
+    root, data, default_order = run_dir
+    return main(["train", "--task", task, "--base", str(root / "no-model"), "--data-dir",
+                 str(data), "--order", str(order or default_order), "--out-dir",
+                 str(root / "out"), *extra])
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"lr": "fast"}, "ordermerge train: train parameter lr: 'fast' is not of type 'number'"),
+    ({"batch_size": 0}, "ordermerge train: train parameter batch_size: 0 is less than the minimum of 1"),
+    ({"speed": 3}, "ordermerge train: train parameter 'speed' is unknown"),
+])
+def test_a_bad_train_setting_is_named(run_dir, capsys, params, message):
+    assert train(run_dir, "--params", json.dumps(params)) == 1
+    assert one_line(capsys).startswith(message)
+    assert not (run_dir[0] / "out").exists()
+
+
+def test_params_that_are_not_json_or_not_an_object(run_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        train(run_dir, "--params", "{lr: 1")
+    assert e.value.code == 2
+    assert "argument --params: not valid JSON" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train(run_dir, "--params", "[1, 2]")
+    assert "argument --params: '[1, 2]' is not a JSON object" in capsys.readouterr().err
+
+
+def test_a_params_file_that_is_missing_or_not_yaml_is_named(run_dir, capsys):
+    root = run_dir[0]
+    assert train(run_dir, "--params-file", str(root / "nope.yaml")) == 1
+    assert one_line(capsys) == (f"ordermerge train: --params-file {root / 'nope.yaml'}: "
+                                "No such file or directory")
+    bad = root / "bad.yaml"
+    bad.write_text("lr: 1.0e-3\nbatch_size: [8\n")
+    assert train(run_dir, "--params-file", str(bad)) == 1
+    err = one_line(capsys)
+    assert err.startswith(f"ordermerge train: --params-file {bad}:3:1: not valid YAML"), err
+    bad.write_text("- 1\n- 2\n")
+    assert train(run_dir, "--params-file", str(bad)) == 1
+    assert "train settings must be a mapping of keys to values, got list" in one_line(capsys)
+
+
+def test_an_unknown_task_is_named_with_the_known_ones(run_dir, capsys):
+    assert train(run_dir, task="gsm9k") == 1
+    err = one_line(capsys)
+    assert err.startswith("ordermerge train: unknown task 'gsm9k'; registered tasks: [") and "'gsm8k'" in err
+
+
+def test_a_missing_order_is_not_called_a_bad_order(run_dir, capsys):
+    missing = run_dir[0] / "orders/run0.json"
+    assert train(run_dir, order=missing) == 1
+    assert one_line(capsys) == f"ordermerge train: order file {missing}: no such file"
+
+
+@pytest.mark.parametrize("epochs, what", [([], "no epochs"), ([[]], "epoch 1 has no rows"),
+                                          ([["gsm8k:train:000000"], []], "epoch 2 has no rows")])
+def test_an_empty_order_trains_nothing_and_says_so(run_dir, capsys, epochs, what):
+    """It reported "done: 0 steps" and wrote run.json and samples.csv, but no checkpoint."""
+    order = run_dir[0] / "empty.json"
+    order.write_text(json.dumps({"epochs": epochs}))
+    assert train(run_dir, order=order) == 1
+    assert one_line(capsys) == (f"ordermerge train: order file {order}: {what}: there is "
+                                "nothing to train on")
+    assert not (run_dir[0] / "out").exists()
+
+
+def test_a_directory_in_the_way_of_a_checkpoint_is_not_replaced(run_dir, capsys):
+    mine = run_dir[0] / "out/epoch1"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    assert train(run_dir) == 1
+    assert one_line(capsys) == (f"ordermerge train: {mine} exists and is not a checkpoint of a "
+                                "run (it has no provenance.json): refusing to replace it")
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_threads_below_one_are_refused(run_dir, capsys):
+    with pytest.raises(SystemExit):
+        train(run_dir, "--threads", "0")
+    assert "argument --threads: '0' is not an integer >= 1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- local datasets
+
+def _gsm8k_dir(tmp_path: Path, train: bytes, test: list[dict] | None = None) -> Path:
+    d = tmp_path / "gsm8k"
+    d.mkdir()
+    (d / "train.jsonl").write_bytes(train)
+    test = test or [{"question": "t?", "answer": "x\n#### 3"}]
+    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    return d
+
+
+def _rows(n: int) -> bytes:
+    return "".join(json.dumps({"question": f"q{i}?", "answer": f"a {i}\n#### {i}"}) + "\n"
+                   for i in range(n)).encode()
+
+
+def _prepare(path: Path, n_validation: int = 2, origin=None):
+    cfg = {"source": "hf", "path": str(path), "n_validation": n_validation, "n_train": None,
+           "n_test": None, "revision": None, "test_path": None}
+    return prepare("gsm8k", cfg, 0, "tasks.gsm8k.data", origin=origin)
+
+
+def test_a_malformed_json_line_is_named_by_file_and_line(tmp_path):
+    d = _gsm8k_dir(tmp_path, _rows(3) + b'{"question": \n' + _rows(1))
+    with pytest.raises(DatasetUnavailable, match=r"^.*gsm8k/train.jsonl:4: not valid JSON "
+                                                 r"\(Expecting value at column 14\)$"):
+        _prepare(d)
+
+
+def test_bytes_that_are_not_utf8_are_named_by_file_line_and_column(tmp_path):
+    d = _gsm8k_dir(tmp_path, _rows(2) + b'{"question": "\xff", "answer": "#### 1"}\n')
+    with pytest.raises(DatasetUnavailable, match=r"train.jsonl:3: not UTF-8 \(byte 0xff at column 15\)"):
+        _prepare(d)
+
+
+def test_an_empty_train_file_is_named_not_n_validation(tmp_path):
+    d = _gsm8k_dir(tmp_path, b"")
+    with pytest.raises(DatasetUnavailable) as e:
+        _prepare(d)
+    assert str(e.value) == (f"tasks.gsm8k.data.path = '{d}': split 'train' has no rows "
+                            f"({d / 'train.jsonl'} is empty)")
+
+
+def test_a_gsm8k_answer_without_its_final_line_is_named(tmp_path):
+    d = _gsm8k_dir(tmp_path, _rows(6), test=[{"question": "t?", "answer": "no final line"}])
+    with pytest.raises(ValueError) as e:
+        _prepare(d)
+    assert str(e.value) == ("gsm8k source split 'test': row 0 cannot be read by task 'gsm8k': "
+                            "answer has no '#### <number>' final line: 'no final line'")
+
+
+def test_repeated_rows_do_not_put_validation_rows_into_train(tmp_path):
+    d = _gsm8k_dir(tmp_path, _rows(6) * 3)  # every row three times
+    origin: dict = {}
+    out = _prepare(d, origin=origin)
+    val = {r["question"] for r in out["validation"]}
+    assert len(val) == 2 and not val & {r["question"] for r in out["train"]}
+    assert len(out["train"]) == 18 - 2 - 4  # two sampled, their four copies left out
+    assert origin["train"]["train_rows_repeating_validation_left_out"] == 4
+    # ids still name the source rows
+    assert all(r["id"].startswith("gsm8k:train:") for r in out["train"])
+
+
+# ---------------------------------------------------------------- audit without --verify
+
+@pytest.fixture
+def chain(tmp_path, monkeypatch):
+    from ordermerge.provenance import now, write_record
+    monkeypatch.chdir(tmp_path)
+    data = Path("results/data/t/train.jsonl")
+    data.parent.mkdir(parents=True)
+    data.write_text('{"id": "t:0"}\n')
+    write_record(data, rule="prepare_data", params={}, seeds={}, inputs=[], start=now())
+    ev = Path("results/eval/m.json")
+    ev.parent.mkdir(parents=True)
+    ev.write_text('{"score": 1}')
+    write_record(ev, rule="evaluate", params={}, seeds={}, inputs=[data], start=now())
+    return data, ev
+
+
+def test_audit_without_verify_fails_on_an_unreadable_record(chain, capsys):
+    data, ev = chain
+    assert main(["audit", str(ev)]) == 0
+    capsys.readouterr()
+    Path(str(data) + ".prov.json").write_text("{not json")
+    assert main(["audit", str(ev)]) == 1
+    out, err = capsys.readouterr()
+    assert "(unreadable record: not a readable provenance record" in out
+    assert "the chain below it is cut off" in out
+    assert err.startswith("ordermerge audit: the chain is incomplete (1): ") and \
+        f"{data}.prov.json: not a readable provenance record" in err
+
+
+def test_audit_without_verify_shows_a_deleted_file_as_deleted(chain, capsys):
+    data, ev = chain
+    os.unlink(data)
+    assert main(["audit", str(ev)]) == 1
+    out, err = capsys.readouterr()
+    line = next(x for x in out.splitlines() if "prepare_data" in x)
+    assert f"(DELETED: {data}; recorded 14 B;" in line, line
+    assert err.strip() == (f"ordermerge audit: the chain is incomplete (1): {data}: deleted "
+                           f"(recorded by {data}.prov.json)")
