@@ -354,6 +354,9 @@ def run_gguf(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command line (not a call from Python): SIGTERM cleans up
+        from .utils import exit_on_sigterm
+        exit_on_sigterm()
     parser = argparse.ArgumentParser(prog="ordermerge")
     sub = parser.add_subparsers(dest="command", required=True)
     merge_parser(sub)

@@ -23,6 +23,9 @@ def start(args: argparse.Namespace, models: bool = True) -> str:
     logging set-up and deterministic-algorithm mode (which imports torch._inductor, about
     1.8 s per job); the merge engine is deterministic by construction."""
     import torch
+
+    from .utils import exit_on_sigterm
+    exit_on_sigterm()  # a cancelled job removes its temporary outputs
     if models:
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()

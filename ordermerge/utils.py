@@ -151,6 +151,20 @@ def swap_in(new: Path, final: Path) -> None:
                   file=sys.stderr)
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (scancel, Snakemake cancelling a job, `kill`) raise SystemExit, so that
+    the writers' cleanup runs: a temporary directory being filled is removed and nothing is
+    left at the output. (SIGKILL cannot be caught: remove_stale_temps handles that.)"""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `final`; when the block ends cleanly, put it at

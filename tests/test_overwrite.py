@@ -293,6 +293,55 @@ def test_a_killed_merge_leaves_a_temporary_directory_the_next_merge_removes(subs
     assert not left[0].exists() and (out / "model.safetensors").is_file()
 
 
+def test_a_terminated_merge_leaves_nothing(subs, tmp_path):
+    """SIGTERM (scancel, a cancelled Snakemake job) mid-write: the command's handler turns it
+    into an exit that removes the temporary directory."""
+    out = tmp_path / "m"
+    code = ("import os, signal, sys\n"
+            "import ordermerge.merge.st_io as st_io\n"
+            "real = st_io.ShardedWriter.write\n"
+            "def write(self, name, t):\n"
+            "    real(self, name, t)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "st_io.ShardedWriter.write = write\n"
+            "from ordermerge.cli import main\n"
+            f"sys.argv = ['ordermerge', 'merge', '--method', 'average', '-o', {str(out)!r}, "
+            f"*{list(map(str, subs))!r}]\n"
+            "sys.exit(main())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 143, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nest"]
+
+
+def test_a_full_disk_names_the_shard(subs, tmp_path, monkeypatch, capsys):
+    """write() of a full disk names no file: the writer adds the shard's path."""
+    import builtins
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            if len(data) > 64:
+                raise OSError(28, "No space left on device")
+            return self.fh.write(data)
+
+        def close(self):
+            self.fh.close()
+
+    def fake_open(path, mode="r", *a, **k):
+        fh = real_open(path, mode, *a, **k)
+        return Full(fh) if str(path).endswith("model.safetensors") and "w" in mode else fh
+    import ordermerge.merge.st_io as st_io
+    monkeypatch.setattr(st_io, "open", fake_open, raising=False)
+    assert cli(["merge", "--method", "average", "-o", str(tmp_path / "x"), *map(str, subs)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ordermerge merge: ") and err.rstrip().endswith(
+        "model.safetensors: No space left on device") and ".x.tmp-" in err, err
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.tmp-*"))
+
+
 def test_check_output_dir_accepts_a_new_path_and_a_judged_previous_output(tmp_path):
     assert check_output_dir(tmp_path / "new", inputs=[tmp_path / "in"]) == tmp_path / "new"
     prev = tmp_path / "prev"

@@ -214,6 +214,13 @@ def shard_plan(tensors: list[tuple[str, str, tuple[int, ...]]], max_shard_bytes:
     return shards
 
 
+def _named(e: OSError, path: Path) -> OSError:
+    """`e` with `path` as its file name when it has none."""
+    if e.filename is not None:
+        return e
+    return type(e)(e.errno, e.strerror or str(e), str(path))
+
+
 class ShardedWriter:
     """Writes tensors in plan order, chunk by chunk, into save_pretrained's file layout."""
 
@@ -243,8 +250,11 @@ class ShardedWriter:
         header["__metadata__"] = self.metadata
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
-        self._fh = open(self.out_dir / self.names[s], "wb")
-        self._fh.write(struct.pack("<Q", len(raw)) + raw)
+        try:
+            self._fh = open(self.out_dir / self.names[s], "wb")
+            self._fh.write(struct.pack("<Q", len(raw)) + raw)
+        except OSError as e:
+            raise _named(e, self.out_dir / self.names[s]) from None
         self._shard = s
 
     def write(self, name: str, chunk: torch.Tensor) -> None:
@@ -260,14 +270,20 @@ class ShardedWriter:
         data = memoryview(chunk.contiguous().view(torch.uint8).numpy()).cast("B")
         if len(data) > self._left:
             raise RuntimeError(f"tensor {name!r}: {len(data)} bytes written, {self._left} owed")
-        self._fh.write(data)
+        try:
+            self._fh.write(data)
+        except OSError as e:  # a full disk: name the shard (write() itself names nothing)
+            raise _named(e, self.out_dir / self.names[self._shard]) from None
         self._left -= len(data)
 
     def close(self) -> None:
         if self._pos != len(self._queue) or self._left:
             raise RuntimeError("writer closed before every tensor was written")
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()  # flushes: a full disk can show only here
+            except OSError as e:
+                raise _named(e, self.out_dir / self.names[self._shard]) from None
         if len(self.plan) > 1:
             total = sum(math.prod(sh) * DTYPES[d][1] for shard in self.plan for _, d, sh in shard)
             index = {"metadata": {"total_size": total},
