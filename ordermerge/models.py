@@ -137,13 +137,8 @@ def packaged_gguf(distribution: str) -> Path:
 def previous_conversion(path: Path) -> str | None:
     """Why `path` is not an earlier `ordermerge gguf` output (None: it is one, by its
     gguf.json)."""
-    try:
-        info = json.loads((path / "gguf.json").read_text())
-    except FileNotFoundError:
-        return "it has no gguf.json"
-    except (OSError, ValueError) as e:
-        return f"its gguf.json is unreadable: {e}"
-    return None if isinstance(info, dict) and "gguf" in info else "its gguf.json names no GGUF file"
+    from .utils import lacks_record
+    return lacks_record(path, "gguf.json", "gguf")
 
 
 def checkpoint_from_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike,

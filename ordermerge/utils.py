@@ -108,6 +108,18 @@ def check_output_dir(final: str | os.PathLike, *, inputs=(), previous=None,
     return path
 
 
+def lacks_record(path: Path, name: str, key: str) -> str | None:
+    """Why the directory `path` is not an earlier output of a writer whose record is the
+    JSON object `name` holding `key` (None: it is one) -- what an --overwrite may replace."""
+    try:
+        record = json.loads((path / name).read_text())
+    except FileNotFoundError:
+        return f"it has no {name}"
+    except (OSError, ValueError) as e:
+        return f"its {name} is unreadable: {e}"
+    return None if isinstance(record, dict) and key in record else f"its {name} has no {key}"
+
+
 def _reserve_beside(final: Path, kind: str, like_dir: bool) -> Path:
     """A new empty path beside `final` named .NAME.KIND-{host}-{pid}-{random}."""
     prefix = f".{final.name}.{kind}-{_owner_tag()}-"

@@ -252,6 +252,23 @@ def test_the_unwritable_output_message(subs, tmp_path, monkeypatch, capsys):
 
 # ---------------------------------------------------------------- temporary directories
 
+def merge_killed_by(sig: str, out: Path, subs) -> subprocess.CompletedProcess:
+    """`ordermerge merge` (the command line, its handlers installed) sending itself `sig`
+    right after it wrote its first chunk."""
+    code = ("import os, signal, sys\n"
+            "import ordermerge.merge.st_io as st_io\n"
+            "real = st_io.ShardedWriter.write\n"
+            "def write(self, name, t):\n"
+            "    real(self, name, t)\n"
+            f"    os.kill(os.getpid(), signal.{sig})\n"
+            "st_io.ShardedWriter.write = write\n"
+            "from ordermerge.cli import main\n"
+            f"sys.argv = ['ordermerge', 'merge', '--method', 'average', '-o', {str(out)!r}, "
+            f"*{list(map(str, subs))!r}]\n"
+            "sys.exit(main())\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
 def test_killed_writers_temporary_directories_go_on_the_next_write(tmp_path):
     """SIGKILL mid-write left `.OUT.tmp-*` with a partial shard that nothing removed: the
     next write of the same output removes those of dead processes of this host, and keeps
@@ -276,16 +293,7 @@ def test_killed_writers_temporary_directories_go_on_the_next_write(tmp_path):
 
 def test_a_killed_merge_leaves_a_temporary_directory_the_next_merge_removes(subs, tmp_path):
     out = tmp_path / "m"
-    code = ("import os, signal, sys\n"
-            "import ordermerge.merge.st_io as st_io\n"
-            "real = st_io.ShardedWriter.write\n"
-            "def write(self, name, t):\n"
-            "    real(self, name, t)\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n"
-            "st_io.ShardedWriter.write = write\n"
-            "from ordermerge.cli import main\n"
-            f"main(['merge', '--method', 'average', '-o', {str(out)!r}, *{list(map(str, subs))!r}])\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = merge_killed_by("SIGKILL", out, subs)
     assert proc.returncode == -9
     left = [p for p in tmp_path.iterdir() if p.name.startswith(".m.tmp-")]
     assert len(left) == 1 and not out.exists()
@@ -296,19 +304,7 @@ def test_a_killed_merge_leaves_a_temporary_directory_the_next_merge_removes(subs
 def test_a_terminated_merge_leaves_nothing(subs, tmp_path):
     """SIGTERM (scancel, a cancelled Snakemake job) mid-write: the command's handler turns it
     into an exit that removes the temporary directory."""
-    out = tmp_path / "m"
-    code = ("import os, signal, sys\n"
-            "import ordermerge.merge.st_io as st_io\n"
-            "real = st_io.ShardedWriter.write\n"
-            "def write(self, name, t):\n"
-            "    real(self, name, t)\n"
-            "    os.kill(os.getpid(), signal.SIGTERM)\n"
-            "st_io.ShardedWriter.write = write\n"
-            "from ordermerge.cli import main\n"
-            f"sys.argv = ['ordermerge', 'merge', '--method', 'average', '-o', {str(out)!r}, "
-            f"*{list(map(str, subs))!r}]\n"
-            "sys.exit(main())\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = merge_killed_by("SIGTERM", tmp_path / "m", subs)
     assert proc.returncode == 143, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nest"]
 
@@ -359,3 +355,23 @@ def test_the_merge_help_says_what_overwrite_replaces():
     assert "replace OUT if it is a previous merge output" in text
     assert "never an input" in text and "comma-separated" in text
     assert shutil.which(sys.executable)
+
+
+def test_gguf_conversion_replaces_only_an_earlier_conversion(tmp_path, capsys):
+    """`ordermerge gguf --out` replaced any directory before; now only with --overwrite, and
+    only one with its gguf.json (checked before the GGUF file is read)."""
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"")
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    assert cli(["gguf", "--file", str(gguf), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (f"ordermerge gguf: --out {out} already exists "
+                                       "(--overwrite replaces an earlier conversion)\n")
+    assert cli(["gguf", "--file", str(gguf), "--out", str(out), "--overwrite"]) == 1
+    assert capsys.readouterr().err == (f"ordermerge gguf: --out {str(out)!r} exists and is not "
+                                       "a previous output (it has no gguf.json): refusing to "
+                                       "replace it\n")
+    assert cli(["gguf", "--file", str(gguf), "--out", str(tmp_path)]) == 1
+    assert "holds the input" in capsys.readouterr().err
+    assert (out / "mine.txt").read_text() == "mine"

@@ -450,15 +450,8 @@ def model_card(recipe: dict) -> str:
 def previous_merge(path: Path) -> str | None:
     """Why the directory `path` is not an earlier merge output (None: it is one): its own
     merge.json, a recipe with a method id, is what --overwrite may replace."""
-    try:
-        recipe = json.loads((path / "merge.json").read_text())
-    except FileNotFoundError:
-        return "it has no merge.json"
-    except (OSError, ValueError) as e:
-        return f"its merge.json is unreadable: {e}"
-    if not isinstance(recipe, dict) or "method_id" not in recipe:
-        return "its merge.json has no method_id"
-    return None
+    from ..utils import lacks_record
+    return lacks_record(path, "merge.json", "method_id")
 
 
 def merge(method: str, inputs: list[str | Path], out_dir: str | Path, *, overwrite: bool = False,
