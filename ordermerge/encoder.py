@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .utils import derive_seed
+from .utils import InputError, derive_seed
 
 BERT_SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
                 "sep_token": "[SEP]", "mask_token": "[MASK]"}
@@ -152,7 +152,7 @@ def make_encoder(cfg: dict, out_dir: Path, train_files: list[Path], log=print) -
     from .data.registry import get_task
     from .utils import read_jsonl
     if not train_files:
-        raise SystemExit("encoder_base: no encoder task's training rows to pretrain on")
+        raise InputError("encoder_base: no encoder task's training rows to pretrain on")
     lines = []
     for f in train_files:  # results/data/<task>/train.jsonl
         task = get_task(Path(f).parent.name)
@@ -175,7 +175,7 @@ def init_task_model(task_name: str, base: Path, out_dir: Path, cfg: dict) -> int
     from .models import dtype_of, save_model
     task = get_task(task_name)
     if task.family != "encoder":
-        raise SystemExit(f"encoder_init: task {task.name!r} is not an encoder task")
+        raise InputError(f"encoder_init: task {task.name!r} is not an encoder task")
     seed = derive_seed(cfg["seed"], "encoder-head")
     save_model(load_with_head(task, base, seed), AutoTokenizer.from_pretrained(base), out_dir,
                dtype_of(cfg["dtype"]))

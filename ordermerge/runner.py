@@ -17,6 +17,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def _message_only(kind, exc, tb) -> None:
+    """Bad input (utils.InputError and the library's other ValueError kinds that name what
+    is wrong) is one line on stderr, exit status 1; anything else keeps its traceback."""
+    from .utils import InputError
+    if issubclass(kind, InputError):
+        print(str(exc), file=sys.stderr, flush=True)
+    else:
+        sys.__excepthook__(kind, exc, tb)
+
+
 def start(args: argparse.Namespace, models: bool = True) -> str:
     """Fix the thread count (training results depend on it bit-for-bit) and return the start
     time. `models=False` for entry points that never run a model: they skip transformers'
@@ -26,6 +36,7 @@ def start(args: argparse.Namespace, models: bool = True) -> str:
 
     from .utils import exit_on_sigterm
     exit_on_sigterm()  # a cancelled job removes its temporary outputs
+    sys.excepthook = _message_only
     if models:
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()

@@ -13,6 +13,8 @@ import csv
 import os
 from pathlib import Path
 
+from .utils import InputError
+
 
 
 def sample_losses(model, objective, examples: dict[str, dict], ids, batch_size: int,
@@ -96,7 +98,7 @@ def curve(task, rows: list[dict], runs: list[Path], cfg: dict, method_id: str | 
     plan = checkpoint_plan(runs[0])
     for r in runs[1:]:
         if checkpoint_plan(r) != plan:
-            raise SystemExit(f"{r}: checkpoints {checkpoint_plan(r)} differ from {runs[0]}'s {plan}")
+            raise InputError(f"{r}: checkpoints {checkpoint_plan(r)} differ from {runs[0]}'s {plan}")
 
     def val_loss(model_dir) -> float:
         losses = score_rows(task, model_dir, rows, max_length=cfg["max_length"],

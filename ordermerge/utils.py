@@ -23,6 +23,11 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
+class InputError(ValueError):
+    """Bad input to a library function (a setting, file, task or tensor, named in the
+    message). The entry points print the message alone and exit 1 (runner.start)."""
+
+
 class OutputError(ValueError):
     """An output path whose writing could destroy data that is not a previous output."""
 

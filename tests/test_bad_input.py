@@ -215,3 +215,20 @@ def test_audit_without_verify_shows_a_deleted_file_as_deleted(chain, capsys):
     assert f"(DELETED: {data}; recorded 14 B;" in line, line
     assert err.strip() == (f"ordermerge audit: the chain is incomplete (1): {data}: deleted "
                            f"(recorded by {data}.prov.json)")
+
+
+def test_a_script_prints_a_library_input_error_as_one_line(tmp_path):
+    """Library functions raise InputError (no SystemExit inside the package); the workflow's
+    scripts print its message alone and exit 1, as before."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    test = tmp_path / "test.jsonl"
+    test.write_text('{"id": "gsm8k:test:000000", "question": "q", "answer": "#### 1"}\n')
+    proc = subprocess.run([sys.executable, str(root / "scripts/evaluate.py"), "--task", "gsm8k",
+                           "--task", "sst2", "--test", str(test), "--candidate", "a",
+                           str(tmp_path), str(tmp_path / "a.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == "evaluate: 2 --task but 1 --test (one each)"
+    assert "Traceback" not in proc.stderr

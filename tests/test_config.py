@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from ordermerge.config import ConfigError, check, deep_merge
+from ordermerge.utils import InputError
 from workflow_helpers import ROOT, copy_project, plain, planned_jobs, rule_outputs, snakemake
 
 SCHEMA = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
@@ -181,7 +182,7 @@ def test_code_execution_is_opt_in():
 def test_the_evaluate_rule_refuses_code_without_the_opt_in(tmp_path):
     from ordermerge.data.registry import get_task
     from ordermerge.evaluate.run import evaluate_model
-    with pytest.raises(SystemExit, match="set tasks.code.evaluate.allow_code_execution: true"):
+    with pytest.raises(InputError, match="set tasks.code.evaluate.allow_code_execution: true"):
         evaluate_model(get_task("code"), tmp_path, [], {"batch_size": 1, "kind": "sft",
                                                         "name": "run0"})
 

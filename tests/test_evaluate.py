@@ -9,6 +9,7 @@ from ordermerge.data.tasks import TASKS
 from ordermerge.evaluate import EVALUATORS, get_evaluator, handlers
 from ordermerge.evaluate.run import evaluate_rows
 from ordermerge.train import length_batches, mask_of, pad
+from ordermerge.utils import InputError
 from test_tasks import CharTokenizer, FixedLM
 
 EXAMPLE_KEYS = {"id", "prompt", "output", "extracted", "extraction", "gold", "correct"}
@@ -87,7 +88,7 @@ def test_evaluation_jobs_pair_candidates_with_tasks(tmp_path):
     jobs = list(evaluation_jobs(["gsm8k", "sst2"], tests, cands, params))
     assert [(j[0].name, j[3], j[4]) for j in jobs] == [("gsm8k", {"batch_size": 1}, cands[:1]),
                                                       ("sst2", {"batch_size": 3}, cands[1:])]
-    with pytest.raises(SystemExit, match="2 --task but 1 --test"):
+    with pytest.raises(InputError, match="2 --task but 1 --test"):
         list(evaluation_jobs(["gsm8k", "sst2"], tests[:1], cands, params))
-    with pytest.raises(SystemExit, match="one --candidate each"):
+    with pytest.raises(InputError, match="one --candidate each"):
         list(evaluation_jobs(["gsm8k", "sst2"], tests, cands[:1], params))

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from ..utils import InputError
 from . import get_evaluator
 from .handlers import mean
 
@@ -42,14 +43,14 @@ def load_judge(task, cfg: dict, judge_model: str | os.PathLike | None = None):
     import torch
     kind = get_evaluator(task.evaluator).kind
     if kind == "code" and not cfg.get("allow_code_execution"):
-        raise SystemExit(f"evaluate {task.name}: its evaluator runs the model's completions as "
+        raise InputError(f"evaluate {task.name}: its evaluator runs the model's completions as "
                          f"Python; set tasks.{task.name}.evaluate.allow_code_execution: true")
     judge, annotators = None, cfg.get("judge") or PAPER_JUDGE
     if kind == "pairwise":
         from .alpaca import check_judge, lm_judge
         if annotators == "local":
             if judge_model is None:
-                raise SystemExit("evaluate: the local AlpacaEval judge needs --judge-model")
+                raise InputError("evaluate: the local AlpacaEval judge needs --judge-model")
             from ..models import load_model
             judge, annotators = lm_judge(*load_model(judge_model, dtype=torch.float32)), PAPER_JUDGE
         else:
@@ -86,16 +87,16 @@ def evaluation_jobs(tasks: list[str], tests: list, candidates: list, params: dic
     """What one evaluation job does, per task: (task, test path, its rows, its params, its
     candidates (name, model, record path)). One task: every candidate on it with `params`.
     Several (a multi-task merge on each task of its group): the i-th candidate on the i-th
-    task, with `params["tasks"][task]`. SystemExit names what does not line up."""
+    task, with `params["tasks"][task]`. InputError names what does not line up."""
     from ..data.registry import get_task
     from ..utils import read_jsonl
     if len(tests) != len(tasks):
-        raise SystemExit(f"evaluate: {len(tasks)} --task but {len(tests)} --test (one each)")
+        raise InputError(f"evaluate: {len(tasks)} --task but {len(tests)} --test (one each)")
     if len(tasks) == 1:
         per_task = [(tasks[0], tests[0], params, candidates)]
     else:
         if len(candidates) != len(tasks) or set(params.get("tasks") or {}) != set(tasks):
-            raise SystemExit(f"evaluate: {len(tasks)} tasks need one --candidate each and "
+            raise InputError(f"evaluate: {len(tasks)} tasks need one --candidate each and "
                              f"--params {{\"tasks\": {{task: params}}}} for exactly {tasks}")
         per_task = [(t, f, params["tasks"][t], [c]) for t, f, c in zip(tasks, tests, candidates)]
     for name, test, cfg, cands in per_task:

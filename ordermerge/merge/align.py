@@ -20,6 +20,7 @@ import torch
 
 from .engine import COPIED, EMBEDDING_SUFFIXES, MergeError
 from .st_io import Checkpoint, CheckpointError, ShardedWriter
+from ..utils import InputError
 
 OUTPUT_SUFFIXES = ("lm_head.weight", "embed_out.weight")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -142,6 +143,6 @@ def align_group(group: str, cfg: dict, out_dir: Path) -> tuple[dict, list[Path]]
     try:
         record = align(models, base, out_dir)
     except MergeError as e:
-        raise SystemExit(f"multitask_align {group}: {e}")
+        raise InputError(f"multitask_align {group}: {e}") from None
     (out_dir / "align.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record, [*models.values(), base]
