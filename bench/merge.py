@@ -13,6 +13,10 @@ RssAnon sampled every 2 ms: anonymous memory only, so file-backed page cache
     python bench/merge.py --k 3 --k 8 --methods task_arithmetic ties dare_ties
     python bench/merge.py --k 8 --repeats 3 --skip-mergekit
     python bench/merge.py --tiny --k 2 --repeats 1   # a smoke run at toy sizes
+    python bench/merge.py --k 8 --skip-mergekit --finite-check   # the NaN/Inf check's cost
+
+--finite-check also times each method with allow_nonfinite=True (no check of the inputs
+for NaN/Inf) and prints the checked run's wall over the unchecked one's.
 
 Each of our methods is compared with mergekit 0.1.5's counterpart (MERGEKIT): linear for
 the average and the selections (mergekit has no selection), task_arithmetic, ties,
@@ -166,10 +170,12 @@ def child(args) -> None:
             floor_once(inputs, out)
     else:
         from ordermerge.merge.engine import merge_into
+        method, _, variant = args.child.partition(":")
 
         def once(out):
             out.mkdir()
-            merge_into(out, args.child, inputs, base=base, **METHODS[args.child][0])
+            merge_into(out, method, inputs, base=base, allow_nonfinite=variant == "unchecked",
+                       **METHODS[method][0])
     times, peaks = [], []
     for r in range(args.repeats):
         out = Path(tempfile.mkdtemp(dir=args.outdir)) / "out"
@@ -222,6 +228,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=["average", "select", "resample"])
     p.add_argument("--tiny", action="store_true", help="toy checkpoints (a smoke run)")
     p.add_argument("--json", type=Path, default=ROOT / "results/bench/merge.json")
+    p.add_argument("--finite-check", action="store_true",
+                   help="also time each method without the inputs' NaN/Inf check")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -249,12 +257,19 @@ def main() -> None:
                 r["mergekit"] = theirs
                 r["speedup_vs_mergekit"] = res[theirs]["wall_s"] / r["wall_s"]
             res[m] = r
+            if args.finite_check:  # the same merge without the NaN/Inf check, right after
+                u = measure(f"{m}:unchecked", k, args_k)
+                u["ratio_to_floor"] = u["wall_s"] / res["floor"]["wall_s"]
+                r["finite_check_cost"] = r["wall_s"] / u["wall_s"]
+                res[f"{m}:unchecked"] = u
         report["by_k"][str(k)] = res
         print(f"\nK={k} (median of {args.repeats}, in-process after imports)")
         print(f"{'':18}{'wall s':>9}{'x floor':>9}{'vs mergekit':>13}{'peak anon MB':>14}")
         for name, r in res.items():
             print(f"{name:18}{r['wall_s']:9.2f}{r.get('ratio_to_floor', float('nan')):9.2f}"
                   f"{r.get('speedup_vs_mergekit', float('nan')):13.2f}{r['peak_anon_mb']:14.0f}")
+        for m in args.methods if args.finite_check else []:
+            print(f"NaN/Inf check: {m} checked / unchecked = {res[m]['finite_check_cost']:.3f}")
     report["startup"] = startup(args.repeats)
     s = report["startup"]
     print(f"\nstart-up: ordermerge merge --help {s['ordermerge_merge_help']:.2f} s, "
