@@ -15,8 +15,9 @@ RssAnon sampled every 2 ms: anonymous memory only, so file-backed page cache
     python bench/merge.py --tiny --k 2 --repeats 1   # a smoke run at toy sizes
     python bench/merge.py --k 8 --skip-mergekit --finite-check   # the NaN/Inf check's cost
 
---finite-check also times each method with allow_nonfinite=True (no check of the inputs
-for NaN/Inf) and prints the checked run's wall over the unchecked one's.
+--finite-check [METHOD ...] also times those methods (all, when none is named) with
+allow_nonfinite=True (no check of the inputs for NaN/Inf) and prints the checked run's wall
+over the unchecked one's.
 
 Each of our methods is compared with mergekit 0.1.5's counterpart (MERGEKIT): linear for
 the average and the selections (mergekit has no selection), task_arithmetic, ties,
@@ -228,14 +229,17 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=["average", "select", "resample"])
     p.add_argument("--tiny", action="store_true", help="toy checkpoints (a smoke run)")
     p.add_argument("--json", type=Path, default=ROOT / "results/bench/merge.json")
-    p.add_argument("--finite-check", action="store_true",
-                   help="also time each method without the inputs' NaN/Inf check")
+    p.add_argument("--finite-check", nargs="*", metavar="METHOD", default=None,
+                   help="also time these methods (none named: every one of --methods) without "
+                        "the inputs' NaN/Inf check")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(args)
         return
     ks = args.k or [8, 16]
+    checked = [] if args.finite_check is None else [
+        m for m in args.methods if not args.finite_check or m in args.finite_check]
     args.outdir = args.outdir or args.workdir / "outputs"
     report: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count(),
                     "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats, "by_k": {}}
@@ -257,7 +261,7 @@ def main() -> None:
                 r["mergekit"] = theirs
                 r["speedup_vs_mergekit"] = res[theirs]["wall_s"] / r["wall_s"]
             res[m] = r
-            if args.finite_check:  # the same merge without the NaN/Inf check, right after
+            if m in checked:  # the same merge without the NaN/Inf check, right after
                 u = measure(f"{m}:unchecked", k, args_k)
                 u["ratio_to_floor"] = u["wall_s"] / res["floor"]["wall_s"]
                 r["finite_check_cost"] = r["wall_s"] / u["wall_s"]
@@ -268,7 +272,7 @@ def main() -> None:
         for name, r in res.items():
             print(f"{name:18}{r['wall_s']:9.2f}{r.get('ratio_to_floor', float('nan')):9.2f}"
                   f"{r.get('speedup_vs_mergekit', float('nan')):13.2f}{r['peak_anon_mb']:14.0f}")
-        for m in args.methods if args.finite_check else []:
+        for m in checked:
             print(f"NaN/Inf check: {m} checked / unchecked = {res[m]['finite_check_cost']:.3f}")
     report["startup"] = startup(args.repeats)
     s = report["startup"]

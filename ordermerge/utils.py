@@ -204,10 +204,12 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_file(final: str | os.PathLike, mode: str = "w") -> Iterator:
-    """Open a temporary file beside `final` and rename it over `final` when closed cleanly."""
+    """Open a temporary file beside `final` and rename it over `final` when closed cleanly
+    (named like atomic_dir's, so that a killed writer's file goes on the next write)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    remove_stale_temps(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-{_owner_tag()}-", dir=final.parent)
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh

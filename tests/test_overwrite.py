@@ -291,6 +291,16 @@ def test_killed_writers_temporary_directories_go_on_the_next_write(tmp_path):
     assert all(p.exists() for p in kept) and (final / "a").read_text() == "new"
 
 
+def test_a_killed_writers_temporary_file_goes_on_the_next_write(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".r.json.tmp-{utils.socket.gethostname()}-{dead.pid}-x1y2z3"
+    stale.write_text('{"partial": ')
+    utils.write_json(tmp_path / "r.json", {"a": 1})
+    assert not stale.exists() and json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
 def test_a_killed_merge_leaves_a_temporary_directory_the_next_merge_removes(subs, tmp_path):
     out = tmp_path / "m"
     proc = merge_killed_by("SIGKILL", out, subs)

@@ -105,9 +105,9 @@ def prepare(task_name: str, cfg: dict, seed: int, config_key: str,
     # a row repeated in the source would put its validation copy back into train: train
     # keeps no row whose prompt a validation row has (the number left out is recorded)
     val_prompts = {task.prompt(source["train"][i]) for i in val_idx}
-    repeats = [i for i in train_idx
-               if i not in val_set and task.prompt(source["train"][i]) in val_prompts]
-    train_idx = [i for i in train_idx if i not in val_set and i not in set(repeats)]
+    repeats = {i for i in train_idx
+               if i not in val_set and task.prompt(source["train"][i]) in val_prompts}
+    train_idx = [i for i in train_idx if i not in val_set and i not in repeats]
     if repeats and origin is not None:
         origin.setdefault("train", {})["train_rows_repeating_validation_left_out"] = len(repeats)
     test_idx = list(range(len(source["test"])))
