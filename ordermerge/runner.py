@@ -18,8 +18,8 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def _message_only(kind, exc, tb) -> None:
-    """Bad input (utils.InputError and the library's other ValueError kinds that name what
-    is wrong) is one line on stderr, exit status 1; anything else keeps its traceback."""
+    """Bad input to the library (utils.InputError, whose message names what is wrong) is
+    one line on stderr, exit status 1; anything else keeps its traceback."""
     from .utils import InputError
     if issubclass(kind, InputError):
         print(str(exc), file=sys.stderr, flush=True)

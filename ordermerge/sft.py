@@ -27,7 +27,7 @@ from .config import train_defaults, train_errors
 from .provenance import now, write_record
 from .objectives import objective_for
 from .train import make_optimizer, micro_batches
-from .utils import atomic_dir, atomic_file, check_output_dir, derive_seed
+from .utils import atomic_dir, atomic_file, check_output_dir, derive_seed, lacks_record
 
 RESUME = "resume"
 
@@ -341,8 +341,7 @@ class SFTRun:
         if acc.is_main_process:
             final = self.out_dir / name
             # a checkpoint of this run (its provenance.json) may be replaced, nothing else
-            check_output_dir(final, what="checkpoint", previous=lambda p: None if (
-                p / "provenance.json").is_file() else "it has no provenance.json")
+            check_output_dir(final, what="checkpoint", previous=not_a_checkpoint)
             with atomic_dir(final) as tmp:
                 save_model(acc.unwrap_model(self.model), self.tokenizer, tmp, self.save_dtype,
                            state_dict=state)
@@ -429,6 +428,12 @@ class SFTRun:
         return summary
 
 
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why the directory `path` is not a checkpoint a run wrote (None: it is one, by its
+    provenance record); only those are replaced."""
+    return lacks_record(path, "provenance.json", "rule")
+
+
 def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, rule: str,
              log) -> SFTRun:
     """An SFTRun of `task_name` from the files it needs: the base model's directory (or hub
@@ -472,9 +477,10 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
         raise TrainError(e.args[0]) from None
     out = Path(out_dir)
     for ck in [*out.glob("epoch*"), *out.glob("steps/step*")]:  # before any training
-        if ck.is_dir() and not (ck / "provenance.json").is_file():
-            raise TrainError(f"{ck} exists and is not a checkpoint of a run (it has no "
-                             "provenance.json): refusing to replace it")
+        why = not_a_checkpoint(ck) if ck.is_dir() else None
+        if why:
+            raise TrainError(f"{ck} exists and is not a checkpoint of a run ({why}): "
+                             "refusing to replace it")
     if task.family == "encoder":
         # the base encoder with the task's head, initialised alike in every run of the task
         from transformers import AutoTokenizer

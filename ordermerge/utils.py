@@ -32,9 +32,14 @@ class OutputError(ValueError):
     """An output path whose writing could destroy data that is not a previous output."""
 
 
-def _owner_tag() -> str:
-    """This process, as it is written into the names of its temporary paths."""
-    return f"{socket.gethostname()}-{os.getpid()}".replace(os.sep, "_")
+def _host() -> str:
+    return socket.gethostname().replace(os.sep, "_")
+
+
+def _temp_prefix(final: Path, kind: str) -> str:
+    """.NAME.KIND-{host}-{pid}-: the start of this process's temporary paths beside `final`
+    (the random rest has no dash; remove_stale_temps reads host and pid back)."""
+    return f".{final.name}.{kind}-{_host()}-{os.getpid()}-"
 
 
 def _owner_dead(name: str, prefix: str) -> bool:
@@ -42,7 +47,7 @@ def _owner_dead(name: str, prefix: str) -> bool:
     process of this host that no longer runs (other hosts' paths and live ones are kept)."""
     head, _, _random = name[len(prefix):].rpartition("-")
     host, _, pid = head.rpartition("-")
-    if not pid.isdigit() or host != socket.gethostname().replace(os.sep, "_"):
+    if not pid.isdigit() or host != _host():
         return False
     try:
         os.kill(int(pid), 0)
@@ -58,11 +63,11 @@ def remove_stale_temps(final: str | os.PathLike) -> list[Path]:
     output) and `.NAME.old-*` (a previous output moved aside), when their process is gone.
     Only paths of that pattern, which atomic_dir itself creates, are ever removed."""
     final = Path(final)
-    removed = []
+    removed: list[Path] = []
+    if not final.parent.is_dir():
+        return removed
     for kind in ("tmp", "old"):
         prefix = f".{final.name}.{kind}-"
-        if not final.parent.is_dir():
-            continue
         for p in final.parent.glob(glob_escape(prefix) + "*"):
             if _owner_dead(p.name, prefix):
                 if p.is_dir() and not p.is_symlink():
@@ -127,7 +132,7 @@ def lacks_record(path: Path, name: str, key: str) -> str | None:
 
 def _reserve_beside(final: Path, kind: str, like_dir: bool) -> Path:
     """A new empty path beside `final` named .NAME.KIND-{host}-{pid}-{random}."""
-    prefix = f".{final.name}.{kind}-{_owner_tag()}-"
+    prefix = _temp_prefix(final, kind)
     if like_dir:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
     fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
@@ -209,7 +214,7 @@ def atomic_file(final: str | os.PathLike, mode: str = "w") -> Iterator:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(final)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-{_owner_tag()}-", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final, "tmp"), dir=final.parent)
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
@@ -226,17 +231,25 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
         fh.write("\n")
 
 
+def decode_utf8(raw: bytes, path, first_line: int = 1, error=ValueError) -> str:
+    """`raw` (text of `path` from line `first_line` on) as UTF-8; a byte that is not is
+    `error`, naming file, line and column."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + raw.count(b"\n", 0, e.start)
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise error(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                    f"{col})") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """The rows of a JSON-lines file; a line that is not UTF-8 or not JSON is a ValueError
     naming the file and line."""
     rows = []
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at "
-                                 f"column {e.start + 1})") from None
+            line = decode_utf8(raw, path, lineno)
             if not line.strip():
                 continue
             try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..utils import hub_reachable
+from ..utils import decode_utf8, hub_reachable
 
 
 class DatasetUnavailable(RuntimeError):
@@ -96,13 +96,7 @@ def _json_rows(f: Path) -> list:
     opener = gzip.open if f.name.endswith(".gz") else open
     with opener(f, "rb") as fh:
         raw = fh.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DatasetUnavailable(f"{f}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                                 f"{col})") from None
+    text = decode_utf8(raw, f, error=DatasetUnavailable)
     try:
         data = json.loads(text)
         return data if isinstance(data, list) else [data]

@@ -272,10 +272,10 @@ def _check_finite(plan: _Plan, info, start: int, n: int) -> None:
     """NaN or Inf in an input chunk is an error naming the file and tensor. One min/max
     reduction per input view, in its own dtype (NaN and Inf show in it; no temporary, about
     8x faster on bf16 than a float32 sum); the index is found only when one is there."""
+    if n == 0:
+        return
     for c in plan.subs + ([plan.base] if plan.base is not None else []):
         v = c.view(info.name, start, n)
-        if n == 0:
-            continue
         lo, hi = torch.aminmax(v)
         if not (math.isfinite(lo.item()) and math.isfinite(hi.item())):
             bad = int((~torch.isfinite(v)).nonzero()[0, 0]) + start
@@ -358,17 +358,23 @@ def _run(plan: _Plan) -> None:
     plan.stats.update(counts)
 
 
-def _finish(plan: _Plan, out_dir: Path, inputs, base, dtype, memory_budget, t0) -> dict:
-    # each file from the base (where the method reads one) or else the first input that
-    # has it: a merged model always has its config
+def _file_sources(inputs, base) -> list[Path]:
+    """Where a merged model's config and tokenizer files come from, in order of preference:
+    the base (when the method reads one), then the inputs; merge_into checks before any
+    tensor is read that one of them has config.json."""
     sources = [Path(p) for p in ([base] if base is not None else []) + list(inputs)]
-    for f in COPIED:
+    if not any((p / "config.json").is_file() for p in sources):
+        raise MergeError("no config.json in any input (" + ", ".join(map(str, sources))
+                         + "): the merged model could not be loaded")
+    return sources
+
+
+def _finish(plan: _Plan, out_dir: Path, sources: list[Path], inputs, base, dtype,
+            memory_budget, t0) -> dict:
+    for f in COPIED:  # each file from the first source that has it
         source = next((s for s in sources if (s / f).is_file()), None)
         if source is not None:
             shutil.copy2(source / f, out_dir / f)
-        elif f == "config.json":
-            raise MergeError("no config.json in any input (" + ", ".join(map(str, sources))
-                             + "): the merged model could not be loaded")
     if dtype is not None and (out_dir / "config.json").is_file():
         cfg = json.loads((out_dir / "config.json").read_text())
         cfg["dtype"] = dtype
@@ -412,10 +418,7 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     """
     t0 = time.perf_counter()
     m, settings, w, out_dtype, dev = _validate(method, inputs, base, weights, settings, dtype, device)
-    sources = [Path(p) for p in ([base] if m.needs_base else []) + list(inputs)]
-    if not any((p / "config.json").is_file() for p in sources):
-        raise MergeError("no config.json in any input (" + ", ".join(map(str, sources))
-                         + "): the merged model could not be loaded")
+    sources = _file_sources(inputs, base if m.needs_base else None)
     plan = _plan(m, settings, w, inputs, base, out_dtype, dev, out_dir, memory_budget,
                  max_shard_bytes, chunk_elements)
     plan.allow_nonfinite = bool(allow_nonfinite)
@@ -430,7 +433,7 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     finally:
         for c in checkpoints:
             c.close()
-    return _finish(plan, Path(out_dir), inputs, base if m.needs_base else None, dtype,
+    return _finish(plan, Path(out_dir), sources, inputs, base if m.needs_base else None, dtype,
                    memory_budget, t0)
 
 
