@@ -226,28 +226,17 @@ def test_a_shard_index_pointing_outside_its_checkpoint_is_refused(subs, tmp_path
     assert proc.returncode == 1 and "names shard '../s1/model.safetensors', outside" in proc.stderr
 
 
-def test_an_unwritable_output_is_named_in_one_line(subs, tmp_path, monkeypatch):
-    """A full or read-only disk: one line naming the file (the merge runs in-process)."""
-    import ordermerge.merge.st_io as st_io
-    real = st_io.ShardedWriter.write
-
-    def full(self, name, t):
-        raise OSError(28, "No space left on device", str(tmp_path / "x.tmp/model.safetensors"))
-    monkeypatch.setattr(st_io.ShardedWriter, "write", full)
-    assert cli(["merge", "--method", "average", "-o", str(tmp_path / "x"), *map(str, subs)]) == 1
-    monkeypatch.setattr(st_io.ShardedWriter, "write", real)
-    assert not (tmp_path / "x").exists()
-
-
-def test_the_unwritable_output_message(subs, tmp_path, monkeypatch, capsys):
+def test_an_unwritable_output_is_named_in_one_line(subs, tmp_path, monkeypatch, capsys):
+    """A full or read-only disk: one line naming the file, nothing at OUT (in-process)."""
     import ordermerge.merge.st_io as st_io
 
     def full(self, name, t):
         raise OSError(28, "No space left on device", "/data/out.tmp/model.safetensors")
     monkeypatch.setattr(st_io.ShardedWriter, "write", full)
-    cli(["merge", "--method", "average", "-o", str(tmp_path / "x"), *map(str, subs)])
+    assert cli(["merge", "--method", "average", "-o", str(tmp_path / "x"), *map(str, subs)]) == 1
     assert capsys.readouterr().err == \
         "ordermerge merge: /data/out.tmp/model.safetensors: No space left on device\n"
+    assert not (tmp_path / "x").exists()
 
 
 # ---------------------------------------------------------------- temporary directories
