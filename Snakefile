@@ -33,11 +33,28 @@ if _unstaged:
 _started = time.time()
 
 
+def _warm_start():
+    """Start the warm worker for a local run's jobs (ordermerge/warm.py): not under a cluster
+    executor (a job's processes must stay in its allocation), not for --touch, not with
+    per-rule software environments (--use-conda, --sdm: the jobs' Python is not this one)."""
+    if (config["warm_worker"] and workflow.local_exec and not workflow.touch
+            and not workflow.deployment_settings.deployment_method):
+        if warm.start(workflow.basedir):
+            logger.info("ordermerge: jobs run forked from a warm worker (warm_worker: false "
+                        "runs each as its own process)")
+
+
 onstart:
     runlock.record_owner()
+    _warm_start()
+
+
+onsuccess:
+    warm.stop()
 
 
 onerror:
+    warm.stop()
     _runtime = lambda r: getattr(r.resources.get("runtime"), "value", r.resources.get("runtime"))
     for _line in runlock.slurm_failures(
         Path("results/logs/slurm").resolve(), _started,

@@ -29,7 +29,7 @@ rule score:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule score --threads {threads} --task {wildcards.task}"
+        "{PY} {input.script} --rule score --threads {threads} --task {wildcards.task}"
         " --model {input.model} --rows {input.rows} --out {output.losses}"
         " --params {params.json:q} > {log} 2>&1"
 
@@ -58,7 +58,7 @@ rule curve:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule curve --threads {threads} --task {wildcards.task}"
+        "{PY} {input.script} --rule curve --threads {threads} --task {wildcards.task}"
         " --rows {input.rows} --out {output.curve} {params.args} --params {params.json:q} > {log} 2>&1"
 
 
@@ -97,7 +97,7 @@ if FIGURES:
             conda:
                 "../envs/report.yaml"
             shell:
-                "python {input.script} --rule figure{params.n} --figure {params.n}"
+                "{PY} {input.script} --rule figure{params.n} --figure {params.n}"
                 " --stem results/figures/figure{params.n} --anchor {params.anchor}"
                 " --params {params.json:q} {params.args} > {log} 2>&1"
 
@@ -124,7 +124,7 @@ rule table2:
     conda:
         "../envs/report.yaml"
     shell:
-        "python {input.script} --rule table2 --table 2 --csv {output.csv} --md {output.md}"
+        "{PY} {input.script} --rule table2 --table 2 --csv {output.csv} --md {output.md}"
         " --tex {output.tex} --params {params.json:q} {params.records} > {log} 2>&1"
 
 
@@ -148,7 +148,7 @@ rule table4:
     conda:
         "../envs/report.yaml"
     shell:
-        "python {input.script} --rule table4 --table 4 --csv {output.csv} --md {output.md}"
+        "{PY} {input.script} --rule table4 --table 4 --csv {output.csv} --md {output.md}"
         " --tex {output.tex} --params {params.json:q} {input.records} > {log} 2>&1"
 
 
@@ -158,7 +158,7 @@ rule table4:
 rule cost:
     input:
         script=script("cost.py"),
-        lib=lib("report/cost.py", "report/tables.py"),
+        lib=lib("report/cost.py", "report/tables.py", "warm.py"),
         after=cost_inputs(),
     output:
         csv=report("results/tables/cost.csv", caption="captions/cost.rst", category="Tables"),
@@ -175,6 +175,7 @@ rule cost:
     conda:
         "../envs/report.yaml"
     shell:
-        "python {input.script} --rule cost --benchmarks results/benchmarks --sft results/sft"
+        "{PY} {input.script} --rule cost --benchmarks results/benchmarks --sft results/sft"
+        " --logs results/logs"
         " --csv {output.csv}"
         " --md {output.md} --params {params.json:q} > {log} 2>&1"

@@ -25,7 +25,7 @@ rule tokenizer:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule tokenizer --data-dirs {params.data_dirs} --corpus {output.corpus}"
+        "{PY} {input.script} --rule tokenizer --data-dirs {params.data_dirs} --corpus {output.corpus}"
         " --out-dir {output.tokenizer} --params {params.json:q} > {log} 2>&1"
 
 
@@ -52,7 +52,7 @@ rule base:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule base --threads {threads} {params.args} --out-dir {output}"
+        "{PY} {input.script} --rule base --threads {threads} {params.args} --out-dir {output}"
         " --params {params.json:q} > {log} 2>&1"
 
 
@@ -80,7 +80,7 @@ rule encoder_base:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule encoder_base --threads {threads} --train {input.data}"
+        "{PY} {input.script} --rule encoder_base --threads {threads} --train {input.data}"
         " --out-dir {output} --params {params.json:q} > {log} 2>&1"
 
 
@@ -106,5 +106,5 @@ rule encoder_init:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule encoder_init --task {wildcards.task} --base {input.base}"
+        "{PY} {input.script} --rule encoder_init --task {wildcards.task} --base {input.base}"
         " --out-dir {output} --params {params.json:q} > {log} 2>&1"

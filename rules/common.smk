@@ -15,7 +15,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
-from ordermerge import runlock
+from ordermerge import runlock, warm
 from ordermerge.config import (MULTITASK_EVAL_PREFIX, TABLE2_TASKS, ConfigError,
                                check as check_config, model_specs, stage_of)
 from ordermerge.merge import (get as merge_method, id_pattern, parse_method_id,
@@ -74,6 +74,11 @@ def lib(*modules):
     Relative to the working directory, so that moving the project does not change every
     rule's set of inputs (which would rerun everything)."""
     return [os.path.relpath(LIB / m) for m in modules]
+
+
+# how every rule runs its script: through the warm worker's client, which is plain `python
+# SCRIPT` wherever no warm worker serves this run (ordermerge/warm.py)
+PY = "python -m ordermerge.warm"
 
 
 def script(name):

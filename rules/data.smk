@@ -18,7 +18,7 @@ rule prepare_data:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule prepare_data --task {wildcards.task} --params {params.json:q}"
+        "{PY} {input.script} --rule prepare_data --task {wildcards.task} --params {params.json:q}"
         " --out-dir results/data/{wildcards.task} > {log} 2>&1"
 
 
@@ -41,6 +41,6 @@ rule order:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule order --task {wildcards.task} --scheme {wildcards.scheme}"
+        "{PY} {input.script} --rule order --task {wildcards.task} --scheme {wildcards.scheme}"
         " --run {wildcards.run} --train {input.train} --out {output.order}"
         " --params {params.json:q} > {log} 2>&1"

@@ -11,7 +11,7 @@ EVALUATE_LIB = lib("evaluate/__init__.py", "evaluate/generate.py", "evaluate/run
     "evaluate/alpaca.py", "objectives.py", "scoring.py", *TASK_SOURCES, "models.py", "encoder.py",
     "train.py")
 EVAL_DIR = eval_record("{model}", "{task}", "{scheme}", "{epoch}", "{kind}", "x").rsplit("/", 1)[0]
-EVAL_SHELL = ("python {input.script} --rule {rule} --threads {threads} --task {wildcards.task}"
+EVAL_SHELL = ("{PY} {input.script} --rule {rule} --threads {threads} --task {wildcards.task}"
               " {params.candidates} --test {input.test} {params.judge} --params {params.json:q}"
               " > {log} 2>&1")
 

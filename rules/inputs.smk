@@ -205,10 +205,11 @@ def candidate_args(wildcards, input, output):
 
 
 def sft_launcher(wildcards, threads):
-    """python, or accelerate launch with the configured config file and process count."""
+    """The warm worker's client (PY), or accelerate launch with the configured config file
+    and process count."""
     s = config["sft"]
     if s["accelerate_config"] is None:
-        return "python"
+        return PY
     return (f"accelerate launch --config_file {s['accelerate_config']}"
             f" --num_processes {s['num_processes']}")
 

@@ -26,7 +26,7 @@ rule merge:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule {rule} --threads {threads} {params.targets} {params.base}"
+        "{PY} {input.script} --rule {rule} --threads {threads} {params.targets} {params.base}"
         " --params {params.json:q} {input.sub_models} > {log} 2>&1"
 
 

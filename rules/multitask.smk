@@ -20,7 +20,7 @@ rule multitask_align:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule multitask_align --group {wildcards.group} --out-dir {output}"
+        "{PY} {input.script} --rule multitask_align --group {wildcards.group} --out-dir {output}"
         " --params {params.json:q} > {log} 2>&1"
 
 
@@ -49,7 +49,7 @@ rule multitask_merge:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {input.script} --rule multitask_merge --threads {threads} --method-id {wildcards.method}"
+        "{PY} {input.script} --rule multitask_merge --threads {threads} --method-id {wildcards.method}"
         " {params.base} --out-dir {output} --params {params.json:q} {params.models} > {log} 2>&1"
 
 
@@ -117,7 +117,7 @@ for _group, _g in GROUPS.items():
         conda:
             "../envs/evaluate.yaml"
         shell:
-            "python {input.script} --rule {rule} --threads {threads} {params.tasks}"
+            "{PY} {input.script} --rule {rule} --threads {threads} {params.tasks}"
             " {params.candidates} {params.judge} --params {params.json:q} > {log} 2>&1"
 
 
@@ -143,6 +143,6 @@ rule table3:
     conda:
         "../envs/report.yaml"
     shell:
-        "python {input.script} --rule table3 --table 3 --csv {output.csv} --md {output.md}"
+        "{PY} {input.script} --rule table3 --table 3 --csv {output.csv} --md {output.md}"
         " --tex {output.tex}"
         " --params {params.json:q} {params.records} > {log} 2>&1"

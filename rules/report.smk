@@ -22,5 +22,5 @@ rule table1:
     conda:
         "../envs/report.yaml"
     shell:
-        "python {input.script} --rule table1 --csv {output.csv} --md {output.md} --tex {output.tex}"
+        "{PY} {input.script} --rule table1 --csv {output.csv} --md {output.md} --tex {output.tex}"
         " --params {params.json:q} {input.records} > {log} 2>&1"

@@ -127,8 +127,11 @@ def _available_memory() -> int:
     return 0
 
 
-def _peak_memory() -> dict:
-    """Peak RSS and current file-backed RSS from /proc (Linux); peak anon = the difference."""
+def _peak_memory(anon_at_start: float | None = None) -> dict:
+    """Peak RSS and current file-backed RSS from /proc (Linux); peak anon = the difference.
+    With `anon_at_start` (RssAnon when the merge began), also the peak's growth over it:
+    what the merge itself allocated, whatever the process held before (a job forked from the
+    warm worker holds the libraries it preloaded, which a cold merge job never imports)."""
     out = {}
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -139,6 +142,9 @@ def _peak_memory() -> dict:
         return {}
     if {"VmHWM", "RssFile"} <= set(out):
         out["peak_anon_mb_estimate"] = out["VmHWM"] - out["RssFile"] - out.get("RssShmem", 0.0)
+        if anon_at_start is not None:
+            out["anon_mb_at_start"] = anon_at_start
+            out["peak_anon_mb_over_start"] = out["peak_anon_mb_estimate"] - anon_at_start
     return out
 
 
@@ -370,7 +376,7 @@ def _file_sources(inputs, base) -> list[Path]:
 
 
 def _finish(plan: _Plan, out_dir: Path, sources: list[Path], inputs, base, dtype,
-            memory_budget, t0) -> dict:
+            memory_budget, t0, anon_at_start) -> dict:
     for f in COPIED:  # each file from the first source that has it
         source = next((s for s in sources if (s / f).is_file()), None)
         if source is not None:
@@ -398,7 +404,7 @@ def _finish(plan: _Plan, out_dir: Path, sources: list[Path], inputs, base, dtype
         "shards": plan.writer.names,
         "stats": plan.stats,
         "wall_s": time.perf_counter() - t0,
-        "memory_mb": _peak_memory(),
+        "memory_mb": _peak_memory(anon_at_start),
     }
 
 
@@ -417,6 +423,7 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     thread count.
     """
     t0 = time.perf_counter()
+    anon_at_start = _peak_memory().get("RssAnon")
     m, settings, w, out_dtype, dev = _validate(method, inputs, base, weights, settings, dtype, device)
     sources = _file_sources(inputs, base if m.needs_base else None)
     plan = _plan(m, settings, w, inputs, base, out_dtype, dev, out_dir, memory_budget,
@@ -434,7 +441,7 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
         for c in checkpoints:
             c.close()
     return _finish(plan, Path(out_dir), sources, inputs, base if m.needs_base else None, dtype,
-                   memory_budget, t0)
+                   memory_budget, t0, anon_at_start)
 
 
 def model_card(recipe: dict) -> str:

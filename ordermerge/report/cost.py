@@ -2,8 +2,10 @@
 the Snakemake ``benchmark:`` files (results/benchmarks/<rule>/...tsv, one per job).
 
 Per job: wall = the benchmark's ``s``; allocated CPU-hours = wall × the stage's configured
-cpus; measured CPU-hours = its ``cpu_time`` (user + system of the job's processes); GPU-hours
-= wall × the stage's configured gpus. Each job counts once, under the first table that
+cpus; measured CPU-hours = its ``cpu_time`` (user + system of the job's processes), plus, for
+a job that ran forked from the warm worker (ordermerge/warm.py), the CPU time of that child,
+from the last line of the job's log (the benchmark sees only the client's process tree: the
+child is the warm worker's); GPU-hours = wall × the stage's configured gpus. Each job counts once, under the first table that
 needs it: a job under ``fix-batch`` orders is Table 4's, a scoring or curve job the figures',
 a multi-task job Table 3's, the base models "shared", everything else Table 1's (the
 shuffled runs Tables 4 and the figures reuse are counted there).
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ordermerge import warm
 from ordermerge.config import STAGE_OF_RULE
 
 # benchmark directory -> config resources stage: the rule of that name's, and
@@ -61,9 +64,11 @@ def sft_tokens(sft_root: Path, rel: Path) -> dict[str, int]:
                          f"{rel} ({type(e).__name__}: {e})") from None
 
 
-def read_benchmarks(root: str | Path, sft_root: str | Path | None = None) -> pd.DataFrame:
+def read_benchmarks(root: str | Path, sft_root: str | Path | None = None,
+                    logs_root: str | Path | None = None) -> pd.DataFrame:
     """One row per job: rule, purpose, path, wall_s, cpu_s, and with `sft_root` (the SFT
-    runs' directory) the SFT jobs' real and processed tokens."""
+    runs' directory) the SFT jobs' real and processed tokens. With `logs_root` (results/logs,
+    whose log paths mirror the benchmarks'), cpu_s adds a warm-forked job's own CPU time."""
     root = Path(root)
     rows = []
     for f in sorted(root.rglob("*.tsv")):
@@ -77,9 +82,11 @@ def read_benchmarks(root: str | Path, sft_root: str | Path | None = None) -> pd.
         cpu = last.get("cpu_time", "")
         tokens = (sft_tokens(Path(sft_root), rel) if sft_root is not None and rule == "sft"
                   else dict.fromkeys(TOKENS, 0))
+        cpu_s = float(cpu) if cpu not in ("", "NA", "-") else float("nan")
+        forked = (warm.usage_cpu_s(Path(logs_root) / rel.with_suffix(".log"))
+                  if logs_root is not None else None)
         rows.append({"rule": rule, "purpose": purpose(rule, rel), "path": str(rel),
-                     "wall_s": float(last["s"]), "cpu_s": float(cpu) if cpu not in ("", "NA", "-") else float("nan"),
-                     **tokens})
+                     "wall_s": float(last["s"]), "cpu_s": cpu_s + (forked or 0.0), **tokens})
     return pd.DataFrame(rows, columns=["rule", "purpose", "path", "wall_s", "cpu_s", *TOKENS])
 
 
