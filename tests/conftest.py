@@ -26,7 +26,8 @@ def reduced_run(tmp_path_factory) -> Path:
 # the longest modules first (measured, slowest first), so that with `pytest -n 3 --dist
 # loadfile` (the README's command) each worker starts on one and the short ones fill in
 # around them; without xdist the order changes nothing else
-LONGEST_FIRST = ("test_slurm.py", "test_workflow_tasks.py", "test_workflow.py", "test_smollm2.py")
+LONGEST_FIRST = ("test_slurm.py", "test_slurm_limits.py", "test_smollm2.py", "test_workflow_tasks.py",
+                 "test_workflow.py")
 
 
 def pytest_collection_modifyitems(items):

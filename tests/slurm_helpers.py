@@ -1,11 +1,14 @@
 """A local SLURM cluster for the tests, and what the scheduler knows about a workflow's jobs."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +31,57 @@ def unavailable() -> str | None:
             and not shutil.which("apt-get"):
         return "no SLURM installed and no apt-get to install it"
     return None
+
+
+# the test modules that use the cluster may run at once (pytest-xdist workers): they start it
+# under one lock, each leaves a file naming its process while it uses it, and the last one out
+# stops it if a test started it (a cluster that was up before the tests stays up)
+SHARED = Path(tempfile.gettempdir()) / "ordermerge-slurm-tests"
+
+
+@contextlib.contextmanager
+def _locked():
+    SHARED.mkdir(exist_ok=True)
+    with open(SHARED / "lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _live_users() -> list[Path]:
+    live = []
+    for f in SHARED.glob("user-*"):
+        try:
+            os.kill(int(f.name.split("-")[1]), 0)
+            live.append(f)
+        except (ProcessLookupError, ValueError):
+            f.unlink()  # a test process that died: its file only
+    return live
+
+
+def cluster_fixture():
+    """The body of a module-scoped `cluster` fixture: the cluster is up while the module
+    runs (or the module skips, or fails under ORDERMERGE_REQUIRE_SLURM=1)."""
+    import pytest
+    why = unavailable()
+    if why:
+        (pytest.fail if REQUIRED else pytest.skip)(why)
+    me = SHARED / f"user-{os.getpid()}-{time.monotonic_ns()}"
+    with _locked():
+        try:
+            started, _ = start_cluster()
+        except RuntimeError as e:
+            (pytest.fail if REQUIRED else pytest.skip)(str(e))
+        if started:
+            (SHARED / "started-by-tests").touch()
+        me.touch()
+    try:
+        yield
+    finally:
+        with _locked():
+            me.unlink()
+            if not _live_users() and (SHARED / "started-by-tests").exists():
+                stop_cluster()
+                (SHARED / "started-by-tests").unlink()
 
 
 def start_cluster() -> tuple[bool, str]:

@@ -3,9 +3,10 @@
 A one-node cluster (slurm/local/start.sh) runs tests/data/slurm.yaml with `--profile slurm`:
 every job is submitted, each asks for its stage's resources in config (read back from the
 scheduler), an SFT job cancelled mid-run is retried and resumes, and the tables and
-checkpoints equal those of a local run of the same config byte for byte. A job past its time
-limit is reported with the setting to raise and its log. Without SLURM, a run killed hard
-(SIGKILL of its process group) resumes with the README's own command.
+checkpoints equal those of a local run of the same config byte for byte (the local run's jobs
+forked from the warm worker, the SLURM jobs each their own process: ordermerge/warm.py).
+Without SLURM, a run killed hard (SIGKILL of its process group) resumes with the README's own
+command. The time limit and the SLURM bench are in tests/test_slurm_limits.py.
 
 `pytest -k slurm` runs these; without root (or apt-get) the cluster tests skip with the
 reason, unless ORDERMERGE_REQUIRE_SLURM=1 (.ci/run) makes that a failure.
@@ -18,14 +19,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from slurm_helpers import (FAST_POLL, REQUIRED, ROOT, hold_sft, memory_mb, minutes, rule_of,
-                           scheduler_jobs, snakemake_cmd, stage_resources, start_cluster,
-                           stop_cluster, unavailable, wait_for)
+from ordermerge import warm
+from slurm_helpers import (FAST_POLL, ROOT, cluster_fixture, hold_sft, memory_mb, minutes,
+                           rule_of, scheduler_jobs, snakemake_cmd, stage_resources, wait_for)
 from workflow_helpers import copy_project, env_with_python, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
@@ -66,16 +66,7 @@ def local_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    why = unavailable()
-    if why:
-        (pytest.fail if REQUIRED else pytest.skip)(why)
-    try:
-        started, _ = start_cluster()
-    except RuntimeError as e:
-        (pytest.fail if REQUIRED else pytest.skip)(str(e))
-    yield
-    if started:  # a cluster that was already up stays up
-        stop_cluster()
+    yield from cluster_fixture()
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +136,12 @@ def test_slurm_tables_and_checkpoints_equal_a_local_run(slurm_run, local_run):
     mine, theirs = checkpoints(wd), checkpoints(local_run)
     assert len(mine) == 2 * (2 + 3) and mine.keys() == theirs.keys()  # 2 epochs + 3 steps
     assert [k for k in mine if mine[k] != theirs[k]] == []
+    # the same bytes from jobs forked from the warm worker (local) and from plain processes
+    # (SLURM): every local job's log ends with the warm worker's line, no SLURM job's does
+    local_logs = sorted((local_run / "results/logs").rglob("*.log"))
+    assert len(local_logs) == sum(JOBS.values()) + 1  # the 2 orders have a log each
+    assert [p for p in local_logs if warm.usage_cpu_s(p) is None] == []
+    assert [p for p in (wd / "results/logs").rglob("*.log") if warm.usage_cpu_s(p) is not None] == []
 
 
 def test_slurm_cancelled_sft_job_is_retried_and_resumes(slurm_run):
@@ -158,38 +155,6 @@ def test_slurm_cancelled_sft_job_is_retried_and_resumes(slurm_run):
     assert other["resumed_from_steps"] == []
     # a finished workflow submits nothing more
     assert planned_jobs(wd, "--profile", "slurm", *ARGS) == {}
-
-
-def test_slurm_time_limit_is_reported_and_rerun_submits_only_what_is_missing(slurm_run,
-                                                                            tmp_path_factory):
-    """Run 0's SFT under a 1-minute limit, in a copy whose SFT script waits 15 minutes before
-    it trains: past its limit by construction, however fast the machine; killed by SLURM,
-    reported with the setting to raise and the job's log; the next run plans only that SFT
-    job. (In a copy of the finished SLURM run: its data, tokenizer and base model are reused.)"""
-    wd = tmp_path_factory.mktemp("timeout") / "project"
-    shutil.copytree(slurm_run[0], wd, symlinks=True)
-    script = wd / "scripts/sft.py"  # an input of the sft rule: run 0's SFT is due again
-    script.write_text(script.read_text().replace(
-        "start(args)\n", "start(args)\n__import__('time').sleep(900)\n", 1))
-    assert "sleep(900)" in script.read_text()
-    (wd / "slow.yaml").write_text("resources: {sft: {runtime: 1}}\n")
-    target = str(RUN0 / "run.json")
-    args = ("--profile", "slurm", *ARGS, "slow.yaml", "--retries", "0", *FAST_POLL)
-    proc = subprocess.run(snakemake_cmd(*args, target), cwd=wd, env=env_with_python(),
-                          capture_output=True, text=True, timeout=1500)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    m = re.search(r"ordermerge: SLURM job (\d+) \(sft tiny-llama_gsm8k_shuffle_0\) exceeded its "
-                  r"time limit of 1 min \(config resources\.sft\.runtime\) and was killed at "
-                  r"\S+; log: (\S+)", out)
-    assert m, out[-5000:]
-    log = Path(m.group(2))
-    assert log.parent == wd / "results/logs/slurm/rule_sft/tiny-llama_gsm8k_shuffle_0"
-    assert "DUE TO TIME LIMIT" in log.read_text()
-    assert [j["JobState"] for j in scheduler_jobs(wd) if j["JobId"] == m.group(1)] == ["TIMEOUT"]
-    # data, order, tokenizer and base model are done: the next run submits the SFT job only
-    jobs = planned_jobs(wd, target, "--profile", "slurm", *ARGS, "slow.yaml")
-    assert set(jobs) == {"sft"} and len(jobs["sft"]) == 1
 
 
 def test_killed_local_run_resumes_with_the_same_command(local_run, tmp_path_factory):
@@ -227,16 +192,3 @@ def test_killed_local_run_resumes_with_the_same_command(local_run, tmp_path_fact
             (local_run / "results/tables" / name).read_bytes(), name
     mine, theirs = checkpoints(wd), checkpoints(local_run)
     assert mine.keys() == theirs.keys() and [k for k in mine if mine[k] != theirs[k]] == []
-
-
-def test_bench_slurm_runs_at_toy_size(cluster, tmp_path):
-    """bench/slurm.py end to end with 2 orders (its timings are not asserted)."""
-    out = tmp_path / "slurm.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench/slurm.py"), "--jobs", "2",
-                           "--repeats", "1", "--out", str(out)], env=env_with_python(),
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    res = json.loads(out.read_text())
-    assert res["jobs"] == 2 and set(res["jobs_per_min"]) == {"ungrouped", "grouped"}
-    assert all(len(v) == 1 and v[0] > 0 for v in res["wall_s"].values())
-    assert "grouped / ungrouped throughput" in proc.stdout
