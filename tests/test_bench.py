@@ -70,15 +70,20 @@ def test_bench_merge_gpu_runs_on_the_cpu_at_toy_size(tmp_path):
 
 
 def test_bench_evaljobs_gives_one_job_of_k_models_the_records_of_k_jobs(tmp_path):
-    """bench/evaljobs.py at toy size: the K-model job's records equal the one-model jobs'
-    (the script exits non-zero otherwise); its timings are not asserted."""
+    """bench/evaljobs.py at toy size: the K-model job's records equal the one-model jobs',
+    cold and warm (the script exits non-zero otherwise, or when a warm job ran cold); its
+    timings are not asserted."""
     out = tmp_path / "evaljobs.json"
     proc = _run("evaljobs.py", "--k", "2", "--rows", "6", "--new-tokens", "4", "--repeats", "1",
                 "--workdir", str(tmp_path / "w"), "--json", str(out))
     res = json.loads(out.read_text())
     assert res["same_records"] is True and res["k"] == 2
-    assert len(res["single_jobs_wall_s"]) == len(res["batched_job_wall_s"]) == 1
-    assert "fixed cost per job" in proc.stdout
-    runs = sorted(p.name for p in (tmp_path / "w").glob("batched-0-?.json"))
-    assert runs == ["batched-0-0.json", "batched-0-1.json"]
-    assert json.loads((tmp_path / "w/batched-0-1.json").read_text())["name"] == "run1"
+    assert {way: len(v) for way, v in res["wall_s"].items()} == {
+        "single-cold": 1, "batched-cold": 1, "single-warm": 1, "batched-warm": 1}
+    assert set(res["cold"]) == set(res["warm"]) == {"fixed_s_per_job", "work_s_per_model",
+                                                     "per_model_ratio"}
+    assert "fixed cost per job, cold / warm" in proc.stdout
+    for way in ("batched-cold", "single-warm"):
+        runs = sorted(p.name for p in (tmp_path / "w").glob(f"{way}-0-?.json"))
+        assert runs == [f"{way}-0-0.json", f"{way}-0-1.json"]
+    assert json.loads((tmp_path / "w/batched-warm-0-1.json").read_text())["name"] == "run1"
