@@ -71,11 +71,20 @@ def _fallback(argv: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, *argv])
 
 
-def _identity() -> dict:
+# environment variables that libraries read when they are imported (or the interpreter when
+# it starts): a job whose values differ from the worker's runs cold
+IMPORT_TIME_ENV = ("PYTHON", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH", "PYTORCH_",
+                   "OMP_", "MKL_", "OPENBLAS_", "NUMBA_", "MPL", "CUDA_", "LD_")
+
+
+def _identity(env=None) -> dict:
     """What must match between client and server for a forked child to be the job's own
-    Python: the interpreter and its import path (sys.path[0], the script's directory, is set
-    per job)."""
-    return {"executable": os.path.realpath(sys.executable), "path": sys.path[1:]}
+    Python: the interpreter, its import path (sys.path[0], the script's directory, is set
+    per job) and the environment variables read at import."""
+    env = os.environ if env is None else env
+    return {"executable": os.path.realpath(sys.executable), "path": sys.path[1:],
+            "import_env": {k: v for k, v in sorted(env.items()) if k.startswith(IMPORT_TIME_ENV)
+                           and k != ENV}}
 
 
 def _read_line(conn: socket.socket, buf: bytearray) -> dict | None:
@@ -257,12 +266,16 @@ def serve(path: str, parent: int) -> None:
     """Listen on `path` until `parent` (the Snakemake process) is gone or SIGTERM."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
-    listener.listen(64)  # clients queue here while the libraries import
+    listener.listen(1024)  # clients queue here while the libraries import
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    me = _identity()  # before the imports, which may set variables of their own
+    before = dict(os.environ)
     _preload()
-    me = _identity()
+    # what the imports set (torch._inductor: its cache directory): a cold job's imports set
+    # them too, so each child gets them where its own environment does not say otherwise
+    added = {k: v for k, v in os.environ.items() if before.get(k) != v}
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ, "accept")
     children: dict[int, dict] = {}  # pid -> {conn, pidfd, kill_at}
@@ -273,7 +286,7 @@ def serve(path: str, parent: int) -> None:
             for key, _ in sel.select(timeout=0.5):
                 if key.data == "accept":
                     conn, _ = listener.accept()
-                    _start(conn, sel, listener, children, me)
+                    _start(conn, sel, listener, children, me, added)
                     continue
                 what, pid = key.data
                 if pid not in children:  # reaped earlier in this round
@@ -311,13 +324,13 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def _start(conn, sel, listener, children, me) -> None:
+def _start(conn, sel, listener, children, me, added) -> None:
     """Read one request, fork its child, answer with its pid."""
     conn.settimeout(30)
     fds: list[int] = []
     try:
         req, fds = _recv_request(conn)
-        ident = {"executable": req.get("executable"), "path": req.get("path")}
+        ident = {k: req.get(k) for k in ("executable", "path", "import_env")}
         if ident != me:
             conn.sendall(json.dumps({"refused": "another interpreter or import path"}).encode()
                          + b"\n")
@@ -329,8 +342,8 @@ def _start(conn, sel, listener, children, me) -> None:
             stream.flush()
         pid = os.fork()
         if pid == 0:
-            _run_child(req, fds, [listener.fileno(), conn.fileno(),
-                                  *(k.fd for k in sel.get_map().values())])
+            _run_child({**req, "env": {**added, **req["env"]}}, fds,
+                       [listener.fileno(), conn.fileno(), *(k.fd for k in sel.get_map().values())])
         pidfd = os.pidfd_open(pid)
         children[pid] = {"conn": conn, "pidfd": pidfd, "kill_at": None}
         sel.register(pidfd, selectors.EVENT_READ, ("exit", pid))
@@ -374,6 +387,8 @@ def start(cwd: str | os.PathLike = ".") -> str:
     import subprocess
     if _server:
         return _server["path"]
+    if sys.platform != "linux" or not hasattr(os, "pidfd_open"):
+        return ""  # fork-safety elsewhere (macOS frameworks) is not assured: jobs run cold
     d = tempfile.mkdtemp(prefix="ordermerge-warm-")  # short: a socket path has ~100 bytes
     path = os.path.join(d, "socket")
     proc = subprocess.Popen([sys.executable, "-m", "ordermerge.warm", "--serve", path,

@@ -142,8 +142,11 @@ def test_jobs_run_side_by_side(server, job, tmp_path):
 
 
 @pytest.mark.parametrize("env", [{warm.ENV: ""}, {"SLURM_JOB_ID": "42"},
-                                 {"PYTHONPATH": "/nonexistent-dir"}],
-                         ids=["no-server", "under-slurm", "other-import-path"])
+                                 {"PYTHONPATH": "/nonexistent-dir"},
+                                 {"HF_HUB_OFFLINE": "0" if os.environ.get("HF_HUB_OFFLINE") == "1"
+                                  else "1"}],
+                         ids=["no-server", "under-slurm", "other-import-path",
+                              "other-import-time-environment"])
 def test_the_client_becomes_the_plain_process_where_no_server_may_serve(server, job, tmp_path,
                                                                           env):
     with open(tmp_path / "out.txt", "w") as o, open(tmp_path / "err.txt", "w") as e:
