@@ -49,8 +49,9 @@ import time
 
 ENV = "ORDERMERGE_WARM_SOCKET"
 # imported once in the server; anything not installed is left out (a job that needs it
-# fails by itself, as it would cold)
-PRELOAD = ("numpy", "pandas", "torch", "safetensors.torch", "tokenizers", "yaml", "jsonschema",
+# fails by itself, as it would cold). Not pandas: it starts a thread (pyarrow's jemalloc),
+# and the server forks only while it is single-threaded (tests/test_warm.py checks)
+PRELOAD = ("numpy", "torch", "safetensors.torch", "tokenizers", "yaml", "jsonschema",
            "transformers", "numba", "scipy.stats", "matplotlib")
 # attributes of transformers that import their modules (it loads them lazily)
 PRELOAD_TRANSFORMERS = ("LlamaForCausalLM", "LlamaConfig", "AutoTokenizer", "AutoConfig",
@@ -75,6 +76,12 @@ def _fallback(argv: list[str]) -> None:
 # it starts): a job whose values differ from the worker's runs cold
 IMPORT_TIME_ENV = ("PYTHON", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH", "PYTORCH_",
                    "OMP_", "MKL_", "OPENBLAS_", "NUMBA_", "MPL", "CUDA_", "LD_")
+# ... except the thread counts Snakemake sets per job (OMP_NUM_THREADS=<threads>, ...): the
+# worker imports with 1 of each, so that no library starts a thread pool before a fork
+# (OpenBLAS would, at load); each job's scripts set their own (runner.start), and anything
+# that reads them later reads the job's values
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GOTO_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def _identity(env=None) -> dict:
@@ -84,7 +91,7 @@ def _identity(env=None) -> dict:
     env = os.environ if env is None else env
     return {"executable": os.path.realpath(sys.executable), "path": sys.path[1:],
             "import_env": {k: v for k, v in sorted(env.items()) if k.startswith(IMPORT_TIME_ENV)
-                           and k != ENV}}
+                           and k not in THREAD_ENV}}
 
 
 def _read_line(conn: socket.socket, buf: bytearray) -> dict | None:
@@ -394,7 +401,8 @@ def start(cwd: str | os.PathLike = ".") -> str:
     proc = subprocess.Popen([sys.executable, "-m", "ordermerge.warm", "--serve", path,
                              "--parent", str(os.getpid())],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
+                            stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
+                            env={**os.environ, **dict.fromkeys(THREAD_ENV, "1")})
     # the socket exists once it listens (before the imports); jobs queue on it meanwhile
     deadline = time.monotonic() + 30
     while not os.path.exists(path) and proc.poll() is None and time.monotonic() < deadline:

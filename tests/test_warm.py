@@ -85,6 +85,15 @@ def test_a_forked_job_is_the_job_python_would_run(server, job, tmp_path):
     assert warm.usage_cpu_s(tmp_path / "err.txt") >= 0.0
 
 
+def test_the_server_forks_while_single_threaded(server, job, tmp_path):
+    """No preloaded library has started a thread (a fork copies only the forking one)."""
+    run(job, cwd=tmp_path)  # returns once the server has imported everything
+    pid = warm._server["proc"].pid
+    threads = [(Path(f"/proc/{pid}/task") / t / "comm").read_text().strip()
+               for t in os.listdir(f"/proc/{pid}/task")]
+    assert len(threads) == 1, threads
+
+
 def test_errors_reach_the_log_as_the_interpreter_prints_them(server, job, tmp_path):
     proc, _, err = run(job, "fail", cwd=tmp_path)
     assert proc.returncode == 1
