@@ -80,8 +80,10 @@ IMPORT_TIME_ENV = ("PYTHON", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH", "P
 # worker imports with 1 of each, so that no library starts a thread pool before a fork
 # (OpenBLAS would, at load); each job's scripts set their own (runner.start), and anything
 # that reads them later reads the job's values
+# (not NUMBA_NUM_THREADS: numba re-reads its environment at each compile and refuses a value
+# other than the one it imported with; Snakemake does not set it)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GOTO_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 def _identity(env=None) -> dict:
