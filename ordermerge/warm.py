@@ -188,7 +188,10 @@ def _run_child(req: dict, fds: list[int], close: list[int]) -> None:
     """In the forked child: become the job, run its script, exit. Never returns."""
     code = 1
     try:
-        os.setpgid(0, 0)  # the client signals the child's group (its own subprocesses too)
+        try:  # the client signals the child's group (its own subprocesses too)
+            os.setpgid(0, 0)
+        except OSError:  # the server set it first
+            pass
         for s in SIGNALS + (signal.SIGCHLD,):
             signal.signal(s, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -353,11 +356,24 @@ def _start(conn, sel, listener, children, me, added) -> None:
         if pid == 0:
             _run_child({**req, "env": {**added, **req["env"]}}, fds,
                        [listener.fileno(), conn.fileno(), *(k.fd for k in sel.get_map().values())])
-        pidfd = os.pidfd_open(pid)
+        try:  # the child's own group, set from both sides: it exists before the client hears
+            os.setpgid(pid, pid)  # the pid, so a signal forwarded at once reaches the child
+        except OSError:
+            pass
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # the client hears nothing but EOF and runs the job itself: no child
+            os.kill(pid, signal.SIGKILL)  # may run beside it
+            os.waitpid(pid, 0)
+            raise
         children[pid] = {"conn": conn, "pidfd": pidfd, "kill_at": None}
         sel.register(pidfd, selectors.EVENT_READ, ("exit", pid))
         sel.register(conn, selectors.EVENT_READ, ("conn", pid))
-        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        try:
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        except OSError:  # the client is gone: its connection reads as closed next round,
+            pass  # and the child is stopped then
+        return
     except (OSError, ValueError):
         conn.close()
     finally:
