@@ -24,12 +24,58 @@ def reduced_run(tmp_path_factory) -> Path:
 
 
 # the longest modules first (measured, slowest first), so that with `pytest -n 3 --dist
-# loadfile` (the README's command) each worker starts on one and the short ones fill in
-# around them; without xdist the order changes nothing else
-LONGEST_FIRST = ("test_slurm.py", "test_slurm_limits.py", "test_smollm2.py", "test_workflow_tasks.py",
-                 "test_workflow.py")
+# loadfile` (the README's command) the SLURM modules' waits on the scheduler and the SmolLM2
+# run start at once and the short modules fill the cores around them. pytest-xdist's
+# loadfile scheduler hands out files by their number of tests, most first (which put these
+# three last, where their minutes of waiting were the suite's tail), so its queue is
+# reordered before the first file is handed out (`pytest_xdist_make_scheduler` is xdist's
+# hook for this); without xdist the order of the items changes nothing else
+LONGEST_FIRST = ("tests/test_slurm.py", "tests/test_slurm_limits.py", "tests/test_smollm2.py",
+                 "tests/test_workflow.py", "tests/test_workflow_tasks.py", "tests/test_sft.py",
+                 "tests/test_bench.py")
+
+
+def _rank(path: str) -> int:
+    return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
 def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    items.sort(key=lambda item: _rank(f"tests/{item.path.name}"))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirst(LoadFileScheduling):
+        """loadfile, with the files of LONGEST_FIRST handed out first."""
+        _ordered = False
+
+        def _assign_work_unit(self, node):
+            if not self._ordered:
+                self._ordered = True
+                for scope in sorted(self.workqueue, key=lambda s: _rank(s.split("::")[0])):
+                    self.workqueue.move_to_end(scope)  # a stable sort: xdist's order otherwise
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
+
+
+# ORDERMERGE_TEST_TIMELINE=FILE: one line per test phase (worker, start, end, id), to see
+# how the xdist workers' files fall on the cores (bench/RESULTS.md reads it)
+_TIMELINE = os.environ.get("ORDERMERGE_TEST_TIMELINE")
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if _TIMELINE:
+        import time
+        with open(_TIMELINE, "a") as f:
+            f.write(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}\tstart\t{time.time():.1f}\t{nodeid}\n")
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if _TIMELINE:
+        import time
+        with open(_TIMELINE, "a") as f:
+            f.write(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}\tend\t{time.time():.1f}\t{nodeid}\n")
