@@ -2,33 +2,34 @@
 imported torch, transformers and the other heavy libraries.
 
 On the tiny suite a job is mostly its fixed cost: interpreter start-up and
-`from transformers import ...` take about 3 s of every job (bench/evaljobs.py), against well
+`from transformers import ...` take about 4 s of every job (bench/evaljobs.py), against well
 under a second of work. A local run (`snakemake --cores N`) starts one server when its first
 job is about to run (`start`, from the Snakefile's `onstart`); the rules run their scripts as
-`python -m ordermerge.warm SCRIPT ARGS...` (the client), which hands its argument vector,
-working directory, environment and its stdin/stdout/stderr to the server; the server forks,
-and the child runs SCRIPT as `python SCRIPT ARGS...` would (`runpy`, as `__main__`), with the
-job's own files as its standard streams. The client waits for it, forwards the signals it
-gets (Snakemake cancelling a job, Ctrl-C) to the child's process group, appends one line
-with the child's CPU time and peak memory to its stderr (the job's log: the cost table reads
-it, since Snakemake's benchmark sees only the client's process tree), and exits with the
-child's status.
+`python ordermerge/warm.py SCRIPT ARGS...` (the client; `python -m ordermerge.warm` is the
+same), which hands its argument vector, working directory, environment and its
+stdin/stdout/stderr to the server; the server forks, and the child runs SCRIPT as
+`python SCRIPT ARGS...` would (`runpy`, as `__main__`), with the job's own files as its
+standard streams. The client waits for it, forwards the signals it gets (Snakemake
+cancelling a job, Ctrl-C) to the child's process group, appends one line with the child's
+CPU time and peak memory to its stderr (the job's log: the cost table reads it, since
+Snakemake's benchmark sees only the client's process tree), and exits with the child's
+status.
 
 Without a server the client simply becomes `python SCRIPT ARGS...` (`os.execv`): under
 SLURM (the job's allocation must hold its processes, so a job never asks a server), without
-the environment variable, or when the server is another interpreter or a different
-`sys.path` (a per-rule conda environment), is gone or refuses. So the output of a job never
+the environment variable, or when the server is another interpreter, has a different
+`sys.path` (a per-rule conda environment) or import-time environment, is gone or refuses. So the output of a job never
 depends on whether it ran warm: the SLURM tests compare a cold SLURM run's bytes with a warm
 local run's.
 
-Only third-party libraries are imported in the server, never this project's code: a job
-always runs the project's files as they are when it starts. What a forked child shares with
+Only third-party libraries are preloaded in the server, and each child drops the server's own
+`ordermerge` modules: a job always imports the project's files as they are when it starts. What a forked child shares with
 its server: the interpreter's options and hash seed, and the state the libraries set up at
 import (a new process would build the same). Nothing has run a model or started a thread
 pool in the server, so forking is safe: the server is single-threaded.
 
 Protocol (one Unix stream socket, one connection per job): the client sends a 4-byte
-length and a JSON request {argv, cwd, env, executable, path} with its three standard file
+length and a JSON request {argv, cwd, env, executable, path, import_env} with its three standard file
 descriptors attached (SCM_RIGHTS); the server answers with JSON lines: {"pid": N} once the
 child runs (or {"refused": reason}), then {"status", "cpu_s", "max_rss_mb"} when it ends. A
 client that goes away (killed) takes its child with it.

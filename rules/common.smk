@@ -77,8 +77,9 @@ def lib(*modules):
 
 
 # how every rule runs its script: through the warm worker's client, which is plain `python
-# SCRIPT` wherever no warm worker serves this run (ordermerge/warm.py)
-PY = "python -m ordermerge.warm"
+# SCRIPT` wherever no warm worker serves this run (ordermerge/warm.py). By its path, as the
+# scripts are, so that the project need not be installed (`-m` would need it importable)
+PY = f"python {os.path.relpath(LIB / 'warm.py')}"
 
 
 def script(name):
