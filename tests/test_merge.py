@@ -248,3 +248,36 @@ def test_seeded_row_pattern_is_every_seeded_id_without_its_seed():
             assert not re.fullmatch(pattern, m.method_id(seed=7)), m.name
         else:
             assert not re.fullmatch(pattern, m.method_id()), m.name
+
+
+def test_no_method_name_is_branched_on_outside_the_registry_and_its_own_module():
+    """A method's variants (its fused kernel's mode, its memory estimate) are data on its
+    registry entry: no other file of the package names a method (no comparison with a name,
+    no table keyed by names)."""
+    import ast
+    from pathlib import Path
+
+    from ordermerge.merge.methods import METHODS
+    root = Path(__file__).resolve().parent.parent / "ordermerge"
+    own = {name: f"merge/{m.module}.py" for name, m in METHODS.items()}
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "merge/methods.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in METHODS and own[node.value] != rel:
+                found.append(f"{rel}:{node.lineno} {node.value!r}")
+    assert found == []
+    assert {n for n, m in METHODS.items() if m.fused_tv_mode is not None} == {
+        "task_arithmetic", "ties", "dare_linear", "dare_ties"}
+
+
+def test_the_memory_estimate_of_a_chunk_element_comes_from_the_entry():
+    from ordermerge.merge.engine import bytes_per_element
+    from ordermerge.merge.methods import METHODS
+    for name, m in METHODS.items():
+        if m.weights != "task":
+            assert bytes_per_element(4, 2, name) == 2 * 4 * 2 + 2 * 2 + m.temp_bytes, name
+    assert METHODS["average"].temp_bytes < METHODS["select"].temp_bytes
+    assert bytes_per_element(4, 2, "select", fused_path=True) == 4

@@ -59,8 +59,7 @@ def bytes_per_element(k: int, itemsize: int, method: str, fused_path: bool = Fal
         return 2 * itemsize
     if get(method).weights == "task":  # K float32 task vectors, masks, keys and draws
         return 2 * k * itemsize + 2 * itemsize + k * (4 + 4 + 8) + 6 * 8
-    temps = 3 * 4 if method == "average" else 5 * 8  # fp32 acc, term, input / index, draws...
-    return 2 * k * itemsize + 2 * itemsize + temps
+    return 2 * k * itemsize + 2 * itemsize + get(method).temp_bytes
 
 
 def _open_all(inputs, base) -> tuple[list[Checkpoint], Checkpoint | None]:

@@ -16,9 +16,7 @@ import torch
 
 from . import fused, topk
 from .fused import BLOCK, numba
-
-MODES = {"task_arithmetic": 0, "ties": 1, "dare_linear": 2, "dare_ties": 3}
-
+from .methods import get
 
 def available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
     """bf16 and fp32 inputs, written in their own dtype."""
@@ -216,7 +214,7 @@ def run(c, thresholds=None, salts=None, dare_keys=None, dare_cut=0, scales=None)
     out = torch.empty(c.n, dtype=c.dtype)
     if c.n == 0:
         return out, {}
-    mode = MODES[c.method]
+    mode = get(c.method).fused_tv_mode  # the method's registry entry
     target = fused._bits_view(out, np.uint16) if c.dtype == torch.bfloat16 else out.numpy()
     kept = np.zeros((c.n + BLOCK - 1) // BLOCK, dtype=np.int64)
     f32 = np.float32

@@ -123,6 +123,13 @@ class Method:
     # 1/K), task (one per task vector, default 1 each)
     weights: str = "average"
     helpers: tuple[str, ...] = ()  # other files of this package its bytes depend on
+    # the fused task-vector kernel's mode (fused_tv.py: 0 task arithmetic, 1 TIES, 2 DARE,
+    # 3 DARE-TIES), None where the method has no such kernel
+    fused_tv_mode: int | None = None
+    # the torch path's temporaries per chunk element beside its K inputs and outputs (the
+    # memory budget's estimate, engine.bytes_per_element): fp32 accumulator, term and input
+    # for the average, indices and draws for the drawing methods
+    temp_bytes: int = 5 * 8
     _regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -202,7 +209,7 @@ _DRAWS = ("rng.py",)
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("average", "avg", "weighted-avg", "average",
            "weighted average: theta = sum_i w_i theta_i (w_i = 1/K by default)",
-           helpers=("fused.py",)),
+           helpers=("fused.py",), temp_bytes=3 * 4),
     Method("select", "select", "param-selection", "select",
            "parameter selection: each element from one sub-model drawn with probability p_i",
            (SEED,), min_models=2, weights="probabilities", helpers=(*_DRAWS, "fused.py")),
@@ -212,11 +219,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            helpers=("select.py", *_DRAWS, "fused.py")),
     Method("task_arithmetic", "task-arithmetic", "task-arithmetic", "task_arithmetic",
            "theta_base + lambda sum_i w_i tau_i", (LAMBDA,), needs_base=True, weights="task",
-           helpers=(*_TV, "fused_tv.py", "fused.py")),
+           helpers=(*_TV, "fused_tv.py", "fused.py"), fused_tv_mode=0),
     Method("ties", "ties", "TIES", "ties",
            "trim each tau_i to its top-density magnitudes, elect signs, disjoint mean, x lambda",
            (DENSITY, LAMBDA, NORMALIZE), needs_base=True, weights="task",
-           helpers=(*_TV, "topk.py", "fused_tv.py", "fused.py")),
+           helpers=(*_TV, "topk.py", "fused_tv.py", "fused.py"), fused_tv_mode=1),
     Method("ties_select", "ties-select", "TIES-select", "ties",
            "TIES' trim and sign election, then one agreeing task vector per element, drawn uniformly",
            (DENSITY, LAMBDA, SEED), needs_base=True, min_models=2, weights="task",
@@ -224,11 +231,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("dare_linear", "dare-linear", "DARE", "dare",
            "drop each tau_i element with probability p, rescale the kept, theta_base + lambda sum_i w_i tau_i",
            (DROP, RESCALE, LAMBDA, SEED), needs_base=True, weights="task",
-           helpers=(*_TV, *_DRAWS, "fused_tv.py", "fused.py")),
+           helpers=(*_TV, *_DRAWS, "fused_tv.py", "fused.py"), fused_tv_mode=2),
     Method("dare_ties", "dare-ties", "DARE-TIES", "dare",
            "DARE's drop and rescale, then TIES' sign election and disjoint mean",
            (DROP, RESCALE, LAMBDA, DARE_NORMALIZE, SEED), needs_base=True, weights="task",
-           helpers=(*_TV, *_DRAWS, "fused_tv.py", "fused.py")),
+           helpers=(*_TV, *_DRAWS, "fused_tv.py", "fused.py"), fused_tv_mode=3),
     Method("dare_resample", "dare-resample", "DARE-resample", "dare",
            "selection over DARE-dropped task vectors: redraw where the drawn tau is dropped or zero",
            (DROP, RESCALE, ROUNDS, LAMBDA, SEED), needs_base=True, min_models=2, weights="task",
