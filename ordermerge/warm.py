@@ -87,14 +87,13 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GOT
               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
-def _identity(env=None) -> dict:
+def _identity() -> dict:
     """What must match between client and server for a forked child to be the job's own
     Python: the interpreter, its import path (sys.path[0], the script's directory, is set
     per job) and the environment variables read at import."""
-    env = os.environ if env is None else env
     return {"executable": os.path.realpath(sys.executable), "path": sys.path[1:],
-            "import_env": {k: v for k, v in sorted(env.items()) if k.startswith(IMPORT_TIME_ENV)
-                           and k not in THREAD_ENV}}
+            "import_env": {k: v for k, v in sorted(os.environ.items())
+                           if k.startswith(IMPORT_TIME_ENV) and k not in THREAD_ENV}}
 
 
 def _read_line(conn: socket.socket, buf: bytearray) -> dict | None:
@@ -137,10 +136,7 @@ def client(argv: list[str]) -> int:
     pid = started["pid"]
 
     def forward(signum, _frame):
-        try:
-            os.killpg(pid, signum)
-        except ProcessLookupError:
-            pass
+        _signal_group(pid, signum)
     for s in SIGNALS:
         signal.signal(s, forward)
     try:
@@ -439,6 +435,7 @@ def start(cwd: str | os.PathLike = ".") -> str:
 def stop() -> None:
     """Stop the server `start` began (its running children get SIGTERM) and remove its
     socket directory."""
+    import subprocess
     if not _server:
         return
     os.environ.pop(ENV, None)
@@ -446,18 +443,14 @@ def stop() -> None:
     proc.terminate()
     try:
         proc.wait(timeout=30)
-    except Exception:  # noqa: BLE001
+    except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    for p in (_server["path"],):
-        try:
-            os.unlink(p)
+    for remove, path in ((os.unlink, _server["path"]), (os.rmdir, _server["dir"])):
+        try:  # the server removes its socket itself when it stops in time
+            remove(path)
         except OSError:
             pass
-    try:
-        os.rmdir(_server["dir"])
-    except OSError:
-        pass
     _server.clear()
 
 

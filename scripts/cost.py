@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.provenance import now
-from ordermerge.report.cost import cost_table, read_benchmarks, to_markdown
+from ordermerge.report.cost import cost_table, job_log, read_benchmarks, to_markdown
 from ordermerge.report.tables import write
 from ordermerge.runner import parser, record
 
@@ -22,7 +22,7 @@ t0 = now()
 table = cost_table(read_benchmarks(args.benchmarks, args.sft, args.logs), args.params)
 logs = ([] if args.logs is None else
         [log for b in sorted(args.benchmarks.rglob("*.tsv"))
-         if (log := args.logs / b.relative_to(args.benchmarks).with_suffix(".log")).is_file()])
+         if (log := job_log(args.logs, b.relative_to(args.benchmarks))).is_file()])
 md = to_markdown(table)
 for out in write(table, md, "", args.csv, args.md, float_format="%.6f"):
     record(args, out, t0, sorted(args.benchmarks.rglob("*.tsv")) + sorted(args.sft.rglob("run.json"))

@@ -29,7 +29,8 @@ def reduced_run(tmp_path_factory) -> Path:
 # loadfile scheduler hands out files by their number of tests, most first (which put these
 # three last, where their minutes of waiting were the suite's tail), so its queue is
 # reordered before the first file is handed out (`pytest_xdist_make_scheduler` is xdist's
-# hook for this); without xdist the order of the items changes nothing else
+# hook for this; sorting the items, as this file did before, does not reach it); without
+# xdist the order changes nothing
 LONGEST_FIRST = ("tests/test_slurm.py", "tests/test_slurm_limits.py", "tests/test_smollm2.py",
                  "tests/test_workflow.py", "tests/test_workflow_tasks.py", "tests/test_sft.py",
                  "tests/test_bench.py")
@@ -37,10 +38,6 @@ LONGEST_FIRST = ("tests/test_slurm.py", "tests/test_slurm_limits.py", "tests/tes
 
 def _rank(path: str) -> int:
     return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: _rank(f"tests/{item.path.name}"))
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -64,6 +64,12 @@ def sft_tokens(sft_root: Path, rel: Path) -> dict[str, int]:
                          f"{rel} ({type(e).__name__}: {e})") from None
 
 
+def job_log(logs_root: str | Path, rel: Path) -> Path:
+    """The log of the job whose benchmark is `rel` (relative to the benchmarks' directory):
+    the rules' log paths mirror their benchmark paths."""
+    return Path(logs_root) / rel.with_suffix(".log")
+
+
 def read_benchmarks(root: str | Path, sft_root: str | Path | None = None,
                     logs_root: str | Path | None = None) -> pd.DataFrame:
     """One row per job: rule, purpose, path, wall_s, cpu_s, and with `sft_root` (the SFT
@@ -83,8 +89,7 @@ def read_benchmarks(root: str | Path, sft_root: str | Path | None = None,
         tokens = (sft_tokens(Path(sft_root), rel) if sft_root is not None and rule == "sft"
                   else dict.fromkeys(TOKENS, 0))
         cpu_s = float(cpu) if cpu not in ("", "NA", "-") else float("nan")
-        forked = (warm.usage_cpu_s(Path(logs_root) / rel.with_suffix(".log"))
-                  if logs_root is not None else None)
+        forked = warm.usage_cpu_s(job_log(logs_root, rel)) if logs_root is not None else None
         rows.append({"rule": rule, "purpose": purpose(rule, rel), "path": str(rel),
                      "wall_s": float(last["s"]), "cpu_s": cpu_s + (forked or 0.0), **tokens})
     return pd.DataFrame(rows, columns=["rule", "purpose", "path", "wall_s", "cpu_s", *TOKENS])
