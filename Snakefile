@@ -9,8 +9,6 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
-include: "rules/paths.smk"
-include: "rules/inputs.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/train.smk"
@@ -29,7 +27,7 @@ if workflow.is_main_process:
         logger.warning(f"ordermerge: {_note}")
 _unstaged = sorted(r.name for r in workflow.rules if r.name != "all" and stage_of(r.name) is None)
 if _unstaged:
-    raise WorkflowError(f"ordermerge/config.py STAGE_OF_RULE lacks the rules {_unstaged}")
+    raise WorkflowError(f"ordermerge/plan.py STAGES lacks the rules {_unstaged}")
 _started = time.time()
 
 
@@ -67,5 +65,5 @@ onerror:
 
 rule all:
     input:
-        all_targets(),
+        P.all_targets(),
     default_target: True

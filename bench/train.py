@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ordermerge.models import build_tiny, save_model, train_tokenizer  # noqa: E402
-from ordermerge.config import train_defaults  # noqa: E402
+from ordermerge.schema import train_defaults  # noqa: E402
 from ordermerge.sft import SFTRun  # noqa: E402
 from ordermerge.train import collate, encode_example, token_losses  # noqa: E402
 

@@ -64,31 +64,8 @@ def json_object(text: str) -> dict:
     return value
 
 
-def add_arguments(p) -> None:
-    """The arguments of `ordermerge train` and of the workflow's sft script."""
-    p.add_argument("--task", required=True, help="task name (ordermerge.data.registry)")
-    p.add_argument("--base", required=True,
-                   help="base model: a local directory (e.g. the tiny built base) or a Hugging Face id")
-    p.add_argument("--data-dir", required=True, type=Path,
-                   help="directory with the task's train.jsonl and validation.jsonl")
-    p.add_argument("--order", required=True, type=Path,
-                   help='order file: {"epochs": [[row ids], ...], "seed": s, "run": r}')
-    p.add_argument("--out-dir", required=True, type=Path)
-
-
-
-def train_from_args(args, params: dict, rule: str, log) -> dict | None:
-    """One SFT run from the parsed `add_arguments`; returns the summary on the main process."""
-    from .sft import load_run
-    run = load_run(args.task, args.base, args.data_dir, args.order, args.out_dir, params, rule, log)
-    summary = run.run()
-    if summary is not None:
-        log(f"done: {summary['steps']} steps, {summary['tokens_per_s']:.0f} tokens/s, "
-            f"final train loss {summary['final_train_loss']:.4f}")
-    return summary
-
-
 def train_parser(sub) -> None:
+    from .sft import add_arguments
     p = sub.add_parser("train", help="fine-tune a base model on one task in a given data order",
                        description="One SFT run (ordermerge.sft): follows the order exactly, "
                                    "checkpoints each epoch, resumes after a kill. Run it under "
@@ -127,6 +104,7 @@ def run_train(args) -> int:
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     try:
+        from .sft import train_from_args
         train_from_args(args, params, "ordermerge train", lambda m: print(m, file=sys.stderr, flush=True))
     except OSError as e:
         print(f"ordermerge train: {os_error(e)}", file=sys.stderr)

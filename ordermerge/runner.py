@@ -2,13 +2,34 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
 import sys
 
 from .provenance import now
 
 
+# with this variable set, every entry point ends its log with the package files it imported:
+# the workflow test checks them against the code inputs its rule declares (ordermerge.plan)
+TRACE_ENV = "ORDERMERGE_TRACE_IMPORTS"
+TRACE = "ordermerge.imports:"
+
+
+def imported_files() -> list[str]:
+    """The package's modules this process imported, as files relative to the working
+    directory."""
+    return sorted({os.path.relpath(m.__file__) for name, m in list(sys.modules.items())
+                   if name.split(".")[0] == "ordermerge" and getattr(m, "__file__", None)})
+
+
+def _trace_imports() -> None:
+    print(f"{TRACE} {' '.join(imported_files())}", file=sys.stderr, flush=True)
+
+
 def parser(description: str) -> argparse.ArgumentParser:
+    if os.environ.get(TRACE_ENV):
+        atexit.register(_trace_imports)
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", type=json.loads, default={},
                    help="the rule's params as a JSON object")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from .config import train_defaults, train_errors
+from .schema import train_defaults, train_errors
 from .provenance import now, write_record
-from .objectives import objective_for
+from .objectives import objective_for, sample_losses
 from .train import make_optimizer, micro_batches
 from .utils import atomic_dir, atomic_file, check_output_dir, derive_seed, lacks_record
 
@@ -323,7 +323,6 @@ class SFTRun:
         """Mean response-token loss per sample (eval mode), shared out over the processes."""
         from accelerate.utils import gather_object
 
-        from .scoring import sample_losses
         self.model.eval()
         mine = share(tuple(examples), self.acc.process_index, self.acc.num_processes)
         out = sample_losses(self.model, self.obj, examples, mine, self.mB, self.acc.device,
@@ -371,10 +370,9 @@ class SFTRun:
                 progress["wall_s"] = time.perf_counter() - t0
                 self.resume.save(self.acc, done, progress)
         wall = time.perf_counter() - t0
-        final_loss = self.losses(self.examples)
         summary = None
         if self.acc.is_main_process:
-            summary = self._write_logs(progress, final_loss, wall, start)
+            summary = self._write_logs(progress, wall, start)
             self.resume.clear()
         self.acc.wait_for_everyone()
         return summary
@@ -398,13 +396,14 @@ class SFTRun:
                                     "validation_loss": v})
         self.log(f"epoch {step.epoch} step {step.index + 1} validation loss {v:.4f}")
 
-    def _write_logs(self, progress: dict, final_loss: dict, wall: float, start: str) -> dict:
+    def _write_logs(self, progress: dict, wall: float, start: str) -> dict:
+        # each sample's loss when its step trained on it; its loss after training is the
+        # `score` rule's (any checkpoint, scoring.py), so that scoring code never retrains
         with atomic_file(self.out_dir / "samples.csv", "w") as fh:
             w = csv.writer(fh, lineterminator="\n")
-            w.writerow(["id", "epoch", "position", "step", "loss_seen", "final_loss"])
+            w.writerow(["id", "epoch", "position", "step", "loss_seen"])
             for r in sorted(progress["records"], key=lambda r: (r["epoch"], r["position"])):
-                w.writerow([r["id"], r["epoch"], r["position"], r["step"], f"{r['loss']:.6f}",
-                            f"{final_loss[r['id']]:.6f}"])
+                w.writerow([r["id"], r["epoch"], r["position"], r["step"], f"{r['loss']:.6f}"])
         with atomic_file(self.out_dir / "steps.jsonl", "w") as fh:
             for s in progress["step_log"]:
                 fh.write(json.dumps(s) + "\n")
@@ -417,7 +416,6 @@ class SFTRun:
             "micro_batch_tokens": self.micro_tokens,
             "truncated_rows": sum(e["truncated"] for e in self.examples.values()),
             "history": progress["history"], "checkpoints": self.points,
-            "final_train_loss": sum(final_loss.values()) / len(final_loss),
             "processes": self.acc.num_processes, "mixed_precision": _mixed_precision(self.cfg),
             "resumed_from_steps": progress["resumed_from"],
         }
@@ -426,6 +424,30 @@ class SFTRun:
         for name in ("samples.csv", "steps.jsonl", "run.json"):
             write_record(self.out_dir / name, start=start, **self.provenance)
         return summary
+
+
+def add_arguments(p) -> None:
+    """The arguments of `ordermerge train` and of the workflow's sft script."""
+    p.add_argument("--task", required=True, help="task name (ordermerge.data.registry)")
+    p.add_argument("--base", required=True,
+                   help="base model: a local directory (e.g. the tiny built base) or a Hugging Face id")
+    p.add_argument("--data-dir", required=True, type=Path,
+                   help="directory with the task's train.jsonl and validation.jsonl")
+    p.add_argument("--order", required=True, type=Path,
+                   help='order file: {"epochs": [[row ids], ...], "seed": s, "run": r}')
+    p.add_argument("--out-dir", required=True, type=Path)
+
+
+
+def train_from_args(args, params: dict, rule: str, log) -> dict | None:
+    """One SFT run from the parsed `add_arguments`; returns the summary on the main process."""
+    run = load_run(args.task, args.base, args.data_dir, args.order, args.out_dir, params, rule, log)
+    summary = run.run()
+    if summary is not None:
+        last = summary["history"][-1]["validation_loss"] if summary["history"] else None
+        log(f"done: {summary['steps']} steps, {summary['tokens_per_s']:.0f} tokens/s"
+            + (f", last validation loss {last:.4f}" if last is not None else ""))
+    return summary
 
 
 def not_a_checkpoint(path: Path) -> str | None:
@@ -448,7 +470,7 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise TrainError(f"train parameter {unknown[0]!r} is unknown (known: {', '.join(defaults)})")
-    from .config import schema, schema_errors
+    from .schema import schema, schema_errors
     full = schema()
     errors = schema_errors(params, {**full["$defs"]["train"], "$defs": full["$defs"]})
     if errors:  # a type or range the train section does not allow, named by its key

@@ -180,3 +180,31 @@ def run_steps(model, cfg: dict, loss_of_step, log, label: str) -> list[float]:
         if step % 50 == 0 or step == cfg["steps"] - 1:
             log(f"{label} step {step} loss {loss.item():.4f}")
     return curve
+
+
+def make_base(cfg: dict, out_dir, tokenizer_dir=None, corpus=None, log=print) -> list:
+    """The shared decoder base, saved into `out_dir` in `cfg["dtype"]`: for source tiny the
+    model built from the tokenizer and pretrained on the corpus (its loss curve written
+    beside it, pretrain_log.json), else the pretrained source. Returns the input files used."""
+    from pathlib import Path
+
+    from .models import build_tiny, dtype_of, load_pretrained_source, save_model
+    out_dir = Path(out_dir)
+    if cfg["source"] != "tiny":
+        model, tokenizer = load_pretrained_source(cfg["source"], cfg["dtype"], "model.source")
+        save_model(model, tokenizer, out_dir, dtype_of(cfg["dtype"]))
+        return []
+    import json
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = build_tiny(cfg["tiny"], tokenizer, cfg["seed"])
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"tiny llama: {n_params} parameters")
+    curve = pretrain(model, tokenizer, Path(corpus).read_text().splitlines(), cfg["pretrain"],
+                     cfg["seed"], log)
+    (out_dir / "pretrain_log.json").write_text(json.dumps(
+        {"parameters": n_params, "loss": curve}, indent=1) + "\n")
+    save_model(model, tokenizer, out_dir, dtype_of(cfg["dtype"]))
+    return [Path(tokenizer_dir), Path(corpus)]

@@ -2,30 +2,27 @@
 # validation-loss curves of the runs and of their merges at every saved step (Figure 4),
 # the figures, Table 4 (shuffled vs fix-batch orders) and the cost table.
 
-FIGURE_LIB = lib("report/figures.py", "report/stats.py", "scoring.py")
-
-
 # A model's loss on each row of a split: the code of SFT's closing pass.
 rule score:
     input:
-        script=script("score.py"),
-        lib=lib("scoring.py", "objectives.py", "train.py", "models.py", "encoder.py", *TASK_SOURCES),
-        model=lambda w: candidate_model(w, w.name),
-        rows="results/data/{task}/{split}.jsonl",
+        **P.script_inputs("score.py"),
+        model=lambda w: P.candidate_model(w, w.name),
+        rows=P.data("{task}", "{split}"),
     output:
-        losses="results/scores/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{name}/{split}.csv",
-        prov="results/scores/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{name}/{split}.csv.prov.json",
+        losses=P.score_file("{model}", "{task}", "{scheme}", "{epoch}", "{kind}", "{name}", "{split}"),
+        prov=P.score_file("{model}", "{task}", "{scheme}", "{epoch}", "{kind}", "{name}", "{split}")
+        + ".prov.json",
     wildcard_constraints:
         name=rf"run\d+|{id_pattern()}",
     params:
-        json=score_params,
-    threads: res("evaluate", "cpus")
+        json=P.score_params,
+    threads: P.threads("score")
     log:
         "results/logs/score/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{name}/{split}.log",
     benchmark:
         "results/benchmarks/score/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{name}/{split}.tsv"
     resources:
-        **resources_of("evaluate"),
+        **P.resources("score"),
     conda:
         "../envs/train.yaml"
     shell:
@@ -38,23 +35,24 @@ rule score:
 # checkpoints (method "single"), or their merge at each point with one method.
 rule curve:
     input:
-        unpack(curve_inputs),
+        unpack(P.curve_inputs),
+        script=P.script("curve.py"),
     output:
         curve="results/curves/{model}/{task}/{scheme}/{method}.csv",
         prov="results/curves/{model}/{task}/{scheme}/{method}.csv.prov.json",
     wildcard_constraints:
         method=rf"single|{id_pattern()}",
     params:
-        args=curve_args,
-        json=lambda w: as_json(json.loads(score_params(w)) | (
-            {} if w.method == "single" else json.loads(merge_params(w)))),
-    threads: res("evaluate", "cpus")
+        args=P.curve_args,
+        json=P.curve_params,
+        entry=P.method_entry,
+    threads: P.threads("curve")
     log:
         "results/logs/curve/{model}/{task}/{scheme}/{method}.log",
     benchmark:
         "results/benchmarks/curve/{model}/{task}/{scheme}/{method}.tsv"
     resources:
-        **resources_of("evaluate"),
+        **P.resources("curve"),
     conda:
         "../envs/train.yaml"
     shell:
@@ -62,20 +60,15 @@ rule curve:
         " --rows {input.rows} --out {output.curve} {params.args} --params {params.json:q} > {log} 2>&1"
 
 
-def _figure_rule_args(n):
-    return " ".join(f"{name}={path}" for name, path in figure_inputs(n))
-
-
-if FIGURES:
+if P.figures:
     for _n, _caption in ((1, "figure1.rst"), (3, "figure3.rst"), (4, "figure4.rst")):
 
         rule:
             name:
                 f"figure{_n}"
             input:
-                script=script("figure.py"),
-                lib=FIGURE_LIB,
-                data=[path for _, path in figure_inputs(_n)],
+                **P.script_inputs("figure.py"),
+                data=[path for _, path in P.figure_inputs(_n)],
             output:
                 png=report(f"results/figures/figure{_n}.png", caption=f"captions/{_caption}",
                            category="Figures"),
@@ -86,14 +79,14 @@ if FIGURES:
                       (".png", ".svg", ".csv") + (("_rho.csv", "_rho.md") if _n == 1 else ())],
             params:
                 n=_n,
-                args=_figure_rule_args(_n),
-                json=as_json({k: FIGURES[k] for k in ("panels", "bins", "segments")}),
-                anchor=f"run{FIGURES['anchor']}",
-            threads: res("report", "cpus")
+                args=" ".join(f"{name}={path}" for name, path in P.figure_inputs(_n)),
+                json=P.figure_params(),
+                anchor=f"run{P.figures['anchor']}",
+            threads: P.threads(f"figure{_n}")
             log:
                 f"results/logs/figure{_n}.log",
             resources:
-                **resources_of("report"),
+                **P.resources(f"figure{_n}"),
             conda:
                 "../envs/report.yaml"
             shell:
@@ -104,23 +97,21 @@ if FIGURES:
 
 rule table2:
     input:
-        script=script("table.py"),
-        lib=lib("report/tables.py", "report/stats.py", "merge/methods.py", *TASK_SOURCES),
-        records=[path for _, path in TABLE2_RECORDS],
+        **P.script_inputs("table.py"),
+        records=[path for _, path in P.table2_records],
     output:
         csv=report("results/tables/table2.csv", caption="captions/table2.rst", category="Tables"),
         md="results/tables/table2.md",
         tex="results/tables/table2.tex",
         prov=expand("results/tables/table2.{ext}.prov.json", ext=["csv", "md", "tex"]),
     params:
-        json=as_json({"epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "stats": config["report"]["stats"],
-                      "models": {m: MODELS[m]["spec"] for m in dict.fromkeys(m for m, _ in TABLE2_RECORDS)}}),
-        records=" ".join(f"{m}={p}" for m, p in TABLE2_RECORDS),
-    threads: res("report", "cpus")
+        json=P.table_params(2),
+        records=" ".join(f"{m}={p}" for m, p in P.table2_records),
+    threads: P.threads("table2")
     log:
         "results/logs/table2.log",
     resources:
-        **resources_of("report"),
+        **P.resources("table2"),
     conda:
         "../envs/report.yaml"
     shell:
@@ -130,21 +121,20 @@ rule table2:
 
 rule table4:
     input:
-        script=script("table.py"),
-        lib=lib("report/tables.py", "report/stats.py", "merge/methods.py"),
-        records=table4_records(),
+        **P.script_inputs("table.py"),
+        records=P.table4_records(),
     output:
         csv=report("results/tables/table4.csv", caption="captions/table4.rst", category="Tables"),
         md="results/tables/table4.md",
         tex="results/tables/table4.tex",
         prov=expand("results/tables/table4.{ext}.prov.json", ext=["csv", "md", "tex"]),
     params:
-        json=as_json({"epoch": REPORT_EPOCH, "tasks": TABLE4_TASKS, "stats": config["report"]["stats"]}),
-    threads: res("report", "cpus")
+        json=P.table_params(4),
+    threads: P.threads("table4")
     log:
         "results/logs/table4.log",
     resources:
-        **resources_of("report"),
+        **P.resources("table4"),
     conda:
         "../envs/report.yaml"
     shell:
@@ -157,21 +147,19 @@ rule table4:
 # the other targets, so it runs last).
 rule cost:
     input:
-        script=script("cost.py"),
-        lib=lib("report/cost.py", "report/tables.py", "warm.py"),
-        after=cost_inputs(),
+        **P.script_inputs("cost.py"),
+        after=P.cost_inputs(),
     output:
         csv=report("results/tables/cost.csv", caption="captions/cost.rst", category="Tables"),
         md="results/tables/cost.md",
         prov=expand("results/tables/cost.{ext}.prov.json", ext=["csv", "md"]),
     params:
-        json=as_json({stage: {"cpus": res(stage, "cpus"), "gpus": res(stage, "gpus") or 0}
-                      for stage in config["resources"]}),
-    threads: res("report", "cpus")
+        json=P.cost_params(),
+    threads: P.threads("cost")
     log:
         "results/logs/cost.log",
     resources:
-        **resources_of("report"),
+        **P.resources("cost"),
     conda:
         "../envs/report.yaml"
     shell:

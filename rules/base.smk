@@ -4,24 +4,22 @@
 
 rule tokenizer:
     input:
-        script=script("tokenizer.py"),
-        lib=lib("data/corpus.py", *TASK_SOURCES, "models.py", "utils.py"),
-        data=expand("results/data/{task}/{split}.jsonl", task=DECODER_TASKS,
-                    split=["train", "validation", "test"]),
+        **P.script_inputs("tokenizer.py"),
+        data=P.tokenizer_data(),
     wildcard_constraints:
-        model=one_of(DECODERS),
+        model=one_of(P.decoders),
     output:
         corpus="results/base/{model}/corpus.txt",
         corpus_prov="results/base/{model}/corpus.txt.prov.json",
         tokenizer=directory("results/base/{model}/tokenizer"),
     params:
-        json=lambda w: as_json({**spec(w)["tokenizer"], "seed": config["seed"]}),
+        json=lambda w: as_json({**P.spec(w)["tokenizer"], "seed": config["seed"]}),
         data_dirs=lambda w, input: " ".join(dict.fromkeys(str(Path(p).parent) for p in input.data)),
-    threads: res("base", "cpus")
+    threads: P.threads("tokenizer")
     log:
         "results/logs/tokenizer/{model}.log",
     resources:
-        **resources_of("base"),
+        **P.resources("tokenizer"),
     conda:
         "../envs/train.yaml"
     shell:
@@ -31,24 +29,23 @@ rule tokenizer:
 
 rule base:
     input:
-        unpack(base_inputs),
-        script=script("base.py"),
-        lib=lib("models.py", "train.py", "utils.py"),
+        unpack(P.base_inputs),
+        **P.script_inputs("base.py"),
     wildcard_constraints:
-        model=one_of(DECODERS),
+        model=one_of(P.decoders),
     output:
         directory("results/base/{model}/model"),
     params:
-        json=lambda w: as_json({k: spec(w)[k] for k in ("source", "dtype", "tiny", "pretrain")}
+        json=lambda w: as_json({k: P.spec(w)[k] for k in ("source", "dtype", "tiny", "pretrain")}
                                | {"seed": config["seed"]}),
-        args=base_args,
-    threads: res("base", "cpus")
+        args=P.base_args,
+    threads: P.threads("base")
     log:
         "results/logs/base/{model}.log",
     benchmark:
         "results/benchmarks/base/{model}.tsv"
     resources:
-        **resources_of("base"),
+        **P.resources("base"),
     conda:
         "../envs/train.yaml"
     shell:
@@ -61,22 +58,21 @@ rule base:
 # the configured dtype.
 rule encoder_base:
     input:
-        script=script("encoder_base.py"),
-        lib=lib("encoder.py", "models.py", "train.py", *TASK_SOURCES, "utils.py"),
-        data=expand("results/data/{task}/train.jsonl", task=ENCODER_TASKS),
+        **P.script_inputs("encoder_base.py"),
+        data=[P.data(t, "train") for t in P.encoder_tasks],
     wildcard_constraints:
-        model=one_of(ENCODERS),
+        model=one_of(P.encoders),
     output:
         directory("results/base/{model}/model"),
     params:
-        json=lambda w: as_json(spec(w) | {"seed": config["seed"]}),
-    threads: res("base", "cpus")
+        json=lambda w: as_json(P.spec(w) | {"seed": config["seed"]}),
+    threads: P.threads("encoder_base")
     log:
         "results/logs/base/{model}.log",
     benchmark:
         "results/benchmarks/base/{model}.tsv"
     resources:
-        **resources_of("base"),
+        **P.resources("encoder_base"),
     conda:
         "../envs/train.yaml"
     shell:
@@ -89,20 +85,19 @@ rule encoder_base:
 # and resample's task vectors have it as their base.
 rule encoder_init:
     input:
-        script=script("encoder_init.py"),
-        lib=lib("encoder.py", "models.py", *TASK_SOURCES, "utils.py"),
+        **P.script_inputs("encoder_init.py"),
         base="results/base/{model}/model",
     wildcard_constraints:
-        model=one_of(ENCODERS),
+        model=one_of(P.encoders),
     output:
         directory("results/base/{model}/init/{task}"),
     params:
-        json=lambda w: as_json({"seed": config["seed"], "dtype": spec(w)["dtype"]}),
-    threads: res("base", "cpus")
+        json=lambda w: as_json({"seed": config["seed"], "dtype": P.spec(w)["dtype"]}),
+    threads: P.threads("encoder_init")
     log:
         "results/logs/base/{model}/init-{task}.log",
     resources:
-        **resources_of("base"),
+        **P.resources("encoder_init"),
     conda:
         "../envs/train.yaml"
     shell:

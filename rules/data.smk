@@ -3,18 +3,17 @@
 
 rule prepare_data:
     input:
-        script=script("prepare_data.py"),
-        lib=lib("data/prepare.py", *TASK_SOURCES, "utils.py"),
+        **P.script_inputs("prepare_data.py"),
     output:
-        expand("results/data/{{task}}/{split}.jsonl", split=["train", "validation", "test"]),
-        expand("results/data/{{task}}/{split}.jsonl.prov.json", split=["train", "validation", "test"]),
+        [P.data("{task}", s) for s in SPLITS],
+        [f"{P.data('{task}', s)}.prov.json" for s in SPLITS],
     params:
-        json=lambda w: as_json({"data": task_cfg(w)["data"], "seed": config["seed"]}),
-    threads: res("data", "cpus")
+        json=P.prepare_params,
+    threads: P.threads("prepare_data")
     log:
         "results/logs/prepare_data/{task}.log",
     resources:
-        **resources_of("data"),
+        **P.resources("prepare_data"),
     conda:
         "../envs/train.yaml"
     shell:
@@ -24,20 +23,18 @@ rule prepare_data:
 
 rule order:
     input:
-        script=script("make_order.py"),
-        lib=lib("data/orders.py", "utils.py"),
-        train="results/data/{task}/train.jsonl",
+        **P.script_inputs("make_order.py"),
+        train=P.data("{task}", "train"),
     output:
         order="results/orders/{task}/{scheme}/run{run}.json",
         prov="results/orders/{task}/{scheme}/run{run}.json.prov.json",
     params:
-        json=lambda w: as_json({"epochs": config["epochs"], "seed": config["seed"],
-                                "batch_size": task_cfg(w)["train"]["batch_size"]}),
-    threads: res("order", "cpus")
+        json=P.order_params,
+    threads: P.threads("order")
     log:
         "results/logs/order/{task}/{scheme}/run{run}.log",
     resources:
-        **resources_of("order"),
+        **P.resources("order"),
     conda:
         "../envs/train.yaml"
     shell:

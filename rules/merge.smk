@@ -7,22 +7,24 @@
 
 rule merge:
     input:
-        unpack(merge_inputs),
+        unpack(P.merge_inputs),
+        script=P.script("merge.py"),
     output:
         directory("results/merged/{model}/{task}/{scheme}/epoch{epoch}/{method}"),
     wildcard_constraints:
         method=id_pattern(),
     params:
-        base=base_arg,
-        json=merge_params,
+        base=P.base_arg,
+        json=P.merge_params,
+        entry=P.method_entry,
         targets=lambda w, output: f"--method-id {w.method} --out-dir {output}",
-    threads: res("merge", "cpus")
+    threads: P.threads("merge")
     log:
         "results/logs/merge/{model}/{task}/{scheme}/epoch{epoch}/{method}.log",
     benchmark:
         "results/benchmarks/merge/{model}/{task}/{scheme}/epoch{epoch}/{method}.tsv"
     resources:
-        **resources_of("merge"),
+        **P.resources("merge"),
     conda:
         "../envs/train.yaml"
     shell:
@@ -32,17 +34,19 @@ rule merge:
 
 use rule merge as merge_seeds with:
     input:
-        unpack(lambda w: merge_inputs(w, f"{w.method}-s{SEEDS[0]}")),
+        unpack(lambda w: P.merge_inputs(w, f"{w.method}-s{P.seeds[0]}")),
+        script=P.script("merge.py"),
     output:
         [directory(f"results/merged/{{model}}/{{task}}/{{scheme}}/epoch{{epoch}}/{{method}}-s{s}")
-         for s in SEEDS],
+         for s in P.seeds],
     wildcard_constraints:
         method=seeded_row_pattern(),
     params:
-        base=base_arg,
-        json=lambda w: merge_params(w, f"{w.method}-s{SEEDS[0]}"),
+        base=P.base_arg,
+        json=lambda w: P.merge_params(w, f"{w.method}-s{P.seeds[0]}"),
+        entry=lambda w: P.method_entry(w, f"{w.method}-s{P.seeds[0]}"),
         targets=lambda w, output: " ".join(f"--method-id {w.method}-s{s} --out-dir {out}"
-                                           for s, out in zip(SEEDS, output, strict=True)),
+                                           for s, out in zip(P.seeds, output, strict=True)),
     log:
         "results/logs/merge/{model}/{task}/{scheme}/epoch{epoch}/{method}-seeds.log",
     benchmark:

@@ -3,22 +3,20 @@
 
 rule table1:
     input:
-        script=script("table.py"),
-        lib=lib("report/tables.py", "report/stats.py", "merge/methods.py"),
-        records=[r for t in TASKS for r in eval_records(t, SCHEMES[0], [REPORT_EPOCH])],
+        **P.script_inputs("table.py"),
+        records=P.table1_records(),
     output:
         csv=report("results/tables/table1.csv", caption="captions/table1.rst", category="Tables"),
         md="results/tables/table1.md",
         tex="results/tables/table1.tex",
         prov=expand("results/tables/table1.{ext}.prov.json", ext=["csv", "md", "tex"]),
     params:
-        json=as_json({"epoch": REPORT_EPOCH, "scheme": SCHEMES[0], "models": {t: model_of(t) for t in TASKS},
-                      "stats": config["report"]["stats"]}),
-    threads: res("report", "cpus")
+        json=P.table_params(1),
+    threads: P.threads("table1")
     log:
         "results/logs/table1.log",
     resources:
-        **resources_of("report"),
+        **P.resources("table1"),
     conda:
         "../envs/report.yaml"
     shell:

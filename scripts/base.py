@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ordermerge.models import make_base
+from ordermerge.train import make_base
 from ordermerge.runner import log, parser, record, start
 from ordermerge.utils import atomic_dir
 

@@ -19,7 +19,8 @@ p.add_argument("--csv", required=True, type=Path)
 p.add_argument("--md", required=True, type=Path)
 args = p.parse_args()
 t0 = now()
-table = cost_table(read_benchmarks(args.benchmarks, args.sft, args.logs), args.params)
+table = cost_table(read_benchmarks(args.benchmarks, args.sft, args.logs), args.params["resources"],
+                   args.params["stage_of"])
 logs = ([] if args.logs is None else
         [log for b in sorted(args.benchmarks.rglob("*.tsv"))
          if (log := job_log(args.logs, b.relative_to(args.benchmarks))).is_file()])

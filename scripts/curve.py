@@ -1,6 +1,6 @@
 """Validation loss at every saved point of the K runs (epoch ends and train.save_steps):
 each run's own checkpoint, or (with --method-id) the merge of the K runs' checkpoints taken
-at the same point. The data of Figure 4 (ordermerge.scoring.curve)."""
+at the same point. The data of Figure 4 (ordermerge.curves.curve)."""
 import sys
 from pathlib import Path
 
@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.data.registry import get_task
 from ordermerge.runner import log, parser, record, start
-from ordermerge.scoring import curve, write_curve
+from ordermerge.curves import curve, write_curve
 from ordermerge.utils import read_jsonl
 
 p = parser(__doc__)

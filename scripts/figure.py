@@ -14,8 +14,8 @@ p.add_argument("--figure", choices=["1", "3", "4"], required=True)
 p.add_argument("--stem", required=True, type=Path, help="output path without extension")
 p.add_argument("--anchor", default="run0")
 p.add_argument("inputs", nargs="+", metavar="NAME=PATH",
-               help="runN=samples.csv (Figures 1, 3), NAME=losses.csv (scored models; "
-                    "runN for sub-models), single=curve.csv and METHOD_ID=curve.csv (Figure 4)")
+               help="runN=samples.csv (Figures 1, 3: the runs' order positions), "
+                    "NAME=losses.csv (scored models; runN for sub-models), single=curve.csv and METHOD_ID=curve.csv (Figure 4)")
 args = p.parse_args()
 t0 = now()
 try:

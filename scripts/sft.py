@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.runner import log, parser, start
-from ordermerge.cli import add_arguments, train_from_args
+from ordermerge.sft import add_arguments, train_from_args
 
 p = parser(__doc__)
 add_arguments(p)

@@ -18,8 +18,11 @@ def reduced_run(tmp_path_factory) -> Path:
     SLURM module's local reference and its kill-and-resume test). Tests that change files
     work on a copy (`shutil.copytree(..., symlinks=True)`), or restore what they changed and
     mark the outputs current again."""
+    from ordermerge.runner import TRACE_ENV
     wd = copy_project(tmp_path_factory.mktemp("reduced") / "project")
-    snakemake(wd, *REDUCED_ARGS)
+    # every job's log ends with the package files it imported (test_workflow checks them
+    # against the code inputs its rule declares)
+    snakemake(wd, *REDUCED_ARGS, env={TRACE_ENV: "1"})
     return wd
 
 

@@ -96,8 +96,9 @@ def test_cost_table_sums_the_benchmarks(tmp_path):
         (runs / "m/gsm8k" / run / "run.json").write_text(json.dumps(
             {"real_tokens": real, "processed_tokens": processed}))
     jobs = cost.read_benchmarks(b, runs)
+    from ordermerge.plan import BENCHMARK_STAGES
     t = cost.cost_table(jobs, {"default": {"cpus": 1, "gpus": 0}, "sft": {"cpus": 4, "gpus": 1},
-                               "evaluate": {"cpus": 2}, "merge": {"cpus": 3}})
+                               "evaluate": {"cpus": 2}, "merge": {"cpus": 3}}, BENCHMARK_STAGES)
     assert t.loc["purpose: Table 3", "jobs"] == 2
     assert t.loc["purpose: Table 3", "cpu_h_alloc"] == pytest.approx((36 * 3 + 72 * 2) / 3600)
     assert t.loc["rule: sft", "jobs"] == 2 and t.loc["rule: sft", "wall_h"] == pytest.approx(1.5)
@@ -125,15 +126,16 @@ def test_cost_table_sums_the_benchmarks(tmp_path):
         cost.read_benchmarks(b)
 
 
-def test_scoring_a_checkpoint_matches_the_closing_pass(setup, single, tmp_path):  # noqa: F811
-    """score.py on the run's last checkpoint: the losses of SFT's closing pass up to the
-    bf16 rounding of the saved weights; the same code in memory gives the same numbers."""
+def test_scoring_a_checkpoint_is_the_loss_of_each_row_in_memory(setup, single, tmp_path):  # noqa: F811
+    """score.py on the run's last checkpoint: each training row's loss, as the same code
+    (objectives.sample_losses, SFT's validation pass) gives in memory; below the loss
+    the run saw on the row in its first epoch for most rows (training lowered it)."""
     import torch
 
     from ordermerge.data.registry import get_task
     from ordermerge.models import load_model
     from ordermerge.objectives import objective_for
-    from ordermerge.scoring import sample_losses
+    from ordermerge.objectives import sample_losses
     root, base, data, *_ = setup
     out = tmp_path / "train.csv"
     subprocess.run([sys.executable, str(ROOT / "scripts/score.py"), "--task", "gsm8k",
@@ -142,10 +144,9 @@ def test_scoring_a_checkpoint_matches_the_closing_pass(setup, single, tmp_path):
                    check=True, env=env(), capture_output=True)
     scored = read_losses(out)
     with open(single / "samples.csv") as fh:
-        closing = {r["id"]: float(r["final_loss"]) for r in csv.DictReader(fh)}
-    assert set(scored) == set(closing) and len(scored) == 60
-    rel = np.array([abs(scored[i] - closing[i]) / closing[i] for i in closing])
-    assert rel.max() < 0.05 and np.median(rel) < 0.01
+        seen = {r["id"]: float(r["loss_seen"]) for r in csv.DictReader(fh) if r["epoch"] == "1"}
+    assert set(scored) == set(seen) and len(scored) == 60
+    assert np.mean([scored[i] < seen[i] for i in seen]) > 0.8
     model, tok = load_model(single / "epoch3", dtype=torch.float32)
     model.eval()
     obj = objective_for(get_task("gsm8k"), tok, 96)

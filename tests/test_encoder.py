@@ -7,7 +7,7 @@ import torch
 
 from ordermerge.data.orders import make_order
 from ordermerge.data.prepare import prepare
-from ordermerge.config import train_defaults
+from ordermerge.schema import train_defaults
 from ordermerge.data.registry import get_task
 from ordermerge.encoder import build_tiny_bert, head_class, load_with_head, mlm_pretrain, train_wordpiece
 from ordermerge.evaluate.run import evaluate_rows

@@ -55,10 +55,12 @@ def env_with_python() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900,
+              env: dict[str, str] | None = None):
+    """`env`: variables added to the jobs' environment."""
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
-                          env=env_with_python())
+                          env={**env_with_python(), **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")

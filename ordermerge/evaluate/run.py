@@ -68,7 +68,7 @@ def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: d
     generate in bf16 on a GPU, in float32 on the CPU."""
     import torch
 
-    from ..scoring import load_for_task
+    from ..checkpoints import load_for_task
     judge, annotators = judge or load_judge(task, cfg, judge_model)
     name = cfg["name"] if name is None else name
     model, tokenizer = load_for_task(task, model_path)

@@ -6,8 +6,6 @@ settings change: ``avg``, ``select-s3``, ``resample-n4-s3``, ``ties-d0.2-l1.0``.
 """
 from __future__ import annotations
 
-from .methods import (ENGINE_SOURCES, METHODS, get, id_pattern, method_id, parse_method_id,
-                      seeded_row_pattern, sources_of)
+from .methods import METHODS, get, id_pattern, method_id, parse_method_id, seeded_row_pattern
 
-__all__ = ["ENGINE_SOURCES", "METHODS", "get", "id_pattern", "method_id", "parse_method_id",
-           "seeded_row_pattern", "sources_of"]
+__all__ = ["METHODS", "get", "id_pattern", "method_id", "parse_method_id", "seeded_row_pattern"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 _NUMBER = {"int": r"\d+", "float": r"\d+(?:\.\d+)?(?:e-?\d+)?", "bool": r"[01]"}
@@ -122,7 +122,9 @@ class Method:
     # how weights are read: average (sum 1, default 1/K), probabilities (sum 1, default
     # 1/K), task (one per task vector, default 1 each)
     weights: str = "average"
-    helpers: tuple[str, ...] = ()  # other files of this package its bytes depend on
+    # files of this package its bytes depend on that its module does not import (loaded by
+    # name); those it imports are found by reading them (`sources`)
+    helpers: tuple[str, ...] = ()
     # the fused task-vector kernel's mode (fused_tv.py: 0 task arithmetic, 1 TIES, 2 DARE,
     # 3 DARE-TIES), None where the method has no such kernel
     fused_tv_mode: int | None = None
@@ -143,7 +145,17 @@ class Method:
 
     @property
     def sources(self) -> tuple[str, ...]:
+        """Its module and helpers (relative to this package); the workflow adds what the
+        module imports, read from its source (ordermerge.plan.Plan.merge_code)."""
         return (f"{self.module}.py", *self.helpers)
+
+    def entry(self) -> dict:
+        """This entry as JSON-able data: what a merge of the method depends on in the
+        registry (the workflow's merge rules take it as a param, so that editing one entry
+        reruns that method's merges only)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_regex"}
+        out["settings"] = [asdict(s) for s in self.settings]
+        return out
 
     def impl(self):
         return importlib.import_module(f"{__package__}.{self.module}")
@@ -203,49 +215,33 @@ class Chunk:
     base_addr: int | None = None
 
 
-_TV = ("taskvec.py",)
-_DRAWS = ("rng.py",)
-
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("average", "avg", "weighted-avg", "average",
-           "weighted average: theta = sum_i w_i theta_i (w_i = 1/K by default)",
-           helpers=("fused.py",), temp_bytes=3 * 4),
+           "weighted average: theta = sum_i w_i theta_i (w_i = 1/K by default)", temp_bytes=3 * 4),
     Method("select", "select", "param-selection", "select",
            "parameter selection: each element from one sub-model drawn with probability p_i",
-           (SEED,), min_models=2, weights="probabilities", helpers=(*_DRAWS, "fused.py")),
+           (SEED,), min_models=2, weights="probabilities"),
     Method("resample", "resample", "resample", "resample",
            "selection + n resample rounds: redraw where the chosen element equals the base",
-           (ROUNDS, SEED), needs_base=True, min_models=2, weights="probabilities",
-           helpers=("select.py", *_DRAWS, "fused.py")),
+           (ROUNDS, SEED), needs_base=True, min_models=2, weights="probabilities"),
     Method("task_arithmetic", "task-arithmetic", "task-arithmetic", "task_arithmetic",
-           "theta_base + lambda sum_i w_i tau_i", (LAMBDA,), needs_base=True, weights="task",
-           helpers=(*_TV, "fused_tv.py", "fused.py"), fused_tv_mode=0),
+           "theta_base + lambda sum_i w_i tau_i", (LAMBDA,), needs_base=True, weights="task", fused_tv_mode=0),
     Method("ties", "ties", "TIES", "ties",
            "trim each tau_i to its top-density magnitudes, elect signs, disjoint mean, x lambda",
-           (DENSITY, LAMBDA, NORMALIZE), needs_base=True, weights="task",
-           helpers=(*_TV, "topk.py", "fused_tv.py", "fused.py"), fused_tv_mode=1),
+           (DENSITY, LAMBDA, NORMALIZE), needs_base=True, weights="task", fused_tv_mode=1),
     Method("ties_select", "ties-select", "TIES-select", "ties",
            "TIES' trim and sign election, then one agreeing task vector per element, drawn uniformly",
-           (DENSITY, LAMBDA, SEED), needs_base=True, min_models=2, weights="task",
-           helpers=(*_TV, "topk.py", *_DRAWS, "fused_tv.py", "fused.py")),
+           (DENSITY, LAMBDA, SEED), needs_base=True, min_models=2, weights="task"),
     Method("dare_linear", "dare-linear", "DARE", "dare",
            "drop each tau_i element with probability p, rescale the kept, theta_base + lambda sum_i w_i tau_i",
-           (DROP, RESCALE, LAMBDA, SEED), needs_base=True, weights="task",
-           helpers=(*_TV, *_DRAWS, "fused_tv.py", "fused.py"), fused_tv_mode=2),
+           (DROP, RESCALE, LAMBDA, SEED), needs_base=True, weights="task", fused_tv_mode=2),
     Method("dare_ties", "dare-ties", "DARE-TIES", "dare",
            "DARE's drop and rescale, then TIES' sign election and disjoint mean",
-           (DROP, RESCALE, LAMBDA, DARE_NORMALIZE, SEED), needs_base=True, weights="task",
-           helpers=(*_TV, *_DRAWS, "fused_tv.py", "fused.py"), fused_tv_mode=3),
+           (DROP, RESCALE, LAMBDA, DARE_NORMALIZE, SEED), needs_base=True, weights="task", fused_tv_mode=3),
     Method("dare_resample", "dare-resample", "DARE-resample", "dare",
            "selection over DARE-dropped task vectors: redraw where the drawn tau is dropped or zero",
-           (DROP, RESCALE, ROUNDS, LAMBDA, SEED), needs_base=True, min_models=2, weights="task",
-           helpers=(*_TV, *_DRAWS)),
+           (DROP, RESCALE, ROUNDS, LAMBDA, SEED), needs_base=True, min_models=2, weights="task"),
 ]}
-
-# the engine's own files: every merge depends on them. This registry is not among them: it
-# holds no arithmetic, and every setting it passes on is part of the id (the path)
-ENGINE_SOURCES = ("__init__.py", "engine.py", "st_io.py")
-
 
 def get(name: str) -> Method:
     try:
@@ -290,12 +286,6 @@ def seeded_row_pattern() -> str:
             assert m.settings[-1].name == "seed", f"{m.name}: the seed must be its last setting"
             parts.append(_unnamed(re.escape(m.prefix) + "".join(s.pattern() for s in m.settings[:-1])))
     return "|".join(parts)
-
-
-def sources_of(mid: str) -> tuple[str, ...]:
-    """The files (relative to this package) a merge with this id depends on."""
-    name, _ = parse_method_id(mid)
-    return ENGINE_SOURCES + get(name).sources
 
 
 def expand(specs: list[dict], seeds: list[int], rounds: int | None = None) -> list[str]:

@@ -28,12 +28,6 @@ from pathlib import Path
 import pandas as pd
 
 from ordermerge import warm
-from ordermerge.config import STAGE_OF_RULE
-
-# benchmark directory -> config resources stage: the rule of that name's, and
-# results/benchmarks/multitask/ holds the multi-task merges (their evaluations are under
-# evaluate/multitask/)
-STAGES = {**STAGE_OF_RULE, "multitask": "merge"}
 
 
 def purpose(rule: str, rel: Path) -> str:
@@ -95,12 +89,17 @@ def read_benchmarks(root: str | Path, sft_root: str | Path | None = None,
     return pd.DataFrame(rows, columns=["rule", "purpose", "path", "wall_s", "cpu_s", *TOKENS])
 
 
-def cost_table(jobs: pd.DataFrame, resources: dict[str, dict]) -> pd.DataFrame:
+def cost_table(jobs: pd.DataFrame, resources: dict[str, dict],
+               stage_of: dict[str, str] | None = None) -> pd.DataFrame:
     """Rows per rule group, then per purpose, then the total: jobs, wall hours, allocated
     and measured CPU-hours, GPU-hours, the SFT jobs' real and processed tokens and padding
-    efficiency (empty where a row has no SFT job). `resources`: stage -> {cpus, gpus}."""
+    efficiency (empty where a row has no SFT job). `resources`: stage -> {cpus, gpus};
+    `stage_of`: benchmark directory (a rule's name) -> its stage (ordermerge.plan
+    BENCHMARK_STAGES; any other counts as "default")."""
+    stage_of = stage_of or {}
+
     def alloc(rule, key):
-        stage = STAGES.get(rule, "default")
+        stage = stage_of.get(rule, "default")
         return (resources.get(stage) or resources.get("default") or {}).get(key) or 0
     jobs = jobs.copy()
     jobs["cpu_h_alloc"] = [w * max(alloc(r, "cpus"), 1) / 3600 for w, r in zip(jobs["wall_s"], jobs["rule"])]

@@ -33,15 +33,27 @@ def _plt():
 
 
 def read_samples(path) -> pd.DataFrame:
-    """samples.csv -> one row per training sample: id, position (epoch 1), final_loss."""
+    """samples.csv -> one row per training sample: id, position (in epoch 1's order)."""
     df = pd.read_csv(path)
-    missing = {"id", "epoch", "position", "final_loss"} - set(df.columns)
+    missing = {"id", "epoch", "position"} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: not a samples log (no {', '.join(sorted(missing))})")
-    first = df[df["epoch"] == 1][["id", "position", "final_loss"]]
+    first = df[df["epoch"] == 1][["id", "position"]]
     if first.empty:
         raise ValueError(f"{path}: no epoch-1 rows")
     return first.set_index("id")
+
+
+def with_final_loss(samples: pd.DataFrame, losses: dict[str, float] | None, run: str) -> pd.DataFrame:
+    """A run's samples with its loss on each after training (`losses`: its last checkpoint's
+    scores on the training split, from the score rule)."""
+    if losses is None:
+        raise ValueError(f"figure 1: no scored losses of {run} (an argument {run}=.../scores/"
+                         f".../{run}/train.csv)")
+    loss = pd.Series(losses).reindex(samples.index)
+    if loss.isna().any():
+        raise ValueError(f"{run}: no loss for {int(loss.isna().sum())} training samples")
+    return samples.assign(final_loss=loss.to_numpy())
 
 
 def binned(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +66,7 @@ def binned(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndar
 
 def figure1(samples: dict[str, pd.DataFrame], merged: dict[str, dict[str, float]], anchor: str,
             panels: int = 4, bins: int = 10):
-    """`samples`: run name -> read_samples(); `merged`: merge id -> {id: loss on the training
+    """`samples`: run name -> with_final_loss(read_samples()); `merged`: merge id -> {id: loss on the training
     sample}; `anchor`: the run whose order positions the merges are read against.
     Returns (data, rho table, figure)."""
     plt = _plt()
@@ -205,7 +217,7 @@ def parse_named(args: list[str]) -> list[tuple[str, str]]:
 
 def make(figure: str, named: list[tuple[str, str]], stem: Path, anchor: str, cfg: dict) -> list[Path]:
     """Figure `figure` ("1", "3" or "4") from its named inputs (runN=samples.csv, NAME=losses
-    under scores/, NAME=curve.csv), saved as `stem`.png/.svg/.csv (and for Figure 1 the
+    under scores/ (Figure 1: every run's and merge's), NAME=curve.csv), saved as `stem`.png/.svg/.csv (and for Figure 1 the
     table of every model's Spearman's rho, `stem`_rho.csv/.md); returns the paths written."""
     import re
 
@@ -217,6 +229,7 @@ def make(figure: str, named: list[tuple[str, str]], stem: Path, anchor: str, cfg
     outs = []
     if figure == "1":
         merged = {n: v for n, v in scores.items() if not is_run(n)}
+        samples = {n: with_final_loss(s, scores.get(n), n) for n, s in samples.items()}
         data, rho, fig = figure1(samples, merged, anchor, panels=cfg.get("panels", 4),
                                  bins=cfg.get("bins", 10))
         rho_stem = stem.with_name(stem.name + "_rho")

@@ -1,0 +1,22 @@
+"""Loading a task's checkpoint for scoring and evaluation: the decoder as a causal LM, an
+encoder with the task's head. Its own module so that evaluation and scoring depend on this
+and not on each other."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def load_for_task(task, path: str | os.PathLike, dtype=None):
+    """(model, tokenizer) of a checkpoint of `task`'s family, in float32 unless `dtype`: a
+    causal LM, or the encoder with the task's head."""
+    import torch
+    from transformers import AutoTokenizer
+    dtype = dtype or torch.float32
+    if not Path(path, "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a checkpoint directory (no config.json)")
+    if task.family == "encoder":
+        from .encoder import head_class
+        return head_class(task).from_pretrained(path, dtype=dtype), AutoTokenizer.from_pretrained(path)
+    from .models import load_model
+    return load_model(path, dtype=dtype)

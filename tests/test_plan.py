@@ -1,0 +1,159 @@
+"""The workflow's plan (ordermerge/plan.py) without Snakemake: dimensions, targets, input
+functions and code inputs of the default and the paper config; the rules' own text (every
+rule staged once, named where it takes its resources); the README's table of what an edit
+reruns."""
+import re
+from pathlib import Path
+from types import SimpleNamespace as W
+
+import pytest
+
+from ordermerge import codedeps
+from ordermerge.config import ConfigError, load
+from ordermerge.merge.methods import METHODS
+from ordermerge.plan import STAGES, Plan, PlanError, rerun_table, rule_scripts, stage_of
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def layer(tmp_path, text: str) -> Path:
+    f = tmp_path / f"layer{len(list(tmp_path.iterdir()))}.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_the_paper_config_plans_every_table1_evaluation():
+    """15 tasks x (20 runs + the merges: average, 5 seeds of selection, 5 of resample)."""
+    p = Plan(load(ROOT / "config/paper.yaml"))
+    assert len(p.tasks) == 15 and p.runs == list(range(20)) and p.seeds == [0, 1, 2, 3, 4]
+    ids = p.method_ids("gsm8k")
+    assert ids[0] == "avg" and len(ids) == 11 and sum(i.startswith("select-") for i in ids) == 5
+    records = p.table1_records()
+    assert len(records) == len(set(records)) == 15 * 31
+    gsm = [r for r in records if "/gsm8k/" in r]
+    assert gsm[0] == "results/eval/llama-2-7b/gsm8k/shuffle/epoch3/sft/run0.json"
+    # every record the tables read is a target or made for a table the default target asks for
+    targets = set(p.all_targets())
+    assert set(records) <= targets and "results/tables/table1.md" in targets
+
+
+def test_dropping_a_task_removes_exactly_its_targets(tmp_path):
+    off = layer(tmp_path, "multitask: {groups: {tiny: null}}\ntable2: null\n")
+    before = Plan(load(off))
+    cfg = load(off)
+    del cfg["tasks"]["agnews"]
+    after = Plan(cfg)
+    gone = set(before.all_targets()) - set(after.all_targets())
+    assert gone == {t for t in before.all_targets() if "/agnews/" in t} and len(gone) > 10
+    assert set(after.all_targets()) <= set(before.all_targets())
+    assert after.table1_records() == [r for r in before.table1_records() if "/agnews/" not in r]
+
+
+def test_the_default_config_plans_its_dimensions_and_paths():
+    p = Plan(load())
+    assert p.tasks == ["gsm8k", "sst2", "agnews", "glue_sst2"] and p.encoder_tasks == ["glue_sst2"]
+    assert p.decoders == ["tiny-llama", "tiny-llama-s"] and p.encoders == ["tiny-bert", "tiny-bert-l"]
+    assert p.all_schemes == ["shuffle", "fix-batch"] and p.merge_epochs == [3] and p.report_epoch == 3
+    w = W(model="tiny-bert", task="glue_sst2", scheme="shuffle", run="1", epoch="3", kind="sft",
+          method="resample-n1-s0", name="run1")
+    assert p.start_model(w) == "results/base/tiny-bert/init/glue_sst2"
+    assert p.candidate_model(w, "run1") == "results/sft/tiny-bert/glue_sst2/shuffle/run1/epoch3"
+    inputs = p.merge_inputs(w)
+    assert inputs["base"] == p.start_model(w) and len(inputs["sub_models"]) == 4
+    assert "ordermerge/merge/resample.py" in inputs["lib"] and "ordermerge/merge/ties.py" not in inputs["lib"]
+    assert p.merge_params(W(method="avg")) == '{"weights": null}'
+    # Table 2: the two decoders on sst2, the two encoders on glue_sst2
+    models = [m for m, _ in p.table2_records]
+    assert models[0] == "tiny-bert" and set(models) == {"tiny-bert", "tiny-bert-l", "tiny-llama", "tiny-llama-s"}
+    # Figures: the runs' positions and scores, the merges' scores
+    names = [n for n, _ in p.figure_inputs(1)]
+    assert names.count("run0") == 2 and "avg" in names
+    a = p.figures["anchor"]
+    assert [n for n, path in p.figure_inputs(3) if path.endswith("samples.csv")] == [f"run{a}"]
+
+
+def test_a_bad_layered_config_names_the_file_and_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"not a mapping"):
+        load(layer(tmp_path, "- a list\n"))
+    with pytest.raises(ConfigError, match=r"config key num_sub_model: unknown key"):
+        load(layer(tmp_path, "num_sub_model: 3\n"))
+
+
+def test_every_rule_is_staged_once_and_takes_its_own_resources():
+    """A rule's threads and resources come from STAGES by its own name: each rule block of
+    rules/*.smk names itself (a copied block naming another rule fails here)."""
+    head = re.compile(r"^\s*(?:rule (\w+):|rule:\n\s+name:\n\s+(.+))$", re.M)
+    seen = set()
+    for f in sorted((ROOT / "rules").glob("*.smk")):
+        text = f.read_text()
+        heads = list(head.finditer(text))
+        for i, h in enumerate(heads):
+            body = text[h.end():heads[i + 1].start() if i + 1 < len(heads) else len(text)]
+            name = h.group(1) or h.group(2).strip()
+            if name == "all":
+                continue
+            used = re.findall(r"P\.(?:threads|resources)\((.+?)\),?$", body, re.M)
+            assert len(used) == 2 and len(set(used)) == 1, f"{f.name}: rule {name}: {used}"
+            assert used[0] in (f'"{name}"', name), f"{f.name}: rule {name} takes {used[0]}'s resources"
+            seen.add(name)
+    assert {n for n in seen if not n.startswith(("f\"", "P."))} <= set(STAGES)
+    assert stage_of("evaluate_multitask_g") == "evaluate" and stage_of("nope") is None
+    with pytest.raises(PlanError, match="rule 'nope' has no stage"):
+        Plan(load()).resources("nope")
+
+
+def test_code_inputs_are_the_scripts_import_closure():
+    code = {s: set(Plan.code(s)) for s in ("sft.py", "score.py", "evaluate.py", "merge.py", "figure.py")}
+    # training depends on neither evaluation, scoring, the config checks nor the CLI
+    assert not {f for f in code["sft.py"] if f.startswith("ordermerge/evaluate/")}
+    assert {"ordermerge/sft.py", "ordermerge/objectives.py", "ordermerge/schema.py"} <= code["sft.py"]
+    assert not code["sft.py"] & {"ordermerge/scoring.py", "ordermerge/config.py", "ordermerge/cli.py"}
+    # scoring and evaluation are apart from the merge engine and from each other
+    assert "ordermerge/merge/engine.py" not in code["score.py"] | code["evaluate.py"]
+    assert "ordermerge/scoring.py" not in code["evaluate.py"]
+    assert "ordermerge/train.py" not in code["merge.py"]  # models.py no longer reaches it
+    # a method's own module is a merge's input through the registry, not the closure
+    assert not any(f.endswith(("ties.py", "dare.py", "select.py")) for f in code["merge.py"])
+    p = Plan(load())
+    ties = set(p.merge_code("ties-d0.2-l1.0"))
+    assert {"ordermerge/merge/ties.py", "ordermerge/merge/topk.py"} <= ties
+    assert code["merge.py"] - {"ordermerge/merge/methods.py"} < ties
+    assert "ordermerge/merge/dare.py" not in ties
+    # not the registry: the job's param is its method's entry, which differs between methods
+    assert "ordermerge/merge/methods.py" not in ties
+    assert p.method_entry(W(method="ties-d0.2-l1.0")) != p.method_entry(W(method="ties-select-d0.2-l1.0-s0"))
+    assert '"fused_tv_mode": 1' in p.method_entry(W(method="ties-d0.2-l1.0"))
+
+
+def test_the_closure_follows_relative_imports_packages_and_function_level_imports(tmp_path):
+    pkg = tmp_path / "ordermerge"
+    (pkg / "sub").mkdir(parents=True)
+    for f, text in {"__init__.py": "", "a.py": "from .sub import b\n", "c.py": "X = 1\n",
+                    "sub/__init__.py": "", "sub/b.py": "def f():\n    from ..c import X\n    return X\n",
+                    "unused.py": ""}.items():
+        (pkg / f).write_text(text)
+    script = tmp_path / "s.py"
+    script.write_text("import os\nfrom ordermerge.a import *\n")
+    got = [p.relative_to(pkg).as_posix() for p in codedeps.closure(script, pkg.resolve())]
+    assert got == ["__init__.py", "a.py", "c.py", "sub/__init__.py", "sub/b.py"]
+
+
+def test_every_script_a_rule_runs_is_found_in_the_rules():
+    scripts = rule_scripts()
+    assert scripts["merge_seeds"] == scripts["merge"] == "merge.py"
+    assert scripts["evaluate_runs"] == "evaluate.py" and scripts["figure{N}"] == "figure.py"
+    assert scripts["evaluate_multitask_{GROUP}"] == "evaluate.py"
+    assert set(scripts.values()) == {p.name for p in (ROOT / "scripts").glob("*.py")}
+
+
+def test_the_readme_table_of_reruns_is_the_plans():
+    """README "Incremental re-runs" holds `python -m ordermerge.plan`'s table as it is."""
+    table = rerun_table()
+    assert table in (ROOT / "README.md").read_text(), \
+        "README's rerun table is stale: paste `python -m ordermerge.plan` into it"
+    row = next(line for line in table.splitlines() if "`merge/ties.py`" in line)
+    assert "the merges of ties, ties_select only" in row
+    assert any(line.startswith("| `schema.py`, `sft.py` | sft |") for line in table.splitlines())
+    every = next(line for line in table.splitlines() if line.endswith("| every rule |"))
+    assert "`utils.py`" in every
+    assert len(METHODS) >= 10
