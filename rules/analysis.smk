@@ -2,7 +2,8 @@
 # validation-loss curves of the runs and of their merges at every saved step (Figure 4),
 # the figures, Table 4 (shuffled vs fix-batch orders) and the cost table.
 
-# A model's loss on each row of a split: the code of SFT's closing pass.
+# A model's loss on each row of a split (a sub-model's after training, a merge's): SFT's
+# validation code (objectives.sample_losses) on any checkpoint.
 rule score:
     input:
         **P.script_inputs("score.py"),

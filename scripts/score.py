@@ -1,4 +1,4 @@
-"""Per-sample losses of one model on a task's split (SFT's closing pass, for any checkpoint):
+"""Per-sample losses of one model on a task's split (any checkpoint, scored as SFT validates):
 the data of Figures 1 and 3."""
 import sys
 from pathlib import Path
