@@ -26,8 +26,6 @@ def _method_errors(specs: list[dict], seeds: list[int], key: str) -> list[str]:
 
 # sections a config may set to null to turn them off
 NULLABLE = ("table2", "table4", "figures")
-# Table 2's datasets, as decoder tasks (LLM-R's format) and as encoder tasks
-TABLE2_TASKS = ("sst2", "mnli", "squad", "glue_sst2", "glue_mnli", "squad_v1")
 _BLOCK = {"decoder": ("model", "decoders"), "encoder": ("encoder", "encoders")}
 
 

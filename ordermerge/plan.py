@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from .codedeps import ROOT as LIB, closure
-from .config import TABLE2_TASKS, model_specs
+from .config import model_specs
 from .data.tasks import TASKS as REGISTRY
 from .merge.methods import METHODS, expand as expand_methods, get as merge_method, parse_method_id
 
@@ -529,7 +529,7 @@ class Plan:
         t2 = self.config["table2"]
         if t2 is None:
             return []
-        wanted = t2["tasks"] or [t for t in self.tasks if t in TABLE2_TASKS]
+        wanted = t2["tasks"] or [t for t in self.tasks if REGISTRY[t].table2]
         out = []
         for m in self.encoders + self.decoders:
             for t in [t for t in self.models[m]["tasks"] if t in wanted]:

@@ -4,7 +4,8 @@ An entry names its model family, where its train and test rows come from
 (`Source`, in the source's own files and schema), how a row becomes a prompt
 and a training target, the gold answer, the candidate options of choice and
 classification tasks, which evaluator scores it with which metric, its tiny
-counterpart, and the paper's hyperparameters (hparams.py). Rows come, per task
+counterpart, the paper's hyperparameters for it and whether the paper's Table 2 has
+it. Adding a dataset is one entry here (plus its toy generator, toy_tasks.py). Rows come, per task
 and config (``data.source``), from the toy generator or the real dataset (a
 local copy in the source's layout, or the hub). The 15 entries are in
 tasks.py; registry.py looks them up by name.
@@ -35,7 +36,11 @@ class Task:
     metric: str
     toy: Callable[..., list[dict]]  # (n, seed, split) -> rows in the source's schema
     options: Callable[[dict], list[str]] | None = None  # candidates of a choice task
-    hparams: dict | None = None  # the paper's settings (hparams.py)
+    # the paper's settings (Appendix B.4, Tables 5-6): max_length, lr, batch_size (global rows
+    # per step), resample_rounds (the n of selection + resample; 1 when absent); every run
+    # is hparams.EPOCHS epochs. config/paper.yaml takes them (a test checks it)
+    hparams: dict | None = None
+    table2: bool = False  # one of Table 2's datasets (table2.tasks defaults to these)
     # an encoder task's input: one text, or a pair (text, None when single)
     segments: Callable[[dict], tuple[str, str | None]] | None = None
 
