@@ -10,8 +10,9 @@ import sys
 from .provenance import now
 
 
-# with this variable set, every entry point ends its log with the package files it imported:
-# the workflow test checks them against the code inputs its rule declares (ordermerge.plan)
+# with this variable set, every entry point ends its log with the package files it imported
+# and the distributions whose modules it imported: the workflow test checks them against
+# the code inputs its rule declares (ordermerge.plan) and the packages its envs/ file pins
 TRACE_ENV = "ORDERMERGE_TRACE_IMPORTS"
 TRACE = "ordermerge.imports:"
 
@@ -23,8 +24,26 @@ def imported_files() -> list[str]:
                    if name.split(".")[0] == "ordermerge" and getattr(m, "__file__", None)})
 
 
+TRACE_PACKAGES = "ordermerge.packages:"
+
+
+def imported_distributions() -> list[str]:
+    """The installed distributions whose top-level modules this process imported: those
+    its import statements named where the warm worker recorded them (a forked job shares
+    the worker's preloaded modules, ordermerge/warm.py), else those in sys.modules."""
+    import builtins
+    from importlib.metadata import packages_distributions
+    dists = packages_distributions()
+    recorded = getattr(builtins.__import__, "ordermerge_tops", None)
+    names = recorded if recorded is not None else list(sys.modules)
+    # not the interpreter's start-up hooks (a private name: setuptools' _distutils_hack)
+    tops = {name.split(".")[0] for name in names if not name.startswith("_")}
+    return sorted({d for top in tops for d in dists.get(top, ())})
+
+
 def _trace_imports() -> None:
     print(f"{TRACE} {' '.join(imported_files())}", file=sys.stderr, flush=True)
+    print(f"{TRACE_PACKAGES} {' '.join(imported_distributions())}", file=sys.stderr, flush=True)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -181,6 +181,27 @@ def _exit_code(code) -> int:
     return 1
 
 
+# runner.TRACE_ENV (not imported: the server's modules are not the job's): with it set, a
+# child records the top-level name of every module its import statements name, on the
+# import function (runner.imported_distributions reads it), since the worker's preloaded
+# modules hide from sys.modules what the job itself imports
+TRACE_ENV = "ORDERMERGE_TRACE_IMPORTS"
+
+
+def _record_imports() -> None:
+    import builtins
+    original = builtins.__import__
+    tops: set[str] = set()
+
+    def recording(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0:
+            tops.add(name.split(".")[0])
+        return original(name, globals, locals, fromlist, level)
+
+    recording.ordermerge_tops = tops
+    builtins.__import__ = recording
+
+
 def _run_child(req: dict, fds: list[int], close: list[int]) -> None:
     """In the forked child: become the job, run its script, exit. Never returns."""
     code = 1
@@ -207,6 +228,8 @@ def _run_child(req: dict, fds: list[int], close: list[int]) -> None:
         sys.argv = list(req["argv"])
         sys.path[0] = os.path.dirname(os.path.abspath(script))
         sys.stdout.reconfigure(line_buffering=os.isatty(1))
+        if os.environ.get(TRACE_ENV):
+            _record_imports()
         import runpy
         try:
             runpy.run_path(script, run_name="__main__")

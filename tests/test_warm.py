@@ -85,6 +85,22 @@ def test_a_forked_job_is_the_job_python_would_run(server, job, tmp_path):
     assert warm.usage_cpu_s(tmp_path / "err.txt") >= 0.0
 
 
+def test_a_traced_forked_job_names_the_packages_it_imports_not_the_servers(server, tmp_path):
+    """With runner.TRACE_ENV set, a forked job's imported distributions are those its own
+    import statements name (the workflow test checks them against its envs/ file), not the
+    server's preloaded torch and transformers, which a plain sys.modules scan would list."""
+    from ordermerge import runner
+    assert warm.TRACE_ENV == runner.TRACE_ENV
+    script = tmp_path / "imports.py"
+    script.write_text(f"import json, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport yaml\n"
+                      "from ordermerge.runner import imported_distributions\n"
+                      "print(json.dumps(imported_distributions()))\n")
+    _, traced, _ = run(script, env={runner.TRACE_ENV: "1"})
+    assert "pyyaml" in {d.lower() for d in traced} and "torch" not in traced
+    _, plain, _ = run(script)
+    assert "torch" in plain and "transformers" in plain  # the server's modules, as sys.modules has them
+
+
 def test_the_server_forks_while_single_threaded(server, job, tmp_path):
     """No preloaded library has started a thread (a fork copies only the forking one)."""
     run(job, cwd=tmp_path)  # returns once the server has imported everything
