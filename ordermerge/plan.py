@@ -22,6 +22,7 @@ from .codedeps import ROOT as LIB, closure
 from .config import model_specs
 from .data.tasks import TASKS as REGISTRY
 from .merge.methods import METHODS, expand as expand_methods, get as merge_method, parse_method_id
+from .report.registry import TABLES, get as table_spec
 
 # the config stage (resources.<stage>) of each rule that runs as a job: its threads and
 # resources come from it (Plan.threads, Plan.resources), a failed job names the setting to
@@ -34,11 +35,12 @@ STAGES = {
     "merge": "merge", "merge_seeds": "merge", "multitask_align": "merge", "multitask_merge": "merge",
     "evaluate": "evaluate", "evaluate_runs": "evaluate", "evaluate_seeds": "evaluate",
     "evaluate_multitask": "evaluate", "score": "evaluate", "curve": "evaluate",
-    "table1": "report", "table2": "report", "table3": "report", "table4": "report",
     "cost": "report", "figure1": "report", "figure3": "report", "figure4": "report",
 }
 # the per-group rules of rules/multitask.smk (one merge of a group on all its tasks)
 MULTITASK_EVAL_PREFIX = "evaluate_multitask_"
+# the per-table rules of rules/report.smk, table{N} (report/registry.py)
+TABLE_PREFIX = "table"
 # benchmark directories that are not a rule's name: results/benchmarks/multitask/ holds the
 # multi-task merges (their evaluations are under evaluate/multitask/)
 BENCHMARK_STAGES = {**STAGES, "multitask": "merge"}
@@ -54,6 +56,8 @@ def stage_of(rule: str) -> str | None:
     """The config resources stage of a workflow rule (None: not one of the workflow's)."""
     if rule.startswith(MULTITASK_EVAL_PREFIX):
         return "evaluate"
+    if rule.startswith(TABLE_PREFIX) and rule.removeprefix(TABLE_PREFIX) in TABLES:
+        return "report"
     return STAGES.get(rule)
 
 
@@ -100,7 +104,7 @@ class Plan:
         self.groups = {n: g for n, g in c["multitask"]["groups"].items() if g is not None}
         for group in self.groups:
             self._group_judge(group)  # one local judge per group, checked before any job
-        self.table2_records = self._table2_records()
+        self._table_records: dict[str, list] = {}
         self.figures = c["figures"] if self.tasks else None
         if self.figures:
             self.fig_task = self.figures["task"] or self.decoder_tasks[0]
@@ -235,18 +239,9 @@ class Plan:
             out += [self.eval_record(model, task, scheme, e, "merged", m) for m in self.method_ids(task)]
         return out
 
-    def table1_records(self) -> list[str]:
-        return [r for t in self.tasks for r in self.eval_records(t, self.schemes[0], [self.report_epoch])]
-
     def analysis_targets(self) -> list[str]:
-        """The tables beyond Table 1 and the figures this config asks for."""
-        out = []
-        if self.groups:
-            out += self.table_files(3)
-        if self.table2_records:
-            out += self.table_files(2)
-        if self.table4_tasks:
-            out += self.table_files(4)
+        """The tables and the figures this config asks for."""
+        out = [f for n in self.tables() for f in self.table_files(n)]
         if self.figures:
             out += [f"results/figures/figure{n}.{ext}" for n in (1, 3, 4) for ext in ("png", "svg", "csv")]
             out += ["results/figures/figure1_rho.csv", "results/figures/figure1_rho.md"]
@@ -254,7 +249,7 @@ class Plan:
 
     def cost_inputs(self) -> list[str]:
         """Everything else the default target makes: the cost table is summed last."""
-        return self.table_files(1) + self.analysis_targets()
+        return self.analysis_targets()
 
     def all_targets(self) -> list[str]:
         targets = self.cost_inputs()
@@ -465,16 +460,6 @@ class Plan:
             return f"results/eval/multitask/{group}/{task}/single.json"
         return self.eval_record(self.model, task, self.schemes[0], self.report_epoch, "sft", f"run{g['run']}")
 
-    def table3_records(self) -> list[tuple[str, str]]:
-        """(group, path) of every group's single and merged records."""
-        pairs = []
-        for group, g in self.groups.items():
-            for t in g["tasks"]:
-                pairs.append((group, self.single_record(group, t)))
-                pairs += [(group, f"results/eval/multitask/{group}/{t}/{mid}.json")
-                          for mid in self.group_ids(group)]
-        return pairs
-
     @staticmethod
     def multitask_model(wildcards) -> str:
         """The aligned single-task models' directory (the task's model is inside), or the merge."""
@@ -521,50 +506,24 @@ class Plan:
         return as_json({"tasks": {t: self.multitask_eval_cfg(group, t, name)
                                   for t in self.groups[group]["tasks"]}})
 
-    # ------------------------------------------------------------ Tables 2 and 4
-    def _table2_records(self) -> list[tuple[str, str]]:
-        """(model, record path) of Table 2: every model (encoders first, then decoders, as
-        the paper prints them) on its tasks among table2.tasks: its K runs and the
-        table2.methods merges, at the report epoch."""
-        t2 = self.config["table2"]
-        if t2 is None:
-            return []
-        wanted = t2["tasks"] or [t for t in self.tasks if REGISTRY[t].table2]
-        out = []
-        for m in self.encoders + self.decoders:
-            for t in [t for t in self.models[m]["tasks"] if t in wanted]:
-                ids = expand_methods(t2["methods"], self.seeds,
-                                     rounds=self.config["tasks"][t]["resample_rounds"])
-                e, s = self.report_epoch, self.schemes[0]
-                out += [(m, self.eval_record(m, t, s, e, "sft", f"run{r}")) for r in self.runs]
-                out += [(m, self.eval_record(m, t, s, e, "merged", i)) for i in ids]
-        return out if len({m for m, _ in out}) >= 2 else []
+    # ------------------------------------------------------------ tables
+    def table_records(self, n) -> list[tuple[str | None, str]]:
+        """(block or None, record path) of every evaluation record table `n` reads, in its
+        order (its registry entry's records)."""
+        if n not in self._table_records:
+            self._table_records[n] = table_spec(n).records(self)
+        return self._table_records[n]
 
-    def table4_records(self) -> list[str]:
-        """Every Table 4 task's runs and merges (table4.methods) under both order schemes,
-        at the report epoch."""
-        out, e = [], self.report_epoch
-        for t in self.table4_tasks:
-            ids = expand_methods(self.table4["methods"], self.seeds,
-                                 rounds=self.config["tasks"][t]["resample_rounds"])
-            for scheme in ("shuffle", "fix-batch"):
-                m = self.model_of(t)
-                out += [self.eval_record(m, t, scheme, e, "sft", f"run{r}") for r in self.runs]
-                out += [self.eval_record(m, t, scheme, e, "merged", i) for i in ids]
-        return out
+    def tables(self) -> list[str]:
+        """The tables this config asks for: each with records (Table 1 always)."""
+        return [n for n, spec in TABLES.items() if spec.always or self.table_records(n)]
 
     def table_params(self, n) -> str:
-        stats = self.config["report"]["stats"]
-        e, s = self.report_epoch, self.schemes[0]
-        if n == 1:
-            return as_json({"epoch": e, "scheme": s, "models": {t: self.model_of(t) for t in self.tasks},
-                            "stats": stats})
-        if n == 2:
-            return as_json({"epoch": e, "scheme": s, "stats": stats, "models": {
-                m: self.models[m]["spec"] for m in dict.fromkeys(m for m, _ in self.table2_records)}})
-        if n == 3:
-            return as_json({"groups": self.groups, "epoch": e, "scheme": s, "stats": stats})
-        return as_json({"epoch": e, "tasks": self.table4_tasks, "stats": stats})
+        return as_json(table_spec(n).params(self))
+
+    def table_args(self, n) -> str:
+        """The records as the table script takes them: PATH, or BLOCK=PATH."""
+        return " ".join(p if b is None else f"{b}={p}" for b, p in self.table_records(n))
 
     # ------------------------------------------------------------ scores, curves, figures
     def score_params(self, wildcards) -> str:
@@ -637,7 +596,7 @@ def rule_scripts(rules_dir: str | Path = PROJECT / "rules") -> dict[str, str]:
                 out[h.group(2)] = out[h.group(1)]
                 continue
             name = h.group(3) or h.group(4).strip()
-            name = {'f"figure{_n}"': "figure{N}",
+            name = {'f"figure{_n}"': "figure{N}", 'f"table{_n}"': f"{TABLE_PREFIX}{{N}}",
                     "P.multitask_eval_rule(_group)": f"{MULTITASK_EVAL_PREFIX}{{GROUP}}"}.get(name, name)
             found = _SCRIPT.search(body)
             if found:
@@ -650,8 +609,9 @@ def rerun_table(rules_dir: str | Path = PROJECT / "rules") -> str:
     edited (modules with the same rules share a row). A merge method's own module reruns
     only that method's merges (and their evaluations, tables and curves)."""
     order = {r: i for i, r in enumerate(STAGES)}
-    scripts = dict(sorted(rule_scripts(rules_dir).items(),
-                          key=lambda kv: order.get(kv[0].replace("{N}", "1"), len(order))))
+    order |= {f"{TABLE_PREFIX}{{N}}": order["cost"] - 0.5, "figure{N}": order["figure1"],
+              f"{MULTITASK_EVAL_PREFIX}{{GROUP}}": order["evaluate_multitask"] + 0.5}
+    scripts = dict(sorted(rule_scripts(rules_dir).items(), key=lambda kv: order[kv[0]]))
     modules = sorted(p.relative_to(LIB).as_posix() for p in LIB.rglob("*.py"))
     registry = LIB / "merge" / "methods.py"
     reruns: dict[str, list[str]] = {}

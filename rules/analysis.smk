@@ -1,6 +1,6 @@
-# The paper's analysis beyond Table 1: per-sample losses of any model (Figures 1 and 3),
+# The paper's analysis beyond the tables: per-sample losses of any model (Figures 1 and 3),
 # validation-loss curves of the runs and of their merges at every saved step (Figure 4),
-# the figures, Table 4 (shuffled vs fix-batch orders) and the cost table.
+# the figures and the cost table.
 
 # A model's loss on each row of a split (a sub-model's after training, a merge's): SFT's
 # validation code (objectives.sample_losses) on any checkpoint.
@@ -94,53 +94,6 @@ if P.figures:
                 "{PY} {input.script} --rule figure{params.n} --figure {params.n}"
                 " --stem results/figures/figure{params.n} --anchor {params.anchor}"
                 " --params {params.json:q} {params.args} > {log} 2>&1"
-
-
-rule table2:
-    input:
-        **P.script_inputs("table.py"),
-        records=[path for _, path in P.table2_records],
-    output:
-        csv=report("results/tables/table2.csv", caption="captions/table2.rst", category="Tables"),
-        md="results/tables/table2.md",
-        tex="results/tables/table2.tex",
-        prov=expand("results/tables/table2.{ext}.prov.json", ext=["csv", "md", "tex"]),
-    params:
-        json=P.table_params(2),
-        records=" ".join(f"{m}={p}" for m, p in P.table2_records),
-    threads: P.threads("table2")
-    log:
-        "results/logs/table2.log",
-    resources:
-        **P.resources("table2"),
-    conda:
-        "../envs/report.yaml"
-    shell:
-        "{PY} {input.script} --rule table2 --table 2 --csv {output.csv} --md {output.md}"
-        " --tex {output.tex} --params {params.json:q} {params.records} > {log} 2>&1"
-
-
-rule table4:
-    input:
-        **P.script_inputs("table.py"),
-        records=P.table4_records(),
-    output:
-        csv=report("results/tables/table4.csv", caption="captions/table4.rst", category="Tables"),
-        md="results/tables/table4.md",
-        tex="results/tables/table4.tex",
-        prov=expand("results/tables/table4.{ext}.prov.json", ext=["csv", "md", "tex"]),
-    params:
-        json=P.table_params(4),
-    threads: P.threads("table4")
-    log:
-        "results/logs/table4.log",
-    resources:
-        **P.resources("table4"),
-    conda:
-        "../envs/report.yaml"
-    shell:
-        "{PY} {input.script} --rule table4 --table 4 --csv {output.csv} --md {output.md}"
-        " --tex {output.tex} --params {params.json:q} {input.records} > {log} 2>&1"
 
 
 # CPU- and GPU-hours per rule group and per paper table, summed from the benchmark files

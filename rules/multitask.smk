@@ -115,28 +115,3 @@ for _group, _g in P.groups.items():
         shell:
             "{PY} {input.script} --rule {rule} --threads {threads} {params.tasks}"
             " {params.candidates} {params.judge} --params {params.json:q} > {log} 2>&1"
-
-
-rule table3:
-    input:
-        **P.script_inputs("table.py"),
-        records=[path for _, path in P.table3_records()],
-    output:
-        csv=report("results/tables/table3.csv", caption="captions/table3.rst", category="Tables"),
-        md="results/tables/table3.md",
-        tex="results/tables/table3.tex",
-        prov=expand("results/tables/table3.{ext}.prov.json", ext=["csv", "md", "tex"]),
-    params:
-        json=P.table_params(3),
-        records=" ".join(f"{g}={p}" for g, p in P.table3_records()),
-    threads: P.threads("table3")
-    log:
-        "results/logs/table3.log",
-    resources:
-        **P.resources("table3"),
-    conda:
-        "../envs/report.yaml"
-    shell:
-        "{PY} {input.script} --rule table3 --table 3 --csv {output.csv} --md {output.md}"
-        " --tex {output.tex}"
-        " --params {params.json:q} {params.records} > {log} 2>&1"

@@ -1,6 +1,5 @@
-"""Build Table 1 (single SFT vs merges, per task), Table 2 (per model), Table 3 (multi-task
-merging, per group) or Table 4 (shuffled vs fix-batch orders) from evaluation records, as CSV, Markdown and
-LaTeX, with intervals and paired tests (ordermerge/report/tables.py)."""
+"""Build one of the paper's tables (ordermerge/report/registry.py) from evaluation records, as
+CSV, Markdown and LaTeX, with intervals and paired tests (ordermerge/report/tables.py)."""
 import sys
 from pathlib import Path
 
@@ -8,16 +7,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.provenance import now
 from ordermerge.report import tables
+from ordermerge.report.registry import TABLES
 from ordermerge.runner import parser, record
 
-p = parser(__doc__)
-p.add_argument("--table", choices=["1", "2", "3", "4"], default="1")
+p = parser(__doc__ + " " + " ".join(f"Table {n}: {t.what}." for n, t in TABLES.items()))
+p.add_argument("--table", choices=list(TABLES), default="1")
 p.add_argument("--csv", required=True, type=Path)
 p.add_argument("--md", required=True, type=Path)
 p.add_argument("--tex", type=Path)
 p.add_argument("records", nargs="+",
-               help="evaluation records; for Table 3 each as GROUP=PATH (its multi-task group), "
-                    "for Table 2 as MODEL=PATH")
+               help="evaluation records; for a table with a block key each as BLOCK=PATH "
+                    "(Table 2: MODEL=PATH, Table 3: GROUP=PATH, its multi-task group)")
 args = p.parse_args()
 t0 = now()
 try:

@@ -27,7 +27,7 @@ def test_the_paper_config_plans_every_table1_evaluation():
     assert len(p.tasks) == 15 and p.runs == list(range(20)) and p.seeds == [0, 1, 2, 3, 4]
     ids = p.method_ids("gsm8k")
     assert ids[0] == "avg" and len(ids) == 11 and sum(i.startswith("select-") for i in ids) == 5
-    records = p.table1_records()
+    records = [path for _, path in p.table_records("1")]
     assert len(records) == len(set(records)) == 15 * 31
     gsm = [r for r in records if "/gsm8k/" in r]
     assert gsm[0] == "results/eval/llama-2-7b/gsm8k/shuffle/epoch3/sft/run0.json"
@@ -45,7 +45,7 @@ def test_dropping_a_task_removes_exactly_its_targets(tmp_path):
     gone = set(before.all_targets()) - set(after.all_targets())
     assert gone == {t for t in before.all_targets() if "/agnews/" in t} and len(gone) > 10
     assert set(after.all_targets()) <= set(before.all_targets())
-    assert after.table1_records() == [r for r in before.table1_records() if "/agnews/" not in r]
+    assert after.table_records("1") == [r for r in before.table_records("1") if "/agnews/" not in r[1]]
 
 
 def test_the_default_config_plans_its_dimensions_and_paths():
@@ -62,7 +62,7 @@ def test_the_default_config_plans_its_dimensions_and_paths():
     assert "ordermerge/merge/resample.py" in inputs["lib"] and "ordermerge/merge/ties.py" not in inputs["lib"]
     assert p.merge_params(W(method="avg")) == '{"weights": null}'
     # Table 2: the two decoders on sst2, the two encoders on glue_sst2
-    models = [m for m, _ in p.table2_records]
+    models = [m for m, _ in p.table_records("2")]
     assert models[0] == "tiny-bert" and set(models) == {"tiny-bert", "tiny-bert-l", "tiny-llama", "tiny-llama-s"}
     # Figures: the runs' positions and scores, the merges' scores
     names = [n for n, _ in p.figure_inputs(1)]
@@ -141,7 +141,7 @@ def test_every_script_a_rule_runs_is_found_in_the_rules():
     scripts = rule_scripts()
     assert scripts["merge_seeds"] == scripts["merge"] == "merge.py"
     assert scripts["evaluate_runs"] == "evaluate.py" and scripts["figure{N}"] == "figure.py"
-    assert scripts["evaluate_multitask_{GROUP}"] == "evaluate.py"
+    assert scripts["evaluate_multitask_{GROUP}"] == "evaluate.py" and scripts["table{N}"] == "table.py"
     assert set(scripts.values()) == {p.name for p in (ROOT / "scripts").glob("*.py")}
 
 

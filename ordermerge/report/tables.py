@@ -2,7 +2,8 @@
 
 Table 1 (single SFT vs merges, one column per task), Table 2 (the same per model, columns
 by dataset), Table 3 (multi-task merging, per group) and Table 4 (merges of runs under
-shuffled orders vs under fix-batch orders).
+shuffled orders vs under fix-batch orders): each an entry of registry.py, which names the
+functions here that build it, write it and place each record in it.
 
 Rows: ``single`` (the K sub-models, or the one single-task model of each task in Table 3),
 then one row per merge method and setting, labelled by the method registry
@@ -30,6 +31,7 @@ import pandas as pd
 
 from ..merge.methods import METHODS, parse_method_id, row_names
 from . import stats
+from .registry import get as get_table
 
 _ORDER = {name: i for i, name in enumerate(METHODS)}
 SUFFIXES = ("_std", "_n", "_lo", "_hi", "_p")
@@ -201,41 +203,58 @@ def table2(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
 
 
 def read_records(args: list[str], table: str) -> list[dict]:
-    """The evaluation records a table is built from: paths, or for Tables 2 and 3
-    BLOCK=PATH (the model or the multi-task group). Each: task, kind, name, score, scheme,
-    items, path, and model/group."""
+    """The evaluation records a table is built from: paths, or BLOCK=PATH where the table
+    has a block key (registry.py: the model of Table 2, the multi-task group of Table 3).
+    Each: task, kind, name, score, scheme, items, path, and the block key's value."""
     import json
     from pathlib import Path
+    key = get_table(table).block
     records = []
     for arg in args:
-        block, path = arg.split("=", 1) if table in ("2", "3") else (None, arg)
+        if key and "=" not in arg:
+            raise ValueError(f"table {table}: record argument {arg!r} is not {key.upper()}=PATH")
+        block, path = arg.split("=", 1) if key else (None, arg)
         r = json.loads(Path(path).read_text())
         missing = [k for k in ("task", "kind", "name", "score", "scheme", "examples") if k not in r]
         if missing:
             raise ValueError(f"{path}: not an evaluation record (no {', '.join(missing)})")
         records.append({"task": r["task"], "kind": r["kind"], "name": r["name"],
                         "score": r["score"], "scheme": r["scheme"], "items": item_scores(r),
-                        **({("model" if table == "2" else "group"): block} if block else {}),
+                        **({key: block} if key else {}),
                         "path": str(path)})
     return records
 
 
 def cells_of(records: list[dict], table: str) -> list[tuple[str | None, str, str]]:
-    """(block, column, row) of each record in `table` ("1".."4"), labelled as the table's
-    builder labels them: the cell that each evaluation record counts in."""
-    df = pd.DataFrame(records)
-    if table == "4":
-        return [(None, t, r) for t, r in zip(df["task"], _table4_rows(df))]
-    if table == "1":
-        return [(None, t, r) for t, r in zip(df["task"], method_rows(df))]
-    key = "model" if table == "2" else "group"
-    if table == "2":
-        df["task"] = [paper_column(t) for t in df["task"]]
+    """(block, column, row) of each record in `table`, labelled as the table's builder
+    labels them: the cell that each evaluation record counts in."""
+    return globals()[get_table(table).cells](pd.DataFrame(records))
+
+
+def method_cells(df: pd.DataFrame) -> list[tuple]:
+    """Table 1's: the task's column, the method's row."""
+    return [(None, t, r) for t, r in zip(df["task"], method_rows(df))]
+
+
+def table4_cells(df: pd.DataFrame) -> list[tuple]:
+    return [(None, t, r) for t, r in zip(df["task"], _table4_rows(df))]
+
+
+def _block_cells(df: pd.DataFrame, key: str) -> list[tuple]:
     out: list = [None] * len(df)
     for value, part in df.groupby(key, sort=False):
         for i, t, r in zip(part.index, part["task"], method_rows(part)):
             out[i] = (value, t, r)
     return out
+
+
+def table2_cells(df: pd.DataFrame) -> list[tuple]:
+    """Per model, columns by dataset (paper_column)."""
+    return _block_cells(df.assign(task=[paper_column(t) for t in df["task"]]), "model")
+
+
+def table3_cells(df: pd.DataFrame) -> list[tuple]:
+    return _block_cells(df, "group")
 
 
 def table2_markdown(table: pd.DataFrame) -> str:
@@ -259,7 +278,7 @@ def table2_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table2_latex(table: pd.DataFrame) -> str:
+def table2_latex(table: pd.DataFrame, number: str = "2") -> str:
     return grouped(table, lambda m, b: to_latex(b, caption=f"Table 2, {m}"), key="model")
 
 
@@ -319,6 +338,10 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def numbered_latex(table: pd.DataFrame, number: str) -> str:
+    return to_latex(table, caption=f"Table {number}")
+
+
 def grouped(table: pd.DataFrame, render, key: str = "group") -> str:
     """Render each block (a group of Table 3, a model of Table 2) under its name."""
     parts = []
@@ -331,22 +354,18 @@ def table3_markdown(table: pd.DataFrame) -> str:
     return grouped(table, lambda g, b: f"### {g}\n\n" + to_markdown(b))
 
 
-def table3_latex(table: pd.DataFrame) -> str:
+def table3_latex(table: pd.DataFrame, number: str = "3") -> str:
     return grouped(table, lambda g, b: to_latex(b, caption=f"Multi-task merging, group {g}"))
 
 
 def build(table_no: str, records: list[dict], stat: dict | None = None) -> tuple[pd.DataFrame, str, str]:
-    """Table `table_no` ("1" to "4") of the read records: the table, its Markdown and LaTeX."""
-    def no_scheme(rs):
-        return [{k: v for k, v in r.items() if k != "scheme"} for r in rs]
-    if table_no == "3":
-        table = table3(records, stat)
-        return table, table3_markdown(table), table3_latex(table)
-    if table_no == "2":
-        table = table2(no_scheme(records), stat)
-        return table, table2_markdown(table), table2_latex(table)
-    table = table1(no_scheme(records), stat) if table_no == "1" else table4(records, stat)
-    return table, to_markdown(table), to_latex(table, caption=f"Table {table_no}")
+    """Table `table_no` (an entry of registry.TABLES) of the read records: the table, its
+    Markdown and LaTeX."""
+    spec = get_table(table_no)
+    if not spec.keep_scheme:
+        records = [{k: v for k, v in r.items() if k != "scheme"} for r in records]
+    table = globals()[spec.build](records, stat)
+    return table, globals()[spec.markdown](table), globals()[spec.latex](table, spec.number)
 
 
 def write(table: pd.DataFrame, md: str, tex: str, csv_path, md_path, tex_path=None,
