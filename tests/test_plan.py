@@ -158,3 +158,38 @@ def test_the_readme_table_of_reruns_is_the_plans():
     registry = next(line for line in table.splitlines() if line.startswith("| `merge/methods.py`"))
     assert registry.endswith("curve: the merges of the methods whose entries changed only |")
     assert registry.count("merge_seeds") == 1  # not also among the rules rerun in full
+
+
+def test_a_new_table_is_one_registry_entry(monkeypatch, tmp_path):
+    """A fifth table (Table 1 on the decoder tasks only) from one entry: planned, staged, its
+    records read and placed, built and written, with no other file changed."""
+    import dataclasses
+    import json
+
+    from ordermerge.report import registry, tables
+    spec = dataclasses.replace(
+        registry.TABLES["1"], number="5", what="Table 1 on the decoder tasks", always=False,
+        records=lambda p: [(None, r) for r in p.eval_records("gsm8k", p.schemes[0], [p.report_epoch])],
+        params=lambda p: {"stats": {"resamples": 200, "bootstrap": 100, "seed": 0}})
+    monkeypatch.setitem(registry.TABLES, "5", spec)
+    p = Plan(load())
+    assert p.tables() == ["1", "2", "3", "4", "5"] and set(p.table_files("5")) <= set(p.all_targets())
+    assert stage_of("table5") == "report" and p.resources("table5") == p.resources("table1")
+    assert len(p.table_records("5")) == 4 + len(p.method_ids("gsm8k"))
+    # its records, read back and placed in cells, and the table built from them
+    ids = [f"gsm8k:{i}" for i in range(8)]
+    args = []
+    for k, (kind, name) in enumerate([("sft", "run0"), ("sft", "run1"), ("merged", "avg")]):
+        f = tmp_path / f"{name}.json"
+        examples = [{"id": i, "correct": (j + k) % 3 != 0} for j, i in enumerate(ids)]
+        f.write_text(json.dumps({"task": "gsm8k", "kind": kind, "name": name, "scheme": "shuffle",
+                                 "score": sum(e["correct"] for e in examples) / 8, "examples": examples}))
+        args.append(str(f))
+    records = tables.read_records(args, "5")
+    assert tables.cells_of(records, "5") == [(None, "gsm8k", "single"), (None, "gsm8k", "single"),
+                                             (None, "gsm8k", "weighted-avg")]
+    table, md, tex = tables.build("5", records, json.loads(p.table_params("5"))["stats"])
+    assert table.loc["weighted-avg", "gsm8k"] == pytest.approx(62.5) and "Table 5" in tex
+    assert md == tables.build("1", records, json.loads(p.table_params("5"))["stats"])[1]
+    with pytest.raises(ValueError, match="no table '6'"):
+        tables.read_records(args, "6")
