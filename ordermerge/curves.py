@@ -26,7 +26,7 @@ def curve(task, rows: list[dict], runs: list[Path], cfg: dict, method_id: str | 
     points (step, checkpoint, model, loss) and the files read."""
     import tempfile
 
-    from .merge import get, parse_method_id
+    from .merge.methods import get, parse_method_id
     from .merge.engine import merge
     runs = [Path(r) for r in runs]
     plan = checkpoint_plan(runs[0])

@@ -14,7 +14,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 from ordermerge import runlock, warm
 from ordermerge.config import ConfigError, check as check_config
-from ordermerge.merge import id_pattern, seeded_row_pattern
+from ordermerge.merge.methods import id_pattern, seeded_row_pattern
 from ordermerge.plan import SPLITS, Plan, PlanError, as_json, one_of, stage_of
 from ordermerge.report.registry import get as table_spec
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ordermerge.merge import get, parse_method_id
+from ordermerge.merge.methods import get, parse_method_id
 from ordermerge.merge.engine import merge
 from ordermerge.provenance import now
 from ordermerge.runner import log, parser, record, start

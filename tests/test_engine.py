@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ordermerge.cli import main as cli
-from ordermerge.merge import fused, get, rng
+from ordermerge.merge import fused, rng
+from ordermerge.merge.methods import get
 from ordermerge.merge.engine import MergeError, merge
 from ordermerge.utils import sha256_file
 

@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordermerge.merge import average, fused, method_id, parse_method_id, resample, rng, select
+from ordermerge.merge import average, fused, resample, rng, select
+from ordermerge.merge.methods import method_id, parse_method_id
 
 ks = st.integers(2, 6)
 
@@ -239,7 +240,7 @@ def test_seeded_row_pattern_is_every_seeded_id_without_its_seed():
     trailing -s<seed>); never an unseeded method's id nor a full seeded id."""
     import re
 
-    from ordermerge.merge import METHODS, seeded_row_pattern
+    from ordermerge.merge.methods import METHODS, seeded_row_pattern
     pattern = seeded_row_pattern()
     for m in METHODS.values():
         if m.random:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ordermerge.merge import METHODS, dare, method_id, parse_method_id, rng, ties, topk
+from ordermerge.merge import dare, rng, ties, topk
+from ordermerge.merge.methods import METHODS, method_id, parse_method_id
 from ordermerge.merge.engine import MergeError, merge
 from ordermerge.merge.methods import Chunk
 from ordermerge.utils import derive_seed

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .engine import COPIED, EMBEDDING_SUFFIXES, MergeError
-from .st_io import Checkpoint, CheckpointError, ShardedWriter
+from .st_io import COPIED, EMBEDDING_SUFFIXES, Checkpoint, CheckpointError, MergeError, ShardedWriter
 from ..utils import InputError
 
 OUTPUT_SUFFIXES = ("lm_head.weight", "embed_out.weight")

@@ -21,11 +21,9 @@ import torch
 from ..models import DTYPES as TORCH_DTYPES
 from . import rng
 from .methods import Chunk, Method, get
-from .st_io import TORCH_TO_ST, Checkpoint, CheckpointError, ShardedWriter
+from .st_io import (COPIED, EMBEDDING_SUFFIXES, TORCH_TO_ST, Checkpoint, CheckpointError,
+                    MergeError, ShardedWriter)
 
-COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-          "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json",
-          "merges.txt")
 DEFAULT_BUDGET = 1 << 30
 DEFAULT_SHARD = 5 * 10**9
 # elements per chunk at most. The torch path's temporaries are per chunk: small enough to
@@ -33,10 +31,6 @@ DEFAULT_SHARD = 5 * 10**9
 # fused kernels block inside a chunk, so their chunks are larger (fewer calls)
 CHUNK_CAP = 1 << 17
 FUSED_CHUNK_CAP = 1 << 22
-
-
-class MergeError(ValueError):
-    pass
 
 
 def check_probs(values: list[float] | None, k: int, what: str) -> list[float]:
@@ -84,9 +78,6 @@ def _open_all(inputs, base) -> tuple[list[Checkpoint], Checkpoint | None]:
                 raise MergeError(f"tensor {name!r}: {u.file} has {list(u.shape)} {u.dtype}, "
                                  f"{t.file} has {list(t.shape)} {t.dtype}")
     return subs, base_ckpt
-
-
-EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
 
 
 def shared_keys(ckpt: Checkpoint) -> dict[str, str]:

@@ -21,6 +21,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# a checkpoint directory's files that a merge (or an alignment) copies from its first input
+COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+          "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json",
+          "merges.txt")
+# the input-embedding tensor's name in the model families we read
+EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
+
+
+class MergeError(ValueError):
+    pass
+
+
 DTYPES = {
     "BF16": (torch.bfloat16, 2), "F16": (torch.float16, 2), "F32": (torch.float32, 4),
     "F64": (torch.float64, 8), "I64": (torch.int64, 8), "I32": (torch.int32, 4),
