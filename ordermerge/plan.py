@@ -119,11 +119,10 @@ class Plan:
         return rel(PROJECT / "scripts" / name)
 
     @staticmethod
-    def code(script: str, *extra: str) -> list[str]:
+    def code(script: str) -> list[str]:
         """The package files the results of `script` (in scripts/) can depend on: its import
-        closure within the package, and `extra` (package-relative files it loads by name)."""
-        files = set(closure(PROJECT / "scripts" / script)) | {LIB / f for f in extra}
-        return sorted(rel(f) for f in files)
+        closure within the package."""
+        return sorted(rel(f) for f in closure(PROJECT / "scripts" / script))
 
     def script_inputs(self, script: str) -> dict:
         """A rule's script and its code (inputs: editing either reruns the rule's jobs)."""
@@ -640,4 +639,10 @@ def rerun_table(rules_dir: str | Path = PROJECT / "rules") -> str:
 
 
 if __name__ == "__main__":
+    import argparse
+    argparse.ArgumentParser(
+        prog="python -m ordermerge.plan",
+        description="Print, as Markdown, which rules' jobs rerun when each module of the "
+                    "package is edited, read from rules/*.smk and the sources (the table of "
+                    "README.md, Incremental re-runs).").parse_args()
     print(rerun_table(), end="")
