@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from ordermerge.utils import sha256_file
-from workflow_helpers import REDUCED_ARGS, plain, planned_jobs, rule_outputs, snakemake
+from workflow_helpers import REDUCED_ARGS, check_job_imports, plain, planned_jobs, rule_outputs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -456,41 +456,7 @@ def test_every_job_imported_only_the_code_its_rule_declares(done):
     them, so that editing it reruns the job. Catches an import no computed closure sees
     (a module loaded by name) and a rule that declares another script's code. And every
     direct dependency the job loaded is pinned in its rule's environment file (envs/)."""
-    import base64
-
-    import yaml
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    from ordermerge.runner import TRACE, TRACE_PACKAGES
-    from test_envs import direct_requirements
-    direct = set(direct_requirements())
-    checked, rules, used = 0, set(), set()
-    for meta in (done / ".snakemake/metadata").iterdir():
-        m = json.loads(meta.read_text())
-        for log in m.get("log") or []:
-            text = (done / log).read_text().splitlines()
-            lines = [ln for ln in text if ln.startswith(TRACE)]
-            assert len(lines) == 1, f"{log}: {len(lines)} import lines (rule {m['rule']})"
-            imported = set(lines[0].removeprefix(TRACE).split())
-            # the direct dependencies it loaded are pinned in its rule's envs/ file
-            env = yaml.safe_load(base64.b64decode(m["conda_env"]))
-            pinned = {canonicalize_name(Requirement(r).name)
-                      for d in env["dependencies"] if isinstance(d, dict) for r in d["pip"]}
-            loaded = {canonicalize_name(d) for ln in text if ln.startswith(TRACE_PACKAGES)
-                      for d in ln.removeprefix(TRACE_PACKAGES).split()}
-            used |= loaded & direct
-            assert not (loaded & direct) - pinned, \
-                f"rule {m['rule']} ({log}) loaded {sorted((loaded & direct) - pinned)}, not in {env['name']}"
-            assert "ordermerge/utils.py" in imported  # every entry point imports it
-            undeclared = sorted(imported - set(m["input"]))
-            if any('"fused_tv_mode"' in str(v) for v in m["params"]):
-                # a merge depends on its method's registry entry, a param of its job, rather
-                # than on the whole registry file (ordermerge.plan.Plan.merge_code)
-                undeclared.remove("ordermerge/merge/methods.py")
-            assert not undeclared, f"rule {m['rule']} ({log}) imported {undeclared}, not among its inputs"
-            checked += 1
-            rules.add(m["rule"])
+    checked, rules, used = check_job_imports(done)
     assert {"torch", "transformers", "accelerate", "pandas", "matplotlib", "numba"} <= used
     assert checked >= 60 and {"sft", "merge_seeds", "evaluate_runs", "score", "curve", "table1",
                               "cost", "multitask_merge", "prepare_data", "figure1"} <= rules

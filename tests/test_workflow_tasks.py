@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from workflow_helpers import ROOT, copy_project, snakemake
+from workflow_helpers import ROOT, check_job_imports, copy_project, snakemake
 
 pytestmark = pytest.mark.workflow
 TASKS = ["gsm8k_rft", "math", "sst2", "mnli", "squad", "hellaswag", "code", "alpaca", "glue_sst2",
@@ -15,8 +15,17 @@ TASKS = ["gsm8k_rft", "math", "sst2", "mnli", "squad", "hellaswag", "code", "alp
 def done(tmp_path_factory):
     wd = copy_project(tmp_path_factory.mktemp("wf-tasks") / "project")
     (wd / "reduced-all.yaml").write_text((ROOT / "tests/data/reduced-all.yaml").read_text())
-    snakemake(wd, "--configfile", "config.yaml", "reduced-all.yaml", timeout=1500)
+    from ordermerge.runner import TRACE_ENV
+    snakemake(wd, "--configfile", "config.yaml", "reduced-all.yaml", timeout=1500, env={TRACE_ENV: "1"})
     return wd
+
+
+def test_every_job_imported_only_the_code_and_packages_its_rule_declares(done):
+    """As the reduced run's (test_workflow.py), over ten task kinds: each evaluator's
+    modules and packages (AlpacaEval's among them) are its rule's inputs and pins."""
+    checked, rules, used = check_job_imports(done)
+    assert {"alpaca-eval", "torch", "transformers"} <= used
+    assert checked >= 40 and {"sft", "evaluate_runs", "merge_seeds", "table1"} <= rules
 
 
 def test_table_has_a_column_per_task(done):

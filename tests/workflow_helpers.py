@@ -108,3 +108,48 @@ def rule_outputs(workdir: Path, rule: str, *configfiles: str) -> list[tuple[str,
     proc = subprocess.run([sys.executable, "-c", _RULE_OUTPUTS, rule, *configfiles], cwd=workdir,
                           capture_output=True, text=True, check=True)
     return [tuple(x) for x in __import__("json").loads(proc.stdout.strip().splitlines()[-1])]
+
+
+def check_job_imports(done: Path) -> tuple[int, set[str], set[str]]:
+    """Check every job of a finished run made with runner.TRACE_ENV set: the package files
+    its process imported are among its inputs as Snakemake recorded them (a merge's
+    registry entry, a param of its job, stands for merge/methods.py), and the direct
+    dependencies it loaded are pinned in its rule's envs/ file. Returns (logs checked,
+    rules seen, direct dependencies loaded)."""
+    import base64
+    import json
+
+    import yaml
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from ordermerge.runner import TRACE, TRACE_PACKAGES
+    from test_envs import direct_requirements
+    direct = set(direct_requirements())
+    checked, rules, used = 0, set(), set()
+    for meta in (done / ".snakemake/metadata").iterdir():
+        m = json.loads(meta.read_text())
+        for log in m.get("log") or []:
+            text = (done / log).read_text().splitlines()
+            lines = [ln for ln in text if ln.startswith(TRACE)]
+            assert len(lines) == 1, f"{log}: {len(lines)} import lines (rule {m['rule']})"
+            imported = set(lines[0].removeprefix(TRACE).split())
+            assert "ordermerge/utils.py" in imported  # every entry point imports it
+            undeclared = sorted(imported - set(m["input"]))
+            if any('"fused_tv_mode"' in str(v) for v in m["params"]):
+                # a merge depends on its method's registry entry, a param of its job, rather
+                # than on the whole registry file (ordermerge.plan.Plan.merge_code)
+                undeclared.remove("ordermerge/merge/methods.py")
+            assert not undeclared, f"rule {m['rule']} ({log}) imported {undeclared}, not among its inputs"
+            env = yaml.safe_load(base64.b64decode(m["conda_env"]))
+            pinned = {canonicalize_name(Requirement(r).name)
+                      for d in env["dependencies"] if isinstance(d, dict) for r in d["pip"]}
+            loaded = {canonicalize_name(d) for ln in text if ln.startswith(TRACE_PACKAGES)
+                      for d in ln.removeprefix(TRACE_PACKAGES).split()}
+            used |= loaded & direct
+            assert not (loaded & direct) - pinned, \
+                f"rule {m['rule']} ({log}) loaded {sorted((loaded & direct) - pinned)}, not in {env['name']}"
+            checked += 1
+            rules.add(m["rule"])
+    return checked, rules, used
+
