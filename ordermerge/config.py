@@ -37,8 +37,12 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def _entry_spec(config: dict, block: str, entry: dict) -> dict:
-    """A models.decoders/encoders entry's block: the primary's with the entry's changes."""
-    return deep_merge(config[block], {k: v for k, v in entry.items() if k != "tasks"})
+    """A models.decoders/encoders entry's block: the primary's with the entry's changes. An
+    entry with a source of its own does not take the primary's `shape` (its sizes)."""
+    merged = deep_merge(config[block], {k: v for k, v in entry.items() if k != "tasks"})
+    if "source" in entry and "shape" not in entry:
+        merged.pop("shape", None)
+    return merged
 
 
 def model_specs(config: dict) -> dict[str, dict]:

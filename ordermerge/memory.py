@@ -115,7 +115,7 @@ def generation_peak(shape: Shape, *, batch: int, prompt_len: int, new_tokens: in
 
 
 def describe(parts: dict[str, float]) -> str:
-    """'total 101.6 GiB (weights 25.1, gradients 25.1, optimizer 50.2, activations 4.4,
-    logits 1.1)'."""
+    """'101.6 GiB (weights 25.1, gradients 25.1, optimizer 50.2, activations 4.4, logits
+    1.1)'."""
     rest = ", ".join(f"{k} {v / GIB:.1f}" for k, v in parts.items() if k != "total")
-    return f"total {parts['total'] / GIB:.1f} GiB ({rest})"
+    return f"{parts['total'] / GIB:.1f} GiB ({rest})"

@@ -21,6 +21,7 @@ from pathlib import Path
 from .codedeps import ROOT as LIB, closure
 from .config import model_specs
 from .data.tasks import TASKS as REGISTRY
+from .memory import GIB, Shape, describe, generation_peak, sft_peak
 from .merge.methods import METHODS, expand as expand_methods, get as merge_method, parse_method_id
 from .report.registry import TABLES, get as table_spec
 
@@ -112,6 +113,68 @@ class Plan:
             self.fig_scheme = self.schemes[0]
             self.fig_ids = expand_methods(self.figures["methods"], self.seeds[:1],
                                           rounds=c["tasks"][self.fig_task]["resample_rounds"])
+        errors = self.preflight()
+        if errors:
+            raise PlanError("memory preflight:\n  " + "\n  ".join(errors))
+
+    # ------------------------------------------------------------ the memory preflight
+    def model_shape(self, name: str):
+        """The sizes of decoder `name` (memory.Shape): the tiny block's, the block's `shape`,
+        or a local source's config.json; None when none of these is there."""
+        spec = self.models[name]["spec"]
+        if spec["source"] == "tiny":
+            t = spec["tiny"]
+            return Shape(t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"],
+                         t["num_attention_heads"], t["num_attention_heads"],
+                         spec["tokenizer"]["vocab_size"], t["tie_word_embeddings"])
+        if spec.get("shape"):
+            return Shape.from_config(spec["shape"])
+        cfg = Path(spec["source"]) / "config.json"
+        return Shape.from_config(json.loads(cfg.read_text())) if cfg.is_file() else None
+
+    def sharding(self) -> tuple[bool, int]:
+        """(fully sharded, processes) of an SFT run, from sft.accelerate_config."""
+        s = self.config["sft"]
+        if s["accelerate_config"] is None:
+            return False, 1
+        import yaml
+        acc = yaml.safe_load(Path(s["accelerate_config"]).read_text()) or {}
+        return acc.get("distributed_type") == "FSDP", s["num_processes"]
+
+    def preflight(self) -> list[str]:
+        """Every SFT and evaluation job of a decoder whose estimated peak memory
+        (ordermerge/memory.py) exceeds its stage's resources.<stage>.gpu_mem_gb, named with
+        the estimate's parts. Encoder jobs (BERT sizes) are not estimated."""
+        limits = {s: self.res(s, "gpu_mem_gb") for s in ("sft", "evaluate")}
+        if all(v is None for v in limits.values()):
+            return []
+        sharded, processes = self.sharding()
+        out = []
+        for m in self.decoders:
+            shape = self.model_shape(m)
+            if shape is None:
+                out.append(f"model {m}: no sizes to estimate its memory from (set its `shape`: "
+                           f"config.json's hidden_size, intermediate_size, num_hidden_layers, "
+                           f"num_attention_heads, num_key_value_heads, vocab_size)")
+                continue
+            for t in self.models[m]["tasks"]:
+                tr, ev = self.config["tasks"][t]["train"], self.config["tasks"][t]["evaluate"]
+                tokens = tr["micro_batch_tokens"] or tr["micro_batch_size"] * tr["max_length"]
+                jobs = {"sft": (sft_peak(shape, micro_batch=1, seq_len=tokens, processes=processes,
+                                         sharded=sharded,
+                                         gradient_checkpointing=tr["gradient_checkpointing"]),
+                                "shard it (an FSDP sft.accelerate_config and sft.num_processes), "
+                                "or lower train.micro_batch_size / micro_batch_tokens"),
+                        "evaluate": (generation_peak(shape, batch=ev["batch_size"],
+                                                     prompt_len=tr["max_length"],
+                                                     new_tokens=ev.get("max_new_tokens") or 0,
+                                                     dtype=self.models[m]["spec"]["dtype"]),
+                                     "lower evaluate.batch_size")}
+                for stage, (est, fix) in jobs.items():
+                    if limits[stage] is not None and est["total"] > limits[stage] * GIB:
+                        out.append(f"{stage} of {m} on {t} needs about {describe(est)}, over "
+                                   f"resources.{stage}.gpu_mem_gb = {limits[stage]}: {fix}")
+        return out
 
     # ------------------------------------------------------------ scripts, code, resources
     @staticmethod

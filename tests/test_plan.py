@@ -194,3 +194,30 @@ def test_a_new_table_is_one_registry_entry(monkeypatch, tmp_path):
     assert md == tables.build("1", records, json.loads(p.table_params("5"))["stats"])[1]
     with pytest.raises(ValueError, match="no table '6'"):
         tables.read_records(args, "6")
+
+
+def test_the_memory_preflight_refuses_an_unsharded_7b_on_80_gb_and_accepts_it_over_8():
+    paper = load(ROOT / "config/paper.yaml")
+    p = Plan(paper)  # one H200 (139 GiB) per SFT job: accepted
+    assert p.sharding() == (False, 1) and p.model_shape("tinyllama-1.1b").parameters() == 1_100_048_384
+    paper["resources"]["sft"]["gpu_mem_gb"] = 80
+    with pytest.raises(PlanError) as e:
+        Plan(paper)
+    lines = str(e.value).splitlines()
+    assert lines[0] == "memory preflight:" and len(lines) == 1 + 12  # llama-2-7b on its 12 tasks
+    assert lines[1].startswith("  sft of llama-2-7b on gsm8k needs about 102.7 GiB (weights 25.1, "
+                               "gradients 25.1, optimizer 50.2, activations 8.9, logits 2.3), over "
+                               "resources.sft.gpu_mem_gb = 80: shard it")
+    paper["sft"].update(accelerate_config="config/accelerate/fsdp-7b-8gpu.yaml", num_processes=8)
+    assert Plan(paper).sharding() == (True, 8)  # about 21 GiB per process: accepted
+
+
+def test_the_preflight_names_a_model_without_sizes_and_checks_evaluation(tmp_path):
+    cfg = load(layer(tmp_path, "model: {name: m7, source: some/hub-id}\n"
+                               "resources: {sft: {gpu_mem_gb: 80}}\n"))
+    with pytest.raises(PlanError, match=r"model m7: no sizes to estimate its memory from \(set its `shape`"):
+        Plan(cfg)
+    tiny = load(layer(tmp_path, "resources: {evaluate: {gpu_mem_gb: 0.001}}\n"))
+    with pytest.raises(PlanError, match=r"evaluate of tiny-llama on gsm8k needs about .* \(weights .*"
+                                        r"kv_cache .*\), over resources.evaluate.gpu_mem_gb = 0.001"):
+        Plan(tiny)
