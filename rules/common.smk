@@ -1,9 +1,10 @@
 # Config validation and the plan: every rule calls `P`, an ordermerge.plan.Plan of this
 # config (the run's dimensions, paths, targets, input functions, params, code inputs and
-# resources, tested without Snakemake in tests/test_plan.py). Only what is Snakemake's own
-# (directory, temp, report, unpack, wildcard constraints) is written here and in the rules.
-import time
+# resources, tested without Snakemake in tests/test_plan.py; making it runs the memory
+# preflight). Only what is Snakemake's own (directory, temp, report, unpack, wildcard
+# constraints) is written here and in the rules.
 import sys
+import time
 from pathlib import Path
 
 import yaml
