@@ -58,7 +58,7 @@ NEEDS_ROOT = {"kill the parent", "kill the harness by pid", "read secrets throug
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_program_fails_in_time_and_changes_nothing(name, outside, monkeypatch):
     if name in NEEDS_ROOT and isolation()["mode"] != "root":
-        pytest.skip("needs the root sandbox (user nobody); this harness runs unprivileged")
+        pytest.skip("needs the root sandbox (a user of its own); this harness runs unprivileged")
     monkeypatch.setenv("ORDERMERGE_TEST_SECRET", "s3cr3t")
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -100,14 +100,32 @@ def test_private_tmp_and_files_in_its_own_directory(tmp_path):
         assert "ordermerge-sandbox-probe" not in set(os.listdir("/tmp")) - before
 
 
-@pytest.mark.skipif(isolation()["mode"] != "root", reason="needs the root sandbox (user nobody)")
-def test_kill_every_process_reaches_none_of_the_harness():
-    """kill(-1) from the sandbox: the harness and its other children live on."""
+@pytest.mark.skipif(isolation()["mode"] != "root", reason="needs the root sandbox (a user of its own)")
+def test_kill_every_process_reaches_none_of_the_harness_nor_another_program():
+    """kill(-1) from the sandbox: the harness, its other children and another sandboxed
+    program running beside it live on (each program has a user id of its own; when they
+    shared user nobody, this killed a canonical HumanEval solution evaluated in parallel)."""
+    import threading
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    started = threading.Event()
+    beside = {}
+
+    def neighbour():
+        started.set()
+        beside["result"] = run_python("import time\ntime.sleep(3)\nprint('survived')\n", LIMITS)
+
+    t = threading.Thread(target=neighbour)
+    t.start()
     try:
+        started.wait()
+        time.sleep(1.0)  # the neighbour is asleep in its sandbox
         run_python("import os, signal\nos.kill(-1, signal.SIGKILL)\n", LIMITS)
         time.sleep(0.2)
         assert sleeper.poll() is None
+        t.join()
+        r = beside["result"]
+        assert r.passed and r.status == "passed" and "survived" in r.stdout_tail, r
     finally:
         sleeper.kill()
         sleeper.wait()
+        t.join()

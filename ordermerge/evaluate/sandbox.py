@@ -14,9 +14,12 @@ Here every program gets:
 - a wall-clock limit (the group is killed when it passes);
 - when the harness runs as root (containers, CI): a new network namespace (no
   network), a new mount namespace with fresh tmpfs over /tmp, /var/tmp and
-  /dev/shm, and the program runs as user nobody, so it can neither write nor
-  delete files outside its directory, read the harness's files or environment
-  through /proc, nor signal the harness. Without root it tries an unprivileged
+  /dev/shm, and the program runs as a user of its own (a uid and gid drawn for
+  it from a range no account uses), so it can neither write nor delete files
+  outside its directory, read the harness's files or environment through /proc,
+  nor signal the harness or another program of the sandbox (``kill(-1)`` reaches
+  only its own processes; programs that shared user nobody killed each other's
+  when evaluations ran side by side). Without root it tries an unprivileged
   user + network namespace; where even that fails, socket creation is blocked
   in the program's prelude (best effort, recorded in the result's `isolation`).
 
@@ -40,7 +43,9 @@ from pathlib import Path
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 MS_REC, MS_PRIVATE = 0x4000, 1 << 18
-NOBODY = 65534
+# the uids and gids programs run as under root: one drawn per program from a range far
+# above any account's (and nobody's, 65534), so that no two running programs share one
+SANDBOX_IDS = (1 << 20, 1 << 30)
 _PRELUDE_BLOCK_SOCKETS = (
     "import socket as _s\n"
     "def _no_network(*a, **k):\n    raise OSError('network disabled in the sandbox')\n"
@@ -72,7 +77,8 @@ class SandboxUnavailable(RuntimeError):
 
 
 def _world_usable(path: str) -> bool:
-    """Whether user nobody can reach and run `path` (o+x on every directory above it)."""
+    """Whether a user of no group can reach and run `path` (o+x on every directory above
+    it)."""
     real = os.path.realpath(path)
     parts = Path(real).parents
     try:
@@ -83,15 +89,15 @@ def _world_usable(path: str) -> bool:
 
 
 def interpreter() -> str:
-    """The Python that runs programs: this one, unless the sandbox drops to user nobody and
-    nobody cannot reach it (a pyenv under /root): then a system python3 (programs need only
+    """The Python that runs programs: this one, unless the sandbox drops to a user of its own
+    who cannot reach it (a pyenv under /root): then a system python3 (programs need only
     the standard library)."""
     if os.geteuid() != 0 or _world_usable(sys.executable):
         return sys.executable
     for cand in ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
         if os.path.exists(cand) and _world_usable(cand):
             return cand
-    raise SandboxUnavailable("the sandbox runs programs as user nobody, who cannot reach "
+    raise SandboxUnavailable("the sandbox runs programs as a user of their own, who cannot reach "
                              f"{sys.executable}; install a system python3 or run as non-root")
 
 
@@ -100,10 +106,10 @@ def _libc():
 
 
 def _probe_isolation() -> dict:
-    """What this machine allows: root (namespaces and dropping to nobody) or an
+    """What this machine allows: root (namespaces and dropping to a user of its own) or an
     unprivileged user + network namespace. Probed once in a throwaway child."""
     if os.geteuid() == 0:
-        return {"mode": "root", "network": "namespace", "filesystem": "nobody + private /tmp",
+        return {"mode": "root", "network": "namespace", "filesystem": "own uid + private /tmp",
                 "processes": "nproc 0", "python": interpreter()}
     r, w = os.pipe()
     pid = os.fork()
@@ -130,7 +136,7 @@ def isolation() -> dict:
     return _ISOLATION
 
 
-def _child_setup(limits: Limits, workdir_fd: int, as_root: bool, userns: bool):
+def _child_setup(limits: Limits, workdir_fd: int, as_root: bool, userns: bool, uid: int):
     """preexec_fn: runs in the child between fork and exec."""
     import resource
 
@@ -155,8 +161,8 @@ def _child_setup(limits: Limits, workdir_fd: int, as_root: bool, userns: bool):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if as_root:
             os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            os.setgid(uid)
+            os.setuid(uid)
         resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
     return setup
 
@@ -181,8 +187,9 @@ def run_python(program: str, limits: Limits = Limits(), root: str | os.PathLike 
     source = f"{prelude}{program}\n\nprint({token!r}, flush=True)\n"
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=root))
     (workdir / "prog.py").write_text(source)
+    uid = SANDBOX_IDS[0] + secrets.randbelow(SANDBOX_IDS[1] - SANDBOX_IDS[0])
     if as_root:
-        os.chown(workdir, NOBODY, NOBODY)
+        os.chown(workdir, uid, uid)
         os.chmod(workdir, 0o700)
     out, err = workdir / "stdout", workdir / "stderr"
     fd = os.open(workdir, os.O_RDONLY)
@@ -196,7 +203,7 @@ def run_python(program: str, limits: Limits = Limits(), root: str | os.PathLike 
             proc = subprocess.Popen([iso["python"], "-I", "-S", "-"], stdin=src,
                                     stdout=o, stderr=e, env=env, close_fds=True,
                                     preexec_fn=_child_setup(limits, fd, as_root,
-                                                            iso["network"] == "namespace"))
+                                                            iso["network"] == "namespace", uid))
             try:
                 rc = proc.wait(timeout=limits.wall_s)
             except subprocess.TimeoutExpired:
