@@ -47,6 +47,8 @@ TABLE_PREFIX = "table"
 BENCHMARK_STAGES = {**STAGES, "multitask": "merge"}
 SPLITS = ("train", "validation", "test")
 PROJECT = LIB.parent
+# the merge registry: a merge depends on its method's entry (a param), not on this file
+REGISTRY_FILE = LIB / "merge" / "methods.py"
 
 
 class PlanError(ValueError):
@@ -196,17 +198,15 @@ class Plan:
         """The files of merge method `name`'s arithmetic: its module (loaded by name), what
         that imports, its helpers; not the registry (see merge_code)."""
         m = merge_method(name)
-        files = {f for s in m.sources for f in closure(LIB / "merge" / s)}
-        return files - {LIB / "merge" / "methods.py"}
+        return {f for s in m.sources for f in closure(LIB / "merge" / s)} - {REGISTRY_FILE}
 
     def merge_code(self, mid: str, script: str = "merge.py") -> list[str]:
         """A merge's code: the script's closure and its method's files, so that editing one
         method's source reruns only its merges; not the registry, whose entry for the method
         is a param of the job instead (`method_entry`), so that editing one entry (or adding
         a method) reruns that method's merges only."""
-        files = (set(closure(PROJECT / "scripts" / script)) | self.method_files(parse_method_id(mid)[0])) \
-            - {LIB / "merge" / "methods.py"}
-        return sorted(rel(f) for f in files)
+        files = set(closure(PROJECT / "scripts" / script)) - {REGISTRY_FILE}
+        return sorted(rel(f) for f in files | self.method_files(parse_method_id(mid)[0]))
 
     @staticmethod
     def method_entry(wildcards, mid=None) -> str:
@@ -309,12 +309,8 @@ class Plan:
             out += ["results/figures/figure1_rho.csv", "results/figures/figure1_rho.md"]
         return out
 
-    def cost_inputs(self) -> list[str]:
-        """Everything else the default target makes: the cost table is summed last."""
-        return self.analysis_targets()
-
     def all_targets(self) -> list[str]:
-        targets = self.cost_inputs()
+        targets = self.analysis_targets()
         if self.tasks:
             targets += ["results/tables/cost.csv", "results/tables/cost.md"]
         for task in self.tasks:
@@ -644,25 +640,33 @@ _SCRIPT = re.compile(r'P\.(?:script|script_inputs)\("([\w.]+)"\)')
 _MERGES = ("merge", "merge_seeds", "multitask_merge", "curve")
 
 
-def rule_scripts(rules_dir: str | Path = PROJECT / "rules") -> dict[str, str]:
-    """rule -> the script its shell runs, read from rules/*.smk (a rule made by `use rule`
-    runs its parent's; a rule named by an expression is shown with the expression's
-    placeholder: figure{N}, evaluate_multitask_{GROUP})."""
-    out = {}
+def rule_blocks(rules_dir: str | Path = PROJECT / "rules"):
+    """(file name, rule name as written, parent rule or None, body) of every rule of
+    rules/*.smk: `rule NAME:`, `rule:` with `name:` (the name's expression as written, for a
+    rule made in a loop) and `use rule PARENT as NAME with:`."""
     for f in sorted(Path(rules_dir).glob("*.smk")):
         text = f.read_text()
         heads = list(_RULE.finditer(text))
         for i, h in enumerate(heads):
             body = text[h.end():heads[i + 1].start() if i + 1 < len(heads) else len(text)]
             if h.group(1):
-                out[h.group(2)] = out[h.group(1)]
-                continue
-            name = h.group(3) or h.group(4).strip()
-            name = {'f"figure{_n}"': "figure{N}", 'f"table{_n}"': f"{TABLE_PREFIX}{{N}}",
-                    "P.multitask_eval_rule(_group)": f"{MULTITASK_EVAL_PREFIX}{{GROUP}}"}.get(name, name)
-            found = _SCRIPT.search(body)
-            if found:
-                out[name] = found.group(1)
+                yield f.name, h.group(2), h.group(1), body
+            else:
+                yield f.name, h.group(3) or h.group(4).strip(), None, body
+
+
+def rule_scripts(rules_dir: str | Path = PROJECT / "rules") -> dict[str, str]:
+    """rule -> the script its shell runs, read from rules/*.smk (a rule made by `use rule`
+    runs its parent's; a rule named by an expression is shown with the expression's
+    placeholder: figure{N}, table{N}, evaluate_multitask_{GROUP})."""
+    placeholders = {'f"figure{_n}"': "figure{N}", 'f"table{_n}"': f"{TABLE_PREFIX}{{N}}",
+                    "P.multitask_eval_rule(_group)": f"{MULTITASK_EVAL_PREFIX}{{GROUP}}"}
+    out = {}
+    for _, name, parent, body in rule_blocks(rules_dir):
+        if parent:
+            out[name] = out[parent]
+        elif found := _SCRIPT.search(body):
+            out[placeholders.get(name, name)] = found.group(1)
     return out
 
 
@@ -675,17 +679,16 @@ def rerun_table(rules_dir: str | Path = PROJECT / "rules") -> str:
               f"{MULTITASK_EVAL_PREFIX}{{GROUP}}": order["evaluate_multitask"] + 0.5}
     scripts = dict(sorted(rule_scripts(rules_dir).items(), key=lambda kv: order[kv[0]]))
     modules = sorted(p.relative_to(LIB).as_posix() for p in LIB.rglob("*.py"))
-    registry = LIB / "merge" / "methods.py"
+    # the curve of the runs themselves ("single") has no method entry: it takes the registry
+    # whole, so curve is listed in full for it
+    merges = [r for r in _MERGES if r in scripts and r != "curve"]
     reruns: dict[str, list[str]] = {}
     for mod in modules:
         f = LIB / mod
-        # the curve of the runs themselves ("single") has no method entry: it takes the
-        # registry whole, so curve is listed in full
-        merges = [r for r in _MERGES if r in scripts and r != "curve"]
         rules = [r for r, s in scripts.items() if f in closure(PROJECT / "scripts" / s)
-                 and not (r in merges and f == registry)]
+                 and not (r in merges and f == REGISTRY_FILE)]
         methods = [n for n in METHODS if f in Plan.method_files(n)]
-        if f == registry:
+        if f == REGISTRY_FILE:
             rules.append(f"{', '.join(merges)}: the merges of the methods whose entries changed only")
         elif methods and "merge" not in rules:
             rules.append(f"{', '.join(r for r in _MERGES if r in scripts)}: the merges of "

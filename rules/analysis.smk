@@ -102,7 +102,7 @@ if P.figures:
 rule cost:
     input:
         **P.script_inputs("cost.py"),
-        after=P.cost_inputs(),
+        after=P.analysis_targets(),
     output:
         csv=report("results/tables/cost.csv", caption="captions/cost.rst", category="Tables"),
         md="results/tables/cost.md",

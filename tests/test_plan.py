@@ -10,7 +10,7 @@ import pytest
 
 from ordermerge import codedeps
 from ordermerge.config import ConfigError, load
-from ordermerge.plan import STAGES, Plan, PlanError, rerun_table, rule_scripts, stage_of
+from ordermerge.plan import STAGES, Plan, PlanError, rerun_table, rule_blocks, rule_scripts, stage_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,20 +81,15 @@ def test_a_bad_layered_config_names_the_file_and_the_key(tmp_path):
 def test_every_rule_is_staged_once_and_takes_its_own_resources():
     """A rule's threads and resources come from STAGES by its own name: each rule block of
     rules/*.smk names itself (a copied block naming another rule fails here)."""
-    head = re.compile(r"^\s*(?:rule (\w+):|rule:\n\s+name:\n\s+(.+))$", re.M)
     seen = set()
-    for f in sorted((ROOT / "rules").glob("*.smk")):
-        text = f.read_text()
-        heads = list(head.finditer(text))
-        for i, h in enumerate(heads):
-            body = text[h.end():heads[i + 1].start() if i + 1 < len(heads) else len(text)]
-            name = h.group(1) or h.group(2).strip()
-            if name == "all":
-                continue
-            used = re.findall(r"P\.(?:threads|resources)\((.+?)\),?$", body, re.M)
-            assert len(used) == 2 and len(set(used)) == 1, f"{f.name}: rule {name}: {used}"
-            assert used[0] in (f'"{name}"', name), f"{f.name}: rule {name} takes {used[0]}'s resources"
-            seen.add(name)
+    for file, name, parent, body in rule_blocks():
+        if parent:  # `use rule PARENT as NAME`: the parent's resources, of the same stage
+            assert stage_of(name) == stage_of(parent), f"{file}: rule {name}"
+            continue
+        used = re.findall(r"P\.(?:threads|resources)\((.+?)\),?$", body, re.M)
+        assert len(used) == 2 and len(set(used)) == 1, f"{file}: rule {name}: {used}"
+        assert used[0] in (f'"{name}"', name), f"{file}: rule {name} takes {used[0]}'s resources"
+        seen.add(name)
     assert {n for n in seen if not n.startswith(("f\"", "P."))} <= set(STAGES)
     assert stage_of("evaluate_multitask_g") == "evaluate" and stage_of("nope") is None
     with pytest.raises(PlanError, match="rule 'nope' has no stage"):
