@@ -293,12 +293,13 @@ class Plan:
         return [self.sft_dir("{model}", "{task}", "{scheme}", "{run}", e) for e in self.epochs] + \
             [f"{run}/steps"]
 
-    def eval_records(self, task, scheme, epochs) -> list[str]:
-        """Every record of a task and scheme at `epochs`: the K runs and every merge."""
-        out, model = [], self.model_of(task)
+    def eval_records(self, task, scheme, epochs, specs=None, model=None) -> list[str]:
+        """Every record of a task and scheme at `epochs`: the K runs and every merge (of the
+        method specs `specs`, default merge.methods) of `model` (default the task's)."""
+        out, model, ids = [], model or self.model_of(task), self.method_ids(task, specs)
         for e in epochs:
             out += [self.eval_record(model, task, scheme, e, "sft", f"run{r}") for r in self.runs]
-            out += [self.eval_record(model, task, scheme, e, "merged", m) for m in self.method_ids(task)]
+            out += [self.eval_record(model, task, scheme, e, "merged", m) for m in ids]
         return out
 
     def analysis_targets(self) -> list[str]:
@@ -375,11 +376,12 @@ class Plan:
         return (f"accelerate launch --config_file {s['accelerate_config']}"
                 f" --num_processes {s['num_processes']}")
 
-    def method_ids(self, task) -> list[str]:
-        """Every merge of one task's K runs: config merge.methods, seeded ones once per
-        seed, resample's rounds from the task's resample_rounds."""
-        return expand_methods(self.config["merge"]["methods"], self.seeds,
-                              rounds=self.config["tasks"][task]["resample_rounds"])
+    def method_ids(self, task, specs=None) -> list[str]:
+        """Every merge of one task's K runs: the method specs `specs` (default config
+        merge.methods), seeded ones once per seed, resample's rounds from the task's
+        resample_rounds."""
+        return expand_methods(self.config["merge"]["methods"] if specs is None else specs,
+                              self.seeds, rounds=self.config["tasks"][task]["resample_rounds"])
 
     def merge_inputs(self, wildcards, mid=None) -> dict:
         """A Table 1 merge (method id `mid`, default the {method} wildcard): the script, its

@@ -15,6 +15,7 @@ from .provenance import now
 # the code inputs its rule declares (ordermerge.plan) and the packages its envs/ file pins
 TRACE_ENV = "ORDERMERGE_TRACE_IMPORTS"
 TRACE = "ordermerge.imports:"
+TRACE_PACKAGES = "ordermerge.packages:"
 
 
 def imported_files() -> list[str]:
@@ -22,9 +23,6 @@ def imported_files() -> list[str]:
     directory."""
     return sorted({os.path.relpath(m.__file__) for name, m in list(sys.modules.items())
                    if name.split(".")[0] == "ordermerge" and getattr(m, "__file__", None)})
-
-
-TRACE_PACKAGES = "ordermerge.packages:"
 
 
 def imported_distributions() -> list[str]:

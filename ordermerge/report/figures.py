@@ -66,8 +66,9 @@ def binned(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndar
 
 def figure1(samples: dict[str, pd.DataFrame], merged: dict[str, dict[str, float]], anchor: str,
             panels: int = 4, bins: int = 10):
-    """`samples`: run name -> with_final_loss(read_samples()); `merged`: merge id -> {id: loss on the training
-    sample}; `anchor`: the run whose order positions the merges are read against.
+    """`samples`: run name -> with_final_loss(read_samples()); `merged`: merge id -> {id:
+    loss on the training sample}; `anchor`: the run whose order positions the merges are
+    read against.
     Returns (data, rho table, figure)."""
     plt = _plt()
     runs = list(samples)
@@ -217,8 +218,9 @@ def parse_named(args: list[str]) -> list[tuple[str, str]]:
 
 def make(figure: str, named: list[tuple[str, str]], stem: Path, anchor: str, cfg: dict) -> list[Path]:
     """Figure `figure` ("1", "3" or "4") from its named inputs (runN=samples.csv, NAME=losses
-    under scores/ (Figure 1: every run's and merge's), NAME=curve.csv), saved as `stem`.png/.svg/.csv (and for Figure 1 the
-    table of every model's Spearman's rho, `stem`_rho.csv/.md); returns the paths written."""
+    under scores/ (Figure 1: every run's and merge's), NAME=curve.csv), saved as
+    `stem`.png/.svg/.csv (and for Figure 1 the table of every model's Spearman's rho,
+    `stem`_rho.csv/.md); returns the paths written."""
     import re
 
     from ..scoring import read_losses

@@ -47,14 +47,9 @@ def _table2_records(p) -> list:
     if t2 is None:
         return []
     from ..data.tasks import TASKS
-    from ..merge.methods import expand
     wanted = t2["tasks"] or [t for t in p.tasks if TASKS[t].table2]
-    out, e, s = [], p.report_epoch, p.schemes[0]
-    for m in p.encoders + p.decoders:
-        for t in [t for t in p.models[m]["tasks"] if t in wanted]:
-            ids = expand(t2["methods"], p.seeds, rounds=p.config["tasks"][t]["resample_rounds"])
-            out += [(m, p.eval_record(m, t, s, e, "sft", f"run{r}")) for r in p.runs]
-            out += [(m, p.eval_record(m, t, s, e, "merged", i)) for i in ids]
+    out = [(m, r) for m in p.encoders + p.decoders for t in p.models[m]["tasks"] if t in wanted
+           for r in p.eval_records(t, p.schemes[0], [p.report_epoch], t2["methods"], model=m)]
     return out if len({m for m, _ in out}) >= 2 else []
 
 
@@ -70,15 +65,8 @@ def _table3_records(p) -> list:
 
 def _table4_records(p) -> list:
     """Every Table 4 task's runs and merges (table4.methods) under both order schemes."""
-    from ..merge.methods import expand
-    out, e = [], p.report_epoch
-    for t in p.table4_tasks:
-        ids = expand(p.table4["methods"], p.seeds, rounds=p.config["tasks"][t]["resample_rounds"])
-        m = p.model_of(t)
-        for scheme in ("shuffle", "fix-batch"):
-            out += [(None, p.eval_record(m, t, scheme, e, "sft", f"run{r}")) for r in p.runs]
-            out += [(None, p.eval_record(m, t, scheme, e, "merged", i)) for i in ids]
-    return out
+    return [(None, r) for t in p.table4_tasks for scheme in ("shuffle", "fix-batch")
+            for r in p.eval_records(t, scheme, [p.report_epoch], p.table4["methods"])]
 
 
 TABLES: dict[str, TableSpec] = {t.number: t for t in [
