@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
@@ -18,10 +17,10 @@ from ordermerge.config import ConfigError, check as check_config
 from ordermerge.merge.methods import id_pattern, seeded_row_pattern
 from ordermerge.plan import SPLITS, Plan, PlanError, as_json, one_of, stage_of
 from ordermerge.report.registry import get as table_spec
+from ordermerge.schema import SCHEMA_FILE, schema
 
-SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:
-    check_config(config, yaml.safe_load(SCHEMA.read_text()), lambda c: validate(c, str(SCHEMA)))
+    check_config(config, schema(), lambda c: validate(c, str(SCHEMA_FILE)))
     P = Plan(config)
 except (ConfigError, PlanError) as e:
     raise WorkflowError(str(e)) from None
