@@ -178,6 +178,13 @@ def semantic_errors(config: dict) -> list[str]:
     if sft["accelerate_config"] is not None and not Path(sft["accelerate_config"]).is_file():
         out.append(f"config key sft.accelerate_config: no file {sft['accelerate_config']!r} "
                    f"(relative to the working directory; shipped: config/accelerate/)")
+    elif sft["accelerate_config"] is not None:
+        from .sharding import ShardingError, from_accelerate_config
+        import yaml
+        try:
+            from_accelerate_config(yaml.safe_load(Path(sft["accelerate_config"]).read_text()) or {})
+        except ShardingError as e:
+            out.append(f"config key sft.accelerate_config: {sft['accelerate_config']}: {e}")
     if sft["num_processes"] > 1 and sft["accelerate_config"] is None:
         out.append(f"config key sft.num_processes: {sft['num_processes']} processes need "
                    f"sft.accelerate_config (e.g. config/accelerate/ddp-4gpu.yaml)")

@@ -140,8 +140,10 @@ class Plan:
         if s["accelerate_config"] is None:
             return False, 1
         import yaml
+
+        from .sharding import from_accelerate_config
         acc = yaml.safe_load(Path(s["accelerate_config"]).read_text()) or {}
-        return acc.get("distributed_type") == "FSDP", s["num_processes"]
+        return from_accelerate_config(acc) is not None, s["num_processes"]
 
     def preflight(self) -> list[str]:
         """Every SFT and evaluation job of a decoder whose estimated peak memory

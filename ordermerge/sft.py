@@ -23,16 +23,18 @@ from pathlib import Path
 
 import torch
 
+from . import sharding as fsdp
 from .schema import train_defaults, train_errors
 from .provenance import now, write_record
 from .objectives import objective_for, sample_losses
 from .train import make_optimizer, micro_batches
-from .utils import atomic_dir, atomic_file, check_output_dir, derive_seed, lacks_record
+from .utils import (InputError, atomic_dir, atomic_file, check_output_dir, derive_seed,
+                    lacks_record)
 
 RESUME = "resume"
 
 
-class TrainError(ValueError):
+class TrainError(InputError):
     pass
 
 
@@ -107,8 +109,15 @@ def _mixed_precision(cfg: dict) -> str:
 
 
 def make_accelerator(cfg: dict):
+    """The run's processes, device, autocast and gathers. Under an FSDP launch accelerate
+    is not given the FSDP request: the run shards the model itself (sharding.py)."""
     from accelerate import Accelerator
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(cfg))
+    held = os.environ.pop(fsdp.ENV, None)
+    try:
+        return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(cfg))
+    finally:
+        if held is not None:
+            os.environ[fsdp.ENV] = held
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -145,16 +154,19 @@ class Resume:
             return None
         return state
 
-    def save(self, accelerator, steps_done: int, progress: dict) -> None:
-        """accelerate's save_state (all processes) into a temporary directory, renamed when
-        complete; then `latest` points at it and older states go."""
+    def save(self, accelerator, steps_done: int, progress: dict, write=None) -> None:
+        """write(directory) (all processes; default accelerate's save_state) into a temporary
+        directory, renamed when complete; then `latest` points at it and older states go."""
         name = f"state-{steps_done:08d}"
         tmp = self.root / f".tmp-{name}"
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             self.root.mkdir(parents=True, exist_ok=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp), safe_serialization=True)
+        if write is None:
+            accelerator.save_state(str(tmp), safe_serialization=True)
+        else:
+            write(tmp)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             with atomic_file(tmp / "progress.json") as fh:
@@ -192,10 +204,11 @@ class Resume:
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def begin(self, accelerator, points: dict[int, list[str]], seed: int, log) -> dict:
+    def begin(self, accelerator, points: dict[int, list[str]], seed: int, log, read=None) -> dict:
         """The progress to start from: the newest matching state, loaded into every process
-        and with its deleted checkpoints re-created; else a fresh start, every process seeded
-        from `seed`. Temporary directories of writes a kill interrupted go either way."""
+        (by read(directory); default accelerate's load_state) and with its deleted
+        checkpoints re-created; else a fresh start, every process seeded from `seed`.
+        Temporary directories of writes a kill interrupted go either way."""
         acc, out_dir = accelerator, self.root.parent
         if acc.is_main_process:
             (out_dir / "steps").mkdir(parents=True, exist_ok=True)  # the rule's output
@@ -210,7 +223,10 @@ class Resume:
                 self.clear()  # states of other inputs, or a partial first save
             return {"steps_done": 0, "records": [], "step_log": [], "history": [],
                     "real_tokens": 0, "processed_tokens": 0, "wall_s": 0.0, "resumed_from": []}
-        acc.load_state(str(state))
+        if read is None:
+            acc.load_state(str(state))
+        else:
+            read(state)
         progress = json.loads((state / "progress.json").read_text())
         done = progress["steps_done"]
         progress["resumed_from"] = progress.get("resumed_from", []) + [done]
@@ -228,8 +244,12 @@ class SFTRun:
 
     def __init__(self, model, tokenizer, *, train_rows, validation_rows, task, order, cfg,
                  save_dtype, out_dir, provenance, log, fingerprint_files=(), accelerator=None,
-                 objective=None, seed: int = 0):
+                 objective=None, seed: int = 0, sharding: fsdp.Sharding | None = None):
+        """sharding: FSDP2 units and strategy (sharding.py); default what the launch asks
+        for (an FSDP accelerate config), else None: the whole model on each process (DDP
+        when there are several)."""
         self.cfg, self.log, self.provenance = cfg, log, provenance
+        self.sharding = fsdp.requested() if sharding is None else sharding
         self.out_dir = Path(out_dir)
         self.tokenizer, self.save_dtype = tokenizer, save_dtype
         self.acc = accelerator or make_accelerator(cfg)
@@ -257,7 +277,10 @@ class SFTRun:
             raise TrainError(f"train.eval_steps: {bad} outside 1..{len(self.steps)}")
         self.eval_at = set(cfg.get("eval_steps", [])) | {n for n, names in self.points.items()
                                                           if any(x.startswith("epoch") for x in names)}
-        self.resume = Resume(self.out_dir, fingerprint(cfg, order, list(fingerprint_files)))
+        layout = cfg if self.sharding is None else {
+            **cfg, "sharding": [list(self.sharding.units), self.sharding.reshard_after_forward,
+                                self.acc.num_processes]}  # a state of one layout only
+        self.resume = Resume(self.out_dir, fingerprint(layout, order, list(fingerprint_files)))
         # dropout (BERT) and anything else random draws from these generators; a fresh run
         # seeds them, a resumed run gets them back from its state
         self.seed = seed
@@ -265,6 +288,16 @@ class SFTRun:
         if cfg.get("gradient_checkpointing"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
+        if self.sharding is not None:
+            model = fsdp.shard(model, self.sharding, self.acc.device)
+            self.shard_sizes = {"units": self.sharding.units_of(model),
+                                "parameters": sum(p.numel() for p in model.parameters()),
+                                "parameters_on_main": sum(p.to_local().numel()
+                                                          for p in model.parameters())}
+            self.opt, self.sched = make_optimizer(model, cfg, len(self.steps),
+                                                  fused=torch.cuda.is_available())
+            self.model = model
+            return
         opt, self.sched = make_optimizer(model, cfg, len(self.steps), fused=torch.cuda.is_available())
         # the scheduler is not prepared: accelerate would step it once per process
         self.model, self.opt = self.acc.prepare(model, opt)
@@ -277,7 +310,9 @@ class SFTRun:
     def _train_step(self, step: Step) -> StepResult:
         """Forward/backward of this process's share, then the optimizer step."""
         out = self._accumulate(step)
-        if self.cfg["max_grad_norm"]:
+        if self.cfg["max_grad_norm"] and self.sharding is not None:  # the norm over all shards
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["max_grad_norm"])
+        elif self.cfg["max_grad_norm"]:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["max_grad_norm"])
         self.lr = self.sched.get_last_lr()[0]  # the rate this step uses
         self.opt.step()
@@ -293,8 +328,14 @@ class SFTRun:
         offset = step.start + acc.process_index * math.ceil(len(step.ids) / acc.num_processes)
         n_target = self._n_target(step.ids)
         scale = acc.num_processes / max(n_target, 1)  # DDP averages gradients over processes
-        cut = micro_batches([len(self.examples[i]["input_ids"]) for i in mine], self.mB,
-                            self.micro_tokens) or [[]]
+        def cut_of(ids):
+            return micro_batches([len(self.examples[i]["input_ids"]) for i in ids], self.mB,
+                                 self.micro_tokens) or [[]]
+        cut = cut_of(mine)
+        if self.sharding is not None:  # each forward gathers from every process: as many
+            most = max(len(cut_of(share(step.ids, r, acc.num_processes)))
+                       for r in range(acc.num_processes))
+            cut += [[]] * (most - len(cut))  # as the process with the most micro-batches
         records, real, processed, loss_sum = [], 0, 0, 0.0
         for k, idx in enumerate(cut):
             rows = [mine[j] for j in idx]
@@ -302,7 +343,11 @@ class SFTRun:
             batch = self.obj.collate([self.examples[i] for i in (rows or step.ids[:1])])
             batch = {key: v.to(acc.device) for key, v in batch.items()}
             sync = k == len(cut) - 1
-            ctx = acc.no_sync(model) if not sync and acc.num_processes > 1 else contextlib.nullcontext()
+            ctx = contextlib.nullcontext()
+            if self.sharding is not None:  # gradients reduce-scattered on the last only
+                model.set_requires_gradient_sync(sync)
+            elif not sync and acc.num_processes > 1:
+                ctx = acc.no_sync(model)
             with ctx:
                 with acc.autocast():
                     total, count = self.obj.losses(model, batch)
@@ -327,6 +372,14 @@ class SFTRun:
         mine = share(tuple(examples), self.acc.process_index, self.acc.num_processes)
         out = sample_losses(self.model, self.obj, examples, mine, self.mB, self.acc.device,
                             self.acc.autocast)
+        if self.sharding is not None:  # as many forwards as the process with the most rows
+            most = max(len(share(tuple(examples), r, self.acc.num_processes))
+                       for r in range(self.acc.num_processes))
+            extra = -(-most // self.mB) - -(-len(mine) // self.mB)
+            some = [next(iter(examples))] if examples else []
+            for _ in range(extra if some else 0):
+                sample_losses(self.model, self.obj, examples, some, 1, self.acc.device,
+                              self.acc.autocast)
         self.model.train()
         merged = {}
         for part in gather_object([out]):
@@ -336,7 +389,9 @@ class SFTRun:
     def _save_checkpoint(self, name: str, start: str) -> None:
         from .models import save_model
         acc = self.acc
-        state = acc.get_state_dict(self.model)  # every process takes part (FSDP gathers)
+        # every process takes part: the sharded run gathers the full state dict
+        state = (acc.get_state_dict(self.model) if self.sharding is None
+                 else fsdp.full_state_dict(self.model))
         if acc.is_main_process:
             final = self.out_dir / name
             # a checkpoint of this run (its provenance.json) may be replaced, nothing else
@@ -355,7 +410,8 @@ class SFTRun:
         """Train from the newest state (or the start) to the end; returns the summary on the
         main process."""
         start = now()
-        progress = self.resume.begin(self.acc, self.points, self.seed, self.log)
+        read = None if self.sharding is None else self._load_sharded
+        progress = self.resume.begin(self.acc, self.points, self.seed, self.log, read)
         self.model.train()
         t0 = time.perf_counter() - progress["wall_s"]
         for step in self.steps[progress["steps_done"]:]:
@@ -368,7 +424,8 @@ class SFTRun:
                     self._save_checkpoint(name, start)
                 progress["steps_done"] = done
                 progress["wall_s"] = time.perf_counter() - t0
-                self.resume.save(self.acc, done, progress)
+                self.resume.save(self.acc, done, progress,
+                                 None if self.sharding is None else self._save_sharded)
         wall = time.perf_counter() - t0
         summary = None
         if self.acc.is_main_process:
@@ -376,6 +433,13 @@ class SFTRun:
             self.resume.clear()
         self.acc.wait_for_everyone()
         return summary
+
+    def _save_sharded(self, state_dir: Path) -> None:
+        Path(state_dir, fsdp.SHARDS).mkdir(parents=True, exist_ok=True)
+        fsdp.save_state(state_dir, self.model, self.opt, self.sched, self.acc.process_index)
+
+    def _load_sharded(self, state_dir: Path) -> None:
+        fsdp.load_state(state_dir, self.model, self.opt, self.sched, self.acc.process_index)
 
     def _log_step(self, progress: dict, step: Step, mine: StepResult) -> None:
         """Gather every process's result of `step` into `progress`."""
@@ -417,6 +481,8 @@ class SFTRun:
             "truncated_rows": sum(e["truncated"] for e in self.examples.values()),
             "history": progress["history"], "checkpoints": self.points,
             "processes": self.acc.num_processes, "mixed_precision": _mixed_precision(self.cfg),
+            "sharding": None if self.sharding is None else {
+                "strategy": self.sharding.strategy, **self.shard_sizes},
             "resumed_from_steps": progress["resumed_from"],
         }
         with atomic_file(self.out_dir / "run.json") as fh:
