@@ -331,6 +331,69 @@ def run_gguf(args) -> int:
     return 0
 
 
+def plan_parser(sub) -> None:
+    p = sub.add_parser(
+        "plan", help="the grid's projected cost and disk, before any job runs",
+        description="Project every job of the workflow (a Snakemake dry run of the config): "
+                    "jobs, tokens trained, scored and generated, wall and GPU hours per rule, "
+                    "paper table and stage, and disk with and without "
+                    "sft.temporary_checkpoints. Rates from a calibration file "
+                    "(config/calibration/h200.yaml by default; bench/calibrate.py writes one "
+                    "for this machine). Run in the project directory, e.g.\n"
+                    "  ordermerge plan --configfile config/paper.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configfile", nargs="+", default=[],
+                   help="config files layered over config.yaml, as snakemake --configfile")
+    p.add_argument("--calibration", type=Path, default=None,
+                   help="throughputs and fixed costs (default config/calibration/h200.yaml)")
+    p.add_argument("--measured", type=Path, default=None,
+                   help="a finished run's results/tables/cost.csv: its wall hours beside the "
+                        "projection's, with their ratio")
+    p.add_argument("--out", type=Path, default=Path("results/plan"),
+                   help="directory for projection.csv, projection.md, jobs.csv (default "
+                        "results/plan)")
+
+
+def run_plan(args) -> int:
+    from .config import ConfigError, load
+    from .plan import Plan
+    from .projection import (CALIBRATION, ProjectionError, disk, dry_run, load_calibration,
+                             measured_wall, table, to_markdown)
+    from .utils import atomic_file
+    try:
+        cal = load_calibration(args.calibration or CALIBRATION)
+        plan = Plan(load("config.yaml", *args.configfile))
+        from .projection import Projector
+        proj = Projector(plan, cal)
+        jobs = proj.jobs(dry_run(Path.cwd(), args.configfile))
+        t = table(jobs)
+        measured = measured_wall(args.measured) if args.measured else None
+    except (ConfigError, ProjectionError, OSError) as e:
+        print(f"ordermerge plan: {e}", file=sys.stderr)
+        return 1
+    d = disk(jobs)
+    temp = plan.config["sft"]["temporary_checkpoints"]
+    lines = [f"# Projected cost: {', '.join(['config.yaml', *args.configfile])}", "",
+             f"Calibration: {args.calibration or CALIBRATION} ({cal.get('device', '')}). "
+             f"{len(jobs)} benchmarked jobs.", "", to_markdown(t, measured),
+             "Disk (GB): written {:.4g}; without sft.temporary_checkpoints kept and peak {:.4g}; "
+             "with them kept {:.4g}, peak about {:.4g} (this config: temporary_checkpoints {})."
+             .format(d["written_gb"], d["peak_gb"], d["kept_gb_temporary"],
+                     d["peak_gb_temporary"], str(temp).lower()), "",
+             "Task sizes from: " + "; ".join(f"{k}: {v}" for k, v in sorted(proj.sizes.sources.items())),
+             ""]
+    text = "\n".join(lines)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(args.out / "projection.md", "w") as fh:
+        fh.write(text)
+    with atomic_file(args.out / "projection.csv", "w") as fh:
+        t.to_csv(fh)
+    with atomic_file(args.out / "jobs.csv", "w") as fh:
+        jobs.to_csv(fh, index=False)
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the command line (not a call from Python): SIGTERM cleans up
         from .utils import exit_on_sigterm
@@ -341,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     train_parser(sub)
     audit_parser(sub)
     gguf_parser(sub)
+    plan_parser(sub)
     args, extra = parser.parse_known_args(argv)
     if extra:
         hint = ""
@@ -355,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_audit(args)
     if args.command == "gguf":
         return run_gguf(args)
+    if args.command == "plan":
+        return run_plan(args)
     return 2
 
 

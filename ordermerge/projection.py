@@ -1,0 +1,480 @@
+"""The grid's cost and disk before anything is submitted: `ordermerge plan`.
+
+The jobs are Snakemake's own: a dry run (`snakemake -n --forceall`) of the config lists every
+job with its rule, wildcards, inputs, outputs and benchmark path. Each job's work follows
+from the plan, the task's sizes and the model's:
+
+- SFT: epochs x the training rows' tokens (6 x parameters FLOPs a token), the validation
+  passes (2 x parameters a token), the base loaded and each checkpoint written;
+- merges: the input models' bytes through the merge, the outputs written;
+- evaluations: per model evaluated, its load, then per test row the prompt's prefill and,
+  for generating tasks, greedy decoding (steps of a batch until its longest answer or
+  max_new_tokens), for choice tasks every option scored, for encoders one forward;
+- scoring and Figure 4's curves: forward passes over the split at each point;
+- the tiny suite's base models: their pretraining steps; everything else: its fixed cost.
+
+Rates come from a calibration file (config/calibration/h200.yaml by default; `python
+bench/calibrate.py` writes one for the machine it runs on): a job's wall time = its fixed
+cost (overhead_s, per rule) + its work at those rates; GPU-hours = wall x the stage's
+resources.<stage>.gpus (x processes for SFT: each holds a GPU). Token counts come from the
+prepared data with the model's tokenizer where both are on disk (results/data/<task>,
+results/base/<model>/model or a local source), else from the task entry's `stats`
+(data/stats.py). Disk: every model written (parameters x the config's dtype bytes), with
+`sft.temporary_checkpoints` the sub-models' checkpoints removed once their merges and
+evaluations are done; peak (temporary) = what is kept + the largest one task's
+checkpoints (tasks draining one after another; at most the total).
+
+The table has the cost table's rows (report/cost.py: per rule, per paper table, total), so
+`--measured results/tables/cost.csv` sets the projection beside a finished run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .utils import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+CALIBRATION = ROOT / "config" / "calibration" / "h200.yaml"
+RATES = ("train_flops_per_s", "forward_flops_per_s", "decode_step_s", "decode_layer_s",
+         "io_bytes_per_s", "merge_bytes_per_s")
+GENERATING = {"gsm8k", "math", "humaneval", "alpaca_eval", "squad"}
+# parameters of encoders from the hub whose config.json is not on disk (their model cards)
+KNOWN_PARAMS = {"google-bert/bert-base-uncased": 109_482_240, "bert-base-uncased": 109_482_240,
+                "google-bert/bert-large-uncased": 335_141_888, "bert-large-uncased": 335_141_888}
+COLUMNS = ["wall_h", "gpu_h", "trained_tokens", "scored_tokens", "generated_tokens",
+           "written_gb", "temporary_gb"]
+
+
+class ProjectionError(InputError):
+    pass
+
+
+def load_calibration(path: str | Path = CALIBRATION) -> dict:
+    """The calibration file, checked: each rate a positive number (the decode terms may be
+    0), overhead_s a mapping with a default."""
+    import yaml
+    path = Path(path)
+    try:
+        cal = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ProjectionError(f"calibration {path}: {e}") from None
+    if not isinstance(cal, dict):
+        raise ProjectionError(f"calibration {path}: not a mapping")
+    for key in RATES:
+        v = cal.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (
+                v == 0 and not key.startswith("decode")):
+            raise ProjectionError(f"calibration {path}: {key} must be a positive number, got {v!r}")
+    over = cal.get("overhead_s")
+    if not isinstance(over, dict) or not isinstance(over.get("default"), (int, float)):
+        raise ProjectionError(f"calibration {path}: overhead_s must map rules or stages to "
+                              f"seconds, with a default")
+    return cal
+
+
+# ------------------------------------------------------------------ the jobs
+@dataclass
+class DryJob:
+    rule: str
+    wildcards: dict[str, str] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    benchmark: str | None = None
+    command: str = ""
+
+    def params(self) -> dict:
+        """The job's --params JSON (from its shell command), {} when it has none."""
+        words = shlex.split(self.command.split(" > ")[0]) if self.command else []
+        for a, b in zip(words, words[1:]):
+            if a == "--params":
+                return json.loads(b)
+        return {}
+
+
+def parse_dry_run(text: str) -> list[DryJob]:
+    """The jobs of `snakemake -n` output (printshellcmds on: the profile sets it)."""
+    jobs: list[DryJob] = []
+    job = None
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?rule (\S+):$", line)
+        if m:
+            job = DryJob(m.group(1))
+            jobs.append(job)
+            continue
+        if job is None:
+            continue
+        if line.startswith("Shell command: "):
+            job.command = line.removeprefix("Shell command: ")
+            continue
+        m = re.match(r"^    (input|output|wildcards|benchmark): (.*)$", line)
+        if not m:
+            continue
+        key, value = m.groups()
+        if key == "wildcards":
+            job.wildcards = dict(kv.split("=", 1) for kv in value.split(", "))
+        elif key == "benchmark":
+            job.benchmark = value
+        else:
+            setattr(job, key + "s", value.split(", "))
+    return jobs
+
+
+def dry_run(workdir: Path, configfiles: list[str], targets: list[str] = ()) -> list[DryJob]:
+    """Every job of the workflow in `workdir` under `configfiles` (as if none existed)."""
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1",
+           "--printshellcmds", *(["--configfile", *configfiles] if configfiles else []),
+           *targets]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise ProjectionError(f"snakemake dry run in {workdir} failed: " + " | ".join(tail))
+    return [j for j in parse_dry_run(proc.stdout + "\n" + proc.stderr) if j.rule != "all"]
+
+
+# ------------------------------------------------------------------ sizes
+def _tokenizer_dir(plan, model: str) -> Path | None:
+    for d in (Path("results/base") / model / "model", Path(plan.models[model]["spec"]["source"])):
+        if (d / "tokenizer_config.json").is_file():
+            return d
+    return None
+
+
+class Sizes:
+    """Per (model, task): rows and tokens (from the data where it is on disk with the
+    model's tokenizer, else the task entry's stats); per model: parameters, layers, bytes."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.cache: dict = {}
+        self.sources: dict[str, str] = {}
+
+    def model(self, name: str) -> dict:
+        if ("model", name) in self.cache:
+            return self.cache["model", name]
+        from .memory import DTYPE_BYTES
+        m = self.plan.models[name]
+        spec = m["spec"]
+        if m["family"] == "decoder":
+            shape = self.plan.model_shape(name)
+            if shape is None:
+                raise ProjectionError(f"model {name}: no sizes (set its `shape`, or a local "
+                                      f"source with a config.json)")
+            params, layers = shape.parameters(), shape.num_hidden_layers
+        else:
+            params, layers = self._encoder_params(name, spec)
+        out = {"params": params, "layers": layers,
+               "bytes": params * DTYPE_BYTES[spec.get("dtype", "bfloat16")]}
+        self.cache["model", name] = out
+        return out
+
+    def _encoder_params(self, name: str, spec: dict) -> tuple[int, int]:
+        if spec["source"] == "tiny":
+            cfg = {**spec["tiny"], "vocab_size": (spec.get("tokenizer") or {}).get("vocab_size", 384)}
+        else:
+            f = Path(spec["source"]) / "config.json"
+            if not f.is_file():
+                if spec["source"] in KNOWN_PARAMS:
+                    big = "large" in spec["source"]
+                    return KNOWN_PARAMS[spec["source"]], 24 if big else 12
+                raise ProjectionError(f"encoder {name}: no config.json at {spec['source']} to "
+                                      f"size it from (give a local source)")
+            cfg = json.loads(f.read_text())
+        h, i, n = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+        return n * (4 * h * h + 2 * h * i + 9 * h) + (cfg.get("vocab_size", 384) + 514) * h, n
+
+    def task(self, model: str, task: str) -> dict:
+        key = ("task", model, task)
+        if key not in self.cache:
+            self.cache[key] = self._from_data(model, task) or self._from_stats(task)
+        return self.cache[key]
+
+    def _from_data(self, model: str, task: str) -> dict | None:
+        from .data.registry import get_task
+        from .utils import read_jsonl
+        data = Path("results/data") / task
+        tok_dir = _tokenizer_dir(self.plan, model)
+        if tok_dir is None or not all((data / f"{s}.jsonl").is_file()
+                                      for s in ("train", "validation", "test")):
+            return None
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(tok_dir)
+        t = get_task(task)
+        cap = self.plan.config["tasks"][task]["train"]["max_length"]
+
+        def n(text: str) -> int:
+            return len(tok(text, add_special_tokens=False)["input_ids"])
+
+        def row_tokens(r) -> int:
+            text = t.encoder_text(r) if t.family == "encoder" else t.prompt(r) + t.target(r)
+            return min(n(text) + 2, cap)
+        rows = {s: read_jsonl(data / f"{s}.jsonl") for s in ("train", "validation", "test")}
+        test = rows["test"]
+        prompts = [min(n(t.encoder_text(r) if t.family == "encoder" else t.prompt(r)) + 1, cap)
+                   for r in test]
+        answers = [n(" " + str(t.target(r))) if "answer" in r or "output" in r or "response" in r
+                   else 1 for r in test] if t.family == "decoder" else [0]
+        opts = [len(t.options(r)) for r in test] if t.options else [0]
+        self.sources[task] = f"data ({data}, tokenizer {tok_dir})"
+        return {"rows": {s: len(v) for s, v in rows.items()},
+                "tokens": {s: sum(map(row_tokens, v)) for s, v in rows.items() if s != "test"}
+                | {"test_prompt": sum(prompts)},
+                "answer_mean": sum(answers) / max(len(answers), 1),
+                "answer_p95": sorted(answers)[int(0.95 * (len(answers) - 1))],
+                "options": max(opts)}
+
+    def _from_stats(self, task: str) -> dict:
+        from .data.registry import get_task
+        s = get_task(task).stats
+        if s is None:
+            raise ProjectionError(f"task {task}: no data on disk and no stats in "
+                                  f"ordermerge/data/stats.py to project its cost from")
+        cfg = self.plan.config["tasks"][task]
+        d = cfg.get("data") or {}
+        cap = cfg["train"]["max_length"]
+        n_val = d.get("n_validation") or 0
+        n_train = (d.get("n_train") or s["train_rows"]) - n_val
+        n_test = d.get("n_test") or s["test_rows"]
+        per_row = min(s["train_tokens"], cap)
+        self.sources[task] = f"task entry stats ({s['source']})"
+        return {"rows": {"train": n_train, "validation": n_val, "test": n_test},
+                "tokens": {"train": n_train * per_row, "validation": n_val * per_row,
+                           "test_prompt": n_test * min(s["prompt_tokens"], cap)},
+                "answer_mean": s["answer_tokens"], "answer_p95": 2 * s["answer_tokens"],
+                "options": s.get("options", 0)}
+
+
+# ------------------------------------------------------------------ the work
+MODEL_DIR = re.compile(r"^results/(sft/[^/]+/[^/]+/[^/]+/run\d+/(epoch\d+|steps/step\d+)|"
+                       r"merged/[^/]+/[^/]+/[^/]+/epoch\d+/[^/]+|multitask/[^/]+/[^/]+|"
+                       r"base/[^/]+/model)$")
+
+
+def _models_in(paths: list[str]) -> list[str]:
+    return [p for p in paths if MODEL_DIR.match(p)]
+
+
+class Projector:
+    def __init__(self, plan, calibration: dict):
+        self.plan, self.cal = plan, calibration
+        self.sizes = Sizes(plan)
+        self.config = plan.config
+
+    def overhead(self, rule: str) -> float:
+        from .plan import stage_of
+        o = self.cal["overhead_s"]
+        return float(o.get(rule, o.get(stage_of(rule) or "default", o["default"])))
+
+    def _model_of(self, job: DryJob) -> str:
+        return job.wildcards.get("model") or self.plan.model_of(self._tasks(job)[0])
+
+    def _tasks(self, job: DryJob) -> list[str]:
+        if "task" in job.wildcards:
+            return [job.wildcards["task"]]
+        words = shlex.split(job.command.split(" > ")[0]) if job.command else []
+        return [b for a, b in zip(words, words[1:]) if a == "--task"]
+
+    # seconds of work at the calibrated rates, and what it moved
+    def forward_s(self, model: str, tokens: float) -> float:
+        return 2 * self.sizes.model(model)["params"] * tokens / self.cal["forward_flops_per_s"]
+
+    def io_s(self, model: str, n_models: float) -> float:
+        return n_models * self.sizes.model(model)["bytes"] / self.cal["io_bytes_per_s"]
+
+    def evaluate_one(self, model: str, task: str, params: dict) -> tuple[float, dict]:
+        from .data.registry import get_task
+        t = get_task(task)
+        s = self.sizes.task(model, task)
+        n = s["rows"]["test"]
+        secs = self.io_s(model, 1) + self.forward_s(model, s["tokens"]["test_prompt"])
+        out = {"scored_tokens": s["tokens"]["test_prompt"], "generated_tokens": 0.0}
+        if t.evaluator in GENERATING or (t.evaluator == "choice"
+                                         and params.get("choice_scoring") == "generate"):
+            new = params.get("max_new_tokens") or 512
+            batch = params.get("batch_size") or 32
+            steps = min(new, max(1, math.ceil(s["answer_p95"])))
+            m = self.sizes.model(model)
+            step_s = (self.cal["decode_step_s"] + m["layers"] * self.cal["decode_layer_s"]
+                      + 2 * m["params"] * batch / self.cal["forward_flops_per_s"])
+            secs += math.ceil(n / batch) * steps * step_s
+            out["generated_tokens"] = n * min(new, s["answer_mean"])
+        elif t.evaluator == "choice":
+            extra = n * s["options"] * max(s["answer_mean"], 1)
+            secs += self.forward_s(model, (s["options"] - 1) * s["tokens"]["test_prompt"] + extra)
+            out["scored_tokens"] = s["options"] * s["tokens"]["test_prompt"] + extra
+        return secs, out
+
+    def work(self, job: DryJob) -> dict:
+        """{work_s, trained_tokens, scored_tokens, generated_tokens, written_bytes,
+        temporary_bytes} of one job (work_s without its fixed cost)."""
+        r, cfg = job.rule, self.config
+        out = dict.fromkeys(["work_s", "trained_tokens", "scored_tokens", "generated_tokens",
+                             "written_bytes", "temporary_bytes"], 0.0)
+        models_out = _models_in(job.outputs)
+        models_in = _models_in(job.inputs)
+        if r in ("prepare_data", "order", "tokenizer", "encoder_init", "cost") or \
+                r.startswith("table") or r.startswith("figure"):
+            return out
+        model = self._model_of(job) if r not in ("base", "encoder_base", "multitask_align",
+                                                  "multitask_merge") else None
+        if r in ("base", "encoder_base"):
+            name = job.wildcards["model"]
+            spec = self.plan.models[name]["spec"]
+            if spec["source"] == "tiny":
+                pre = spec.get("pretrain") or {}
+                tokens = pre.get("steps", 0) * pre.get("batch_size", 0) * pre.get("max_length", 64)
+                out["trained_tokens"] = tokens
+                out["work_s"] = 6 * self.sizes.model(name)["params"] * tokens / self.cal["train_flops_per_s"]
+            out["work_s"] += self.io_s(name, 1)
+            out["written_bytes"] = self.sizes.model(name)["bytes"]
+        elif r == "sft":
+            tr = cfg["tasks"][job.wildcards["task"]]["train"]
+            s = self.sizes.task(model, job.wildcards["task"])
+            m = self.sizes.model(model)
+            epochs = cfg["epochs"]
+            checkpoints = epochs + len(tr.get("save_steps") or [])
+            passes = epochs + len(tr.get("eval_steps") or [])
+            trained = epochs * s["tokens"]["train"]
+            procs = cfg["sft"]["num_processes"]
+            out["trained_tokens"] = trained
+            out["scored_tokens"] = passes * s["tokens"]["validation"]
+            out["work_s"] = ((6 * m["params"] * trained / self.cal["train_flops_per_s"]
+                              + self.forward_s(model, out["scored_tokens"])) / procs
+                             + self.io_s(model, 1 + checkpoints))
+            out["written_bytes"] = checkpoints * m["bytes"]
+            out["temporary_bytes"] = out["written_bytes"]  # what temporary_checkpoints removes
+        elif r in ("merge", "merge_seeds"):
+            m = self.sizes.model(model)
+            # each output is one merge of the inputs (the seeds of merge_seeds one by one)
+            out["work_s"] = len(models_out) * (len(models_in) * m["bytes"] / self.cal["merge_bytes_per_s"]
+                                               + self.io_s(model, 1))
+            out["written_bytes"] = len(models_out) * m["bytes"]
+        elif r in ("multitask_align", "multitask_merge"):
+            group = job.wildcards["group"]
+            model = self.plan.group_base(group).split("/")[2]
+            n = len(self.plan.group_members(group)) + 1
+            m = self.sizes.model(model)
+            if r == "multitask_align":
+                out["work_s"] = self.io_s(model, 2 * n)
+                out["written_bytes"] = n * m["bytes"]
+            else:
+                out["work_s"] = n * m["bytes"] / self.cal["merge_bytes_per_s"] + self.io_s(model, 1)
+                out["written_bytes"] = m["bytes"]
+        elif r.startswith("evaluate"):
+            params = job.params()
+            tasks = self._tasks(job)
+            n_models = max(len(models_in), 1)
+            for task in tasks:
+                p = (params.get("tasks") or {}).get(task, params)
+                secs, counts = self.evaluate_one(model, task, p)
+                out["work_s"] += n_models * secs
+                for k, v in counts.items():
+                    out[k] += n_models * v
+        elif r == "score":
+            s = self.sizes.task(model, job.wildcards["task"])
+            split = job.wildcards["split"]
+            tokens = s["tokens"].get(split, s["tokens"].get("train"))
+            out["scored_tokens"] = tokens
+            out["work_s"] = self.io_s(model, 1) + self.forward_s(model, tokens)
+        elif r == "curve":
+            task = job.wildcards["task"]
+            tr = cfg["tasks"][task]["train"]
+            points = cfg["epochs"] + len(tr.get("save_steps") or [])
+            runs = sum(1 for p in job.inputs if re.match(r"^results/sft/.*/run\d+$", p))
+            s = self.sizes.task(model, task)
+            m = self.sizes.model(model)
+            scored = 1 if job.wildcards.get("method") else runs
+            out["scored_tokens"] = points * scored * s["tokens"]["validation"]
+            out["work_s"] = (self.forward_s(model, out["scored_tokens"])
+                             + points * self.io_s(model, runs + (1 if scored == 1 else 0)))
+            if job.wildcards.get("method"):
+                out["work_s"] += points * runs * m["bytes"] / self.cal["merge_bytes_per_s"]
+        return out
+
+    def jobs(self, jobs: list[DryJob]):
+        """One row per benchmarked job, with the cost table's rule, purpose and path."""
+        import pandas as pd
+
+        from .plan import BENCHMARK_STAGES
+        from .report.cost import purpose
+        rows = []
+        for job in jobs:
+            if job.benchmark is None:
+                continue
+            rel = Path(job.benchmark).relative_to("results/benchmarks")
+            w = self.work(job)
+            bench_rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+            stage = BENCHMARK_STAGES.get(bench_rule, "default")
+            gpus = self.plan.res(stage, "gpus") or 0
+            if job.rule == "sft":
+                gpus *= self.config["sft"]["num_processes"]
+            wall = self.overhead(job.rule) + w.pop("work_s")
+            task = self._tasks(job)[0] if self._tasks(job) else None
+            rows.append({"rule": bench_rule, "job_rule": job.rule, "purpose": purpose(bench_rule, rel),
+                         "stage": stage, "path": str(rel), "task": task,
+                         "wall_s": wall, "gpu_h": wall * gpus / 3600, **w})
+        return pd.DataFrame(rows)
+
+
+def table(jobs):
+    """Rows per rule, per paper table, per stage, and the total (report/cost.py's row names)."""
+    import pandas as pd
+    jobs = jobs.copy()
+    jobs["wall_h"] = jobs["wall_s"] / 3600
+    jobs["written_gb"] = jobs["written_bytes"] / 1e9
+    jobs["temporary_gb"] = jobs["temporary_bytes"] / 1e9
+    out = []
+    for key in ("rule", "purpose", "stage"):
+        g = jobs.groupby(key, sort=True)
+        part = g[COLUMNS].sum()
+        part.insert(0, "jobs", g.size())
+        part.index = [f"{key}: {i}" for i in part.index]
+        out.append(part)
+    total = pd.DataFrame([[len(jobs), *jobs[COLUMNS].sum()]], columns=["jobs", *COLUMNS],
+                         index=["total"])
+    return pd.concat(out + [total])
+
+
+def disk(jobs) -> dict:
+    """GB written in all; and kept at the end and at the peak, without and with
+    sft.temporary_checkpoints (the peak with them: what is kept + the largest one task's
+    checkpoints, the tasks draining one after another; at most everything written)."""
+    written = jobs["written_bytes"].sum() / 1e9
+    temp = jobs["temporary_bytes"].sum() / 1e9
+    largest = float((jobs.groupby("task")["temporary_bytes"].sum() / 1e9).max()) if temp else 0.0
+    return {"written_gb": written,
+            "kept_gb": written, "peak_gb": written,
+            "kept_gb_temporary": written - temp,
+            "peak_gb_temporary": min(written, written - temp + largest)}
+
+
+def to_markdown(t, measured=None) -> str:
+    head = ["", "jobs", "wall h", "GPU h", "trained tokens", "scored tokens",
+            "generated tokens", "written GB"]
+    if measured is not None:
+        head += ["measured wall h", "projected / measured"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, r in t.iterrows():
+        cells = [row, f"{int(r['jobs'])}", f"{r['wall_h']:.4g}", f"{r['gpu_h']:.4g}",
+                 f"{r['trained_tokens']:.3g}", f"{r['scored_tokens']:.3g}",
+                 f"{r['generated_tokens']:.3g}", f"{r['written_gb']:.4g}"]
+        if measured is not None:
+            m = measured.get(row)
+            cells += ["", ""] if m is None else [f"{m:.4g}", f"{r['wall_h'] / m:.2f}" if m else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def measured_wall(cost_csv: str | Path) -> dict[str, float]:
+    """Row name -> wall hours of a finished run's cost table (results/tables/cost.csv)."""
+    import pandas as pd
+    t = pd.read_csv(cost_csv, index_col=0)
+    if "wall_h" not in t.columns:
+        raise ProjectionError(f"{cost_csv}: not a cost table (no wall_h column)")
+    return t["wall_h"].to_dict()
