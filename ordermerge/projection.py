@@ -43,7 +43,7 @@ from .utils import InputError
 ROOT = Path(__file__).resolve().parent.parent
 CALIBRATION = ROOT / "config" / "calibration" / "h200.yaml"
 RATES = ("train_flops_per_s", "forward_flops_per_s", "decode_step_s", "decode_layer_s",
-         "io_bytes_per_s", "merge_bytes_per_s")
+         "io_bytes_per_s", "merge_bytes_per_s", "load_s")
 GENERATING = {"gsm8k", "math", "humaneval", "alpaca_eval", "squad"}
 # parameters of encoders from the hub whose config.json is not on disk (their model cards)
 KNOWN_PARAMS = {"google-bert/bert-base-uncased": 109_482_240, "bert-base-uncased": 109_482_240,
@@ -70,8 +70,11 @@ def load_calibration(path: str | Path = CALIBRATION) -> dict:
     for key in RATES:
         v = cal.get(key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (
-                v == 0 and not key.startswith("decode")):
+                v == 0 and key not in ("decode_step_s", "decode_layer_s", "load_s")):
             raise ProjectionError(f"calibration {path}: {key} must be a positive number, got {v!r}")
+    if cal.get("decode_steps", "answers") not in ("answers", "limit"):
+        raise ProjectionError(f"calibration {path}: decode_steps must be answers or limit, got "
+                              f"{cal.get('decode_steps')!r}")
     over = cal.get("overhead_s")
     if not isinstance(over, dict) or not isinstance(over.get("default"), (int, float)):
         raise ProjectionError(f"calibration {path}: overhead_s must map rules or stages to "
@@ -211,9 +214,11 @@ class Sizes:
         def n(text: str) -> int:
             return len(tok(text, add_special_tokens=False)["input_ids"])
 
+        from .objectives import objective_for
+        obj = objective_for(t, tok, cap)  # the rows as SFT encodes them
+
         def row_tokens(r) -> int:
-            text = t.encoder_text(r) if t.family == "encoder" else t.prompt(r) + t.target(r)
-            return min(n(text) + 2, cap)
+            return len(obj.encode(r)["input_ids"])
         rows = {s: read_jsonl(data / f"{s}.jsonl") for s in ("train", "validation", "test")}
         test = rows["test"]
         prompts = [min(n(t.encoder_text(r) if t.family == "encoder" else t.prompt(r)) + 1, cap)
@@ -285,7 +290,9 @@ class Projector:
         return 2 * self.sizes.model(model)["params"] * tokens / self.cal["forward_flops_per_s"]
 
     def io_s(self, model: str, n_models: float) -> float:
-        return n_models * self.sizes.model(model)["bytes"] / self.cal["io_bytes_per_s"]
+        """Loading or saving n_models checkpoints: a fixed cost each, and their bytes."""
+        return n_models * (self.cal["load_s"]
+                           + self.sizes.model(model)["bytes"] / self.cal["io_bytes_per_s"])
 
     def evaluate_one(self, model: str, task: str, params: dict) -> tuple[float, dict]:
         from .data.registry import get_task
@@ -298,7 +305,10 @@ class Projector:
                                          and params.get("choice_scoring") == "generate"):
             new = params.get("max_new_tokens") or 512
             batch = params.get("batch_size") or 32
-            steps = min(new, max(1, math.ceil(s["answer_p95"])))
+            # a batch decodes until its longest answer ends (fine-tuned models stop at
+            # their end-of-sequence token), or with decode_steps: limit to max_new_tokens
+            answers = self.cal.get("decode_steps", "answers") == "answers"
+            steps = min(new, max(1, math.ceil(s["answer_p95"]))) if answers else new
             m = self.sizes.model(model)
             step_s = (self.cal["decode_step_s"] + m["layers"] * self.cal["decode_layer_s"]
                       + 2 * m["params"] * batch / self.cal["forward_flops_per_s"])
@@ -357,8 +367,8 @@ class Projector:
             out["written_bytes"] = len(models_out) * m["bytes"]
         elif r in ("multitask_align", "multitask_merge"):
             group = job.wildcards["group"]
-            model = self.plan.group_base(group).split("/")[2]
-            n = len(self.plan.group_members(group)) + 1
+            model = self.plan.model  # a group merges models of the primary decoder's shape
+            n = len(self.plan.group_models(group)) + 1
             m = self.sizes.model(model)
             if r == "multitask_align":
                 out["work_s"] = self.io_s(model, 2 * n)

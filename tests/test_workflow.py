@@ -460,3 +460,47 @@ def test_every_job_imported_only_the_code_its_rule_declares(done):
     assert {"torch", "transformers", "accelerate", "pandas", "matplotlib", "numba"} <= used
     assert checked >= 60 and {"sft", "merge_seeds", "evaluate_runs", "score", "curve", "table1",
                               "cost", "multitask_merge", "prepare_data", "figure1"} <= rules
+
+
+def test_the_projection_counts_the_tokens_each_sft_job_trained(done, tmp_path):
+    """`ordermerge plan` of the finished run: each SFT job's projected trained tokens are
+    the tokens its run.json says it trained (the data and tokenizer are on disk), its
+    checkpoints' bytes the files' within the tokenizer and config files; the jobs are the
+    benchmarked ones."""
+    from ordermerge.report.cost import read_benchmarks
+    from workflow_helpers import ROOT
+    out = tmp_path / "plan"
+    proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "plan", "--configfile",
+                           *REDUCED_ARGS[1:], "--out", str(out), "--measured",
+                           "results/tables/cost.csv"], cwd=done, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = pd.read_csv(out / "jobs.csv")
+    assert sorted(jobs["path"]) == sorted(read_benchmarks(done / "results/benchmarks")["path"])
+    sft = jobs[jobs["job_rule"] == "sft"]
+    assert len(sft) > 0
+    for _, job in sft.iterrows():
+        run = done / "results" / job["path"].removesuffix(".tsv")
+        summary = json.loads((run / "run.json").read_text())
+        assert job["trained_tokens"] == summary["real_tokens"], job["path"]
+        on_disk = sum(f.stat().st_size for f in run.rglob("*.safetensors"))
+        assert 0.95 * on_disk <= job["written_bytes"] <= on_disk, job["path"]
+    assert "| total |" in proc.stdout and "projected / measured" in proc.stdout
+    assert "gsm8k: data (results/data/gsm8k" in proc.stdout
+
+
+def test_bench_calibrate_smoke(done, tmp_path):
+    """bench/calibrate.py at toy sizes, its fixed costs fitted on the finished run: a
+    calibration `ordermerge plan` accepts."""
+    from ordermerge.projection import load_calibration
+    from workflow_helpers import ROOT
+    out = tmp_path / "cal.yaml"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "calibrate.py"), "--run", str(done),
+                           "--configfile", *REDUCED_ARGS[1:], "--repeats", "1", "--batch", "2",
+                           "--length", "16", "--new-tokens", "4", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cal = load_calibration(out)
+    assert cal["train_flops_per_s"] > 0 and cal["decode_steps"] == "limit"
+    assert {"sft", "evaluate", "merge", "default"} <= set(cal["overhead_s"])
+    assert all(v >= 0 for v in cal["overhead_s"].values())

@@ -1,0 +1,120 @@
+"""The grid's projected cost and disk (ordermerge/projection.py, `ordermerge plan`).
+
+The paper config is projected from a Snakemake dry run of a copy of the project: its jobs
+are Snakemake's, and an SFT job's tokens, hours and disk are the formulas of the module
+docstring at the H200 calibration, recomputed here by hand. The projection of a finished
+run's tokens against the tokens that run trained is in test_workflow.py (it needs the
+reduced run); its wall time against a measured run is bench/calibrate.py's (bench/RESULTS.md).
+"""
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from ordermerge.data.tasks import TASKS
+from ordermerge.memory import Shape
+from ordermerge.projection import (CALIBRATION, ProjectionError, load_calibration,
+                                   parse_dry_run)
+from workflow_helpers import ROOT, copy_project
+
+DRY = """\
+rule sft:
+    input: scripts/sft.py, results/base/m/model, results/data/gsm8k/train.jsonl
+    output: results/sft/m/gsm8k/shuffle/run2/epoch1, results/sft/m/gsm8k/shuffle/run2/run.json
+    benchmark: results/benchmarks/sft/m/gsm8k/shuffle/run2.tsv
+    wildcards: model=m, task=gsm8k, scheme=shuffle, run=2
+Shell command: python x.py --task gsm8k --params '{"lr": 0.1, "save_steps": [3]}' > log 2>&1
+
+localrule table1:
+    input: results/eval/a.json
+    output: results/tables/table1.csv
+"""
+
+
+def test_the_dry_run_is_read_job_by_job():
+    sft, table = parse_dry_run(DRY)
+    assert (sft.rule, table.rule) == ("sft", "table1")
+    assert sft.wildcards == {"model": "m", "task": "gsm8k", "scheme": "shuffle", "run": "2"}
+    assert sft.inputs[1] == "results/base/m/model" and len(sft.outputs) == 2
+    assert sft.benchmark == "results/benchmarks/sft/m/gsm8k/shuffle/run2.tsv"
+    assert sft.params() == {"lr": 0.1, "save_steps": [3]}
+    assert table.benchmark is None and table.params() == {}
+
+
+def test_a_bad_calibration_is_named(tmp_path):
+    cal = yaml.safe_load(CALIBRATION.read_text())
+    assert load_calibration()["train_flops_per_s"] == 3.3e14
+    f = tmp_path / "cal.yaml"
+    f.write_text(yaml.safe_dump({**cal, "train_flops_per_s": 0}))
+    with pytest.raises(ProjectionError, match=r"cal.yaml: train_flops_per_s must be a positive"):
+        load_calibration(f)
+    f.write_text(yaml.safe_dump({k: v for k, v in cal.items() if k != "overhead_s"}))
+    with pytest.raises(ProjectionError, match="overhead_s must map rules or stages"):
+        load_calibration(f)
+
+
+def test_every_task_has_stats_for_projections_before_its_data():
+    for name, task in TASKS.items():
+        s = task.stats
+        assert s is not None, name
+        assert s["train_rows"] > s["test_rows"] > 0 and s["train_tokens"] > 0, name
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    """`ordermerge plan --configfile config/paper.yaml` in a copy of the project."""
+    wd = copy_project(tmp_path_factory.mktemp("plan") / "project", bare=False)
+    proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "plan", "--configfile",
+                           "config/paper.yaml"], cwd=wd, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return wd, proc.stdout
+
+
+def test_the_paper_grid_is_projected_job_by_job(paper):
+    wd, out = paper
+    jobs = pd.read_csv(wd / "results" / "plan" / "jobs.csv")
+    table = pd.read_csv(wd / "results" / "plan" / "projection.csv", index_col=0)
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    k = cfg["num_sub_models"]
+    # Table 1's five tasks x K runs (shuffle) + Table 2's and Table 4's runs: Snakemake's jobs
+    sft = jobs[jobs["job_rule"] == "sft"]
+    assert len(sft) == table.loc["rule: sft", "jobs"] == 460
+    assert table.loc["total", "jobs"] == len(jobs)
+    # one GSM8K run of Llama-2-7b, by hand: tokens from the task entry's stats
+    stats = TASKS["gsm8k"].stats
+    tr = cfg["tasks"]["gsm8k"]["train"]
+    n_val = cfg["tasks"]["gsm8k"]["data"]["n_validation"]
+    tokens = 3 * (stats["train_rows"] - n_val) * min(stats["train_tokens"], tr["max_length"])
+    run = sft[sft["path"] == "sft/llama-2-7b/gsm8k/shuffle/run0.tsv"].iloc[0]
+    assert run["trained_tokens"] == tokens
+    shape = Shape.from_config(cfg["model"]["shape"])
+    n = shape.parameters()
+    cal = load_calibration()
+    checkpoints = 3 + len(tr.get("save_steps") or [])
+    seconds = (cal["overhead_s"]["sft"] + 6 * n * tokens / cal["train_flops_per_s"]
+               + 2 * n * 3 * n_val * min(stats["train_tokens"], tr["max_length"])
+               / cal["forward_flops_per_s"]
+               + (1 + checkpoints) * (cal["load_s"] + 2 * n / cal["io_bytes_per_s"]))
+    gpus = cfg["resources"]["sft"]["gpus"]
+    assert run["wall_s"] == pytest.approx(seconds, rel=1e-9)
+    assert run["gpu_h"] == pytest.approx(seconds * gpus / 3600, rel=1e-9)
+    assert run["written_bytes"] == checkpoints * 2 * n  # bf16 checkpoints
+    assert 0.1 < seconds / 3600 < 0.5  # 3 epochs of 7.3k rows (4.2M tokens) at ~8k tokens/s
+    # the rows of the table add up, and the report says where the sizes came from
+    assert table.loc["total", "gpu_h"] == pytest.approx(jobs["gpu_h"].sum())
+    assert table.loc["stage: sft", "gpu_h"] == pytest.approx(sft["gpu_h"].sum())
+    assert "gsm8k: task entry stats (measured" in out and "| total |" in out
+    assert "with them kept" in out and math.isfinite(table.loc["total", "written_gb"])
+    # disk: every sub-model checkpoint is what temporary_checkpoints removes
+    assert jobs["temporary_bytes"].sum() == sft["written_bytes"].sum()
+    assert k == 20
+
+
+def test_the_help_names_the_calibration():
+    proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "plan", "--help"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and "calibration" in proc.stdout and "--measured" in proc.stdout
