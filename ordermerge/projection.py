@@ -16,7 +16,8 @@ from the plan, the task's sizes and the model's:
 Rates come from a calibration file (config/calibration/h200.yaml by default; `python
 bench/calibrate.py` writes one for the machine it runs on): a job's wall time = its fixed
 cost (overhead_s, per rule) + its work at those rates; GPU-hours = wall x the stage's
-resources.<stage>.gpus (x processes for SFT: each holds a GPU). Token counts come from the
+resources.<stage>.gpus (the job's GPUs, sbatch --gpus; an SFT job's work divides over its
+sft.num_processes, each on one of them, communication not modelled). Token counts come from the
 prepared data with the model's tokenizer where both are on disk (results/data/<task>,
 results/base/<model>/model or a local source), else from the task entry's `stats`
 (data/stats.py). Disk: every model written (parameters x the config's dtype bytes), with
@@ -235,8 +236,8 @@ class Sizes:
                 "options": max(opts)}
 
     def _from_stats(self, task: str) -> dict:
-        from .data.registry import get_task
-        s = get_task(task).stats
+        from .data.stats import STATS  # beside the entries: no job depends on it
+        s = STATS.get(task)
         if s is None:
             raise ProjectionError(f"task {task}: no data on disk and no stats in "
                                   f"ordermerge/data/stats.py to project its cost from")
@@ -421,9 +422,7 @@ class Projector:
             w = self.work(job)
             bench_rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
             stage = BENCHMARK_STAGES.get(bench_rule, "default")
-            gpus = self.plan.res(stage, "gpus") or 0
-            if job.rule == "sft":
-                gpus *= self.config["sft"]["num_processes"]
+            gpus = self.plan.res(stage, "gpus") or 0  # the job's GPUs (sbatch --gpus)
             wall = self.overhead(job.rule) + w.pop("work_s")
             task = self._tasks(job)[0] if self._tasks(job) else None
             rows.append({"rule": bench_rule, "job_rule": job.rule, "purpose": purpose(bench_rule, rel),

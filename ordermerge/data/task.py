@@ -45,13 +45,6 @@ class Task:
     segments: Callable[[dict], tuple[str, str | None]] | None = None
 
     @property
-    def stats(self) -> dict | None:
-        """The real dataset's sizes (rows, mean tokens; stats.py), for cost projections
-        before its data is on disk."""
-        from .stats import STATS
-        return STATS.get(self.name)
-
-    @property
     def span(self) -> bool:
         """An extractive QA task: an encoder with a span head."""
         return self.evaluator == "encoder_span"
