@@ -148,7 +148,7 @@ def fit_overheads(run: Path, configfiles: list[str], calibration: dict) -> dict:
     os.chdir(run)
     try:
         plan = Plan(load("config.yaml", *configfiles))
-        zero = {**calibration, "decode_steps": "limit", "overhead_s": {"default": 0.0}}
+        zero = {**calibration, "overhead_s": {"default": 0.0}}
         jobs = Projector(plan, zero).jobs(dry_run(Path("."), configfiles))
         measured = read_benchmarks("results/benchmarks").set_index("path")["wall_s"]
     finally:
@@ -161,8 +161,9 @@ def fit_overheads(run: Path, configfiles: list[str], calibration: dict) -> dict:
             **{r: round(float(v), 3) for r, v in sorted(per_rule.items())}}
 
 
-def reduced_run(dest: Path) -> Path:
-    """The reduced test config (tests/data/reduced.yaml) run in a copy of the project."""
+def reduced_run(dest: Path) -> tuple[Path, list[str]]:
+    """The reduced test config (tests/data/reduced.yaml) run in a copy of the project; the
+    copy and its config files."""
     sys.path.insert(0, str(ROOT / "tests"))
     from workflow_helpers import REDUCED_ARGS, copy_project
     wd = copy_project(dest)
@@ -191,15 +192,15 @@ def main() -> None:
     arch, vocab = cfg["model"]["tiny"], cfg["model"]["tokenizer"]["vocab_size"]
     measured = rates(arch, vocab, args.repeats, args.batch, args.length, args.new_tokens)
     params = measured.pop("parameters")
-    with tempfile.TemporaryDirectory() as tmp:
-        run, files = (args.run, args.configfile) if args.run else reduced_run(Path(tmp) / "project")
-        overhead = fit_overheads(run, files, measured)
     cal = {"device": f"{platform.processor() or platform.machine()}, 1 thread, "
                      f"{time.strftime('%Y-%m-%d')} (bench/calibrate.py; tiny shape, "
                      f"{params} parameters)",
            **{k: float(f"{v:.4g}") for k, v in measured.items()},
            # the tiny suite's barely trained models rarely emit their end-of-sequence token
-           "decode_steps": "limit", "overhead_s": overhead}
+           "decode_steps": "limit"}
+    with tempfile.TemporaryDirectory() as tmp:
+        run, files = (args.run, args.configfile) if args.run else reduced_run(Path(tmp) / "project")
+        cal["overhead_s"] = fit_overheads(run, files, cal)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(yaml.safe_dump(cal, sort_keys=False))
     print(yaml.safe_dump(cal, sort_keys=False))

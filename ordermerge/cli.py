@@ -357,13 +357,12 @@ def plan_parser(sub) -> None:
 def run_plan(args) -> int:
     from .config import ConfigError, load
     from .plan import Plan
-    from .projection import (CALIBRATION, ProjectionError, disk, dry_run, load_calibration,
-                             measured_wall, table, to_markdown)
+    from .projection import (CALIBRATION, ProjectionError, Projector, disk, dry_run,
+                             load_calibration, measured_wall, table, to_markdown)
     from .utils import atomic_file
     try:
         cal = load_calibration(args.calibration or CALIBRATION)
         plan = Plan(load("config.yaml", *args.configfile))
-        from .projection import Projector
         proj = Projector(plan, cal)
         jobs = proj.jobs(dry_run(Path.cwd(), args.configfile))
         t = table(jobs)

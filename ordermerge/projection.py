@@ -93,13 +93,15 @@ class DryJob:
     benchmark: str | None = None
     command: str = ""
 
-    def params(self) -> dict:
-        """The job's --params JSON (from its shell command), {} when it has none."""
+    def values(self, flag: str) -> list[str]:
+        """The values its shell command gives `flag` (before the log redirection)."""
         words = shlex.split(self.command.split(" > ")[0]) if self.command else []
-        for a, b in zip(words, words[1:]):
-            if a == "--params":
-                return json.loads(b)
-        return {}
+        return [b for a, b in zip(words, words[1:]) if a == flag]
+
+    def params(self) -> dict:
+        """The job's --params JSON, {} when it has none."""
+        given = self.values("--params")
+        return json.loads(given[0]) if given else {}
 
 
 def parse_dry_run(text: str) -> list[DryJob]:
@@ -191,6 +193,8 @@ class Sizes:
                                       f"size it from (give a local source)")
             cfg = json.loads(f.read_text())
         h, i, n = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+        # a BERT layer: attention 4h^2 + FFN 2hi (+ biases and norms, 9h); embeddings: the
+        # vocabulary, 512 positions and 2 token types
         return n * (4 * h * h + 2 * h * i + 9 * h) + (cfg.get("vocab_size", 384) + 514) * h, n
 
     def task(self, model: str, task: str) -> dict:
@@ -283,8 +287,7 @@ class Projector:
     def _tasks(self, job: DryJob) -> list[str]:
         if "task" in job.wildcards:
             return [job.wildcards["task"]]
-        words = shlex.split(job.command.split(" > ")[0]) if job.command else []
-        return [b for a, b in zip(words, words[1:]) if a == "--task"]
+        return job.values("--task")
 
     # seconds of work at the calibrated rates, and what it moved
     def forward_s(self, model: str, tokens: float) -> float:
@@ -424,30 +427,19 @@ class Projector:
             stage = BENCHMARK_STAGES.get(bench_rule, "default")
             gpus = self.plan.res(stage, "gpus") or 0  # the job's GPUs (sbatch --gpus)
             wall = self.overhead(job.rule) + w.pop("work_s")
-            task = self._tasks(job)[0] if self._tasks(job) else None
+            tasks = self._tasks(job)
             rows.append({"rule": bench_rule, "job_rule": job.rule, "purpose": purpose(bench_rule, rel),
-                         "stage": stage, "path": str(rel), "task": task,
+                         "stage": stage, "path": str(rel), "task": tasks[0] if tasks else None,
                          "wall_s": wall, "gpu_h": wall * gpus / 3600, **w})
         return pd.DataFrame(rows)
 
 
 def table(jobs):
-    """Rows per rule, per paper table, per stage, and the total (report/cost.py's row names)."""
-    import pandas as pd
-    jobs = jobs.copy()
-    jobs["wall_h"] = jobs["wall_s"] / 3600
-    jobs["written_gb"] = jobs["written_bytes"] / 1e9
-    jobs["temporary_gb"] = jobs["temporary_bytes"] / 1e9
-    out = []
-    for key in ("rule", "purpose", "stage"):
-        g = jobs.groupby(key, sort=True)
-        part = g[COLUMNS].sum()
-        part.insert(0, "jobs", g.size())
-        part.index = [f"{key}: {i}" for i in part.index]
-        out.append(part)
-    total = pd.DataFrame([[len(jobs), *jobs[COLUMNS].sum()]], columns=["jobs", *COLUMNS],
-                         index=["total"])
-    return pd.concat(out + [total])
+    """Rows per rule, per paper table, per stage, and the total (report/cost.py's rows)."""
+    from .report.cost import grouped_sums
+    jobs = jobs.assign(wall_h=jobs["wall_s"] / 3600, written_gb=jobs["written_bytes"] / 1e9,
+                       temporary_gb=jobs["temporary_bytes"] / 1e9)
+    return grouped_sums(jobs, ("rule", "purpose", "stage"), COLUMNS)
 
 
 def disk(jobs) -> dict:

@@ -132,11 +132,14 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 class Resume:
-    """The resume states of one run under out_dir/resume/."""
+    """The resume states of one run under out_dir/resume/. A state is written by
+    write(directory) and read by read(directory) on every process; by default accelerate's
+    save_state and load_state (a sharded run passes its own)."""
 
-    def __init__(self, out_dir: Path, fp: str):
+    def __init__(self, out_dir: Path, fp: str, write=None, read=None):
         self.root = Path(out_dir) / RESUME
         self.fp = fp
+        self.write, self.read = write, read
 
     def latest(self) -> Path | None:
         """The newest complete state with a matching fingerprint, else None."""
@@ -154,19 +157,19 @@ class Resume:
             return None
         return state
 
-    def save(self, accelerator, steps_done: int, progress: dict, write=None) -> None:
-        """write(directory) (all processes; default accelerate's save_state) into a temporary
-        directory, renamed when complete; then `latest` points at it and older states go."""
+    def save(self, accelerator, steps_done: int, progress: dict) -> None:
+        """The state written (all processes) into a temporary directory, renamed when
+        complete; then `latest` points at it and older states go."""
         name = f"state-{steps_done:08d}"
         tmp = self.root / f".tmp-{name}"
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             self.root.mkdir(parents=True, exist_ok=True)
         accelerator.wait_for_everyone()
-        if write is None:
+        if self.write is None:
             accelerator.save_state(str(tmp), safe_serialization=True)
         else:
-            write(tmp)
+            self.write(tmp)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             with atomic_file(tmp / "progress.json") as fh:
@@ -204,11 +207,10 @@ class Resume:
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def begin(self, accelerator, points: dict[int, list[str]], seed: int, log, read=None) -> dict:
+    def begin(self, accelerator, points: dict[int, list[str]], seed: int, log) -> dict:
         """The progress to start from: the newest matching state, loaded into every process
-        (by read(directory); default accelerate's load_state) and with its deleted
-        checkpoints re-created; else a fresh start, every process seeded from `seed`.
-        Temporary directories of writes a kill interrupted go either way."""
+        and with its deleted checkpoints re-created; else a fresh start, every process seeded
+        from `seed`. Temporary directories of writes a kill interrupted go either way."""
         acc, out_dir = accelerator, self.root.parent
         if acc.is_main_process:
             (out_dir / "steps").mkdir(parents=True, exist_ok=True)  # the rule's output
@@ -223,10 +225,10 @@ class Resume:
                 self.clear()  # states of other inputs, or a partial first save
             return {"steps_done": 0, "records": [], "step_log": [], "history": [],
                     "real_tokens": 0, "processed_tokens": 0, "wall_s": 0.0, "resumed_from": []}
-        if read is None:
+        if self.read is None:
             acc.load_state(str(state))
         else:
-            read(state)
+            self.read(state)
         progress = json.loads((state / "progress.json").read_text())
         done = progress["steps_done"]
         progress["resumed_from"] = progress.get("resumed_from", []) + [done]
@@ -277,10 +279,14 @@ class SFTRun:
             raise TrainError(f"train.eval_steps: {bad} outside 1..{len(self.steps)}")
         self.eval_at = set(cfg.get("eval_steps", [])) | {n for n, names in self.points.items()
                                                           if any(x.startswith("epoch") for x in names)}
-        layout = cfg if self.sharding is None else {
-            **cfg, "sharding": [list(self.sharding.units), self.sharding.reshard_after_forward,
-                                self.acc.num_processes]}  # a state of one layout only
-        self.resume = Resume(self.out_dir, fingerprint(layout, order, list(fingerprint_files)))
+        layout, io = cfg, {}
+        if self.sharding is not None:  # a state of one layout only, written in shards
+            layout = {**cfg, "sharding": [list(self.sharding.units),
+                                          self.sharding.reshard_after_forward,
+                                          self.acc.num_processes]}
+            io = {"write": self._save_sharded, "read": self._load_sharded}
+        self.resume = Resume(self.out_dir, fingerprint(layout, order, list(fingerprint_files)),
+                             **io)
         # dropout (BERT) and anything else random draws from these generators; a fresh run
         # seeds them, a resumed run gets them back from its state
         self.seed = seed
@@ -288,32 +294,36 @@ class SFTRun:
         if cfg.get("gradient_checkpointing"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
-        if self.sharding is not None:
+        if self.sharding is not None:  # sharded before the optimizer sees its parameters
             model = fsdp.shard(model, self.sharding, self.acc.device)
             self.shard_sizes = {"units": self.sharding.units_of(model),
                                 "parameters": sum(p.numel() for p in model.parameters()),
                                 "parameters_on_main": sum(p.to_local().numel()
                                                           for p in model.parameters())}
-            self.opt, self.sched = make_optimizer(model, cfg, len(self.steps),
-                                                  fused=torch.cuda.is_available())
-            self.model = model
-            return
         opt, self.sched = make_optimizer(model, cfg, len(self.steps), fused=torch.cuda.is_available())
-        # the scheduler is not prepared: accelerate would step it once per process
-        self.model, self.opt = self.acc.prepare(model, opt)
-        self.acc.register_for_checkpointing(self.sched)
+        if self.sharding is not None:  # not prepared: accelerate would wrap it in DDP
+            self.model, self.opt = model, opt
+        else:
+            # the scheduler is not prepared: accelerate would step it once per process
+            self.model, self.opt = self.acc.prepare(model, opt)
+            self.acc.register_for_checkpointing(self.sched)
 
     # ------------------------------------------------------------------ pieces
+    def _most_of_any_process(self, count) -> int:
+        """The largest count(rank) over the processes: a sharded model's forward gathers
+        from every process, so each runs as many forwards as the one with the most."""
+        return max(count(r) for r in range(self.acc.num_processes))
+
     def _n_target(self, ids) -> int:
         return sum(self.examples[i]["n_target"] for i in ids)
 
     def _train_step(self, step: Step) -> StepResult:
         """Forward/backward of this process's share, then the optimizer step."""
         out = self._accumulate(step)
-        if self.cfg["max_grad_norm"] and self.sharding is not None:  # the norm over all shards
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["max_grad_norm"])
-        elif self.cfg["max_grad_norm"]:
-            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["max_grad_norm"])
+        if self.cfg["max_grad_norm"]:  # sharded: torch's, the norm over all shards
+            clip = (self.acc.clip_grad_norm_ if self.sharding is None
+                    else torch.nn.utils.clip_grad_norm_)
+            clip(self.model.parameters(), self.cfg["max_grad_norm"])
         self.lr = self.sched.get_last_lr()[0]  # the rate this step uses
         self.opt.step()
         self.sched.step()
@@ -332,10 +342,10 @@ class SFTRun:
             return micro_batches([len(self.examples[i]["input_ids"]) for i in ids], self.mB,
                                  self.micro_tokens) or [[]]
         cut = cut_of(mine)
-        if self.sharding is not None:  # each forward gathers from every process: as many
-            most = max(len(cut_of(share(step.ids, r, acc.num_processes)))
-                       for r in range(acc.num_processes))
-            cut += [[]] * (most - len(cut))  # as the process with the most micro-batches
+        if self.sharding is not None:  # empty micro-batches up to the most of any process
+            most = self._most_of_any_process(
+                lambda r: len(cut_of(share(step.ids, r, acc.num_processes))))
+            cut += [[]] * (most - len(cut))
         records, real, processed, loss_sum = [], 0, 0, 0.0
         for k, idx in enumerate(cut):
             rows = [mine[j] for j in idx]
@@ -372,9 +382,9 @@ class SFTRun:
         mine = share(tuple(examples), self.acc.process_index, self.acc.num_processes)
         out = sample_losses(self.model, self.obj, examples, mine, self.mB, self.acc.device,
                             self.acc.autocast)
-        if self.sharding is not None:  # as many forwards as the process with the most rows
-            most = max(len(share(tuple(examples), r, self.acc.num_processes))
-                       for r in range(self.acc.num_processes))
+        if self.sharding is not None:  # one-row forwards up to the most of any process
+            most = self._most_of_any_process(
+                lambda r: len(share(tuple(examples), r, self.acc.num_processes)))
             extra = -(-most // self.mB) - -(-len(mine) // self.mB)
             some = [next(iter(examples))] if examples else []
             for _ in range(extra if some else 0):
@@ -410,8 +420,7 @@ class SFTRun:
         """Train from the newest state (or the start) to the end; returns the summary on the
         main process."""
         start = now()
-        read = None if self.sharding is None else self._load_sharded
-        progress = self.resume.begin(self.acc, self.points, self.seed, self.log, read)
+        progress = self.resume.begin(self.acc, self.points, self.seed, self.log)
         self.model.train()
         t0 = time.perf_counter() - progress["wall_s"]
         for step in self.steps[progress["steps_done"]:]:
@@ -424,8 +433,7 @@ class SFTRun:
                     self._save_checkpoint(name, start)
                 progress["steps_done"] = done
                 progress["wall_s"] = time.perf_counter() - t0
-                self.resume.save(self.acc, done, progress,
-                                 None if self.sharding is None else self._save_sharded)
+                self.resume.save(self.acc, done, progress)
         wall = time.perf_counter() - t0
         summary = None
         if self.acc.is_main_process:
@@ -435,7 +443,6 @@ class SFTRun:
         return summary
 
     def _save_sharded(self, state_dir: Path) -> None:
-        Path(state_dir, fsdp.SHARDS).mkdir(parents=True, exist_ok=True)
         fsdp.save_state(state_dir, self.model, self.opt, self.sched, self.acc.process_index)
 
     def _load_sharded(self, state_dir: Path) -> None:

@@ -57,8 +57,11 @@ class Sharding:
         return sum(isinstance(m, FSDPModule) for m in model.modules())
 
 
+TRUE = {"true", "1", "yes"}  # how a launch's variables say yes
+
+
 def _flag(environ, key: str) -> bool:
-    return str(environ.get(key, "false")).strip().lower() in ("true", "1", "yes")
+    return str(environ.get(key, "false")).strip().lower() in TRUE
 
 
 # settings of an accelerate fsdp_config this path does not do: variable -> (refused
@@ -66,10 +69,10 @@ def _flag(environ, key: str) -> bool:
 # difference to FSDP2 (fsdp_use_orig_params, fsdp_sync_module_states: every process loads
 # the same base)
 REFUSED = {
-    "FSDP_OFFLOAD_PARAMS": ({"true", "1", "yes"}, "CPU offload of parameters is not supported"),
-    "FSDP_ACTIVATION_CHECKPOINTING": ({"true", "1", "yes"},
+    "FSDP_OFFLOAD_PARAMS": (TRUE, "CPU offload of parameters is not supported"),
+    "FSDP_ACTIVATION_CHECKPOINTING": (TRUE,
                                       "set train.gradient_checkpointing instead"),
-    "FSDP_CPU_RAM_EFFICIENT_LOADING": ({"true", "1", "yes"},
+    "FSDP_CPU_RAM_EFFICIENT_LOADING": (TRUE,
                                        "every process loads the whole base into CPU memory, "
                                        "then keeps its shard"),
     "FSDP_STATE_DICT_TYPE": ({"FULL_STATE_DICT", "LOCAL_STATE_DICT"},
@@ -180,6 +183,7 @@ def save_state(state_dir: Path, model, optimizer, scheduler, rank: int) -> None:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     msd, osd = get_state_dict(model, optimizer)
+    Path(state_dir, SHARDS).mkdir(parents=True, exist_ok=True)
     dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(Path(state_dir) / SHARDS))
     rng = {"python": random.getstate(), "numpy": np.random.get_state(),
            "torch": torch.get_rng_state(),

@@ -89,6 +89,24 @@ def read_benchmarks(root: str | Path, sft_root: str | Path | None = None,
     return pd.DataFrame(rows, columns=["rule", "purpose", "path", "wall_s", "cpu_s", *TOKENS])
 
 
+def grouped_sums(jobs: pd.DataFrame, keys, cols: list[str], **medians: str) -> pd.DataFrame:
+    """One row per value of each of `keys` ("<key>: <value>"), then "total": the jobs, the
+    median of each `medians` column (name=column), and the sums of `cols`."""
+    out = []
+    for key in keys:
+        g = jobs.groupby(key, sort=True)
+        part = g[cols].sum()
+        part.insert(0, "jobs", g.size())
+        for at, (name, col) in enumerate(medians.items(), 1):
+            part.insert(at, name, g[col].median())
+        part.index = [f"{key}: {i}" for i in part.index]
+        out.append(part)
+    total = pd.DataFrame([[len(jobs), *(jobs[c].median() for c in medians.values()),
+                           *jobs[cols].sum()]],
+                         columns=["jobs", *medians, *cols], index=["total"])
+    return pd.concat(out + [total])
+
+
 def cost_table(jobs: pd.DataFrame, resources: dict[str, dict],
                stage_of: dict[str, str] | None = None) -> pd.DataFrame:
     """Rows per rule group, then per purpose, then the total: jobs, wall hours, allocated
@@ -107,17 +125,7 @@ def cost_table(jobs: pd.DataFrame, resources: dict[str, dict],
     jobs["wall_h"] = jobs["wall_s"] / 3600
     jobs["cpu_h_measured"] = jobs["cpu_s"] / 3600
     cols = ["wall_h", "cpu_h_alloc", "cpu_h_measured", "gpu_h", *TOKENS]
-    out = []
-    for key in ("rule", "purpose"):
-        g = jobs.groupby(key, sort=True)
-        part = g[cols].sum()
-        part.insert(0, "jobs", g.size())
-        part.insert(1, "median_job_s", g["wall_s"].median())
-        part.index = [f"{key}: {i}" for i in part.index]
-        out.append(part)
-    total = pd.DataFrame([[len(jobs), jobs["wall_s"].median(), *jobs[cols].sum()]],
-                         columns=["jobs", "median_job_s", *cols], index=["total"])
-    table = pd.concat(out + [total])
+    table = grouped_sums(jobs, ("rule", "purpose"), cols, median_job_s="wall_s")
     processed = table["processed_tokens"].where(table["processed_tokens"] > 0)
     table["padding_efficiency"] = table["real_tokens"] / processed
     return table
