@@ -431,7 +431,9 @@ class Projector:
             rows.append({"rule": bench_rule, "job_rule": job.rule, "purpose": purpose(bench_rule, rel),
                          "stage": stage, "path": str(rel), "task": tasks[0] if tasks else None,
                          "wall_s": wall, "gpu_h": wall * gpus / 3600, **w})
-        return pd.DataFrame(rows)
+        # by path: Snakemake's dry run lists jobs in no fixed order, and the same config
+        # must give the same bytes (the sums too)
+        return pd.DataFrame(rows).sort_values("path", ignore_index=True)
 
 
 def table(jobs):

@@ -84,6 +84,8 @@ def test_the_paper_grid_is_projected_job_by_job(paper):
     sft = jobs[jobs["job_rule"] == "sft"]
     assert len(sft) == table.loc["rule: sft", "jobs"] == 460
     assert table.loc["total", "jobs"] == len(jobs)
+    # in a fixed order (the dry run's is not): the same config gives the same bytes
+    assert list(jobs["path"]) == sorted(jobs["path"])
     # one GSM8K run of Llama-2-7b, by hand: tokens from the task entry's stats
     from ordermerge.data.stats import STATS
     stats = STATS["gsm8k"]
