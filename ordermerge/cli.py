@@ -351,7 +351,8 @@ def plan_parser(sub) -> None:
                         "projection's, with their ratio")
     p.add_argument("--out", type=Path, default=Path("results/plan"),
                    help="directory for projection.csv, projection.md, jobs.csv (default "
-                        "results/plan)")
+                        "results/plan; an existing one is replaced only if this command wrote "
+                        "it)")
 
 
 def run_plan(args) -> int:
@@ -359,15 +360,18 @@ def run_plan(args) -> int:
     from .plan import Plan
     from .projection import (CALIBRATION, ProjectionError, Projector, disk, dry_run,
                              load_calibration, measured_wall, table, to_markdown)
-    from .utils import atomic_file
+    from .utils import OutputError, atomic_dir, check_output_dir, lacks_record
+    record = "plan.json"  # what marks --out as this command's: only such a directory is replaced
     try:
+        check_output_dir(args.out, what="ordermerge plan --out",
+                         previous=lambda p: lacks_record(p, record, "configfiles"))
         cal = load_calibration(args.calibration or CALIBRATION)
         plan = Plan(load("config.yaml", *args.configfile))
         proj = Projector(plan, cal)
         jobs = proj.jobs(dry_run(Path.cwd(), args.configfile))
         t = table(jobs)
         measured = measured_wall(args.measured) if args.measured else None
-    except (ConfigError, ProjectionError, OSError) as e:
+    except (ConfigError, ProjectionError, OutputError, OSError) as e:
         print(f"ordermerge plan: {e}", file=sys.stderr)
         return 1
     d = disk(jobs)
@@ -382,13 +386,14 @@ def run_plan(args) -> int:
              "Task sizes from: " + "; ".join(f"{k}: {v}" for k, v in sorted(proj.sizes.sources.items())),
              ""]
     text = "\n".join(lines)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(args.out / "projection.md", "w") as fh:
-        fh.write(text)
-    with atomic_file(args.out / "projection.csv", "w") as fh:
-        t.to_csv(fh)
-    with atomic_file(args.out / "jobs.csv", "w") as fh:
-        jobs.to_csv(fh, index=False)
+    with atomic_dir(args.out) as tmp:  # all three files, or the previous ones
+        (tmp / "projection.md").write_text(text)
+        t.to_csv(tmp / "projection.csv")
+        jobs.to_csv(tmp / "jobs.csv", index=False)
+        (tmp / record).write_text(json.dumps({
+            "configfiles": ["config.yaml", *args.configfile],
+            "calibration": str(args.calibration or CALIBRATION),
+            "measured": None if args.measured is None else str(args.measured)}, indent=1) + "\n")
     print(text)
     return 0
 

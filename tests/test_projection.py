@@ -121,3 +121,17 @@ def test_the_help_names_the_calibration():
     proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "plan", "--help"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and "calibration" in proc.stdout and "--measured" in proc.stdout
+
+
+def test_plan_replaces_only_an_output_directory_it_wrote(tmp_path, capsys):
+    from ordermerge.cli import main
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "jobs.csv").write_text("a user's file\n")
+    assert main(["plan", "--out", str(mine)]) == 1
+    err = capsys.readouterr().err
+    assert "exists and is not a previous output (it has no plan.json)" in err
+    assert (mine / "jobs.csv").read_text() == "a user's file\n"
+    for bad in ("", "."):
+        assert main(["plan", "--out", bad]) == 1
+        assert "is the current directory or holds it" in capsys.readouterr().err
