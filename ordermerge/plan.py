@@ -443,11 +443,20 @@ class Plan:
         records = [f"{self.eval_dir()}/{n}.json" for n in names]
         return {"records": records, "prov": [f"{r}.prov.json" for r in records]}
 
+    def eval_section(self, task) -> dict:
+        """A task's evaluate section with its generation backend resolved (the task's, else
+        evaluate.backend) and, for vllm, the engine settings: what its evaluations' params
+        carry, so that changing either reruns them."""
+        ev = self.config["tasks"][task]["evaluate"]
+        g = self.config["evaluate"]
+        backend = ev.get("backend") or g["backend"]
+        return ev | {"backend": backend} | ({"vllm": g["vllm"]} if backend == "vllm" else {})
+
     def eval_params(self, wildcards) -> str:
         """An evaluation job's params: the task's evaluate section and what labels its
         records (each model's name comes with its --candidate)."""
         t = self.task_cfg(wildcards)
-        return as_json(t["evaluate"] | {
+        return as_json(self.eval_section(wildcards.task) | {
             "kind": wildcards.kind, "epoch": int(wildcards.epoch), "scheme": wildcards.scheme,
             "model": wildcards.model, "max_length": t["train"]["max_length"]})
 
@@ -556,7 +565,7 @@ class Plan:
     def multitask_eval_cfg(self, group, task, name) -> dict:
         """The params of a group's record on `task` for model `name` (a merge id, or single)."""
         t = self.config["tasks"][task]
-        return t["evaluate"] | {
+        return self.eval_section(task) | {
             "kind": "sft" if name == "single" else "merged", "epoch": self.report_epoch,
             "scheme": self.schemes[0], "model": f"multitask-{group}",
             "max_length": t["train"]["max_length"]}
@@ -581,7 +590,8 @@ class Plan:
         return [n for n, spec in TABLES.items() if spec.always or self.table_records(n)]
 
     def table_params(self, n) -> str:
-        return as_json(table_spec(n).params(self))
+        return as_json(table_spec(n).params(self)
+                       | {"mixed_backends": self.config["evaluate"]["mixed_backends"]})
 
     def table_args(self, n) -> str:
         """The records as the table script takes them: PATH, or BLOCK=PATH."""

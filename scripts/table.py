@@ -22,6 +22,7 @@ args = p.parse_args()
 t0 = now()
 try:
     records = tables.read_records(args.records, args.table)
+    tables.check_backends(records, args.table, args.params.get("mixed_backends", False))
 except ValueError as e:
     sys.exit(str(e))
 table, md, tex = tables.build(args.table, records, args.params.get("stats"))

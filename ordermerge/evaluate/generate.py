@@ -33,16 +33,13 @@ def generation_info(backend: str = "hf", **versions) -> dict:
 
 
 @torch.no_grad()
-def generate_greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
-                    batch_size: int, stop: list[str] = ()) -> list[str]:
-    """Greedy completions of `prompts`, left-padded in batches, cut at the first stop string.
-
-    Prompts are sorted by length so each batch pads little; outputs come back
-    in the input order.
-    """
+def greedy_ids(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
+               batch_size: int) -> list[list[int]]:
+    """Each prompt's greedy new token ids (up to max_new_tokens; after an EOS, padding),
+    left-padded in batches of prompts sorted by length, returned in the input order."""
     model.eval()
     encoded = encode_prompts(tokenizer, prompts)
-    outputs: list[str] = [""] * len(prompts)
+    outputs: list[list[int]] = [[] for _ in prompts]
     pad_id = tokenizer.pad_token_id
     for idx in length_batches([len(e) for e in encoded], batch_size):
         rows = [encoded[i] for i in idx]
@@ -53,5 +50,13 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int
                              max_new_tokens=max_new_tokens, pad_token_id=pad_id,
                              eos_token_id=tokenizer.eos_token_id)
         for row, i in enumerate(idx):
-            outputs[i] = completion_text(tokenizer, gen[row, width:], stop)
+            outputs[i] = gen[row, width:].tolist()
     return outputs
+
+
+def generate_greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
+                    batch_size: int, stop: list[str] = ()) -> list[str]:
+    """Greedy completions of `prompts` (`greedy_ids`), cut at the first stop string."""
+    return [completion_text(tokenizer, ids, stop)
+            for ids in greedy_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size)]

@@ -19,10 +19,21 @@ def mean(values: list) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def generates(ev, choice_scoring: str = "loglik") -> bool:
+    """Whether evaluator `ev`'s records hold generated outputs (the others score with
+    log-likelihoods or an encoder's head, always through transformers)."""
+    return ev.kind in ("generate", "code", "pairwise") or (ev.kind == "choice"
+                                                           and choice_scoring == "generate")
+
+
 def _generations(model, tokenizer, ev, prompts, s) -> list[str]:
+    """Greedy completions: by s["generator"] where the backend gives one (vLLM), else by
+    transformers' generate on `model`."""
     from .generate import generate_greedy
     if s["max_new_tokens"] is None:
         raise ValueError(f"evaluator {ev.name!r} generates: max_new_tokens is needed")
+    if s.get("generator") is not None:
+        return s["generator"](prompts, max_new_tokens=s["max_new_tokens"], stop=list(ev.stop))
     return generate_greedy(model, tokenizer, prompts, max_new_tokens=s["max_new_tokens"],
                            batch_size=s["batch_size"], stop=list(ev.stop))
 

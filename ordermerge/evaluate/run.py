@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..utils import InputError
 from . import get_evaluator
-from .handlers import mean
+from .generate import generation_info
+from .handlers import generates, mean
 
 PAPER_JUDGE = "alpaca_eval_gpt4"  # the paper's AlpacaEval annotator
 
@@ -22,18 +23,25 @@ PAPER_JUDGE = "alpaca_eval_gpt4"  # the paper's AlpacaEval annotator
 def evaluate_rows(model, tokenizer, task, rows: list[dict], *, max_new_tokens: int | None = None,
                   batch_size: int, choice_scoring: str = "loglik", judge=None,
                   annotators_config: str = PAPER_JUDGE, name: str = "model",
-                  max_length: int | None = None) -> dict:
+                  max_length: int | None = None, generator=None) -> dict:
     """Score `rows`; the record lists every example: id, prompt, output, extracted answer,
-    gold and whether it is correct (and, for log-likelihood scoring, every option's)."""
+    gold and whether it is correct (and, for log-likelihood scoring, every option's).
+    `generator`: the vllm backend's (prompts, max_new_tokens=, stop=) -> completions, with
+    its `info`; None: transformers' generate on `model`. The record's `generation` names the
+    backend and versions that generated its outputs (None where nothing was generated)."""
     ev = get_evaluator(task.evaluator)
-    model.eval()
+    if model is not None:
+        model.eval()
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
-                "choice_scoring": choice_scoring, "judge": judge,
+                "choice_scoring": choice_scoring, "judge": judge, "generator": generator,
                 "annotators_config": annotators_config, "name": name, "max_length": max_length}
     examples, extra = ev.handler(model, tokenizer, task, ev, rows, settings)
+    generation = None
+    if generates(ev, choice_scoring):
+        generation = generator.info() if generator is not None else generation_info("hf")
     return {"task": task.name, "evaluator": ev.name, "metric": task.metric,
             "score": mean([e["correct"] for e in examples]), "n": len(examples),
-            "examples": examples, **extra}
+            "generation": generation, "examples": examples, **extra}
 
 
 def load_judge(task, cfg: dict, judge_model: str | os.PathLike | None = None):
@@ -58,25 +66,54 @@ def load_judge(task, cfg: dict, judge_model: str | os.PathLike | None = None):
     return judge, annotators
 
 
+class VLLMGenerator:
+    """The vllm backend's generator for one checkpoint, through a job's `VLLMSession`."""
+
+    def __init__(self, session, model_path, tokenizer, settings: dict, rows: list[dict]):
+        self.session, self.model_path, self.tokenizer = session, model_path, tokenizer
+        self.settings, self.ids = settings, [r["id"] for r in rows]
+
+    def __call__(self, prompts, *, max_new_tokens: int, stop) -> list[str]:
+        return self.session.generate(self.model_path, self.tokenizer, prompts, ids=self.ids,
+                                     max_new_tokens=max_new_tokens, stop=stop,
+                                     settings=self.settings)
+
+    def info(self) -> dict:
+        return self.session.info
+
+
 def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: dict,
                    judge_model: str | os.PathLike | None = None, *, name: str | None = None,
-                   judge: tuple | None = None) -> dict:
+                   judge: tuple | None = None, vllm=None) -> dict:
     """The evaluate rule's record of the checkpoint `model_path` on `rows`, with the rule's
     params `cfg` (the task's `evaluate` section plus kind, epoch, scheme, model, the train
     max_length, and the candidate's name unless `name` gives it). `judge`: what
     `load_judge` gave, for a job that evaluates several models with one judge. Decoders
-    generate in bf16 on a GPU, in float32 on the CPU."""
+    generate in bf16 on a GPU, in float32 on the CPU. With cfg backend `vllm`, generating
+    evaluators generate through `vllm` (a VLLMSession, one per job; the transformers model
+    is then not loaded, only its tokenizer)."""
     import torch
 
     from ..checkpoints import load_for_task
     judge, annotators = judge or load_judge(task, cfg, judge_model)
     name = cfg["name"] if name is None else name
-    model, tokenizer = load_for_task(task, model_path)
-    if task.family == "decoder" and torch.cuda.is_available():
-        model = model.to("cuda", torch.bfloat16)
+    scoring = cfg.get("choice_scoring", "loglik")
+    generator = None
+    if cfg.get("backend", "hf") == "vllm" and generates(get_evaluator(task.evaluator), scoring):
+        from transformers import AutoTokenizer
+        if vllm is None:
+            raise InputError(f"evaluate {task.name}: backend vllm needs a VLLMSession")
+        if not Path(model_path, "config.json").is_file():
+            raise FileNotFoundError(f"{model_path}: not a checkpoint directory (no config.json)")
+        model, tokenizer = None, AutoTokenizer.from_pretrained(model_path)
+        generator = VLLMGenerator(vllm, model_path, tokenizer, cfg["vllm"], rows)
+    else:
+        model, tokenizer = load_for_task(task, model_path)
+        if task.family == "decoder" and torch.cuda.is_available():
+            model = model.to("cuda", torch.bfloat16)
     record = evaluate_rows(model, tokenizer, task, rows, max_new_tokens=cfg.get("max_new_tokens"),
-                           batch_size=cfg["batch_size"], choice_scoring=cfg.get("choice_scoring", "loglik"),
-                           judge=judge, annotators_config=annotators,
+                           batch_size=cfg["batch_size"], choice_scoring=scoring,
+                           judge=judge, annotators_config=annotators, generator=generator,
                            name=f"{cfg['kind']}-{name}", max_length=cfg.get("max_length"))
     record.update({k: cfg[k] for k in ("kind", "epoch", "scheme", "model")}, name=name,
                   model_path=str(model_path))

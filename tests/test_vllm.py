@@ -1,0 +1,289 @@
+"""The vllm generation backend against the transformers one, on real models and real data.
+
+Two checkpoints (SmolLM2-135M-Instruct from its GGUF, and the tiny suite's pretrained base,
+built by the workflow) generate greedily for the first 100 test problems of the real GSM8K
+(tests/data/gsm8k-slice, MIT, read by the real loader) through both backends, on the CPU in
+float32. Asserted: at least 95% of the completions are the same text; at every disagreement
+the two first differing tokens are a near-tie in the logits of an unpadded forward pass of
+the common prefix (the gap is printed); the GSM8K scores differ by at most one example per
+hundred. Then the evaluate script end to end with the vllm backend: one worker for two
+checkpoints (the second reloads its weights into the running engine), the same records as
+the transformers backend but for the `generation` field, which names vLLM and its version.
+
+vLLM runs in its own environment (README, "The vLLM backend"): $ORDERMERGE_VLLM_PYTHON, or
+this Python if it has vllm. Without either the vLLM tests skip; with
+ORDERMERGE_REQUIRE_VLLM=1 (.ci/run) they fail. The tests of errors and of the config check
+need no vLLM.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from workflow_helpers import ROOT, copy_project, snakemake
+
+SLICE = ROOT / "tests" / "data" / "gsm8k-slice"
+STOP = ["\nQuestion:"]
+SETTINGS = {"gpu_memory_utilization": 0.9, "cpu_memory_utilization": 0.1, "enforce_eager": True,
+            "max_num_seqs": 256, "max_model_len": None}
+NEAR_TIE = 0.05  # logits: float32 kernels differ by ~1e-5 relative; a wrong token by whole units
+
+
+def _python() -> str:
+    from ordermerge.evaluate.vllm_backend import VLLMError, worker_python
+    try:
+        return worker_python()
+    except VLLMError as e:
+        if os.environ.get("ORDERMERGE_REQUIRE_VLLM"):
+            raise
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def session():
+    from ordermerge.evaluate.vllm_backend import VLLMSession
+    with VLLMSession(threads=2, python=_python()) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def rows():
+    from ordermerge.data.prepare import prepare
+    cfg = {"source": "hf", "path": str(SLICE), "n_validation": 1, "n_train": None, "n_test": None}
+    return prepare("gsm8k", cfg, 0, "tasks.gsm8k.data")["test"]
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    from test_smollm2 import _gguf
+
+    from ordermerge.cli import main
+    out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
+    assert main(["gguf", "--file", str(_gguf()), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """The tiny suite's base: tokenizer trained and model pretrained by the workflow."""
+    wd = copy_project(tmp_path_factory.mktemp("tinybase") / "project", bare=False)
+    snakemake(wd, "results/base/tiny-llama/model")
+    return wd / "results/base/tiny-llama/model"
+
+
+class Given:
+    """A generator that returns completions computed beforehand (to score them)."""
+
+    def __init__(self, texts, info):
+        self.texts, self._info = texts, info
+
+    def __call__(self, prompts, *, max_new_tokens, stop):
+        assert len(prompts) == len(self.texts)
+        return self.texts
+
+    def info(self):
+        return self._info
+
+
+def first_gap(model, prompt_ids, a, b) -> float:
+    """The logit gap between the first differing tokens of completions a and b (token ids),
+    from an unpadded forward pass over the prompt and their common prefix."""
+    j = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + a[:j]])).logits[0, -1]
+    return abs(float(logits[a[j]] - logits[b[j]]))
+
+
+def compare(path, rows, session, max_new_tokens, limit_prompt=None):
+    from ordermerge.data.registry import get_task
+    from ordermerge.evaluate.generate import (completion_text, encode_prompts, generation_info,
+                                              greedy_ids)
+    from ordermerge.evaluate.run import evaluate_rows
+    from ordermerge.models import load_model
+    task = get_task("gsm8k")
+    model, tok = load_model(path, torch.float32)
+    prompts = [task.prompt(r) for r in rows]
+    encoded = encode_prompts(tok, prompts)
+    if limit_prompt:  # within the model's context (vLLM refuses longer ones; see below)
+        keep = [i for i, e in enumerate(encoded) if len(e) + max_new_tokens <= limit_prompt]
+        rows, prompts, encoded = [rows[i] for i in keep], [prompts[i] for i in keep], \
+            [encoded[i] for i in keep]
+    torch.set_num_threads(2)
+    hf_ids = greedy_ids(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=32)
+    hf = [completion_text(tok, ids, STOP) for ids in hf_ids]
+    vl = session.generate(path, tok, prompts, max_new_tokens=max_new_tokens, stop=STOP,
+                          settings=SETTINGS)
+    vl_ids = session.last["outputs"]
+    differ = [i for i in range(len(rows)) if hf[i] != vl[i]]
+    eos = tok.eos_token_id
+    gaps = [first_gap(model, encoded[i], _until(hf_ids[i], eos), _until(vl_ids[i], eos))
+            for i in differ]
+    scores = [evaluate_rows(None, tok, task, rows, max_new_tokens=max_new_tokens, batch_size=32,
+                            generator=Given(texts, generation_info(b)))
+              for texts, b in ((hf, "hf"), (vl, "vllm"))]
+    print(f"{path.name}: {len(rows)} prompts, {len(rows) - len(differ)} the same; largest logit "
+          f"gap at a first differing token {max(gaps, default=0.0):.2e}; accuracy "
+          f"hf {scores[0]['score']:.3f} vllm {scores[1]['score']:.3f}")
+    return rows, differ, gaps, scores, vl_ids
+
+
+def _until(ids, eos):
+    ids = list(ids)
+    return ids[:ids.index(eos) + 1] if eos in ids else ids
+
+
+def _assert_agree(n, differ, gaps, scores):
+    assert n - len(differ) >= 0.95 * n, f"{len(differ)} of {n} completions differ"
+    assert all(g < NEAR_TIE for g in gaps), f"logit gaps at the first differing tokens: {gaps}"
+    correct = [sum(e["correct"] for e in s["examples"]) for s in scores]
+    assert abs(correct[0] - correct[1]) <= max(1, n // 100), correct
+    assert scores[0]["generation"]["backend"] == "hf"
+    assert scores[1]["generation"]["backend"] == "vllm"
+
+
+def test_smollm2_generates_the_same_greedy_answers_through_vllm(smollm2, rows, session):
+    rows_, differ, gaps, scores, vl_ids = compare(smollm2, rows, session, max_new_tokens=96)
+    assert len(rows_) == 100
+    _assert_agree(len(rows_), differ, gaps, scores)
+    # real answers: the model writes numbers, and some generations stop at EOS before the limit
+    assert sum(len(v) < 96 for v in vl_ids) >= 1
+    assert scores[1]["score"] > 0
+
+
+def test_the_tiny_base_generates_the_same_greedy_answers_through_vllm(tiny_base, rows, session):
+    ctx = json.loads((tiny_base / "config.json").read_text())["max_position_embeddings"]
+    rows_, differ, gaps, scores, _ = compare(tiny_base, rows, session, max_new_tokens=40,
+                                             limit_prompt=ctx)
+    assert len(rows_) >= 50, f"only {len(rows_)} GSM8K prompts fit the tiny base's {ctx} tokens"
+    _assert_agree(len(rows_), differ, gaps, scores)
+
+
+def test_a_prompt_beyond_the_context_is_refused_naming_its_row(tiny_base, rows, session):
+    from transformers import AutoTokenizer
+
+    from ordermerge.data.registry import get_task
+    from ordermerge.evaluate.vllm_backend import VLLMError
+    task, tok = get_task("gsm8k"), AutoTokenizer.from_pretrained(tiny_base)
+    longest = max(rows, key=lambda r: len(tok(task.prompt(r))["input_ids"]))
+    with pytest.raises(VLLMError, match=f"row {longest['id']}.*exceeds the model's context"):
+        session.generate(tiny_base, tok, [task.prompt(longest)], max_new_tokens=256, stop=STOP,
+                         settings=SETTINGS, ids=[longest["id"]])
+
+
+def test_the_evaluate_script_reuses_one_engine_and_names_the_backend(tiny_base, rows, tmp_path):
+    """scripts/evaluate.py with two checkpoints (the base and a perturbed copy), once per
+    backend: the records agree but for `generation`, and the second checkpoint's weights
+    were reloaded into the first one's engine."""
+    from ordermerge.models import load_model
+    from ordermerge.data.registry import get_task
+    from ordermerge.utils import write_jsonl
+    ctx = json.loads((tiny_base / "config.json").read_text())["max_position_embeddings"]
+    model, tok = load_model(tiny_base, torch.float32)
+    task = get_task("gsm8k")
+    fits = [r for r in rows if len(tok(task.prompt(r))["input_ids"]) + 41 <= ctx][:40]
+    test = tmp_path / "test.jsonl"
+    write_jsonl(test, fits)
+    other = tmp_path / "other"
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p), alpha=0.02)
+    model.save_pretrained(other)
+    tok.save_pretrained(other)
+    records = {}
+    for backend in ("hf", "vllm"):
+        params = {"max_new_tokens": 40, "batch_size": 16, "choice_scoring": "loglik",
+                  "kind": "sft", "epoch": 1, "scheme": "shuffle", "model": "tiny-llama",
+                  "max_length": 128, "backend": backend, "vllm": SETTINGS}
+        cands = []
+        for name, path in (("run0", tiny_base), ("run1", other)):
+            cands += ["--candidate", name, str(path), str(tmp_path / f"{backend}-{name}.json")]
+        env = {**os.environ, "ORDERMERGE_VLLM_PYTHON": _python()}
+        log = tmp_path / f"{backend}.log"
+        with open(log, "w") as fh:
+            proc = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), "--rule",
+                                   "evaluate", "--threads", "2", "--task", "gsm8k", *cands,
+                                   "--test", str(test), "--params", json.dumps(params)],
+                                  stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=900)
+        assert proc.returncode == 0, log.read_text()[-3000:]
+        records[backend] = [json.loads((tmp_path / f"{backend}-{n}.json").read_text())
+                            for n in ("run0", "run1")]
+        if backend == "vllm":
+            text = log.read_text()
+            assert "engine started" in text and "engine reloaded" in text, text[-3000:]
+    for hf, vl in zip(records["hf"], records["vllm"]):
+        assert hf["generation"]["backend"] == "hf" and vl["generation"]["backend"] == "vllm"
+        assert vl["generation"]["versions"]["vllm"]
+        same = sum(a["output"] == b["output"] for a, b in zip(hf["examples"], vl["examples"]))
+        assert same >= 0.95 * len(fits)
+    # the perturbed copy answers differently: its weights, not the first model's, were used
+    assert [e["output"] for e in records["vllm"][0]["examples"]] != \
+        [e["output"] for e in records["vllm"][1]["examples"]]
+
+
+# ---------------------------------------------------------------- without vLLM
+
+
+def test_a_missing_vllm_is_named_before_any_model_loads(monkeypatch, tmp_path):
+    from ordermerge.evaluate import vllm_backend
+    monkeypatch.setenv(vllm_backend.ENV, str(tmp_path / "nope" / "python"))
+    with pytest.raises(vllm_backend.VLLMError, match="ORDERMERGE_VLLM_PYTHON.*not an executable"):
+        vllm_backend.worker_python()
+    monkeypatch.delenv(vllm_backend.ENV)
+    monkeypatch.setattr(vllm_backend.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(vllm_backend.VLLMError, match="this Python has no vllm"):
+        vllm_backend.worker_python()
+
+
+def test_a_worker_that_dies_is_reported_with_its_status(tmp_path):
+    from ordermerge.evaluate.vllm_backend import VLLMError, VLLMSession
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    with VLLMSession(python=str(fake)) as s:
+        with pytest.raises(VLLMError, match="exited with status 3 before answering"):
+            s.request({"model": "x"})
+
+
+def test_the_engine_settings_follow_the_transformers_path():
+    from ordermerge.evaluate.vllm_backend import engine_settings
+    cpu, gpu = engine_settings(SETTINGS, cuda=False), engine_settings(SETTINGS, cuda=True)
+    assert (cpu["dtype"], cpu["gpu_memory_utilization"]) == ("float32", 0.1)
+    assert (gpu["dtype"], gpu["gpu_memory_utilization"]) == ("bfloat16", 0.9)
+    assert "max_model_len" not in cpu
+    assert engine_settings({**SETTINGS, "max_model_len": 512}, cuda=True)["max_model_len"] == 512
+
+
+def test_the_config_check_refuses_tables_of_mixed_backends(tmp_path):
+    import yaml
+    wd = copy_project(tmp_path / "p", bare=False)
+    # GSM8K through vLLM, SST-2 generated (and matched to its options) by transformers
+    (wd / "mixed.yaml").write_text(yaml.safe_dump(
+        {"tasks": {"gsm8k": {"evaluate": {"backend": "vllm"}},
+                   "sst2": {"evaluate": {"choice_scoring": "generate"}}}}))
+    proc = snakemake(wd, "-n", "--configfile", "config.yaml", "mixed.yaml", check=False)
+    assert proc.returncode != 0
+    assert "mix outputs generated by different backends (hf: " in proc.stdout + proc.stderr
+    # log-likelihood scoring generates nothing: GSM8K alone through vLLM mixes nothing
+    (wd / "one.yaml").write_text(yaml.safe_dump(
+        {"tasks": {"gsm8k": {"evaluate": {"backend": "vllm"}}}}))
+    proc = snakemake(wd, "-n", "--configfile", "config.yaml", "one.yaml", check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wd / "told.yaml").write_text(yaml.safe_dump({"evaluate": {"mixed_backends": True}}))
+    assert snakemake(wd, "-n", "--configfile", "config.yaml", "mixed.yaml", "told.yaml",
+                     check=False).returncode == 0
+
+
+def test_the_table_refuses_records_of_different_backends(tmp_path):
+    from ordermerge.report.tables import check_backends
+    recs = [{"generation": {"backend": "hf", "versions": {"transformers": "5"}}, "path": "a"},
+            {"generation": None, "path": "b"},
+            {"generation": {"backend": "vllm", "versions": {"vllm": "0.32.0"}}, "path": "c"}]
+    with pytest.raises(ValueError, match="table 1: .*a by .*hf.*c by .*vllm"):
+        check_backends(recs, "1")
+    check_backends(recs, "1", allow_mixed=True)
+    check_backends(recs[:2], "1")
