@@ -19,6 +19,17 @@ tokenizer, as the evaluate rule gives them.
 
 Prints the figures and writes results/bench/generate.json (device, new_tokens_per_s,
 plain_new_tokens_per_s, ratio).
+
+    python bench/generate.py --backend vllm        # the vllm backend against generate_greedy
+
+With --backend vllm the same prompts go through the evaluate rule's two backends, alternating
+repeats: `generate_greedy` (transformers) and the vllm backend's session (one engine for all
+repeats, in the Python of $ORDERMERGE_VLLM_PYTHON; README, "The vLLM backend"). The engine's
+start-up is reported on its own (start_s), not in the throughput; the throughput of each
+backend counts its own new tokens (up to each row's end of sequence) over the wall time of
+the call, IPC and decoding included. The random preset's model is saved to a temporary
+directory first, since vLLM loads checkpoints from disk. Writes results/bench/generate-vllm.json
+(vllm_new_tokens_per_s, hf_new_tokens_per_s, ratio, start_s, same_outputs).
 """
 from __future__ import annotations
 
@@ -112,8 +123,18 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, help="max new tokens (default the preset's)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", type=Path, default=ROOT / "results/bench/generate.json")
+    p.add_argument("--json", type=Path, help="default results/bench/generate.json, or "
+                                               "generate-vllm.json with --backend vllm")
+    p.add_argument("--backend", choices=["hf", "vllm"], default="hf",
+                   help="hf: generate_greedy against plain generate; vllm: the vllm backend "
+                        "against generate_greedy")
+    p.add_argument("--eager", action="store_true",
+                   help="vLLM on a GPU without CUDA graphs and compilation (always on the CPU)")
+    p.add_argument("--memory-share", type=float,
+                   help="vLLM's share of the device's memory (default 0.9 on a GPU, 0.1 on the CPU)")
     args = p.parse_args()
+    args.json = args.json or ROOT / "results/bench" / (
+        "generate.json" if args.backend == "hf" else "generate-vllm.json")
     cuda = torch.cuda.is_available()
     preset_name = args.preset or ("tinyllama" if cuda else "tiny")
     cfg = dict(PRESETS[preset_name])
@@ -133,6 +154,8 @@ def main() -> None:
         model = build_tiny(cfg["arch"], tok, seed=0).eval()
     if cuda:
         model = model.to("cuda", torch.bfloat16)
+    if args.backend == "vllm":
+        return against_vllm(args, model, tok, prompts, cfg, preset_name)
     ours_t, plain_t = [], []
     ours_n = plain_n = 0
     for r in range(args.repeats):
@@ -165,6 +188,71 @@ def main() -> None:
     report["ratio"] = report["new_tokens_per_s"] / report["plain_new_tokens_per_s"]
     print(f"{name}: generate_greedy {report['new_tokens_per_s']:.0f} new tokens/s, plain batched "
           f"generate {report['plain_new_tokens_per_s']:.0f}, ratio {report['ratio']:.2f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.json}")
+
+
+def against_vllm(args, model, tok, prompts, cfg, preset_name) -> None:
+    """generate_greedy and the vllm backend on the same prompts, alternating repeats."""
+    import tempfile
+
+    from ordermerge.evaluate.generate import completion_text, greedy_ids
+    from ordermerge.evaluate.vllm_backend import VLLMSession
+    cuda = torch.cuda.is_available()
+    share = args.memory_share or (0.9 if cuda else 0.1)
+    settings = {"gpu_memory_utilization": share, "cpu_memory_utilization": share,
+                "enforce_eager": args.eager or not cuda, "max_num_seqs": 256, "max_model_len": None}
+    eos = tok.eos_token_id
+    with tempfile.TemporaryDirectory() as tmp, VLLMSession(threads=args.threads) as vllm:
+        path = args.model
+        if path is None:  # the random preset: vLLM loads from disk
+            path = Path(tmp) / "model"
+            model.save_pretrained(path)
+            tok.save_pretrained(path)
+        t0 = time.perf_counter()
+        vllm.generate(path, tok, prompts[:1], max_new_tokens=1, settings=settings)
+        start_s = time.perf_counter() - t0
+        print(f"vLLM engine start-up {start_s:.1f} s (engine {vllm.last['load_s']:.1f} s)",
+              flush=True)
+        hf_t, vl_t = [], []
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        for r in range(args.repeats):
+            sync()
+            t0 = time.perf_counter()
+            hf_ids = greedy_ids(model, tok, prompts, max_new_tokens=cfg["new_tokens"],
+                                batch_size=cfg["batch"])
+            sync()
+            hf_t.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            texts = vllm.generate(path, tok, prompts, max_new_tokens=cfg["new_tokens"],
+                                  settings=settings)
+            vl_t.append(time.perf_counter() - t0)
+            vl_ids = vllm.last["outputs"]
+            hf_n, vl_n = new_tokens_of(hf_ids, eos), new_tokens_of(vl_ids, eos)
+            print(f"repeat {r}: generate_greedy {hf_n / hf_t[-1]:.0f} new tokens/s, "
+                  f"vllm {vl_n / vl_t[-1]:.0f}", flush=True)
+        same = sum(completion_text(tok, h, ()) == v for h, v in zip(hf_ids, texts))
+        info = vllm.info
+        memory = {}
+        if cuda:  # the engine lives in other processes: the device's use, less this process's
+            free, total = torch.cuda.mem_get_info()
+            memory = {"hf_peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+                      "vllm_device_gib": (total - free - torch.cuda.memory_reserved()) / 2**30}
+    name = torch.cuda.get_device_name() if cuda else f"cpu ({args.threads} threads)"
+    report = {"device": name, "preset": preset_name, "date": time.strftime("%Y-%m-%d"),
+              "prompts": len(prompts), "batch_size": cfg["batch"],
+              "max_new_tokens": cfg["new_tokens"], "same_outputs": same,
+              "hf_new_tokens": hf_n, "vllm_new_tokens": vl_n, "start_s": start_s,
+              "hf_new_tokens_per_s": hf_n / statistics.median(hf_t),
+              "vllm_new_tokens_per_s": vl_n / statistics.median(vl_t),
+              "vllm": info["versions"], "memory_share": share, **memory,
+              "runs_s": {"generate_greedy": hf_t, "vllm": vl_t}}
+    report["ratio"] = report["vllm_new_tokens_per_s"] / report["hf_new_tokens_per_s"]
+    print(f"{name}: vllm {report['vllm_new_tokens_per_s']:.0f} new tokens/s, generate_greedy "
+          f"{report['hf_new_tokens_per_s']:.0f}, ratio {report['ratio']:.2f}; engine start-up "
+          f"{start_s:.1f} s; {same} of {len(prompts)} outputs the same")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.json}")

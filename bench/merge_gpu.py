@@ -110,7 +110,8 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     report = {"device": device_name, "date": time.strftime("%Y-%m-%d"), "k": k,
               "shape": [args.rows, args.cols], "rounds": args.rounds, "repeats": args.repeats,
-              "same_bytes_as_cpu": same, "methods": res}
+              "same_bytes_as_cpu": same, "methods": res,
+              "peak_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None}
     print(f"{device_name}: K={k}, {args.rows}x{args.cols} bf16, median of {args.repeats}")
     print(f"{'':10}{'ms':>9}{'Gelem/s':>10}{'TB/s':>8}{'x copy':>8}")
     for name, r in res.items():

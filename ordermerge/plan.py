@@ -162,22 +162,32 @@ class Plan:
                            f"num_attention_heads, num_key_value_heads, vocab_size)")
                 continue
             for t in self.models[m]["tasks"]:
-                tr, ev = self.config["tasks"][t]["train"], self.config["tasks"][t]["evaluate"]
+                tr, ev = self.config["tasks"][t]["train"], self.eval_section(t)
                 tokens = tr["micro_batch_tokens"] or tr["micro_batch_size"] * tr["max_length"]
+                # vLLM takes its share of the GPU and fills what the weights leave with KV
+                # cache: it needs room for one whole sequence; transformers for the batch
+                share = ev["vllm"]["gpu_memory_utilization"] if self.vllm_generates(t) else 1.0
+                eval_fix = ("raise evaluate.vllm.gpu_memory_utilization or shorten "
+                            "max_new_tokens" if share < 1.0 else "lower evaluate.batch_size")
                 jobs = {"sft": (sft_peak(shape, micro_batch=1, seq_len=tokens, processes=processes,
                                          sharded=sharded,
                                          gradient_checkpointing=tr["gradient_checkpointing"]),
                                 "shard it (an FSDP sft.accelerate_config and sft.num_processes), "
                                 "or lower train.micro_batch_size / micro_batch_tokens"),
-                        "evaluate": (generation_peak(shape, batch=ev["batch_size"],
+                        "evaluate": (generation_peak(shape, batch=1 if share < 1.0 else ev["batch_size"],
                                                      prompt_len=tr["max_length"],
                                                      new_tokens=ev.get("max_new_tokens") or 0,
                                                      dtype=self.models[m]["spec"]["dtype"]),
-                                     "lower evaluate.batch_size")}
+                                     eval_fix)}
                 for stage, (est, fix) in jobs.items():
-                    if limits[stage] is not None and est["total"] > limits[stage] * GIB:
+                    limit = limits[stage] if stage == "sft" or limits[stage] is None \
+                        else limits[stage] * share
+                    if limit is not None and est["total"] > limit * GIB:
+                        said = (f"resources.{stage}.gpu_mem_gb = {limits[stage]}" if limit ==
+                                limits[stage] else f"evaluate.vllm.gpu_memory_utilization "
+                                f"{share} of resources.{stage}.gpu_mem_gb = {limits[stage]}")
                         out.append(f"{stage} of {m} on {t} needs about {describe(est)}, over "
-                                   f"resources.{stage}.gpu_mem_gb = {limits[stage]}: {fix}")
+                                   f"{said}: {fix}")
         return out
 
     # ------------------------------------------------------------ scripts, code, resources
@@ -451,6 +461,15 @@ class Plan:
         g = self.config["evaluate"]
         backend = ev.get("backend") or g["backend"]
         return ev | {"backend": backend} | ({"vllm": g["vllm"]} if backend == "vllm" else {})
+
+    def vllm_generates(self, task) -> bool:
+        """Whether `task`'s evaluations generate through vLLM (its backend is vllm and its
+        evaluator generates; log-likelihood scoring stays on transformers)."""
+        from .evaluate import get_evaluator
+        from .evaluate.handlers import generates
+        ev = self.eval_section(task)
+        return ev["backend"] == "vllm" and generates(get_evaluator(REGISTRY[task].evaluator),
+                                                     ev["choice_scoring"])
 
     def eval_params(self, wildcards) -> str:
         """An evaluation job's params: the task's evaluate section and what labels its

@@ -217,3 +217,22 @@ def test_the_preflight_names_a_model_without_sizes_and_checks_evaluation(tmp_pat
     with pytest.raises(PlanError, match=r"evaluate of tiny-llama on gsm8k needs about .* \(weights .*"
                                         r"kv_cache .*\), over resources.evaluate.gpu_mem_gb = 0.001"):
         Plan(tiny)
+
+
+def test_the_preflight_gives_vllm_its_share_of_the_gpu_and_one_sequence():
+    """With evaluate.backend vllm the evaluation job needs the weights and one sequence's KV
+    cache within gpu_memory_utilization of the GPU (vLLM fills the rest with cache); the
+    transformers path needs its whole batch within the GPU."""
+    paper = load(ROOT / "config/paper.yaml")
+    assert paper["evaluate"]["backend"] == "vllm"
+    paper["resources"]["evaluate"]["gpu_mem_gb"] = 48
+    Plan(paper)  # 7B bf16: 12.6 GiB of weights and one 1.5k-token sequence within 0.9 x 48 GiB
+    paper["evaluate"]["vllm"]["gpu_memory_utilization"] = 0.25
+    with pytest.raises(PlanError, match=r"evaluate of llama-2-7b on alpaca needs about 1[34]\.\d "
+                                        r"GiB .* over evaluate.vllm.gpu_memory_utilization 0.25 of "
+                                        r"resources.evaluate.gpu_mem_gb = 48: raise"):
+        Plan(paper)
+    paper["evaluate"]["backend"] = "hf"  # batch 32 of prompt + 1,024 new tokens: too much
+    with pytest.raises(PlanError, match=r"evaluate of llama-2-7b on alpaca .* over "
+                                        r"resources.evaluate.gpu_mem_gb = 48: lower evaluate.batch_size"):
+        Plan(paper)

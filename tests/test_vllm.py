@@ -19,11 +19,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from test_smollm2 import checkpoint  # noqa: F401  (SmolLM2-135M-Instruct, converted from its GGUF)
 from workflow_helpers import ROOT, copy_project, snakemake
 
 SLICE = ROOT / "tests" / "data" / "gsm8k-slice"
@@ -55,16 +55,6 @@ def rows():
     from ordermerge.data.prepare import prepare
     cfg = {"source": "hf", "path": str(SLICE), "n_validation": 1, "n_train": None, "n_test": None}
     return prepare("gsm8k", cfg, 0, "tasks.gsm8k.data")["test"]
-
-
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    from test_smollm2 import _gguf
-
-    from ordermerge.cli import main
-    out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
-    assert main(["gguf", "--file", str(_gguf()), "--out", str(out)]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +135,8 @@ def _assert_agree(n, differ, gaps, scores):
     assert scores[1]["generation"]["backend"] == "vllm"
 
 
-def test_smollm2_generates_the_same_greedy_answers_through_vllm(smollm2, rows, session):
-    rows_, differ, gaps, scores, vl_ids = compare(smollm2, rows, session, max_new_tokens=96)
+def test_smollm2_generates_the_same_greedy_answers_through_vllm(checkpoint, rows, session):  # noqa: F811
+    rows_, differ, gaps, scores, vl_ids = compare(checkpoint, rows, session, max_new_tokens=96)
     assert len(rows_) == 100
     _assert_agree(len(rows_), differ, gaps, scores)
     # real answers: the model writes numbers, and some generations stop at EOS before the limit
@@ -223,6 +213,23 @@ def test_the_evaluate_script_reuses_one_engine_and_names_the_backend(tiny_base, 
     # the perturbed copy answers differently: its weights, not the first model's, were used
     assert [e["output"] for e in records["vllm"][0]["examples"]] != \
         [e["output"] for e in records["vllm"][1]["examples"]]
+
+
+def test_the_gpu_check_smoke_runs_every_part_with_vllm(tmp_path):
+    """bench/gpu_check.py --smoke (CPU, toy sizes), which runs bench/generate.py --backend vllm:
+    every part passes, and the generation part compared the two backends."""
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/gpu_check.py"), "--smoke",
+                           "--require-vllm", "--json", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "ORDERMERGE_VLLM_PYTHON": _python()}, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["parts"]) == {"sft", "merge", "generate"}
+    assert all(p["ok"] for p in res["parts"].values())
+    gen = res["parts"]["generate"]["result"]
+    assert gen["same_outputs"] == gen["prompts"] == 8
+    assert gen["vllm"]["vllm"] and gen["start_s"] > 0 and gen["vllm_new_tokens"] == gen["hf_new_tokens"]
+    assert res["parts"]["merge"]["result"]["same_bytes_as_cpu"] is True
 
 
 # ---------------------------------------------------------------- without vLLM

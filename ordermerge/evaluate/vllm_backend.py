@@ -22,10 +22,13 @@ import sys
 from pathlib import Path
 
 from ..utils import InputError
+# the worker runs as a script in another Python; importing it here (it imports only the
+# standard library at module level) puts it in the evaluate rules' code inputs
+from . import vllm_worker
 from .generate import completion_text, encode_prompts, generation_info
 
 ENV = "ORDERMERGE_VLLM_PYTHON"
-WORKER = Path(__file__).with_name("vllm_worker.py")
+WORKER = Path(vllm_worker.__file__)
 INSTALL = "see the README, 'The vLLM backend'"
 
 
