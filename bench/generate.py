@@ -114,6 +114,15 @@ def sync():
         torch.cuda.synchronize()
 
 
+def timed(fn):
+    """(fn(), its wall seconds, the device's queued work included)."""
+    sync()
+    t0 = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - t0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS))
@@ -159,18 +168,11 @@ def main() -> None:
     ours_t, plain_t = [], []
     ours_n = plain_n = 0
     for r in range(args.repeats):
-        sync()
-        t0 = time.perf_counter()
-        outs = generate_greedy(model, tok, prompts, max_new_tokens=cfg["new_tokens"],
-                               batch_size=cfg["batch"])
-        sync()
-        ours_t.append(time.perf_counter() - t0)
-        texts = outs
-        sync()
-        t0 = time.perf_counter()
-        seqs = plain(model, tok, prompts, cfg["batch"], cfg["new_tokens"])
-        sync()
-        plain_t.append(time.perf_counter() - t0)
+        texts, t = timed(lambda: generate_greedy(model, tok, prompts, batch_size=cfg["batch"],
+                                                 max_new_tokens=cfg["new_tokens"]))
+        ours_t.append(t)
+        seqs, t = timed(lambda: plain(model, tok, prompts, cfg["batch"], cfg["new_tokens"]))
+        plain_t.append(t)
         plain_n = new_tokens_of(seqs, tok.eos_token_id)
         # both generate the same greedy tokens: count them once, from the plain run's ids
         same = sum(a == tok.decode(s[:s.index(tok.eos_token_id)] if tok.eos_token_id in s else s,
@@ -219,16 +221,12 @@ def against_vllm(args, model, tok, prompts, cfg, preset_name) -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         for r in range(args.repeats):
-            sync()
-            t0 = time.perf_counter()
-            hf_ids = greedy_ids(model, tok, prompts, max_new_tokens=cfg["new_tokens"],
-                                batch_size=cfg["batch"])
-            sync()
-            hf_t.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            texts = vllm.generate(path, tok, prompts, max_new_tokens=cfg["new_tokens"],
-                                  settings=settings)
-            vl_t.append(time.perf_counter() - t0)
+            hf_ids, t = timed(lambda: greedy_ids(model, tok, prompts, batch_size=cfg["batch"],
+                                                 max_new_tokens=cfg["new_tokens"]))
+            hf_t.append(t)
+            texts, t = timed(lambda: vllm.generate(path, tok, prompts, settings=settings,
+                                                   max_new_tokens=cfg["new_tokens"]))
+            vl_t.append(t)
             vl_ids = vllm.last["outputs"]
             hf_n, vl_n = new_tokens_of(hf_ids, eos), new_tokens_of(vl_ids, eos)
             print(f"repeat {r}: generate_greedy {hf_n / hf_t[-1]:.0f} new tokens/s, "

@@ -262,6 +262,9 @@ def test_the_engine_settings_follow_the_transformers_path():
     assert (cpu["dtype"], cpu["gpu_memory_utilization"]) == ("float32", 0.1)
     assert (gpu["dtype"], gpu["gpu_memory_utilization"]) == ("bfloat16", 0.9)
     assert "max_model_len" not in cpu
+    lazy = {**SETTINGS, "enforce_eager": False}  # compiled on a GPU, eager on the CPU
+    assert engine_settings(lazy, cuda=True)["enforce_eager"] is False
+    assert engine_settings(lazy, cuda=False)["enforce_eager"] is True
     assert engine_settings({**SETTINGS, "max_model_len": 512}, cuda=True)["max_model_len"] == 512
 
 
