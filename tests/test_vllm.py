@@ -44,9 +44,15 @@ def _python() -> str:
 
 
 @pytest.fixture(scope="module")
-def session():
+def vllm_python():
+    """The vLLM environment's Python (skips or fails first, before any model is built)."""
+    return _python()
+
+
+@pytest.fixture(scope="module")
+def session(vllm_python):
     from ordermerge.evaluate.vllm_backend import VLLMSession
-    with VLLMSession(threads=2, python=_python()) as s:
+    with VLLMSession(threads=2, python=vllm_python) as s:
         yield s
 
 
@@ -135,7 +141,7 @@ def _assert_agree(n, differ, gaps, scores):
     assert scores[1]["generation"]["backend"] == "vllm"
 
 
-def test_smollm2_generates_the_same_greedy_answers_through_vllm(checkpoint, rows, session):  # noqa: F811
+def test_smollm2_generates_the_same_greedy_answers_through_vllm(session, checkpoint, rows):  # noqa: F811
     rows_, differ, gaps, scores, vl_ids = compare(checkpoint, rows, session, max_new_tokens=96)
     assert len(rows_) == 100
     _assert_agree(len(rows_), differ, gaps, scores)
@@ -144,7 +150,7 @@ def test_smollm2_generates_the_same_greedy_answers_through_vllm(checkpoint, rows
     assert scores[1]["score"] > 0
 
 
-def test_the_tiny_base_generates_the_same_greedy_answers_through_vllm(tiny_base, rows, session):
+def test_the_tiny_base_generates_the_same_greedy_answers_through_vllm(session, tiny_base, rows):
     ctx = json.loads((tiny_base / "config.json").read_text())["max_position_embeddings"]
     rows_, differ, gaps, scores, _ = compare(tiny_base, rows, session, max_new_tokens=40,
                                              limit_prompt=ctx)
@@ -152,7 +158,7 @@ def test_the_tiny_base_generates_the_same_greedy_answers_through_vllm(tiny_base,
     _assert_agree(len(rows_), differ, gaps, scores)
 
 
-def test_a_prompt_beyond_the_context_is_refused_naming_its_row(tiny_base, rows, session):
+def test_a_prompt_beyond_the_context_is_refused_naming_its_row(session, tiny_base, rows):
     from transformers import AutoTokenizer
 
     from ordermerge.data.registry import get_task
@@ -164,7 +170,8 @@ def test_a_prompt_beyond_the_context_is_refused_naming_its_row(tiny_base, rows, 
                          settings=SETTINGS, ids=[longest["id"]])
 
 
-def test_the_evaluate_script_reuses_one_engine_and_names_the_backend(tiny_base, rows, tmp_path):
+def test_the_evaluate_script_reuses_one_engine_and_names_the_backend(vllm_python, tiny_base, rows,
+                                                                    tmp_path):
     """scripts/evaluate.py with two checkpoints (the base and a perturbed copy), once per
     backend: the records agree but for `generation`, and the second checkpoint's weights
     were reloaded into the first one's engine."""
@@ -192,7 +199,7 @@ def test_the_evaluate_script_reuses_one_engine_and_names_the_backend(tiny_base, 
         cands = []
         for name, path in (("run0", tiny_base), ("run1", other)):
             cands += ["--candidate", name, str(path), str(tmp_path / f"{backend}-{name}.json")]
-        env = {**os.environ, "ORDERMERGE_VLLM_PYTHON": _python()}
+        env = {**os.environ, "ORDERMERGE_VLLM_PYTHON": vllm_python}
         log = tmp_path / f"{backend}.log"
         with open(log, "w") as fh:
             proc = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), "--rule",
@@ -215,13 +222,13 @@ def test_the_evaluate_script_reuses_one_engine_and_names_the_backend(tiny_base, 
         [e["output"] for e in records["vllm"][1]["examples"]]
 
 
-def test_the_gpu_check_smoke_runs_every_part_with_vllm(tmp_path):
+def test_the_gpu_check_smoke_runs_every_part_with_vllm(vllm_python, tmp_path):
     """bench/gpu_check.py --smoke (CPU, toy sizes), which runs bench/generate.py --backend vllm:
     every part passes, and the generation part compared the two backends."""
     out = tmp_path / "gpu_check.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench/gpu_check.py"), "--smoke",
                            "--require-vllm", "--json", str(out)], capture_output=True, text=True,
-                          env={**os.environ, "ORDERMERGE_VLLM_PYTHON": _python()}, timeout=900)
+                          env={**os.environ, "ORDERMERGE_VLLM_PYTHON": vllm_python}, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert set(res["parts"]) == {"sft", "merge", "generate"}
