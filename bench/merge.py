@@ -21,7 +21,7 @@ over the unchecked one's.
 
 Each of our methods is compared with mergekit 0.1.5's counterpart (MERGEKIT): linear for
 the average and the selections (mergekit has no selection), task_arithmetic, ties,
-dare_ties and dare_linear for ours.
+dare_ties, dare_linear and model_stock for ours.
 
 Prints a table and writes results/bench/merge.json.
 """
@@ -53,6 +53,7 @@ METHODS = {
     "ties": ({"density": 0.2, "lambda": 1.0}, "ties"),
     "dare_linear": ({"drop": 0.5, "lambda": 1.0, "seed": 1}, "dare_linear"),
     "dare_ties": ({"drop": 0.5, "lambda": 1.0, "seed": 1}, "dare_ties"),
+    "model_stock": ({}, "model_stock"),
 }
 
 
@@ -153,7 +154,7 @@ def child(args) -> None:
         from mergekit.merge import run_merge
         from mergekit.options import MergeOptions
         method = args.child.removeprefix("mergekit_")
-        params = {"weight": 1.0}
+        params = {} if method == "model_stock" else {"weight": 1.0}  # Model Stock: unweighted
         params.update({"density": 0.2} if method == "ties" else
                       {"density": 0.5} if method.startswith("dare") else {})
         spec = {"merge_method": method, "dtype": "bfloat16",

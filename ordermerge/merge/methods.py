@@ -224,6 +224,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("resample", "resample", "resample", "resample",
            "selection + n resample rounds: redraw where the chosen element equals the base",
            (ROUNDS, SEED), needs_base=True, min_models=2, weights="probabilities"),
+    Method("model_stock", "model-stock", "Model Stock", "model_stock",
+           "per tensor: theta = t avg_i theta_i + (1 - t) theta_base, t = K cos / (1 + (K-1) cos), "
+           "cos the mean pairwise cosine of the task vectors (Jang et al. 2024)",
+           needs_base=True, min_models=2, temp_bytes=4 * 4),
     Method("task_arithmetic", "task-arithmetic", "task-arithmetic", "task_arithmetic",
            "theta_base + lambda sum_i w_i tau_i", (LAMBDA,), needs_base=True, weights="task", fused_tv_mode=0),
     Method("ties", "ties", "TIES", "ties",
