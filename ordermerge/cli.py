@@ -144,6 +144,9 @@ def merge_parser(sub) -> None:
     p.add_argument("--method", required=True, metavar="NAME|ID",
                    help="a method name or id: " + ", ".join(METHODS))
     p.add_argument("--base", help="base model directory (needed by resample and the task-vector methods)")
+    p.add_argument("--fisher", nargs="+", metavar="DIR",
+                   help="fisher: each input's diagonal Fisher (a directory of float32 tensors "
+                        "named as the input's, e.g. from the workflow's fisher rule), in input order")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--weights", type=float_list, metavar="W1,...,WK",
                    help="average weights (sum 1) or task-vector weights (default 1 each), one per "
@@ -221,7 +224,7 @@ def run_merge(args) -> int:
         recipe = merge(name, args.inputs, args.out, overwrite=args.overwrite, base=args.base,
                        weights=args.weights or args.probs, dtype=args.dtype, device=args.device,
                        memory_budget=args.memory_budget, max_shard_bytes=args.max_shard_size,
-                       allow_nonfinite=args.allow_nonfinite, **settings)
+                       allow_nonfinite=args.allow_nonfinite, aux=args.fisher, **settings)
     except MergeError as e:
         print(f"ordermerge merge: {e}", file=sys.stderr)
         return 1

@@ -34,6 +34,7 @@ STAGES = {
     "tokenizer": "base", "base": "base", "encoder_base": "base", "encoder_init": "base",
     "sft": "sft",
     "merge": "merge", "merge_seeds": "merge", "multitask_align": "merge", "multitask_merge": "merge",
+    "fisher": "evaluate",
     "evaluate": "evaluate", "evaluate_runs": "evaluate", "evaluate_seeds": "evaluate",
     "evaluate_multitask": "evaluate", "score": "evaluate", "curve": "evaluate",
     "cost": "report", "figure1": "report", "figure3": "report", "figure4": "report",
@@ -400,13 +401,28 @@ class Plan:
         code, the K runs, and the base where the method needs one."""
         mid = mid or wildcards.method
         out = {"lib": self.merge_code(mid), "sub_models": self.sub_models(wildcards)}
-        if merge_method(parse_method_id(mid)[0]).needs_base:
+        name, settings = parse_method_id(mid)
+        if merge_method(name).needs_base:
             out["base"] = self.start_model(wildcards)
+        if merge_method(name).data == "fisher":
+            out["fisher"] = [self.fisher_dir(wildcards.model, wildcards.task, wildcards.scheme,
+                                             r, wildcards.epoch, settings["rows"]) for r in self.runs]
         return out
 
     @staticmethod
     def base_arg(wildcards, input) -> str:
-        return f"--base {input.base}" if "base" in input.keys() else ""
+        out = f"--base {input.base}" if "base" in input.keys() else ""
+        if "fisher" in input.keys():
+            out += " --fisher " + " ".join(input.fisher)
+        return out.strip()
+
+    @staticmethod
+    def fisher_dir(model, task, scheme, run, epoch, rows) -> str:
+        """One run's diagonal Fisher at one epoch over `rows` training rows (rule fisher)."""
+        return f"results/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}"
+
+    def fisher_params(self, wildcards) -> str:
+        return as_json({"max_length": self.task_cfg(wildcards)["train"]["max_length"]})
 
     def merge_params(self, wildcards, mid=None) -> str:
         """config merge.weights (length K, summing to 1) for the average and the selections;

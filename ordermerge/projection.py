@@ -369,6 +369,14 @@ class Projector:
             out["work_s"] = len(models_out) * (len(models_in) * m["bytes"] / self.cal["merge_bytes_per_s"]
                                                + self.io_s(model, 1))
             out["written_bytes"] = len(models_out) * m["bytes"]
+        elif r == "fisher":  # a forward and a backward pass per row
+            s = self.sizes.task(model, job.wildcards["task"])
+            rows = int(job.wildcards["rows"])
+            tokens = rows * s["tokens"]["train"] / max(s["rows"]["train"], 1)
+            out["scored_tokens"] = tokens
+            out["work_s"] = (6 * self.sizes.model(model)["params"] * tokens
+                             / self.cal["train_flops_per_s"] + self.io_s(model, 1))
+            out["written_bytes"] = self.sizes.model(model)["params"] * 4
         elif r in ("multitask_align", "multitask_merge"):
             group = job.wildcards["group"]
             model = self.plan.model  # a group merges models of the primary decoder's shape

@@ -55,3 +55,33 @@ use rule merge as merge_seeds with:
 
 # every seed of a method in one job; a seed outside merge.seeds (named in the config) alone
 ruleorder: merge_seeds > merge
+
+
+# Fisher merging's data: one run's diagonal Fisher at one epoch over the first {rows}
+# training rows (ordermerge/fisher_info.py), computed once and read by every Fisher merge
+# of that run's epoch with that many rows.
+rule fisher:
+    input:
+        model=lambda w: P.sft_dir(w.model, w.task, w.scheme, w.run, w.epoch),
+        train=lambda w: P.data(w.task, "train"),
+        **P.script_inputs("fisher.py"),
+    output:
+        directory("results/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}"),
+    wildcard_constraints:
+        run=r"\d+",
+        rows=r"\d+",
+    params:
+        json=P.fisher_params,
+    threads: P.threads("evaluate")
+    log:
+        "results/logs/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}.log",
+    benchmark:
+        "results/benchmarks/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}.tsv"
+    resources:
+        **P.resources("evaluate"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "{PY} {input.script} --rule {rule} --threads {threads} --task {wildcards.task}"
+        " --model {input.model} --train {input.train} --rows {wildcards.rows}"
+        " --out-dir {output} --params {params.json:q} > {log} 2>&1"

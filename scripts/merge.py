@@ -14,6 +14,7 @@ from ordermerge.runner import log, parser, record, start
 p = parser(__doc__)
 p.add_argument("--method-id", required=True, action="append")
 p.add_argument("--base", type=Path)
+p.add_argument("--fisher", nargs="+", type=Path, help="each sub-model's Fisher (method fisher)")
 p.add_argument("--out-dir", required=True, type=Path, action="append", help="one per --method-id")
 p.add_argument("sub_models", nargs="+", type=Path)
 args = p.parse_args()
@@ -23,11 +24,12 @@ t0 = start(args, models=False)
 for mid, out in zip(args.method_id, args.out_dir):
     method, settings = parse_method_id(mid)
     base = args.base if get(method).needs_base else None
+    aux = args.fisher if get(method).data == "fisher" else None
     # the record is written inside merge(), in this iteration
-    recipe = merge(method, args.sub_models, out, overwrite=True, base=base,
+    recipe = merge(method, args.sub_models, out, overwrite=True, base=base, aux=aux,
                    weights=args.params.get("weights"), **settings,
                    before_rename=lambda tmp, recipe: record(
-                       args, tmp, t0, [*args.sub_models, *([base] if base else [])],
+                       args, tmp, t0, [*args.sub_models, *([base] if base else []), *(aux or [])],
                        {"merge_seed": settings.get("seed")}, final=out,
                        derived={**settings, "method": method}))
     log(f"{mid}: {recipe['stats']} in {recipe['wall_s']:.2f} s")

@@ -33,7 +33,8 @@ def config_args(*extra):
 
 def test_table1_rows_columns_and_ranges(done):
     table = pd.read_csv(done / "results/tables/table1.csv", index_col="row")
-    assert list(table.index) == ["single", "weighted-avg", "param-selection", "resample", "TIES"]
+    assert list(table.index) == ["single", "weighted-avg", "param-selection", "resample",
+                                 "Model Stock", "Fisher", "TIES"]
     assert {"gsm8k", "gsm8k_std", "gsm8k_n", "gsm8k_lo", "gsm8k_hi", "gsm8k_p", "avg_delta",
             "test_resamples", "test_seed"} <= set(table.columns)
     for t in TASKS:  # each interval holds its mean; a p-value for every merge row
@@ -47,14 +48,15 @@ def test_table1_rows_columns_and_ranges(done):
     assert table.loc["resample", "gsm8k_n"] == SEEDS
     assert math.isnan(table.loc["single", "avg_delta"])
     assert table.loc["TIES", "gsm8k_n"] == 1
-    for row in ("weighted-avg", "param-selection", "resample", "TIES"):
+    assert table.loc["Model Stock", "gsm8k_n"] == table.loc["Fisher", "gsm8k_n"] == 1
+    for row in ("weighted-avg", "param-selection", "resample", "Model Stock", "Fisher", "TIES"):
         assert table.loc[row, "avg_delta"] == pytest.approx(
             (table.loc[row, TASKS] - table.loc["single", TASKS]).mean(), abs=1e-3)
     md = (done / "results/tables/table1.md").read_text()
     assert md.splitlines()[0] == "| | gsm8k | sst2 | Avg Δ |"
-    assert md.count("\n") == 9  # header, rule, 5 rows, a blank line and the legend
+    assert md.count("\n") == 11  # header, rule, 7 rows, a blank line and the legend
     tex = (done / "results/tables/table1.tex").read_text()
-    assert tex.count(r"\\") == 6 and r"\begin{tabular}{lrrr}" in tex
+    assert tex.count(r"\\") == 8 and r"\begin{tabular}{lrrr}" in tex
 
 
 def test_scores_match_the_evaluation_records(done):

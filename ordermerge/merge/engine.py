@@ -173,10 +173,39 @@ class _Plan:
     fused: set[str]  # tensors merged by the method's fused CPU kernel
     aliases: dict[str, str]
     sampler: rng.Sampler | None
+    aux: list[Checkpoint] = field(default_factory=list)  # per-sub-model data (Method.data)
     window: int = 2
     allow_nonfinite: bool = False
     buffers: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+
+
+def _open_aux(m: Method, aux, subs: list[Checkpoint]) -> list[Checkpoint]:
+    """The per-sub-model data files a method reads (Method.data: one checkpoint directory of
+    float32 tensors per sub-model, the sub-models' float tensors by name and shape)."""
+    if m.data is None:
+        if aux:
+            raise MergeError(f"{m.name} reads no per-sub-model data, but some was given "
+                             f"({aux[0]}, ...)")
+        return []
+    if aux is None or len(aux) != len(subs):
+        raise MergeError(f"{m.name} needs --{m.data} with one file per sub-model "
+                         f"({len(subs)}), got {0 if aux is None else len(aux)}")
+    try:
+        out = [Checkpoint(p) for p in aux]
+    except CheckpointError as e:
+        raise MergeError(f"--{m.data}: {e}") from None
+    for a, sub in zip(out, subs):
+        for name, t in sub.tensors.items():
+            if not t.is_float:
+                continue
+            u = a.tensors.get(name)
+            if u is None:
+                raise MergeError(f"--{m.data} {a.path}: no tensor {name!r} (sub-model {sub.path} has it)")
+            if tuple(u.shape) != tuple(t.shape) or u.dtype != "F32":
+                raise MergeError(f"--{m.data} {a.path}: tensor {name!r} is {list(u.shape)} {u.dtype}, "
+                                 f"expected {list(t.shape)} F32 (as {sub.path})")
+    return out
 
 
 def _validate(method: str, inputs, base, weights, settings: dict, dtype, device):
@@ -208,9 +237,10 @@ def _validate(method: str, inputs, base, weights, settings: dict, dtype, device)
 
 
 def _plan(m: Method, settings, w, inputs, base, out_dtype, dev, out_dir, memory_budget,
-          max_shard_bytes, chunk_elements) -> _Plan:
+          max_shard_bytes, chunk_elements, aux=None) -> _Plan:
     k = len(inputs)
     subs, base_ckpt = _open_all(inputs, base if m.needs_base else None)
+    aux_ckpts = _open_aux(m, aux, subs)
     names = sorted(subs[0].tensors)
     infos = [subs[0].tensors[n] for n in names]
 
@@ -239,7 +269,7 @@ def _plan(m: Method, settings, w, inputs, base, out_dtype, dev, out_dir, memory_
         # selection draws with the given probabilities; task-vector methods draw uniformly
         sampler = rng.Sampler(w if m.weights == "probabilities" else [1.0 / k] * k, dev)
     plan = _Plan(m, impl, settings, w, subs, base_ckpt, infos, out_dtype, dev, writer,
-                 chunk_elements, items, fused_names, shared_keys(subs[0]), sampler)
+                 chunk_elements, items, fused_names, shared_keys(subs[0]), sampler, aux_ckpts)
     stacked = getattr(impl, "STACKED", False) or dev.type == "cuda"
     pin = dev.type == "cuda"
     for dt in {i.torch_dtype for i in infos if i.is_float and i.name not in fused_names}:
@@ -312,6 +342,7 @@ def _merge_one(plan: _Plan, info, start: int, n: int, slot: int, state) -> tuple
             chunk.subs = stack.to(plan.dev, non_blocking=True)
         if plan.base is not None:
             chunk.base = plan.base.view(info.name, start, n).to(plan.dev, non_blocking=True)
+        chunk.aux = [a.view(info.name, start, n).to(plan.dev) for a in plan.aux] or None
         out, counts = plan.impl.run(chunk)
     if plan.out_dtype is not None:
         out = out.to(plan.out_dtype)
@@ -382,6 +413,7 @@ def _finish(plan: _Plan, out_dir: Path, sources: list[Path], inputs, base, dtype
         "settings": plan.settings,
         "sub_models": [str(p) for p in inputs],
         "base": str(base) if base is not None else None,
+        **({m.data: [str(a.path) for a in plan.aux]} if m.data else {}),
         "weights" if m.weights != "probabilities" else "probabilities": plan.weights,
         "seed": plan.settings.get("seed"),
         "rounds": plan.settings.get("rounds"),
@@ -403,9 +435,11 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
                dtype: str | None = None, device: str = "cpu",
                memory_budget: int = DEFAULT_BUDGET, max_shard_bytes: int = DEFAULT_SHARD,
                chunk_elements: int | None = None, allow_nonfinite: bool = False,
-               **settings) -> dict:
+               aux: list[str | Path] | None = None, **settings) -> dict:
     """Merge `inputs` into the existing empty directory `out_dir` with the registry's
     method `method` and its `settings` (seed=, rounds=, density=, ...); returns the recipe.
+    `aux`: the per-sub-model data of a method that reads some (Method.data; Fisher
+    merging's diagonal Fisher), one directory per input, in the inputs' order.
 
     `weights` are the average's weights, the selection probabilities or the task vectors'
     weights, as the method's entry says. `chunk_elements` overrides the chunk size the
@@ -417,9 +451,9 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     m, settings, w, out_dtype, dev = _validate(method, inputs, base, weights, settings, dtype, device)
     sources = _file_sources(inputs, base if m.needs_base else None)
     plan = _plan(m, settings, w, inputs, base, out_dtype, dev, out_dir, memory_budget,
-                 max_shard_bytes, chunk_elements)
+                 max_shard_bytes, chunk_elements, aux)
     plan.allow_nonfinite = bool(allow_nonfinite)
-    checkpoints = plan.subs + ([plan.base] if plan.base is not None else [])
+    checkpoints = plan.subs + ([plan.base] if plan.base is not None else []) + plan.aux
     # pre-fault the mappings when the inputs fit comfortably in memory (about 20% faster);
     # larger inputs are faulted in as they are read
     populate = sum(c.nbytes() for c in checkpoints) < _available_memory() // 4
@@ -468,7 +502,7 @@ def merge(method: str, inputs: list[str | Path], out_dir: str | Path, *, overwri
     from ..utils import OutputError, atomic_dir, check_output_dir
 
     try:
-        out_dir = check_output_dir(out_dir, inputs=[*inputs, kw.get("base")],
+        out_dir = check_output_dir(out_dir, inputs=[*inputs, kw.get("base"), *(kw.get("aux") or [])],
                                    previous=previous_merge if overwrite else None,
                                    what="output")
     except OutputError as e:

@@ -107,6 +107,8 @@ NORMALIZE = Setting("normalize", "n", "bool", True, omit_default=True,
 DARE_NORMALIZE = Setting("normalize", "n", "bool", False, omit_default=True,
                          doc="divide the agreeing sum by the sum of the agreeing weights (off by default, as in mergekit's dare_ties)")
 ROUNDS = Setting("rounds", "n", "int", 1, doc="resample rounds")
+FISHER_ROWS = Setting("rows", "n", "int", 32,
+                      doc="Fisher merging: training rows whose squared log-likelihood gradients estimate each run's diagonal Fisher")
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,9 @@ class Method:
     # the fused task-vector kernel's mode (fused_tv.py: 0 task arithmetic, 1 TIES, 2 DARE,
     # 3 DARE-TIES), None where the method has no such kernel
     fused_tv_mode: int | None = None
+    # per-sub-model data the method reads beside the weights, named as the option that
+    # gives it (`--fisher`): one float32 checkpoint per sub-model, made by a rule of its own
+    data: str | None = None
     # the torch path's temporaries per chunk element beside its K inputs and outputs (the
     # memory budget's estimate, engine.bytes_per_element): fp32 accumulator, term and input
     # for the average, indices and draws for the drawing methods
@@ -211,6 +216,7 @@ class Chunk:
     sampler: Any = None  # rng.Sampler of the methods that draw sub-models
     state: Any = None  # what the method's prepare() found for this tensor
     method: str = ""  # the registry name (a module may serve several entries)
+    aux: Any = None  # per-sub-model data (Method.data): K float32 views of this chunk
     addrs: list[int] | None = None  # fused path: the inputs' addresses in memory
     base_addr: int | None = None
 
@@ -228,6 +234,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "per tensor: theta = t avg_i theta_i + (1 - t) theta_base, t = K cos / (1 + (K-1) cos), "
            "cos the mean pairwise cosine of the task vectors (Jang et al. 2024)",
            needs_base=True, min_models=2, temp_bytes=4 * 4),
+    Method("fisher", "fisher", "Fisher", "fisher",
+           "theta = sum_i w_i F_i theta_i / sum_i w_i F_i per element, F_i run i's diagonal Fisher "
+           "(mean squared gradient of the log-likelihood over n training rows; Matena and Raffel 2022); "
+           "the weighted average where every F_i is 0",
+           (FISHER_ROWS,), min_models=2, data="fisher", temp_bytes=4 * 4),
     Method("task_arithmetic", "task-arithmetic", "task-arithmetic", "task_arithmetic",
            "theta_base + lambda sum_i w_i tau_i", (LAMBDA,), needs_base=True, weights="task", fused_tv_mode=0),
     Method("ties", "ties", "TIES", "ties",
