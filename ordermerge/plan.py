@@ -34,7 +34,7 @@ STAGES = {
     "tokenizer": "base", "base": "base", "encoder_base": "base", "encoder_init": "base",
     "sft": "sft",
     "merge": "merge", "merge_seeds": "merge", "multitask_align": "merge", "multitask_merge": "merge",
-    "fisher": "evaluate",
+    "fisher": "evaluate", "validate_runs": "evaluate", "greedy_soup": "evaluate",
     "evaluate": "evaluate", "evaluate_runs": "evaluate", "evaluate_seeds": "evaluate",
     "evaluate_multitask": "evaluate", "score": "evaluate", "curve": "evaluate",
     "cost": "report", "figure1": "report", "figure3": "report", "figure4": "report",
@@ -404,17 +404,48 @@ class Plan:
         name, settings = parse_method_id(mid)
         if merge_method(name).needs_base:
             out["base"] = self.start_model(wildcards)
+        w = wildcards
         if merge_method(name).data == "fisher":
-            out["fisher"] = [self.fisher_dir(wildcards.model, wildcards.task, wildcards.scheme,
-                                             r, wildcards.epoch, settings["rows"]) for r in self.runs]
+            out["fisher"] = [self.fisher_dir(w.model, w.task, w.scheme, r, w.epoch, settings["rows"])
+                             for r in self.runs]
+        if merge_method(name).data == "validation":
+            out["validation"] = [self.validation_record(w.model, w.task, w.scheme, w.epoch, r)
+                                 for r in self.runs]
+            out["validation_split"] = self.data(w.task, "validation")
         return out
 
     @staticmethod
     def base_arg(wildcards, input) -> str:
-        out = f"--base {input.base}" if "base" in input.keys() else ""
+        """--base, and the per-run data of the methods that read some (--fisher, or
+        --validation and --validation-split)."""
+        out = [f"--base {input.base}"] if "base" in input.keys() else []
         if "fisher" in input.keys():
-            out += " --fisher " + " ".join(input.fisher)
-        return out.strip()
+            out.append("--fisher " + " ".join(input.fisher))
+        if "validation" in input.keys():
+            out.append("--validation " + " ".join(input.validation)
+                       + f" --validation-split {input.validation_split}")
+        return " ".join(out)
+
+    @staticmethod
+    def validation_record(model, task, scheme, epoch, run) -> str:
+        """Run `run`'s evaluation record on the validation split (rule validate_runs)."""
+        return f"results/validation/{model}/{task}/{scheme}/epoch{epoch}/run{run}.json"
+
+    def validation_outputs(self) -> dict:
+        records = [self.validation_record("{model}", "{task}", "{scheme}", "{epoch}", r)
+                   for r in self.runs]
+        return {"records": records, "prov": [f"{r}.prov.json" for r in records]}
+
+    def validation_params(self, wildcards) -> str:
+        return as_json(self.eval_cfg(wildcards.task, "sft", wildcards.epoch, wildcards.scheme,
+                                     wildcards.model))
+
+    def eval_cfg(self, task, kind, epoch, scheme, model) -> dict:
+        """An evaluation's params: the task's evaluate section (eval_section) and what
+        labels its records."""
+        return self.eval_section(task) | {
+            "kind": kind, "epoch": int(epoch), "scheme": scheme, "model": model,
+            "max_length": self.config["tasks"][task]["train"]["max_length"]}
 
     @staticmethod
     def fisher_dir(model, task, scheme, run, epoch, rows) -> str:
@@ -428,7 +459,11 @@ class Plan:
         """config merge.weights (length K, summing to 1) for the average and the selections;
         task-vector methods weight each run 1. `mid`: as merge_inputs."""
         m = merge_method(parse_method_id(mid or wildcards.method)[0])
-        return as_json({"weights": self.config["merge"]["weights"] if m.weights != "task" else None})
+        out = {"weights": self.config["merge"]["weights"] if m.weights != "task" else None}
+        if m.data == "validation":  # greedy soup evaluates its candidates as the runs were
+            w = wildcards
+            out = {"task": w.task, "evaluate": self.eval_cfg(w.task, "soup", w.epoch, w.scheme, w.model)}
+        return as_json(out)
 
     # ------------------------------------------------------------ evaluation
     def candidate_model(self, wildcards, name) -> str:
@@ -490,10 +525,8 @@ class Plan:
     def eval_params(self, wildcards) -> str:
         """An evaluation job's params: the task's evaluate section and what labels its
         records (each model's name comes with its --candidate)."""
-        t = self.task_cfg(wildcards)
-        return as_json(self.eval_section(wildcards.task) | {
-            "kind": wildcards.kind, "epoch": int(wildcards.epoch), "scheme": wildcards.scheme,
-            "model": wildcards.model, "max_length": t["train"]["max_length"]})
+        w = wildcards
+        return as_json(self.eval_cfg(w.task, w.kind, w.epoch, w.scheme, w.model))
 
     @staticmethod
     def candidate_args(wildcards, input, output) -> str:
@@ -599,11 +632,8 @@ class Plan:
 
     def multitask_eval_cfg(self, group, task, name) -> dict:
         """The params of a group's record on `task` for model `name` (a merge id, or single)."""
-        t = self.config["tasks"][task]
-        return self.eval_section(task) | {
-            "kind": "sft" if name == "single" else "merged", "epoch": self.report_epoch,
-            "scheme": self.schemes[0], "model": f"multitask-{group}",
-            "max_length": t["train"]["max_length"]}
+        return self.eval_cfg(task, "sft" if name == "single" else "merged", self.report_epoch,
+                             self.schemes[0], f"multitask-{group}")
 
     def multitask_eval_params(self, wildcards) -> str:
         return as_json(self.multitask_eval_cfg(wildcards.group, wildcards.task, wildcards.name))

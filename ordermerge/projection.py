@@ -298,7 +298,16 @@ class Projector:
         return n_models * (self.cal["load_s"]
                            + self.sizes.model(model)["bytes"] / self.cal["io_bytes_per_s"])
 
-    def evaluate_one(self, model: str, task: str, params: dict) -> tuple[float, dict]:
+    def evaluate_one(self, model: str, task: str, params: dict,
+                     split: str = "test") -> tuple[float, dict]:
+        """One model's evaluation on the test split; on the validation split (greedy soup's
+        evaluations), the test's costs scaled by the rows."""
+        if split == "validation":
+            s = self.sizes.task(model, task)
+            f = s["rows"]["validation"] / max(s["rows"]["test"], 1)
+            secs, out = self.evaluate_one(model, task, params)
+            return self.io_s(model, 1) + f * (secs - self.io_s(model, 1)), {
+                k: f * v for k, v in out.items()}
         from .data.registry import get_task
         t = get_task(task)
         s = self.sizes.task(model, task)
@@ -363,12 +372,26 @@ class Projector:
                              + self.io_s(model, 1 + checkpoints))
             out["written_bytes"] = checkpoints * m["bytes"]
             out["temporary_bytes"] = out["written_bytes"]  # what temporary_checkpoints removes
-        elif r in ("merge", "merge_seeds"):
+        elif r in ("merge", "merge_seeds", "greedy_soup"):
             m = self.sizes.model(model)
             # each output is one merge of the inputs (the seeds of merge_seeds one by one)
             out["work_s"] = len(models_out) * (len(models_in) * m["bytes"] / self.cal["merge_bytes_per_s"]
                                                + self.io_s(model, 1))
             out["written_bytes"] = len(models_out) * m["bytes"]
+            if r == "greedy_soup":  # K - 1 candidate soups, each merged and evaluated; at
+                # most j runs in the j-th candidate (all kept: the upper bound)
+                k = len(models_in)
+                secs, counts = self.evaluate_one(model, job.wildcards["task"],
+                                                 job.params().get("evaluate") or {}, "validation")
+                reads = sum(range(2, k + 1))
+                out["work_s"] += (k - 1) * secs + reads * m["bytes"] / self.cal["merge_bytes_per_s"]
+                for key, v in counts.items():
+                    out[key] += (k - 1) * v
+        elif r == "validate_runs":
+            secs, counts = self.evaluate_one(model, job.wildcards["task"], job.params(), "validation")
+            out["work_s"] = len(models_in) * secs
+            for key, v in counts.items():
+                out[key] += len(models_in) * v
         elif r == "fisher":  # a forward and a backward pass per row
             s = self.sizes.task(model, job.wildcards["task"])
             rows = int(job.wildcards["rows"])

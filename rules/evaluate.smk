@@ -67,3 +67,29 @@ use rule evaluate as evaluate_seeds with:
 
 # every seed of a method in one job; a seed outside merge.seeds (named in the config) alone
 ruleorder: evaluate_seeds > evaluate
+
+
+# The K runs on the task's validation split, as the test split's evaluations are made: what
+# greedy soup (ordermerge/merge/greedy_soup.py) orders the runs by.
+rule validate_runs:
+    input:
+        unpack(lambda w: {**P.judge_input(w), "test": P.data(w.task, "validation"),
+                          "models": [P.sft_dir(w.model, w.task, w.scheme, r, w.epoch) for r in P.runs]}),
+        **P.script_inputs("evaluate.py"),
+    output:
+        **P.validation_outputs(),
+    params:
+        json=P.validation_params,
+        judge=P.judge_arg,
+        candidates=P.candidate_args,
+    threads: P.threads("evaluate")
+    log:
+        "results/logs/validate/{model}/{task}/{scheme}/epoch{epoch}/runs.log",
+    benchmark:
+        "results/benchmarks/validate_runs/{model}/{task}/{scheme}/epoch{epoch}/runs.tsv"
+    resources:
+        **P.resources("evaluate"),
+    conda:
+        "../envs/evaluate.yaml"
+    shell:
+        EVAL_SHELL

@@ -57,6 +57,31 @@ use rule merge as merge_seeds with:
 ruleorder: merge_seeds > merge
 
 
+# Greedy soup merges and evaluates candidate soups on the validation split, on the
+# evaluation stage's resources (a GPU at paper scale): the merge rule with those.
+use rule merge as greedy_soup with:
+    input:
+        unpack(lambda w: P.merge_inputs(w, "greedy-soup")),
+        script=P.script("merge.py"),
+    output:
+        directory("results/merged/{model}/{task}/{scheme}/epoch{epoch}/greedy-soup"),
+    params:
+        base=P.base_arg,
+        json=lambda w: P.merge_params(w, "greedy-soup"),
+        entry=lambda w: P.method_entry(w, "greedy-soup"),
+        targets=lambda w, output: f"--method-id greedy-soup --out-dir {output}",
+    threads: P.threads("evaluate")
+    log:
+        "results/logs/merge/{model}/{task}/{scheme}/epoch{epoch}/greedy-soup.log",
+    benchmark:
+        "results/benchmarks/greedy_soup/{model}/{task}/{scheme}/epoch{epoch}/greedy-soup.tsv"
+    resources:
+        **P.resources("evaluate"),
+
+
+ruleorder: greedy_soup > merge
+
+
 # Fisher merging's data: one run's diagonal Fisher at one epoch over the first {rows}
 # training rows (ordermerge/fisher_info.py), computed once and read by every Fisher merge
 # of that run's epoch with that many rows.

@@ -34,7 +34,7 @@ def config_args(*extra):
 def test_table1_rows_columns_and_ranges(done):
     table = pd.read_csv(done / "results/tables/table1.csv", index_col="row")
     assert list(table.index) == ["single", "weighted-avg", "param-selection", "resample",
-                                 "Model Stock", "Fisher", "TIES"]
+                                 "Model Stock", "Fisher", "greedy soup", "TIES"]
     assert {"gsm8k", "gsm8k_std", "gsm8k_n", "gsm8k_lo", "gsm8k_hi", "gsm8k_p", "avg_delta",
             "test_resamples", "test_seed"} <= set(table.columns)
     for t in TASKS:  # each interval holds its mean; a p-value for every merge row
@@ -49,14 +49,16 @@ def test_table1_rows_columns_and_ranges(done):
     assert math.isnan(table.loc["single", "avg_delta"])
     assert table.loc["TIES", "gsm8k_n"] == 1
     assert table.loc["Model Stock", "gsm8k_n"] == table.loc["Fisher", "gsm8k_n"] == 1
-    for row in ("weighted-avg", "param-selection", "resample", "Model Stock", "Fisher", "TIES"):
+    assert table.loc["greedy soup", "gsm8k_n"] == 1
+    for row in ("weighted-avg", "param-selection", "resample", "Model Stock", "Fisher",
+                "greedy soup", "TIES"):
         assert table.loc[row, "avg_delta"] == pytest.approx(
             (table.loc[row, TASKS] - table.loc["single", TASKS]).mean(), abs=1e-3)
     md = (done / "results/tables/table1.md").read_text()
     assert md.splitlines()[0] == "| | gsm8k | sst2 | Avg Δ |"
-    assert md.count("\n") == 11  # header, rule, 7 rows, a blank line and the legend
+    assert md.count("\n") == 12  # header, rule, 8 rows, a blank line and the legend
     tex = (done / "results/tables/table1.tex").read_text()
-    assert tex.count(r"\\") == 8 and r"\begin{tabular}{lrrr}" in tex
+    assert tex.count(r"\\") == 9 and r"\begin{tabular}{lrrr}" in tex
 
 
 def test_scores_match_the_evaluation_records(done):
@@ -506,3 +508,23 @@ def test_bench_calibrate_smoke(done, tmp_path):
     assert cal["train_flops_per_s"] > 0 and cal["decode_steps"] == "limit"
     assert {"sft", "evaluate", "merge", "default"} <= set(cal["overhead_s"])
     assert all(v >= 0 for v in cal["overhead_s"].values())
+
+
+def test_greedy_soup_follows_the_validation_records(done):
+    """Each greedy soup starts from the run with the best validation record (validate_runs,
+    on the validation split), tries the others, and averages the kept runs uniformly."""
+    for epoch in (1, 2):
+        v = done / f"results/validation/tiny-llama/gsm8k/shuffle/epoch{epoch}"
+        recs = [json.loads((v / f"run{r}.json").read_text()) for r in range(K)]
+        assert all(r["n"] == 8 for r in recs)  # n_validation of the reduced config
+        assert all((v / f"run{r}.json.prov.json").is_file() for r in range(K))
+        scores = [r["score"] for r in recs]
+        merged = done / f"results/merged/tiny-llama/gsm8k/shuffle/epoch{epoch}/greedy-soup"
+        recipe = json.loads((merged / "merge.json").read_text())
+        soup = recipe["soup"]
+        assert soup["validation_scores"] == scores
+        assert soup["steps"][0]["run"] == min(range(K), key=lambda i: (-scores[i], i))
+        assert [s["run"] for s in soup["steps"]] == sorted(range(K), key=lambda i: (-scores[i], i))
+        kept = soup["kept"]
+        assert recipe["weights"] == [1 / len(kept) if i in kept else 0.0 for i in range(K)]
+        assert soup["steps"][1]["kept"] == (len(kept) == 2)

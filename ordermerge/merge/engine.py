@@ -181,9 +181,11 @@ class _Plan:
 
 
 def _open_aux(m: Method, aux, subs: list[Checkpoint]) -> list[Checkpoint]:
-    """The per-sub-model data files a method reads (Method.data: one checkpoint directory of
-    float32 tensors per sub-model, the sub-models' float tensors by name and shape)."""
-    if m.data is None:
+    """The per-sub-model data files a method reads (Method.data "fisher": one checkpoint
+    directory of float32 tensors per sub-model, the sub-models' float tensors by name and
+    shape). Greedy soup's validation records are read before the merge (greedy_soup.build),
+    not here."""
+    if m.data != "fisher":
         if aux:
             raise MergeError(f"{m.name} reads no per-sub-model data, but some was given "
                              f"({aux[0]}, ...)")
@@ -492,12 +494,12 @@ def previous_merge(path: Path) -> str | None:
 
 
 def merge(method: str, inputs: list[str | Path], out_dir: str | Path, *, overwrite: bool = False,
-          before_rename=None, **kw) -> dict:
+          before_rename=None, extra: dict | None = None, **kw) -> dict:
     """Merge into `out_dir` atomically: built in a temporary directory beside it and renamed
     on success, so on any failure nothing is at `out_dir`. Writes ``merge.json`` (recipe and
     provenance: input sha256, code and package versions, wall time, memory) and a model card.
-    `before_rename(tmp_dir, recipe)` may add files before the rename. See merge_into for
-    the options."""
+    `extra`: more recipe fields (greedy soup's steps). `before_rename(tmp_dir, recipe)` may
+    add files before the rename. See merge_into for the options."""
     from ..provenance import code_version, hash_inputs, package_versions
     from ..utils import OutputError, atomic_dir, check_output_dir
 
@@ -511,7 +513,9 @@ def merge(method: str, inputs: list[str | Path], out_dir: str | Path, *, overwri
         raise MergeError(f"{out_dir} already exists (pass overwrite=True / --overwrite)")
     with atomic_dir(out_dir) as tmp:
         recipe = merge_into(tmp, method, inputs, **kw)
-        sources = [*inputs, *([kw["base"]] if recipe["base"] is not None else [])]
+        recipe.update(extra or {})
+        sources = [*inputs, *([kw["base"]] if recipe["base"] is not None else []),
+                   *(kw.get("aux") or [])]
         recipe["provenance"] = {"inputs_sha256": hash_inputs(sources), "code": code_version(),
                                 "packages": package_versions()}
         (tmp / "merge.json").write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")

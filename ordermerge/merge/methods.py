@@ -130,8 +130,9 @@ class Method:
     # the fused task-vector kernel's mode (fused_tv.py: 0 task arithmetic, 1 TIES, 2 DARE,
     # 3 DARE-TIES), None where the method has no such kernel
     fused_tv_mode: int | None = None
-    # per-sub-model data the method reads beside the weights, named as the option that
-    # gives it (`--fisher`): one float32 checkpoint per sub-model, made by a rule of its own
+    # per-sub-model data the method reads, made by a rule of its own: "fisher" (one float32
+    # checkpoint per sub-model, read by the engine beside it: `--fisher`), "validation"
+    # (each run's validation record: greedy soup evaluates candidate soups before merging)
     data: str | None = None
     # the torch path's temporaries per chunk element beside its K inputs and outputs (the
     # memory budget's estimate, engine.bytes_per_element): fp32 accumulator, term and input
@@ -239,6 +240,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "(mean squared gradient of the log-likelihood over n training rows; Matena and Raffel 2022); "
            "the weighted average where every F_i is 0",
            (FISHER_ROWS,), min_models=2, data="fisher", temp_bytes=4 * 4),
+    Method("greedy_soup", "greedy-soup", "greedy soup", "greedy_soup",
+           "runs by validation score, best first; each added to the soup if the uniform average "
+           "does not score lower on the validation split (Wortsman et al. 2022); theta = the "
+           "uniform average of the runs kept",
+           min_models=2, data="validation", temp_bytes=3 * 4),
     Method("task_arithmetic", "task-arithmetic", "task-arithmetic", "task_arithmetic",
            "theta_base + lambda sum_i w_i tau_i", (LAMBDA,), needs_base=True, weights="task", fused_tv_mode=0),
     Method("ties", "ties", "TIES", "ties",

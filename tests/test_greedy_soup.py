@@ -1,0 +1,77 @@
+"""Greedy soup (ordermerge/merge/greedy_soup.py): the order of additions and the rejected
+runs on a case computed by hand, the validation records' checks, and the final soup as the
+engine writes it. The workflow's soups (validation records, candidate evaluations) are
+checked on the reduced run in tests/test_workflow.py."""
+import json
+
+import pytest
+import torch
+
+from ordermerge.merge.greedy_soup import greedy, validation_scores
+from ordermerge.merge.methods import METHODS, method_id, parse_method_id
+from ordermerge.utils import InputError
+from test_taskvec import load, make
+
+
+def test_the_order_of_additions_and_the_rejected_runs():
+    # validation scores of runs 0..4: the order is 1 (0.8), 3 (0.7, before 4 at 0.7: lower
+    # index), 4, 2 (0.6), 0 (0.5)
+    scores = [0.5, 0.8, 0.6, 0.7, 0.7]
+    soups = {(1, 3): 0.82,        # kept: 0.82 >= 0.8
+             (1, 3, 4): 0.81,     # rejected: 0.81 < 0.82
+             (1, 2, 3): 0.82,     # kept: equal scores do not drop
+             (0, 1, 2, 3): 0.9}   # kept
+    asked = []
+
+    def soup_score(members):
+        asked.append(tuple(members))
+        return soups[tuple(members)]
+    kept, steps = greedy(scores, soup_score)
+    assert asked == [(1, 3), (1, 3, 4), (1, 2, 3), (0, 1, 2, 3)]
+    assert [s["run"] for s in steps] == [1, 3, 4, 2, 0]
+    assert [s["kept"] for s in steps] == [True, True, False, True, True]
+    assert steps[0] == {"run": 1, "soup": [1], "score": 0.8, "kept": True}
+    assert kept == [0, 1, 2, 3]
+
+
+def test_a_soup_that_never_improves_is_the_best_run():
+    kept, steps = greedy([0.1, 0.3, 0.2], lambda m: 0.0)
+    assert kept == [1] and [s["kept"] for s in steps] == [True, False, False]
+
+
+def test_the_entry():
+    assert method_id("greedy_soup") == "greedy-soup"
+    assert parse_method_id("greedy-soup") == ("greedy_soup", {})
+    m = METHODS["greedy_soup"]
+    assert m.data == "validation" and m.label == "greedy soup" and not m.random
+
+
+def test_validation_records_must_be_of_their_runs(tmp_path):
+    subs = [tmp_path / "run0", tmp_path / "run1"]
+    recs = []
+    for i, s in enumerate(subs):
+        r = tmp_path / f"v{i}.json"
+        r.write_text(json.dumps({"score": 0.25 * (i + 1), "model_path": str(s)}))
+        recs.append(r)
+    assert validation_scores(subs, recs) == [0.25, 0.5]
+    with pytest.raises(InputError, match=r"v1.json is the record of .*run1, not of .*run0"):
+        validation_scores(subs, recs[::-1])
+    with pytest.raises(InputError, match="1 validation records for 2 runs"):
+        validation_scores(subs, recs[:1])
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(InputError, match="bad.json: not an evaluation record"):
+        validation_scores(subs, [recs[0], tmp_path / "bad.json"])
+
+
+def test_the_final_soup_is_the_uniform_average_of_the_kept_runs(tmp_path):
+    from ordermerge.merge.engine import merge
+    _, subs = make(tmp_path, k=3, dtype=torch.float32)
+    merge("greedy_soup", subs, tmp_path / "soup", weights=[0.5, 0.0, 0.5],
+          extra={"soup": {"kept": [0, 2]}})
+    merge("average", [subs[0], subs[2]], tmp_path / "avg")
+    soup, avg = load(tmp_path / "soup"), load(tmp_path / "avg")
+    for n in soup:
+        assert torch.allclose(soup[n], avg[n], rtol=1.2e-7, atol=0), n
+    recipe = json.loads((tmp_path / "soup" / "merge.json").read_text())
+    assert recipe["method_id"] == "greedy-soup" and recipe["soup"] == {"kept": [0, 2]}
+    assert recipe["weights"] == [0.5, 0.0, 0.5] and len(recipe["sub_models"]) == 3
