@@ -24,12 +24,15 @@ p.add_argument("sub_models", nargs="+", type=Path)
 args = p.parse_args()
 if len(args.method_id) != len(args.out_dir):
     p.error(f"{len(args.method_id)} --method-id but {len(args.out_dir)} --out-dir (one each)")
-t0 = start(args, models=False)
-for mid, out in zip(args.method_id, args.out_dir):
+# greedy soup evaluates its candidates: as the evaluate jobs, deterministic mode
+soups = [get(parse_method_id(mid)[0]).data == "validation" for mid in args.method_id]
+if any(soups) and (not args.validation or args.validation_split is None):
+    p.error("greedy_soup needs --validation (one record per sub-model) and --validation-split")
+t0 = start(args, models=any(soups))
+for mid, out, soup in zip(args.method_id, args.out_dir, soups):
     method, settings = parse_method_id(mid)
     base = args.base if get(method).needs_base else None
     aux = args.fisher if get(method).data == "fisher" else None
-    soup = get(method).data == "validation"
     inputs = [*args.sub_models, *([base] if base else []), *(aux or []),
               *([*args.validation, args.validation_split] if soup else [])]
 
@@ -38,8 +41,6 @@ for mid, out in zip(args.method_id, args.out_dir):
         record(args, tmp, t0, inputs, {"merge_seed": settings.get("seed")}, final=out,
                derived={**settings, "method": method})
     if soup:  # candidate soups merged and evaluated on the validation split first
-        if not args.validation or args.validation_split is None:
-            p.error(f"{mid} needs --validation (one record per sub-model) and --validation-split")
         recipe = build_soup(args.sub_models, args.validation, args.params["task"],
                             args.validation_split, args.params["evaluate"], out,
                             threads=args.threads, log=log, before_rename=provenance)
