@@ -138,7 +138,8 @@ def merge_parser(sub) -> None:
         "merge", help="merge K checkpoints (Hugging Face layout) into one model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Merge K sub-models: the paper's weighted average, parameter selection and "
-                    "selection with resampling (Ju et al. 2024), and the task-vector baselines.",
+                    "selection with resampling (Ju et al. 2024), Model Stock, Fisher merging "
+                    "(--fisher), and the task-vector baselines. Greedy soup runs in the workflow.",
         epilog="methods (name, id with default settings, formula):\n" + methods
                + "\n\n--method takes a name (settings from the flags) or an id (settings from it).")
     p.add_argument("--method", required=True, metavar="NAME|ID",
