@@ -209,10 +209,10 @@ def run_merge(args) -> int:
         if n not in {s.name for s in m.settings}:
             return fail(f"--{n} is not a setting of {name} (its settings: "
                         f"{', '.join(s.name for s in m.settings) or 'none'})")
-    if m.data == "validation":
+    if m.data == "validation_records":
         return fail(f"{name} merges and evaluates candidate soups on the task's validation "
                     "split, so it runs in the workflow (its merge rule, after validate_runs) or "
-                    "through scripts/merge.py --validation RECORD... --validation-split FILE; "
+                    "through scripts/greedy_soup.py --validation RECORD... --validation-split FILE; "
                     "the average of chosen runs alone is --method average --weights")
     if m.weights == "probabilities" and args.weights:
         return fail(f"--weights is for average and the task-vector methods; {name} takes --probs")

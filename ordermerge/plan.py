@@ -34,7 +34,7 @@ STAGES = {
     "tokenizer": "base", "base": "base", "encoder_base": "base", "encoder_init": "base",
     "sft": "sft",
     "merge": "merge", "merge_seeds": "merge", "multitask_align": "merge", "multitask_merge": "merge",
-    "fisher": "evaluate", "validate_runs": "evaluate", "greedy_soup": "evaluate",
+    "diagonal_fisher": "evaluate", "validate_runs": "evaluate", "merge_soup": "evaluate",
     "evaluate": "evaluate", "evaluate_runs": "evaluate", "evaluate_seeds": "evaluate",
     "evaluate_multitask": "evaluate", "score": "evaluate", "curve": "evaluate",
     "cost": "report", "figure1": "report", "figure3": "report", "figure4": "report",
@@ -400,15 +400,17 @@ class Plan:
         """A Table 1 merge (method id `mid`, default the {method} wildcard): the script, its
         code, the K runs, and the base where the method needs one."""
         mid = mid or wildcards.method
-        out = {"lib": self.merge_code(mid), "sub_models": self.sub_models(wildcards)}
         name, settings = parse_method_id(mid)
+        soup = merge_method(name).data == "validation_records"
+        out = {"lib": self.merge_code(mid, "greedy_soup.py" if soup else "merge.py"),
+               "sub_models": self.sub_models(wildcards)}
         if merge_method(name).needs_base:
             out["base"] = self.start_model(wildcards)
         w = wildcards
-        if merge_method(name).data == "fisher":
-            out["fisher"] = [self.fisher_dir(w.model, w.task, w.scheme, r, w.epoch, settings["rows"])
+        if merge_method(name).data == "diagonal_fisher":
+            out["fisher_dirs"] = [self.fisher_dir(w.model, w.task, w.scheme, r, w.epoch, settings["rows"])
                              for r in self.runs]
-        if merge_method(name).data == "validation":
+        if soup:
             out["validation"] = [self.validation_record(w.model, w.task, w.scheme, w.epoch, r)
                                  for r in self.runs]
             out["validation_split"] = self.data(w.task, "validation")
@@ -419,8 +421,8 @@ class Plan:
         """--base, and the per-run data of the methods that read some (--fisher, or
         --validation and --validation-split)."""
         out = [f"--base {input.base}"] if "base" in input.keys() else []
-        if "fisher" in input.keys():
-            out.append("--fisher " + " ".join(input.fisher))
+        if "fisher_dirs" in input.keys():
+            out.append("--fisher " + " ".join(input.fisher_dirs))
         if "validation" in input.keys():
             out.append("--validation " + " ".join(input.validation)
                        + f" --validation-split {input.validation_split}")
@@ -449,7 +451,7 @@ class Plan:
 
     @staticmethod
     def fisher_dir(model, task, scheme, run, epoch, rows) -> str:
-        """One run's diagonal Fisher at one epoch over `rows` training rows (rule fisher)."""
+        """One run's diagonal Fisher at one epoch over `rows` training rows (rule diagonal_fisher)."""
         return f"results/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}"
 
     def fisher_params(self, wildcards) -> str:
@@ -460,7 +462,7 @@ class Plan:
         task-vector methods weight each run 1. `mid`: as merge_inputs."""
         m = merge_method(parse_method_id(mid or wildcards.method)[0])
         out = {"weights": self.config["merge"]["weights"] if m.weights != "task" else None}
-        if m.data == "validation":  # greedy soup evaluates its candidates as the runs were
+        if m.data == "validation_records":  # greedy soup evaluates its candidates as the runs were
             w = wildcards
             out = {"task": w.task, "evaluate": self.eval_cfg(w.task, "soup", w.epoch, w.scheme, w.model)}
         return as_json(out)
@@ -736,15 +738,16 @@ def rule_blocks(rules_dir: str | Path = PROJECT / "rules"):
 
 def rule_scripts(rules_dir: str | Path = PROJECT / "rules") -> dict[str, str]:
     """rule -> the script its shell runs, read from rules/*.smk (a rule made by `use rule`
-    runs its parent's; a rule named by an expression is shown with the expression's
+    runs its parent's unless its input names another; a rule named by an expression is shown with the expression's
     placeholder: figure{N}, table{N}, evaluate_multitask_{GROUP})."""
     placeholders = {'f"figure{_n}"': "figure{N}", 'f"table{_n}"': f"{TABLE_PREFIX}{{N}}",
                     "P.multitask_eval_rule(_group)": f"{MULTITASK_EVAL_PREFIX}{{GROUP}}"}
     out = {}
     for _, name, parent, body in rule_blocks(rules_dir):
-        if parent:
-            out[name] = out[parent]
-        elif found := _SCRIPT.search(body):
+        found = _SCRIPT.search(body)
+        if parent:  # its parent's script, unless it names its own
+            out[name] = found.group(1) if found else out[parent]
+        elif found:
             out[placeholders.get(name, name)] = found.group(1)
     return out
 

@@ -372,13 +372,13 @@ class Projector:
                              + self.io_s(model, 1 + checkpoints))
             out["written_bytes"] = checkpoints * m["bytes"]
             out["temporary_bytes"] = out["written_bytes"]  # what temporary_checkpoints removes
-        elif r in ("merge", "merge_seeds", "greedy_soup"):
+        elif r in ("merge", "merge_seeds", "merge_soup"):
             m = self.sizes.model(model)
             # each output is one merge of the inputs (the seeds of merge_seeds one by one)
             out["work_s"] = len(models_out) * (len(models_in) * m["bytes"] / self.cal["merge_bytes_per_s"]
                                                + self.io_s(model, 1))
             out["written_bytes"] = len(models_out) * m["bytes"]
-            if r == "greedy_soup":  # K - 1 candidate soups, each merged and evaluated; at
+            if r == "merge_soup":  # greedy soup: K - 1 candidate soups, each merged and evaluated; at
                 # most j runs in the j-th candidate (all kept: the upper bound)
                 k = len(models_in)
                 secs, counts = self.evaluate_one(model, job.wildcards["task"],
@@ -392,7 +392,7 @@ class Projector:
             out["work_s"] = len(models_in) * secs
             for key, v in counts.items():
                 out[key] += len(models_in) * v
-        elif r == "fisher":  # a forward and a backward pass per row
+        elif r == "diagonal_fisher":  # a forward and a backward pass per row
             s = self.sizes.task(model, job.wildcards["task"])
             rows = int(job.wildcards["rows"])
             tokens = rows * s["tokens"]["train"] / max(s["rows"]["train"], 1)

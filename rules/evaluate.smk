@@ -82,13 +82,13 @@ rule validate_runs:
         json=P.validation_params,
         judge=P.judge_arg,
         candidates=P.candidate_args,
-    threads: P.threads("evaluate")
+    threads: P.threads("validate_runs")
     log:
         "results/logs/validate/{model}/{task}/{scheme}/epoch{epoch}/runs.log",
     benchmark:
         "results/benchmarks/validate_runs/{model}/{task}/{scheme}/epoch{epoch}/runs.tsv"
     resources:
-        **P.resources("evaluate"),
+        **P.resources("validate_runs"),
     conda:
         "../envs/evaluate.yaml"
     shell:

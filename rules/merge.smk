@@ -58,11 +58,11 @@ ruleorder: merge_seeds > merge
 
 
 # Greedy soup merges and evaluates candidate soups on the validation split, on the
-# evaluation stage's resources (a GPU at paper scale): the merge rule with those.
-use rule merge as greedy_soup with:
+# evaluation stage's resources (a GPU at paper scale), with its own script.
+rule merge_soup:
     input:
         unpack(lambda w: P.merge_inputs(w, "greedy-soup")),
-        script=P.script("merge.py"),
+        script=P.script("greedy_soup.py"),
     output:
         directory("results/merged/{model}/{task}/{scheme}/epoch{epoch}/greedy-soup"),
     params:
@@ -70,22 +70,27 @@ use rule merge as greedy_soup with:
         json=lambda w: P.merge_params(w, "greedy-soup"),
         entry=lambda w: P.method_entry(w, "greedy-soup"),
         targets=lambda w, output: f"--method-id greedy-soup --out-dir {output}",
-    threads: P.threads("evaluate")
+    threads: P.threads("merge_soup")
     log:
         "results/logs/merge/{model}/{task}/{scheme}/epoch{epoch}/greedy-soup.log",
     benchmark:
-        "results/benchmarks/greedy_soup/{model}/{task}/{scheme}/epoch{epoch}/greedy-soup.tsv"
+        "results/benchmarks/merge_soup/{model}/{task}/{scheme}/epoch{epoch}/greedy-soup.tsv"
     resources:
-        **P.resources("evaluate"),
+        **P.resources("merge_soup"),
+    conda:
+        "../envs/evaluate.yaml"
+    shell:
+        "{PY} {input.script} --rule {rule} --threads {threads} {params.targets} {params.base}"
+        " --params {params.json:q} {input.sub_models} > {log} 2>&1"
 
 
-ruleorder: greedy_soup > merge
+ruleorder: merge_soup > merge
 
 
 # Fisher merging's data: one run's diagonal Fisher at one epoch over the first {rows}
 # training rows (ordermerge/fisher_info.py), computed once and read by every Fisher merge
 # of that run's epoch with that many rows.
-rule fisher:
+rule diagonal_fisher:
     input:
         model=lambda w: P.sft_dir(w.model, w.task, w.scheme, w.run, w.epoch),
         train=lambda w: P.data(w.task, "train"),
@@ -97,13 +102,13 @@ rule fisher:
         rows=r"\d+",
     params:
         json=P.fisher_params,
-    threads: P.threads("evaluate")
+    threads: P.threads("diagonal_fisher")
     log:
         "results/logs/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}.log",
     benchmark:
-        "results/benchmarks/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}.tsv"
+        "results/benchmarks/diagonal_fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}.tsv"
     resources:
-        **P.resources("evaluate"),
+        **P.resources("diagonal_fisher"),
     conda:
         "../envs/train.yaml"
     shell:

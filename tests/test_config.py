@@ -80,14 +80,19 @@ def test_config_overrides_change_the_plan(project):
     # two tasks (gsm8k, sst2), gsm8k under fix-batch orders too (Table 4), and the second
     # decoder on sst2 (Table 2; the orders are the task's)
     assert len(jobs["sft"]) == 4 * 3 and len(jobs["order"]) == 3 * 3
-    # 2 tasks x 2 epochs x (3 sub-models + avg + 2 select + 2 resample + ties), and Table 4's
-    # fix-batch runs and resample merges at the report epoch, and Table 2's second decoder
-    # (3 runs, 2 selection seeds): the K runs in one job, a method's 2 seeds in one job
+    # 2 tasks x 2 epochs x (3 sub-models + avg + 2 select + 2 resample + model stock +
+    # fisher + greedy soup + ties), and Table 4's fix-batch runs and resample merges at the
+    # report epoch, and Table 2's second decoder (3 runs, 2 selection seeds): the K runs in
+    # one job, a method's 2 seeds in one job
     runs, seeds, single = jobs["evaluate_runs"], jobs["evaluate_seeds"], jobs["evaluate"]
     assert len(runs) == 2 * 2 + 1 + 1 and all(p.endswith("/sft/run0.json") for p in runs)
     assert len(seeds) == 2 * 2 * 2 + 1 + 1 and all(p.endswith("-s0.json") for p in seeds)
-    assert len(single) == 2 * 2 * 2 and all("/merged/" in p for p in single)
-    assert 3 * len(runs) + 2 * len(seeds) + len(single) == 2 * 2 * (3 + 1 + 2 + 2 + 1) + 3 + 2 + 3 + 2
+    assert len(single) == 2 * 2 * 5 and all("/merged/" in p for p in single)
+    assert 3 * len(runs) + 2 * len(seeds) + len(single) == 2 * 2 * (3 + 1 + 2 + 2 + 4) + 3 + 2 + 3 + 2
+    # Fisher merging's data: each run's Fisher per task and epoch; greedy soup's: the runs'
+    # validation records, K per job
+    assert len(jobs["diagonal_fisher"]) == 2 * 2 * 3 and len(jobs["merge_soup"]) == 2 * 2
+    assert len(jobs["validate_runs"]) == 2 * 2
     # the group: 3 merges, each evaluated on both tasks in one job
     assert len(jobs["multitask_merge"]) == 3 and len(jobs["evaluate_multitask_pair"]) == 3
     assert all(p.startswith("results/eval/multitask/pair/gsm8k/") for p in jobs["evaluate_multitask_pair"])

@@ -27,7 +27,7 @@ def test_the_id_and_the_entry():
     assert method_id("fisher") == "fisher-n32" and method_id("fisher", rows=8) == "fisher-n8"
     assert parse_method_id("fisher-n64") == ("fisher", {"rows": 64})
     m = METHODS["fisher"]
-    assert m.data == "fisher" and not m.needs_base and m.min_models == 2 and m.label == "Fisher"
+    assert m.data == "diagonal_fisher" and not m.needs_base and m.min_models == 2 and m.label == "Fisher"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -53,7 +53,7 @@ def test_the_merge_is_the_fisher_weighted_mean(tmp_path, dtype):
         fallbacks += int((den == 0).sum())
     assert fallbacks > 0  # elements without Fisher took the average
     recipe = json.loads((tmp_path / "m" / "merge.json").read_text())
-    assert recipe["fisher"] == [str(f) for f in fs]
+    assert recipe["diagonal_fisher"] == [str(f) for f in fs]
 
 
 def test_the_limits(tmp_path):

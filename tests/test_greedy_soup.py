@@ -43,7 +43,7 @@ def test_the_entry():
     assert method_id("greedy_soup") == "greedy-soup"
     assert parse_method_id("greedy-soup") == ("greedy_soup", {})
     m = METHODS["greedy_soup"]
-    assert m.data == "validation" and m.label == "greedy soup" and not m.random
+    assert m.data == "validation_records" and m.label == "greedy soup" and not m.random
 
 
 def test_validation_records_must_be_of_their_runs(tmp_path):

@@ -22,13 +22,15 @@ def layer(tmp_path, text: str) -> Path:
 
 
 def test_the_paper_config_plans_every_table1_evaluation():
-    """15 tasks x (20 runs + the merges: average, 5 seeds of selection, 5 of resample)."""
+    """15 tasks x (20 runs + the merges: average, 5 seeds of selection, 5 of resample, and
+    Model Stock, Fisher merging and greedy soup)."""
     p = Plan(load(ROOT / "config/paper.yaml"))
     assert len(p.tasks) == 15 and p.runs == list(range(20)) and p.seeds == [0, 1, 2, 3, 4]
     ids = p.method_ids("gsm8k")
-    assert ids[0] == "avg" and len(ids) == 11 and sum(i.startswith("select-") for i in ids) == 5
+    assert ids[0] == "avg" and len(ids) == 14 and sum(i.startswith("select-") for i in ids) == 5
+    assert ids[-3:] == ["model-stock", "fisher-n256", "greedy-soup"]
     records = [path for _, path in p.table_records("1")]
-    assert len(records) == len(set(records)) == 15 * 31
+    assert len(records) == len(set(records)) == 15 * 34
     gsm = [r for r in records if "/gsm8k/" in r]
     assert gsm[0] == "results/eval/llama-2-7b/gsm8k/shuffle/epoch3/sft/run0.json"
     # every record the tables read is a target or made for a table the default target asks for
@@ -135,6 +137,7 @@ def test_the_closure_follows_relative_imports_packages_and_function_level_import
 def test_every_script_a_rule_runs_is_found_in_the_rules():
     scripts = rule_scripts()
     assert scripts["merge_seeds"] == scripts["merge"] == "merge.py"
+    assert scripts["merge_soup"] == "greedy_soup.py"  # `use rule merge` with its own script
     assert scripts["evaluate_runs"] == "evaluate.py" and scripts["figure{N}"] == "figure.py"
     assert scripts["evaluate_multitask_{GROUP}"] == "evaluate.py" and scripts["table{N}"] == "table.py"
     assert set(scripts.values()) == {p.name for p in (ROOT / "scripts").glob("*.py")}

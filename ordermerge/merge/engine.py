@@ -185,27 +185,27 @@ def _open_aux(m: Method, aux, subs: list[Checkpoint]) -> list[Checkpoint]:
     directory of float32 tensors per sub-model, the sub-models' float tensors by name and
     shape). Greedy soup's validation records are read before the merge (greedy_soup.build),
     not here."""
-    if m.data != "fisher":
+    if m.data != "diagonal_fisher":
         if aux:
             raise MergeError(f"{m.name} reads no per-sub-model data, but some was given "
                              f"({aux[0]}, ...)")
         return []
     if aux is None or len(aux) != len(subs):
-        raise MergeError(f"{m.name} needs --{m.data} with one file per sub-model "
+        raise MergeError(f"{m.name} needs --fisher with one file per sub-model "
                          f"({len(subs)}), got {0 if aux is None else len(aux)}")
     try:
         out = [Checkpoint(p) for p in aux]
     except CheckpointError as e:
-        raise MergeError(f"--{m.data}: {e}") from None
+        raise MergeError(f"--fisher: {e}") from None
     for a, sub in zip(out, subs):
         for name, t in sub.tensors.items():
             if not t.is_float:
                 continue
             u = a.tensors.get(name)
             if u is None:
-                raise MergeError(f"--{m.data} {a.path}: no tensor {name!r} (sub-model {sub.path} has it)")
+                raise MergeError(f"--fisher {a.path}: no tensor {name!r} (sub-model {sub.path} has it)")
             if tuple(u.shape) != tuple(t.shape) or u.dtype != "F32":
-                raise MergeError(f"--{m.data} {a.path}: tensor {name!r} is {list(u.shape)} {u.dtype}, "
+                raise MergeError(f"--fisher {a.path}: tensor {name!r} is {list(u.shape)} {u.dtype}, "
                                  f"expected {list(t.shape)} F32 (as {sub.path})")
     return out
 

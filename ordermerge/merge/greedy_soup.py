@@ -86,7 +86,9 @@ def build(sub_models: list, records: list, task_name: str, validation: Path, cfg
         def soup_score(members: list[int]) -> float:
             d = Path(tmp) / "-".join(map(str, members))
             d.mkdir()
-            merge_into(d, "average", [sub_models[i] for i in members])
+            # this method with uniform weights: the uniform average of the members
+            merge_into(d, "greedy_soup", [sub_models[i] for i in members],
+                       weights=[1.0 / len(members)] * len(members))
             rec = evaluate_model(task, d, rows, cfg, name="soup", vllm=vllm)
             log(f"greedy soup: runs {members} score {rec['score']:.4f} on {len(rows)} "
                 f"validation rows")

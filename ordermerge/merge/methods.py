@@ -239,12 +239,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "theta = sum_i w_i F_i theta_i / sum_i w_i F_i per element, F_i run i's diagonal Fisher "
            "(mean squared gradient of the log-likelihood over n training rows; Matena and Raffel 2022); "
            "the weighted average where every F_i is 0",
-           (FISHER_ROWS,), min_models=2, data="fisher", temp_bytes=4 * 4),
+           (FISHER_ROWS,), min_models=2, data="diagonal_fisher", temp_bytes=4 * 4),
     Method("greedy_soup", "greedy-soup", "greedy soup", "greedy_soup",
            "runs by validation score, best first; each added to the soup if the uniform average "
            "does not score lower on the validation split (Wortsman et al. 2022); theta = the "
            "uniform average of the runs kept",
-           min_models=2, data="validation", temp_bytes=3 * 4),
+           min_models=2, data="validation_records", temp_bytes=3 * 4),
     Method("task_arithmetic", "task-arithmetic", "task-arithmetic", "task_arithmetic",
            "theta_base + lambda sum_i w_i tau_i", (LAMBDA,), needs_base=True, weights="task", fused_tv_mode=0),
     Method("ties", "ties", "TIES", "ties",
