@@ -84,7 +84,7 @@ rule validate_runs:
         candidates=P.candidate_args,
     threads: P.threads("validate_runs")
     log:
-        "results/logs/validate/{model}/{task}/{scheme}/epoch{epoch}/runs.log",
+        "results/logs/validate_runs/{model}/{task}/{scheme}/epoch{epoch}/runs.log",
     benchmark:
         "results/benchmarks/validate_runs/{model}/{task}/{scheme}/epoch{epoch}/runs.tsv"
     resources:

@@ -72,7 +72,7 @@ rule merge_soup:
         targets=lambda w, output: f"--method-id greedy-soup --out-dir {output}",
     threads: P.threads("merge_soup")
     log:
-        "results/logs/merge/{model}/{task}/{scheme}/epoch{epoch}/greedy-soup.log",
+        "results/logs/merge_soup/{model}/{task}/{scheme}/epoch{epoch}/greedy-soup.log",
     benchmark:
         "results/benchmarks/merge_soup/{model}/{task}/{scheme}/epoch{epoch}/greedy-soup.tsv"
     resources:
@@ -104,7 +104,7 @@ rule diagonal_fisher:
         json=P.fisher_params,
     threads: P.threads("diagonal_fisher")
     log:
-        "results/logs/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}.log",
+        "results/logs/diagonal_fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}.log",
     benchmark:
         "results/benchmarks/diagonal_fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}.tsv"
     resources:

@@ -239,3 +239,17 @@ def test_the_preflight_gives_vllm_its_share_of_the_gpu_and_one_sequence():
     with pytest.raises(PlanError, match=r"evaluate of llama-2-7b on alpaca .* over "
                                         r"resources.evaluate.gpu_mem_gb = 48: lower evaluate.batch_size"):
         Plan(paper)
+
+
+def test_every_log_path_mirrors_its_benchmark_path():
+    """The cost table finds a warm-forked job's CPU time in its log by the benchmark's path
+    (report/cost.py job_log): each rule's log is its benchmark under results/logs/."""
+    checked = 0
+    for file, name, _, body in rule_blocks():
+        logs = re.findall(r'log:\s*\n\s*"(results/logs/[^"]+)"', body)
+        marks = re.findall(r'benchmark:\s*\n\s*"(results/benchmarks/[^"]+)"', body)
+        if logs and marks:
+            want = marks[0].replace("results/benchmarks/", "results/logs/", 1).removesuffix(".tsv") + ".log"
+            assert logs[0] == want, f"{file}: rule {name}: log {logs[0]} for benchmark {marks[0]}"
+            checked += 1
+    assert checked >= 15
