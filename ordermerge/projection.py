@@ -400,6 +400,7 @@ class Projector:
             out["work_s"] = (6 * self.sizes.model(model)["params"] * tokens
                              / self.cal["train_flops_per_s"] + self.io_s(model, 1))
             out["written_bytes"] = self.sizes.model(model)["params"] * 4
+            out["temporary_bytes"] = out["written_bytes"]  # temp() with the checkpoints
         elif r in ("multitask_align", "multitask_merge"):
             group = job.wildcards["group"]
             model = self.plan.model  # a group merges models of the primary decoder's shape

@@ -96,7 +96,9 @@ rule diagonal_fisher:
         train=lambda w: P.data(w.task, "train"),
         **P.script_inputs("fisher.py"),
     output:
-        directory("results/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}"),
+        # float32, the model's size (27 GB for a 7B): deleted with the temporary checkpoints
+        (temp if config["sft"]["temporary_checkpoints"] else lambda d: d)(
+            directory("results/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}")),
     wildcard_constraints:
         run=r"\d+",
         rows=r"\d+",
