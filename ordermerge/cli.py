@@ -139,7 +139,8 @@ def merge_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Merge K sub-models: the paper's weighted average, parameter selection and "
                     "selection with resampling (Ju et al. 2024), Model Stock, Fisher merging "
-                    "(--fisher), and the task-vector baselines. Greedy soup runs in the workflow.",
+                    "(--fisher), greedy soup (--validation, --validation-split, --task) and the "
+                    "task-vector baselines.",
         epilog="methods (name, id with default settings, formula):\n" + methods
                + "\n\n--method takes a name (settings from the flags) or an id (settings from it).")
     p.add_argument("--method", required=True, metavar="NAME|ID",
@@ -147,7 +148,18 @@ def merge_parser(sub) -> None:
     p.add_argument("--base", help="base model directory (needed by resample and the task-vector methods)")
     p.add_argument("--fisher", nargs="+", metavar="DIR",
                    help="fisher: each input's diagonal Fisher (a directory of float32 tensors "
-                        "named as the input's, e.g. from the workflow's fisher rule), in input order")
+                        "named as the input's, e.g. from the workflow's diagonal_fisher rule), in "
+                        "input order")
+    p.add_argument("--validation", nargs="+", metavar="RECORD",
+                   help="greedy_soup: each input's evaluation record on the validation split "
+                        "(the workflow's validate_runs), in input order")
+    p.add_argument("--validation-split", metavar="JSONL",
+                   help="greedy_soup: the validation rows the candidate soups are evaluated on")
+    p.add_argument("--task", help="greedy_soup: the task (a registry name) of the runs")
+    p.add_argument("--evaluate", type=json.loads, default={}, metavar="JSON",
+                   help="greedy_soup: the task's evaluate settings as in the config, e.g. "
+                        "'{\"max_new_tokens\": 40, \"batch_size\": 64}' (schema defaults for the rest; "
+                        "they must be those of the validation records)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--weights", type=float_list, metavar="W1,...,WK",
                    help="average weights (sum 1) or task-vector weights (default 1 each), one per "
@@ -175,6 +187,46 @@ def merge_parser(sub) -> None:
                         "is removed.")
     p.add_argument("-o", "--out", required=True, help="output model directory")
     p.add_argument("inputs", nargs="+", help="the K sub-model directories")
+
+
+def merge_soup(args, fail) -> int:
+    """ordermerge merge --method greedy_soup: the candidates merged and evaluated on the
+    validation split with the task's evaluate settings, then the soup written."""
+    if not (args.validation and args.validation_split and args.task):
+        return fail("greedy_soup needs --validation (one record per input), --validation-split "
+                    "and --task")
+    if Path(args.out).exists() and not args.overwrite:
+        return fail(f"{args.out} already exists (pass --overwrite to replace a previous merge)")
+    if args.weights or args.probs or args.base or args.fisher:
+        return fail("greedy_soup takes no --weights, --probs, --base or --fisher (it averages "
+                    "the runs it keeps uniformly)")
+    from .data.registry import get_task
+    from .merge.engine import MergeError
+    from .merge.greedy_soup import build
+    from .schema import fill_defaults, schema
+    from .utils import InputError
+    try:
+        get_task(args.task)
+    except KeyError as e:
+        return fail(f"--task: {e.args[0]}")
+    full = schema()
+    cfg = {"tasks": {args.task: {"evaluate": dict(args.evaluate)}}}
+    fill_defaults(cfg, full)
+    ev = cfg["tasks"][args.task]["evaluate"]
+    # an encoder task's inputs are cut at the train max_length: the schema's default
+    max_length = full["$defs"]["train"]["properties"]["max_length"]["default"]
+    settings = ev | {"backend": ev.get("backend") or cfg["evaluate"]["backend"],
+                     "vllm": cfg["evaluate"]["vllm"], "kind": "soup", "epoch": 0,
+                     "scheme": "cli", "model": "cli", "max_length": max_length}
+    try:
+        recipe = build(args.inputs, args.validation, args.task, Path(args.validation_split),
+                       settings, Path(args.out), threads=args.threads,
+                       log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (MergeError, InputError) as e:
+        return fail(str(e))
+    print(json.dumps({k: recipe[k] for k in ("method_id", "stats", "wall_s", "shards")}
+                     | {"kept": recipe["soup"]["kept"]}))
+    return 0
 
 
 def run_merge(args) -> int:
@@ -210,10 +262,10 @@ def run_merge(args) -> int:
             return fail(f"--{n} is not a setting of {name} (its settings: "
                         f"{', '.join(s.name for s in m.settings) or 'none'})")
     if m.data == "validation_records":
-        return fail(f"{name} merges and evaluates candidate soups on the task's validation "
-                    "split, so it runs in the workflow (its merge rule, after validate_runs) or "
-                    "through scripts/greedy_soup.py --validation RECORD... --validation-split FILE; "
-                    "the average of chosen runs alone is --method average --weights")
+        return merge_soup(args, fail)
+    if args.validation or args.validation_split or args.task:
+        return fail(f"--validation, --validation-split and --task are greedy_soup's; {name} "
+                    "reads no validation records")
     if m.weights == "probabilities" and args.weights:
         return fail(f"--weights is for average and the task-vector methods; {name} takes --probs")
     if m.weights != "probabilities" and args.probs:

@@ -75,3 +75,48 @@ def test_the_final_soup_is_the_uniform_average_of_the_kept_runs(tmp_path):
     recipe = json.loads((tmp_path / "soup" / "merge.json").read_text())
     assert recipe["method_id"] == "greedy-soup" and recipe["soup"] == {"kept": [0, 2]}
     assert recipe["weights"] == [0.5, 0.0, 0.5] and len(recipe["sub_models"]) == 3
+
+
+def test_the_command_line_makes_a_soup_from_validation_records(tmp_path, capsys):
+    """ordermerge merge --method greedy_soup on three tiny Llamas: the runs' validation
+    records (made by the evaluate code), the candidates evaluated on the same rows."""
+    from ordermerge.cli import main
+    from ordermerge.data.prepare import prepare
+    from ordermerge.data.registry import get_task
+    from ordermerge.evaluate.run import evaluate_model, write_evaluation
+    from ordermerge.models import build_tiny, train_tokenizer
+    from ordermerge.utils import write_jsonl
+    task = get_task("gsm8k")
+    data = prepare("gsm8k", {"source": "toy", "n_train": 40, "n_validation": 6, "n_test": 1},
+                   seed=0, config_key="test")
+    val = tmp_path / "validation.jsonl"
+    write_jsonl(val, data["validation"])
+    tok = train_tokenizer([task.prompt(r) + " " + task.target(r) for r in data["train"]], 300)
+    arch = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 256, "tie_word_embeddings": False}
+    runs, records = [], []
+    cfg = {"max_new_tokens": 8, "batch_size": 8, "choice_scoring": "loglik", "backend": "hf",
+           "kind": "sft", "epoch": 1, "scheme": "shuffle", "model": "tiny", "max_length": 128}
+    for seed in range(3):
+        d = tmp_path / f"run{seed}"
+        build_tiny(arch, tok, seed=seed).save_pretrained(d)
+        tok.save_pretrained(d)
+        rec = tmp_path / f"run{seed}.json"
+        write_evaluation(rec, evaluate_model(task, d, data["validation"], cfg, name=f"run{seed}"))
+        runs.append(d)
+        records.append(rec)
+    out = tmp_path / "soup"
+    assert main(["merge", "--method", "greedy_soup", "--task", "gsm8k", "--validation",
+                 *map(str, records), "--validation-split", str(val), "--evaluate",
+                 json.dumps({"max_new_tokens": 8, "batch_size": 8}), "-o", str(out),
+                 *map(str, runs)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    recipe = json.loads((out / "merge.json").read_text())
+    soup = recipe["soup"]
+    assert printed["kept"] == soup["kept"] and recipe["method_id"] == "greedy-soup"
+    scores = [json.loads(r.read_text())["score"] for r in records]
+    assert soup["validation_scores"] == scores and len(soup["steps"]) == 3
+    assert [s["run"] for s in soup["steps"]] == sorted(range(3), key=lambda i: (-scores[i], i))
+    assert recipe["weights"] == [1 / len(soup["kept"]) if i in soup["kept"] else 0.0 for i in range(3)]
+    assert main(["merge", "--method", "greedy_soup", "-o", str(tmp_path / "x"), *map(str, runs)]) == 2
+    assert "greedy_soup needs --validation" in capsys.readouterr().err
