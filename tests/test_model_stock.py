@@ -3,12 +3,11 @@ a float64 reference of the formula, at its limits (orthogonal, parallel and oppo
 vectors), and the same bytes whatever the chunking."""
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from ordermerge.merge.engine import merge
 from ordermerge.merge.methods import METHODS, method_id, parse_method_id
 from ordermerge.merge.model_stock import interpolation_ratio
-from test_taskvec import _tiny_llama, load, make
+from test_taskvec import load, make, mergekit_merge, tiny_llama_runs
 
 
 def reference(base: dict, subs: list[dict]) -> dict:
@@ -74,23 +73,10 @@ def test_against_mergekit_on_float32_checkpoints(tmp_path):
     """Equal within float32 rounding: t's float64 accumulation (ours) against one float32
     reduction (mergekit) moves at most the last bits."""
     pytest.importorskip("mergekit")
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
-    base_sd = _tiny_llama(tmp_path / "base", 0)
-    subs = []
-    for i in range(4):
-        _tiny_llama(tmp_path / f"s{i}", 1 + i, base=base_sd)
-        subs.append(tmp_path / f"s{i}")
-    cfg = MergeConfiguration.model_validate({
-        "merge_method": "model_stock", "base_model": str(tmp_path / "base"), "dtype": "float32",
-        "models": [{"model": str(s)} for s in subs]})
-    run_merge(cfg, str(tmp_path / "mk"), options=MergeOptions(copy_tokenizer=False, quiet=True,
-                                                              write_model_card=False))
+    base_sd, subs = tiny_llama_runs(tmp_path, 4)
+    theirs = mergekit_merge({"merge_method": "model_stock", "base_model": str(tmp_path / "base"),
+                             "models": [{"model": str(s)} for s in subs]}, tmp_path / "mk")
     merge("model_stock", subs, tmp_path / "om", base=tmp_path / "base")
-    theirs = {}
-    for f in (tmp_path / "mk").glob("*.safetensors"):
-        theirs.update(load_file(str(f)))
     ours = load(tmp_path / "om")
     assert set(ours) == set(theirs)
     worst = 0

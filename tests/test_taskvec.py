@@ -2,6 +2,7 @@
 each against an independent in-memory reference, mergekit where it is installed, the
 exact streaming top-k, DARE's statistics, and byte invariance to chunking."""
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -296,32 +297,44 @@ def _tiny_llama(path, seed, base=None, step=0.02):
     return {n: t.detach().clone() for n, t in model.state_dict().items()}
 
 
+def tiny_llama_runs(tmp_path, k: int):
+    """A float32 tiny-Llama base (tmp_path/base) and k runs moved from it; (base state, runs)."""
+    base_sd = _tiny_llama(tmp_path / "base", 0)
+    subs = []
+    for i in range(k):
+        _tiny_llama(tmp_path / f"s{i}", 1 + i, base=base_sd)
+        subs.append(tmp_path / f"s{i}")
+    return base_sd, subs
+
+
+def mergekit_merge(spec: dict, out) -> dict:
+    """mergekit's merge of the config `spec` (float32) into `out`: its tensors by name."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+    run_merge(MergeConfiguration.model_validate({"dtype": "float32", **spec}), str(out),
+              options=MergeOptions(copy_tokenizer=False, quiet=True, write_model_card=False))
+    tensors = {}
+    for f in Path(out).glob("*.safetensors"):
+        tensors.update(load_file(str(f)))
+    return tensors
+
+
 @pytest.mark.parametrize("ours,theirs,params", [
     ("task_arithmetic", "task_arithmetic", {"lambda": 0.6}),
     ("ties", "ties", {"density": 0.3, "lambda": 1.0}),
 ])
 def test_against_mergekit_on_float32_checkpoints(tmp_path, ours, theirs, params):
     pytest.importorskip("mergekit")
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
-    base_sd = _tiny_llama(tmp_path / "base", 0)
-    subs = []
-    for i in range(3):
-        _tiny_llama(tmp_path / f"s{i}", 1 + i, base=base_sd)
-        subs.append(tmp_path / f"s{i}")
+    _, subs = tiny_llama_runs(tmp_path, 3)
     w = [1.0, 0.5, 0.8]
     mk_params = {"weight": None, **({"density": params["density"]} if "density" in params else {})}
-    cfg = MergeConfiguration.model_validate({
-        "merge_method": theirs, "base_model": str(tmp_path / "base"), "dtype": "float32",
+    theirs_t = mergekit_merge({
+        "merge_method": theirs, "base_model": str(tmp_path / "base"),
         "parameters": {"lambda": params["lambda"]},
-        "models": [{"model": str(s), "parameters": {**mk_params, "weight": wi}} for s, wi in zip(subs, w)]})
-    run_merge(cfg, str(tmp_path / "mk"), options=MergeOptions(copy_tokenizer=False, quiet=True,
-                                                              write_model_card=False))
+        "models": [{"model": str(s), "parameters": {**mk_params, "weight": wi}} for s, wi in zip(subs, w)]},
+        tmp_path / "mk")
     merge(ours, subs, tmp_path / "om", base=tmp_path / "base", weights=w, **params)
-    theirs_t = {}
-    for f in (tmp_path / "mk").glob("*.safetensors"):
-        theirs_t.update(load_file(str(f)))
     ours_t = load(tmp_path / "om")
     assert set(ours_t) == set(theirs_t)
     for n in ours_t:
