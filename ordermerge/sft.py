@@ -516,6 +516,13 @@ def train_from_args(args, params: dict, rule: str, log) -> dict | None:
     """One SFT run from the parsed `add_arguments`; returns the summary on the main process."""
     run = load_run(args.task, args.base, args.data_dir, args.order, args.out_dir, params, rule, log)
     summary = run.run()
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        # every process past its last collective, then the group torn down here: left to
+        # interpreter exit, gloo's threads can abort a finished run ("terminate called
+        # without an active exception", seen once in CI on a loaded 2-core machine)
+        dist.barrier()
+        dist.destroy_process_group()
     if summary is not None:
         last = summary["history"][-1]["validation_loss"] if summary["history"] else None
         log(f"done: {summary['steps']} steps, {summary['tokens_per_s']:.0f} tokens/s"
