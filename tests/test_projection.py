@@ -112,8 +112,12 @@ def test_the_paper_grid_is_projected_job_by_job(paper):
     assert table.loc["stage: sft", "gpu_h"] == pytest.approx(sft["gpu_h"].sum())
     assert "gsm8k: task entry stats (measured" in out and "| total |" in out
     assert "with them kept" in out and math.isfinite(table.loc["total", "written_gb"])
-    # disk: every sub-model checkpoint is what temporary_checkpoints removes
-    assert jobs["temporary_bytes"].sum() == sft["written_bytes"].sum()
+    # disk: every sub-model checkpoint and every run's Fisher (float32, 4 bytes a parameter)
+    # is what temporary_checkpoints removes
+    fisher = jobs[jobs["job_rule"] == "diagonal_fisher"]
+    llama = fisher[fisher["path"].str.startswith("diagonal_fisher/llama-2-7b/")]
+    assert len(fisher) == 15 * k * 3 and len(llama) > 0 and (llama["written_bytes"] == 4 * n).all()
+    assert jobs["temporary_bytes"].sum() == sft["written_bytes"].sum() + fisher["written_bytes"].sum()
     assert k == 20
 
 
