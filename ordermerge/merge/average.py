@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .rounding import to_output
+
 
 def merge_chunk(sub_models: torch.Tensor | list[torch.Tensor], weights: list[float],
                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -25,12 +27,7 @@ def merge_chunk(sub_models: torch.Tensor | list[torch.Tensor], weights: list[flo
         for w, t in zip(weights[1:], sub_models[1:]):
             torch.mul(t.to(torch.float32), w, out=tmp)
             acc.add_(tmp)
-    out = acc.to(out_dtype or sub_models[0].dtype)
-    # NaN payloads differ between conversion kernels: write the positive quiet NaN
-    nan = out.isnan()
-    if bool(nan.any()):
-        out.masked_fill_(nan, float("nan"))
-    return out
+    return to_output(acc, out_dtype or sub_models[0].dtype)
 
 
 def run(c):

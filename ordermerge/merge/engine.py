@@ -181,7 +181,7 @@ class _Plan:
 
 
 def _open_aux(m: Method, aux, subs: list[Checkpoint]) -> list[Checkpoint]:
-    """The per-sub-model data files a method reads (Method.data "fisher": one checkpoint
+    """The per-sub-model data files a method reads (Method.data "diagonal_fisher": one checkpoint
     directory of float32 tensors per sub-model, the sub-models' float tensors by name and
     shape). Greedy soup's validation records are read before the merge (greedy_soup.build),
     not here."""
@@ -415,7 +415,7 @@ def _finish(plan: _Plan, out_dir: Path, sources: list[Path], inputs, base, dtype
         "settings": plan.settings,
         "sub_models": [str(p) for p in inputs],
         "base": str(base) if base is not None else None,
-        **({m.data: [str(a.path) for a in plan.aux]} if m.data else {}),
+        **({m.data: [str(a.path) for a in plan.aux]} if plan.aux else {}),
         "weights" if m.weights != "probabilities" else "probabilities": plan.weights,
         "seed": plan.settings.get("seed"),
         "rounds": plan.settings.get("rounds"),

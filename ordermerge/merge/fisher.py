@@ -4,7 +4,7 @@
 
 per element j, with F_i run i's diagonal Fisher information, estimated by
 ordermerge/fisher_info.py (the mean over n training rows of the squared gradient of the
-row's log-likelihood; the workflow's `fisher` rule, one file per run). Where every F_ij is 0
+row's log-likelihood; the workflow's `diagonal_fisher` rule, one file per run). Where every F_ij is 0
 (a parameter no row's gradient reaches, e.g. the embedding of an unused token), the
 element is the weighted average. With equal F_i it is the weighted average, up to float32
 rounding (tests/test_fisher.py).
@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from .average import merge_chunk as weighted_average
+from .rounding import to_output
 
 
 def run(c):
@@ -30,8 +31,4 @@ def run(c):
     fallback = weighted_average(c.subs, c.weights, torch.float32)
     positive = den > 0
     out = torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), fallback)
-    out = out.to(c.out_dtype)
-    nan = out.isnan()
-    if bool(nan.any()):
-        out.masked_fill_(nan, float("nan"))
-    return out, {"fisher_zero": int((~positive).sum())}
+    return to_output(out, c.out_dtype), {"fisher_zero": int((~positive).sum())}

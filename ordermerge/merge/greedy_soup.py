@@ -20,12 +20,9 @@ import json
 from pathlib import Path
 
 from ..utils import InputError
-from .average import merge_chunk
+from .average import run as average_run
 
-
-def run(c):
-    """The final soup: the weighted average (weights 1/|soup| on the kept runs, 0 else)."""
-    return merge_chunk(c.subs, c.weights, c.out_dtype), {}
+run = average_run  # the soup: the weighted average, weights 1/|soup| on the kept runs, 0 else
 
 
 def greedy(scores: list[float], soup_score) -> tuple[list[int], list[dict]]:

@@ -130,9 +130,10 @@ class Method:
     # the fused task-vector kernel's mode (fused_tv.py: 0 task arithmetic, 1 TIES, 2 DARE,
     # 3 DARE-TIES), None where the method has no such kernel
     fused_tv_mode: int | None = None
-    # per-sub-model data the method reads, made by a rule of its own: "fisher" (one float32
-    # checkpoint per sub-model, read by the engine beside it: `--fisher`), "validation"
-    # (each run's validation record: greedy soup evaluates candidate soups before merging)
+    # per-sub-model data the method reads, made by a rule of its own: "diagonal_fisher" (one
+    # float32 checkpoint per sub-model, read by the engine beside it: `--fisher`),
+    # "validation_records" (each run's validation record: greedy soup evaluates candidate
+    # soups before merging)
     data: str | None = None
     # the torch path's temporaries per chunk element beside its K inputs and outputs (the
     # memory budget's estimate, engine.bytes_per_element): fp32 accumulator, term and input

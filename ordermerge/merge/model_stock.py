@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from .average import merge_chunk as weighted_average
+from .rounding import to_output
 from .taskvec import tau_of
 
 BLOCK = 1 << 16  # elements per float64 block of prepare(): K x 64k x 8 bytes
@@ -55,9 +56,4 @@ def prepare(chunks, info, name: str, plan) -> float:
 def run(c):
     t = c.state
     avg = weighted_average(c.subs, c.weights, torch.float32)
-    mixed = avg.mul_(t).add_(c.base.to(torch.float32).mul(1.0 - t))
-    out = mixed.to(c.out_dtype)
-    nan = out.isnan()
-    if bool(nan.any()):
-        out.masked_fill_(nan, float("nan"))
-    return out, {}
+    return to_output(avg.mul_(t).add_(c.base.to(torch.float32).mul(1.0 - t)), c.out_dtype), {}

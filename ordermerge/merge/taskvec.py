@@ -19,6 +19,7 @@ import math
 import torch
 
 from . import rng
+from .rounding import to_output
 
 BITS = rng.BITS
 
@@ -70,11 +71,7 @@ def elect_and_mix(tau: torch.Tensor, weights: list[float], normalize: bool) -> t
 def finish(c, delta: torch.Tensor) -> torch.Tensor:
     """theta_base + lambda * delta in float32, rounded once to the output dtype; NaN as the
     positive quiet NaN (as the average writes it)."""
-    out = (c.base.to(torch.float32) + delta * f32([c.settings["lambda"]])[0]).to(c.out_dtype)
-    nan = out.isnan()
-    if bool(nan.any()):
-        out.masked_fill_(nan, float("nan"))
-    return out
+    return to_output(c.base.to(torch.float32) + delta * f32([c.settings["lambda"]])[0], c.out_dtype)
 
 
 def drop_cut(p: float) -> int:
