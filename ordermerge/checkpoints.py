@@ -7,16 +7,27 @@ import os
 from pathlib import Path
 
 
+def _require_checkpoint(path: str | os.PathLike) -> None:
+    if not Path(path, "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a checkpoint directory (no config.json)")
+
+
+def tokenizer_of(path: str | os.PathLike):
+    """The tokenizer of the checkpoint directory `path` (FileNotFoundError if it is none)."""
+    from transformers import AutoTokenizer
+    _require_checkpoint(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
 def load_for_task(task, path: str | os.PathLike, dtype=None):
     """(model, tokenizer) of a checkpoint of `task`'s family, in float32 unless `dtype`: a
     causal LM, or the encoder with the task's head."""
     import torch
-    from transformers import AutoTokenizer
     dtype = dtype or torch.float32
-    if not Path(path, "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a checkpoint directory (no config.json)")
     if task.family == "encoder":
         from .encoder import head_class
-        return head_class(task).from_pretrained(path, dtype=dtype), AutoTokenizer.from_pretrained(path)
+        tokenizer = tokenizer_of(path)
+        return head_class(task).from_pretrained(path, dtype=dtype), tokenizer
+    _require_checkpoint(path)
     from .models import load_model
     return load_model(path, dtype=dtype)

@@ -203,6 +203,7 @@ def merge_soup(args, fail) -> int:
     from .data.registry import get_task
     from .merge.engine import MergeError
     from .merge.greedy_soup import build
+    from .config import eval_section
     from .schema import fill_defaults, schema
     from .utils import InputError
     try:
@@ -212,12 +213,10 @@ def merge_soup(args, fail) -> int:
     full = schema()
     cfg = {"tasks": {args.task: {"evaluate": dict(args.evaluate)}}}
     fill_defaults(cfg, full)
-    ev = cfg["tasks"][args.task]["evaluate"]
     # an encoder task's inputs are cut at the train max_length: the schema's default
     max_length = full["$defs"]["train"]["properties"]["max_length"]["default"]
-    settings = ev | {"backend": ev.get("backend") or cfg["evaluate"]["backend"],
-                     "vllm": cfg["evaluate"]["vllm"], "kind": "soup", "epoch": 0,
-                     "scheme": "cli", "model": "cli", "max_length": max_length}
+    settings = eval_section(cfg, args.task) | {"kind": "soup", "epoch": 0, "scheme": "cli",
+                                               "model": "cli", "max_length": max_length}
     try:
         recipe = build(args.inputs, args.validation, args.task, Path(args.validation_split),
                        settings, Path(args.out), threads=args.threads,

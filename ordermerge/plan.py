@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from .codedeps import ROOT as LIB, closure
-from .config import model_specs
+from .config import eval_section, generating_backend, model_specs
 from .data.tasks import TASKS as REGISTRY
 from .memory import GIB, Shape, describe, generation_peak, sft_peak
 from .merge.methods import METHODS, expand as expand_methods, get as merge_method, parse_method_id
@@ -163,32 +163,33 @@ class Plan:
                            f"num_attention_heads, num_key_value_heads, vocab_size)")
                 continue
             for t in self.models[m]["tasks"]:
-                tr, ev = self.config["tasks"][t]["train"], self.eval_section(t)
+                tr, ev = self.config["tasks"][t]["train"], eval_section(self.config, t)
                 tokens = tr["micro_batch_tokens"] or tr["micro_batch_size"] * tr["max_length"]
                 # vLLM takes its share of the GPU and fills what the weights leave with KV
                 # cache: it needs room for one whole sequence; transformers for the batch
-                share = ev["vllm"]["gpu_memory_utilization"] if self.vllm_generates(t) else 1.0
-                eval_fix = ("raise evaluate.vllm.gpu_memory_utilization or shorten "
-                            "max_new_tokens" if share < 1.0 else "lower evaluate.batch_size")
+                vllm = generating_backend(self.config, t) == "vllm"
+                # stage: (estimate, share of the GPU it may take, what to change)
                 jobs = {"sft": (sft_peak(shape, micro_batch=1, seq_len=tokens, processes=processes,
                                          sharded=sharded,
                                          gradient_checkpointing=tr["gradient_checkpointing"]),
-                                "shard it (an FSDP sft.accelerate_config and sft.num_processes), "
-                                "or lower train.micro_batch_size / micro_batch_tokens"),
-                        "evaluate": (generation_peak(shape, batch=1 if share < 1.0 else ev["batch_size"],
+                                None, "shard it (an FSDP sft.accelerate_config and "
+                                "sft.num_processes), or lower train.micro_batch_size / "
+                                "micro_batch_tokens"),
+                        "evaluate": (generation_peak(shape, batch=1 if vllm else ev["batch_size"],
                                                      prompt_len=tr["max_length"],
                                                      new_tokens=ev.get("max_new_tokens") or 0,
                                                      dtype=self.models[m]["spec"]["dtype"]),
-                                     eval_fix)}
-                for stage, (est, fix) in jobs.items():
-                    limit = limits[stage] if stage == "sft" or limits[stage] is None \
-                        else limits[stage] * share
-                    if limit is not None and est["total"] > limit * GIB:
-                        said = (f"resources.{stage}.gpu_mem_gb = {limits[stage]}" if limit ==
-                                limits[stage] else f"evaluate.vllm.gpu_memory_utilization "
-                                f"{share} of resources.{stage}.gpu_mem_gb = {limits[stage]}")
-                        out.append(f"{stage} of {m} on {t} needs about {describe(est)}, over "
-                                   f"{said}: {fix}")
+                                     ev["vllm"]["gpu_memory_utilization"] if vllm else None,
+                                     "raise evaluate.vllm.gpu_memory_utilization or shorten "
+                                     "max_new_tokens" if vllm else "lower evaluate.batch_size")}
+                for stage, (est, share, fix) in jobs.items():
+                    if limits[stage] is None or est["total"] <= limits[stage] * (share or 1.0) * GIB:
+                        continue
+                    said = f"resources.{stage}.gpu_mem_gb = {limits[stage]}"
+                    if share is not None:
+                        said = f"evaluate.vllm.gpu_memory_utilization {share} of {said}"
+                    out.append(f"{stage} of {m} on {t} needs about {describe(est)}, over "
+                               f"{said}: {fix}")
         return out
 
     # ------------------------------------------------------------ scripts, code, resources
@@ -401,13 +402,14 @@ class Plan:
         code, the K runs, and the base where the method needs one."""
         mid = mid or wildcards.method
         name, settings = parse_method_id(mid)
-        soup = merge_method(name).data == "validation_records"
+        method = merge_method(name)
+        soup = method.data == "validation_records"
         out = {"lib": self.merge_code(mid, "greedy_soup.py" if soup else "merge.py"),
                "sub_models": self.sub_models(wildcards)}
-        if merge_method(name).needs_base:
+        if method.needs_base:
             out["base"] = self.start_model(wildcards)
         w = wildcards
-        if merge_method(name).data == "diagonal_fisher":
+        if method.data == "diagonal_fisher":
             out["fisher_dirs"] = [self.fisher_dir(w.model, w.task, w.scheme, r, w.epoch, settings["rows"])
                              for r in self.runs]
         if soup:
@@ -443,9 +445,9 @@ class Plan:
                                      wildcards.model))
 
     def eval_cfg(self, task, kind, epoch, scheme, model) -> dict:
-        """An evaluation's params: the task's evaluate section (eval_section) and what
+        """An evaluation's params: the task's evaluate section (config.eval_section) and what
         labels its records."""
-        return self.eval_section(task) | {
+        return eval_section(self.config, task) | {
             "kind": kind, "epoch": int(epoch), "scheme": scheme, "model": model,
             "max_length": self.config["tasks"][task]["train"]["max_length"]}
 
@@ -505,24 +507,6 @@ class Plan:
         provenance records."""
         records = [f"{self.eval_dir()}/{n}.json" for n in names]
         return {"records": records, "prov": [f"{r}.prov.json" for r in records]}
-
-    def eval_section(self, task) -> dict:
-        """A task's evaluate section with its generation backend resolved (the task's, else
-        evaluate.backend) and, for vllm, the engine settings: what its evaluations' params
-        carry, so that changing either reruns them."""
-        ev = self.config["tasks"][task]["evaluate"]
-        g = self.config["evaluate"]
-        backend = ev.get("backend") or g["backend"]
-        return ev | {"backend": backend} | ({"vllm": g["vllm"]} if backend == "vllm" else {})
-
-    def vllm_generates(self, task) -> bool:
-        """Whether `task`'s evaluations generate through vLLM (its backend is vllm and its
-        evaluator generates; log-likelihood scoring stays on transformers)."""
-        from .evaluate import get_evaluator
-        from .evaluate.handlers import generates
-        ev = self.eval_section(task)
-        return ev["backend"] == "vllm" and generates(get_evaluator(REGISTRY[task].evaluator),
-                                                     ev["choice_scoring"])
 
     def eval_params(self, wildcards) -> str:
         """An evaluation job's params: the task's evaluate section and what labels its

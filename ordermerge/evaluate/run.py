@@ -94,18 +94,15 @@ def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: d
     is then not loaded, only its tokenizer)."""
     import torch
 
-    from ..checkpoints import load_for_task
+    from ..checkpoints import load_for_task, tokenizer_of
     judge, annotators = judge or load_judge(task, cfg, judge_model)
     name = cfg["name"] if name is None else name
     scoring = cfg.get("choice_scoring", "loglik")
     generator = None
     if cfg.get("backend", "hf") == "vllm" and generates(get_evaluator(task.evaluator), scoring):
-        from transformers import AutoTokenizer
         if vllm is None:
             raise InputError(f"evaluate {task.name}: backend vllm needs a VLLMSession")
-        if not Path(model_path, "config.json").is_file():
-            raise FileNotFoundError(f"{model_path}: not a checkpoint directory (no config.json)")
-        model, tokenizer = None, AutoTokenizer.from_pretrained(model_path)
+        model, tokenizer = None, tokenizer_of(model_path)
         generator = VLLMGenerator(vllm, model_path, tokenizer, cfg["vllm"], rows)
     else:
         model, tokenizer = load_for_task(task, model_path)
