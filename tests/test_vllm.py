@@ -3,10 +3,20 @@
 Two checkpoints (SmolLM2-135M-Instruct from its GGUF, and the tiny suite's pretrained base,
 built by the workflow) generate greedily for the first 100 test problems of the real GSM8K
 (tests/data/gsm8k-slice, MIT, read by the real loader) through both backends, on the CPU in
-float32. Asserted: at least 95% of the completions are the same text; at every disagreement
-the two first differing tokens are a near-tie in the logits of an unpadded forward pass of
-the common prefix (the gap is printed); the GSM8K scores differ by at most one example per
-hundred. Then the evaluate script end to end with the vllm backend: one worker for two
+float32. Asserted: every completion that differs meets a near tie where it first differs, in
+the logits of transformers' own greedy pass and in those of an unpadded forward pass of the
+common prefix, so no more completions differ than meet a near tie on transformers' path (the
+counts and the gaps are printed); the scores differ only by completions that differ.
+
+A near tie is a gap between two logits below `near_tie(config)` of the step's largest logit
+magnitude, from the arithmetic (tests/ulps.py), not from one CPU: the two backends compute
+the same float32 forward with other kernels, that is, with each reduction (over the hidden,
+intermediate and key dimensions, n at most) in another order. Each of the 2 L sublayers and
+the head adds at most `probable(n)` relative to the residual stream's magnitude, so each
+backend's logits are within `forward_error` = (2 L + 1) probable(n) of exact; the two
+backends' are within twice that, and a gap between two logits moves by twice that again. SmolLM2-135M (30 layers, n =
+1536): 3.4e-3 of the largest logit. (The old bound, 0.05 in logit units and "at least 95% of
+the completions the same", was read off an AMD EPYC where none differed.) Then the evaluate script end to end with the vllm backend: one worker for two
 checkpoints (the second reloads its weights into the running engine), the same records as
 the transformers backend but for the `generation` field, which names vLLM and its version.
 
@@ -22,6 +32,7 @@ import sys
 
 import pytest
 import torch
+from ulps import forward_error
 
 from test_smollm2 import checkpoint  # noqa: F401  (SmolLM2-135M-Instruct, converted from its GGUF)
 from workflow_helpers import ROOT, copy_project, snakemake
@@ -30,7 +41,13 @@ SLICE = ROOT / "tests" / "data" / "gsm8k-slice"
 STOP = ["\nQuestion:"]
 SETTINGS = {"gpu_memory_utilization": 0.9, "cpu_memory_utilization": 0.1, "enforce_eager": True,
             "max_num_seqs": 256, "max_model_len": None}
-NEAR_TIE = 0.05  # logits: float32 kernels differ by ~1e-5 relative; a wrong token by whole units
+
+
+def near_tie(config: dict, positions: int) -> float:
+    """The near-tie bound of the module docstring, relative to the largest logit: each
+    backend's logits within forward_error of exact, so a gap between two of them within
+    four times that."""
+    return 4 * forward_error(config, positions)
 
 
 def _python() -> str:
@@ -85,13 +102,14 @@ class Given:
         return self._info
 
 
-def first_gap(model, prompt_ids, a, b) -> float:
-    """The logit gap between the first differing tokens of completions a and b (token ids),
-    from an unpadded forward pass over the prompt and their common prefix."""
+def first_gap(model, prompt_ids, a, b) -> tuple[int, float]:
+    """Where completions a and b (token ids) first differ, and the gap between their tokens'
+    logits there relative to the largest logit, from an unpadded forward pass over the
+    prompt and their common prefix."""
     j = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
     with torch.no_grad():
-        logits = model(torch.tensor([prompt_ids + a[:j]])).logits[0, -1]
-    return abs(float(logits[a[j]] - logits[b[j]]))
+        logits = model(torch.tensor([prompt_ids + a[:j]])).logits[0, -1].float()
+    return j, abs(float(logits[a[j]] - logits[b[j]])) / float(logits.abs().max())
 
 
 def compare(path, rows, session, max_new_tokens, limit_prompt=None):
@@ -109,22 +127,29 @@ def compare(path, rows, session, max_new_tokens, limit_prompt=None):
         rows, prompts, encoded = [rows[i] for i in keep], [prompts[i] for i in keep], \
             [encoded[i] for i in keep]
     torch.set_num_threads(2)
-    hf_ids = greedy_ids(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=32)
+    margins = []
+    hf_ids = greedy_ids(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=32,
+                        margins=margins)
     hf = [completion_text(tok, ids, STOP) for ids in hf_ids]
     vl = session.generate(path, tok, prompts, max_new_tokens=max_new_tokens, stop=STOP,
                           settings=SETTINGS)
     vl_ids = session.last["outputs"]
-    differ = [i for i in range(len(rows)) if hf[i] != vl[i]]
     eos = tok.eos_token_id
-    gaps = [first_gap(model, encoded[i], _until(hf_ids[i], eos), _until(vl_ids[i], eos))
-            for i in differ]
+    tie = near_tie(model.config.to_dict(), max(map(len, encoded)) + max_new_tokens)
+    # the completions that meet a near tie on transformers' greedy path, before they end
+    near = {i for i in range(len(rows)) if min(margins[i][:len(_until(hf_ids[i], eos))]) < tie}
+    differ = [i for i in range(len(rows)) if hf[i] != vl[i]]
+    firsts = {i: first_gap(model, encoded[i], _until(hf_ids[i], eos), _until(vl_ids[i], eos))
+              for i in differ}
+    ties = {i: (g, margins[i][j]) for i, (j, g) in firsts.items()}
     scores = [evaluate_rows(None, tok, task, rows, max_new_tokens=max_new_tokens, batch_size=32,
                             generator=Given(texts, generation_info(b)))
               for texts, b in ((hf, "hf"), (vl, "vllm"))]
-    print(f"{path.name}: {len(rows)} prompts, {len(rows) - len(differ)} the same; largest logit "
-          f"gap at a first differing token {max(gaps, default=0.0):.2e}; accuracy "
+    print(f"{path.name}: {len(rows)} prompts, {len(rows) - len(differ)} the same; "
+          f"{len(near)} meet a near tie (< {tie:.1e} of the largest logit) on transformers' "
+          f"path; relative gaps at first differences {sorted(ties.values())}; accuracy "
           f"hf {scores[0]['score']:.3f} vllm {scores[1]['score']:.3f}")
-    return rows, differ, gaps, scores, vl_ids
+    return rows, differ, ties, near, tie, scores, vl_ids
 
 
 def _until(ids, eos):
@@ -132,19 +157,22 @@ def _until(ids, eos):
     return ids[:ids.index(eos) + 1] if eos in ids else ids
 
 
-def _assert_agree(n, differ, gaps, scores):
-    assert n - len(differ) >= 0.95 * n, f"{len(differ)} of {n} completions differ"
-    assert all(g < NEAR_TIE for g in gaps), f"logit gaps at the first differing tokens: {gaps}"
-    correct = [sum(e["correct"] for e in s["examples"]) for s in scores]
-    assert abs(correct[0] - correct[1]) <= max(1, n // 100), correct
+def _assert_agree(differ, ties, near, tie, scores):
+    # every difference starts at a near tie, both in the batched greedy pass and unpadded
+    assert all(g < tie and m < tie for g, m in ties.values()), (tie, ties)
+    assert set(differ) <= near, (sorted(differ), sorted(near))
+    # the scores read each backend's own completions: they differ only where those do
+    correct = [[e["correct"] for e in s["examples"]] for s in scores]
+    assert all(a == b for i, (a, b) in enumerate(zip(*correct)) if i not in differ), correct
     assert scores[0]["generation"]["backend"] == "hf"
     assert scores[1]["generation"]["backend"] == "vllm"
 
 
 def test_smollm2_generates_the_same_greedy_answers_through_vllm(session, checkpoint, rows):  # noqa: F811
-    rows_, differ, gaps, scores, vl_ids = compare(checkpoint, rows, session, max_new_tokens=96)
+    rows_, differ, ties, near, tie, scores, vl_ids = compare(checkpoint, rows, session,
+                                                             max_new_tokens=96)
     assert len(rows_) == 100
-    _assert_agree(len(rows_), differ, gaps, scores)
+    _assert_agree(differ, ties, near, tie, scores)
     # real answers: the model writes numbers, and some generations stop at EOS before the limit
     assert sum(len(v) < 96 for v in vl_ids) >= 1
     assert scores[1]["score"] > 0
@@ -152,10 +180,10 @@ def test_smollm2_generates_the_same_greedy_answers_through_vllm(session, checkpo
 
 def test_the_tiny_base_generates_the_same_greedy_answers_through_vllm(session, tiny_base, rows):
     ctx = json.loads((tiny_base / "config.json").read_text())["max_position_embeddings"]
-    rows_, differ, gaps, scores, _ = compare(tiny_base, rows, session, max_new_tokens=40,
-                                             limit_prompt=ctx)
+    rows_, differ, ties, near, tie, scores, _ = compare(tiny_base, rows, session,
+                                                        max_new_tokens=40, limit_prompt=ctx)
     assert len(rows_) >= 50, f"only {len(rows_)} GSM8K prompts fit the tiny base's {ctx} tokens"
-    _assert_agree(len(rows_), differ, gaps, scores)
+    _assert_agree(differ, ties, near, tie, scores)
 
 
 def test_a_prompt_beyond_the_context_is_refused_naming_its_row(session, tiny_base, rows):
@@ -212,11 +240,22 @@ def test_the_evaluate_script_reuses_one_engine_and_names_the_backend(vllm_python
         if backend == "vllm":
             text = log.read_text()
             assert "engine started" in text and "engine reloaded" in text, text[-3000:]
-    for hf, vl in zip(records["hf"], records["vllm"]):
+    from ordermerge.evaluate.generate import greedy_ids
+    tie = near_tie(model.config.to_dict(), ctx)
+    for hf, vl, path in zip(records["hf"], records["vllm"], (tiny_base, other)):
         assert hf["generation"]["backend"] == "hf" and vl["generation"]["backend"] == "vllm"
         assert vl["generation"]["versions"]["vllm"]
-        same = sum(a["output"] == b["output"] for a, b in zip(hf["examples"], vl["examples"]))
-        assert same >= 0.95 * len(fits)
+        # the outputs differ only where transformers' greedy pass (the script's batches) meets
+        # a near tie (module docstring)
+        m, t = load_model(path, torch.float32)
+        margins = []
+        ids = greedy_ids(m, t, [task.prompt(r) for r in fits], max_new_tokens=40,
+                         batch_size=params["batch_size"], margins=margins)
+        near = {i for i in range(len(fits))
+                if min(margins[i][:len(_until(ids[i], t.eos_token_id))]) < tie}
+        differ = {i for i, (a, b) in enumerate(zip(hf["examples"], vl["examples"]))
+                  if a["output"] != b["output"]}
+        assert differ <= near, (path.name, sorted(differ), sorted(near))
     # the perturbed copy answers differently: its weights, not the first model's, were used
     assert [e["output"] for e in records["vllm"][0]["examples"]] != \
         [e["output"] for e in records["vllm"][1]["examples"]]

@@ -34,12 +34,20 @@ def generation_info(backend: str = "hf", **versions) -> dict:
 
 @torch.no_grad()
 def greedy_ids(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
-               batch_size: int) -> list[list[int]]:
+               batch_size: int, margins: list | None = None) -> list[list[int]]:
     """Each prompt's greedy new token ids (up to max_new_tokens; after an EOS, padding),
-    left-padded in batches of prompts sorted by length, returned in the input order."""
+    left-padded in batches of prompts sorted by length, returned in the input order.
+
+    `margins`, a list: filled, in the input order, with each prompt's list, per generated
+    token, of the gap between the largest and the second largest logit relative to the
+    largest logit magnitude at that step: how near a tie each greedy choice was
+    (tests/test_vllm.py reads them)."""
     model.eval()
     encoded = encode_prompts(tokenizer, prompts)
     outputs: list[list[int]] = [[] for _ in prompts]
+    if margins is not None:
+        margins[:] = [[] for _ in prompts]
+    extra = {} if margins is None else {"output_logits": True, "return_dict_in_generate": True}
     pad_id = tokenizer.pad_token_id
     for idx in length_batches([len(e) for e in encoded], batch_size):
         rows = [encoded[i] for i in idx]
@@ -48,9 +56,16 @@ def greedy_ids(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
         mask = mask_of(rows, left=True).to(model.device)
         gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                              max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                             eos_token_id=tokenizer.eos_token_id)
+                             eos_token_id=tokenizer.eos_token_id, **extra)
+        if margins is not None:
+            logits = torch.stack(gen.logits, 1).float()
+            top2 = logits.topk(2, dim=-1).values
+            gaps = ((top2[..., 0] - top2[..., 1]) / logits.abs().amax(-1)).tolist()
+            gen = gen.sequences
         for row, i in enumerate(idx):
             outputs[i] = gen[row, width:].tolist()
+            if margins is not None:
+                margins[i] = gaps[row]
     return outputs
 
 
