@@ -34,10 +34,10 @@ def reduced_run(tmp_path_factory) -> Path:
 # reordered before the first file is handed out (`pytest_xdist_make_scheduler` is xdist's
 # hook for this; sorting the items, as this file did before, does not reach it); without
 # xdist the order changes nothing
-LONGEST_FIRST = ("tests/test_slurm.py", "tests/test_slurm_limits.py", "tests/test_smollm2.py",
-                 "tests/test_workflow.py", "tests/test_workflow_tasks.py", "tests/test_sft.py",
-                 "tests/test_fsdp_cpu.py",
-                 "tests/test_bench.py")
+LONGEST_FIRST = ("tests/test_slurm.py", "tests/test_vllm.py", "tests/test_slurm_limits.py",
+                 "tests/test_smollm2.py", "tests/test_workflow.py", "tests/test_fsdp_cpu.py",
+                 "tests/test_bench.py", "tests/test_workflow_tasks.py", "tests/test_sft.py",
+                 "tests/test_overwrite.py", "tests/test_config.py")
 
 
 def _rank(path: str) -> int:
@@ -63,20 +63,33 @@ def pytest_xdist_make_scheduler(config, log):
     return LongestFirst(config, log)
 
 
-# ORDERMERGE_TEST_TIMELINE=FILE: one line per test phase (worker, start, end, id), to see
-# how the xdist workers' files fall on the cores (bench/RESULTS.md reads it)
+# ORDERMERGE_TEST_TIMELINE=FILE: one line per test phase (worker, start or end, wall clock,
+# CPU seconds of the worker and its finished children so far, id), to see how the xdist
+# workers' files fall on the cores and what each test costs in CPU (bench/RESULTS.md reads it)
 _TIMELINE = os.environ.get("ORDERMERGE_TEST_TIMELINE")
+
+
+def pytest_configure(config):
+    global _TIMELINE
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        _TIMELINE = None  # the xdist controller: its workers write the lines, not it
+
+
+def _mark(what: str, nodeid: str) -> None:
+    import resource
+    import time
+    cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                               resource.getrusage(resource.RUSAGE_CHILDREN)))
+    with open(_TIMELINE, "a") as f:
+        f.write(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}\t{what}\t{time.time():.1f}\t"
+                f"{cpu:.1f}\t{nodeid}\n")
 
 
 def pytest_runtest_logstart(nodeid, location):
     if _TIMELINE:
-        import time
-        with open(_TIMELINE, "a") as f:
-            f.write(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}\tstart\t{time.time():.1f}\t{nodeid}\n")
+        _mark("start", nodeid)
 
 
 def pytest_runtest_logfinish(nodeid, location):
     if _TIMELINE:
-        import time
-        with open(_TIMELINE, "a") as f:
-            f.write(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}\tend\t{time.time():.1f}\t{nodeid}\n")
+        _mark("end", nodeid)

@@ -26,6 +26,7 @@ from ordermerge.sft import Resume, TrainError, checkpoint_points, plan_steps
 from ordermerge.train import micro_batches
 from ordermerge.utils import write_jsonl
 from ulps import probable, steps_apart, ulp
+from workflow_helpers import made_once
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "sft.py"
@@ -38,14 +39,12 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def _make_setup(root: Path) -> None:
     """A tiny bf16 base, toy GSM8K-format rows, and a shuffle order (3 epochs)."""
-    root = tmp_path_factory.mktemp("sft")
     rows = prepare("gsm8k", {"source": "toy", "n_train": 60, "n_validation": 8, "n_test": 4},
                    seed=0, config_key="tasks.gsm8k.data")
     data = root / "data"
-    data.mkdir()
+    data.mkdir(parents=True)
     for split in ("train", "validation"):
         write_jsonl(data / f"{split}.jsonl", rows[split])
     texts = [r["question"] + " " + r["answer"] for r in rows["train"]]
@@ -60,7 +59,15 @@ def setup(tmp_path_factory):
     order = {"seed": 0, "run": 1, "epochs": make_order(ids, scheme="shuffle", run=1, epochs=3,
                                                        seed=0, task="gsm8k")}
     (root / "order.json").write_text(json.dumps(order))
-    return root, base, data, root / "order.json", order
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """_make_setup's files, once per test session (the SFT, FSDP and analysis modules read
+    them): (root, base, data, order file, order)."""
+    root = made_once(tmp_path_factory, "sft-setup", _make_setup)
+    order = json.loads((root / "order.json").read_text())
+    return root, root / "base", root / "data", root / "order.json", order
 
 
 def args_for(setup, out: Path) -> Namespace:
@@ -138,11 +145,12 @@ def assert_same_training(one: Path, two: Path, tokens_per_step: int) -> dict:
 
 @pytest.fixture(scope="module")
 def single(setup, tmp_path_factory):
-    """One uninterrupted run in a fresh process (the reference for resume and 2 processes)."""
-    out = tmp_path_factory.mktemp("single") / "run"
-    subprocess.run([sys.executable, str(SCRIPT), *script_cmd(setup, out)], check=True, env=env(),
-                   capture_output=True)
-    return out
+    """One uninterrupted run in a fresh process (the reference for resume and 2 processes);
+    once per test session, as `setup`."""
+    def run(out):
+        subprocess.run([sys.executable, str(SCRIPT), *script_cmd(setup, out)], check=True,
+                       env=env(), capture_output=True)
+    return made_once(tmp_path_factory, "sft-single", run)
 
 
 def test_every_optimizer_step_trains_on_the_rows_the_order_gives(setup, single):

@@ -22,7 +22,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from workflow_helpers import ROOT, copy_project, snakemake
+from workflow_helpers import ROOT, copy_project, made_once, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -44,12 +44,14 @@ def _gguf() -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """The GGUF converted by the command line, as a user does it."""
+    """The GGUF converted by the command line, as a user does it; once per test session (the
+    modules that read it, here and in test_fsdp_cpu.py and test_vllm.py, share it)."""
     from ordermerge.cli import main
     gguf = _gguf()
-    out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
-    assert main(["gguf", "--file", str(gguf), "--out", str(out)]) == 0
-    return out
+
+    def convert(out):
+        assert main(["gguf", "--file", str(gguf), "--out", str(out)]) == 0
+    return made_once(tmp_path_factory, "SmolLM2-135M-Instruct", convert)
 
 
 def test_the_gguf_becomes_a_plain_trainable_checkpoint(checkpoint):

@@ -153,3 +153,25 @@ def check_job_imports(done: Path) -> tuple[int, set[str], set[str]]:
             rules.add(m["rule"])
     return checked, rules, used
 
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """`make(path)` run once per test session, shared by the pytest-xdist workers: the first
+    worker to ask makes it under a lock, where it stays (paths recorded inside remain true),
+    and marks it complete; the others wait for the lock and read it. For outputs the tests
+    only read (a converted checkpoint, a reference run). Without xdist it is made in this
+    session's temporary directory."""
+    import fcntl
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out = shared / "made-once" / name
+    done = out.parent / f"{name}.complete"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            if out.exists():
+                shutil.rmtree(out)  # left by a worker that died making it: ours to remove
+            make(out)
+            done.touch()
+    return out
