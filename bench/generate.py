@@ -8,6 +8,9 @@ sorts prompts by length so each batch pads little, cuts at stop strings and retu
 outputs in input order. Figures: new tokens per second (the tokens generated up to each
 row's end of sequence; both produce the same greedy tokens, counted once from the plain
 run, and the report says how many outputs agree), the median of --repeats, alternating.
+The report also lists the outputs that differ and, from one more untimed pass, each
+prompt's smallest top-2 logit gap relative to its largest logit (min_margin): two batchings
+of one forward can differ only where a greedy choice was that near a tie.
 
     python bench/generate.py                       # CPU: a tiny Llama, 256 prompts
     python bench/generate.py --preset tinyllama    # GPU: 1.1B (TinyLlama shape), bf16
@@ -48,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 hf_logging.disable_progress_bar()
 
-from ordermerge.evaluate.generate import generate_greedy  # noqa: E402
+from ordermerge.evaluate.generate import generate_greedy, greedy_ids  # noqa: E402
 from ordermerge.models import build_tiny, train_tokenizer  # noqa: E402
 
 PRESETS = {
@@ -180,10 +183,23 @@ def main() -> None:
         ours_n = plain_n
         print(f"repeat {r}: generate_greedy {ours_n / ours_t[-1]:.0f} new tokens/s, "
               f"plain {plain_n / plain_t[-1]:.0f}", flush=True)
+    # which outputs differ, and how near a tie each prompt's greedy path came (one untimed
+    # pass): two batchings of one forward can differ only where a choice was a near tie
+    differ = [i for i, (a, s) in enumerate(zip(texts, seqs))
+              if a != tok.decode(s[:s.index(tok.eos_token_id)] if tok.eos_token_id in s else s,
+                                 skip_special_tokens=True)]
+    margins = []
+    ids = greedy_ids(model, tok, prompts, max_new_tokens=cfg["new_tokens"], batch_size=cfg["batch"],
+                     margins=margins)
+    ends = [x.index(tok.eos_token_id) + 1 if tok.eos_token_id in x else len(x) for x in ids]
     name = torch.cuda.get_device_name() if cuda else f"cpu ({args.threads} threads)"
     report = {"device": name, "preset": preset_name, "date": time.strftime("%Y-%m-%d"),
               "prompts": len(prompts), "batch_size": cfg["batch"], "max_new_tokens": cfg["new_tokens"],
-              "new_tokens": ours_n, "same_outputs": same,
+              "new_tokens": ours_n, "same_outputs": same, "differ": differ,
+              "min_margin": [min(m[:e]) for m, e in zip(margins, ends)],
+              "config": {k: model.config.to_dict()[k] for k in
+                         ("num_hidden_layers", "hidden_size", "intermediate_size")},
+              "longest": max(len(tok(p)["input_ids"]) for p in prompts) + 1 + cfg["new_tokens"],
               "new_tokens_per_s": ours_n / statistics.median(ours_t),
               "plain_new_tokens_per_s": plain_n / statistics.median(plain_t),
               "runs_s": {"generate_greedy": ours_t, "plain": plain_t}}
@@ -199,7 +215,7 @@ def against_vllm(args, model, tok, prompts, cfg, preset_name) -> None:
     """generate_greedy and the vllm backend on the same prompts, alternating repeats."""
     import tempfile
 
-    from ordermerge.evaluate.generate import completion_text, greedy_ids
+    from ordermerge.evaluate.generate import completion_text
     from ordermerge.evaluate.vllm_backend import VLLMSession
     cuda = torch.cuda.is_available()
     share = args.memory_share or (0.9 if cuda else 0.1)

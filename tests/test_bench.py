@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from ulps import only_near_ties
 from workflow_helpers import ROOT
 
 
@@ -59,8 +60,10 @@ def test_bench_generate_runs_at_toy_size(tmp_path):
     out = tmp_path / "generate.json"
     _run("generate.py", "--preset", "tiny", "--repeats", "1", "--json", str(out))
     res = json.loads(out.read_text())
-    # every prompt decodes to the same text as plain batched generate
-    assert res["same_outputs"] == res["prompts"] > 0 and res["new_tokens"] > 0 and res["ratio"] > 0
+    # every prompt decodes to the same text as plain batched generate, but where its greedy
+    # path met a near tie (tests/ulps.py; was: every prompt the same)
+    assert res["prompts"] > 0 and res["new_tokens"] > 0 and res["ratio"] > 0
+    assert res["same_outputs"] == res["prompts"] - len(res["differ"]) and only_near_ties(res), res
 
 
 def test_bench_merge_gpu_runs_on_the_cpu_at_toy_size(tmp_path):

@@ -22,6 +22,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
+from ulps import only_near_ties
 from workflow_helpers import ROOT, copy_project, made_once, snakemake
 
 pytestmark = pytest.mark.workflow
@@ -179,4 +180,6 @@ def test_bench_generate_runs_on_the_checkpoint(checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["prompts"] == 4 and res["max_new_tokens"] == 8 and res["preset"].startswith("SmolLM2")
-    assert res["new_tokens"] > 0 and res["ratio"] > 0 and res["same_outputs"] >= 3
+    assert res["new_tokens"] > 0 and res["ratio"] > 0
+    # the two batchings differ only at near ties (tests/ulps.py; was: at least 3 of 4 the same)
+    assert res["same_outputs"] == res["prompts"] - len(res["differ"]) and only_near_ties(res), res

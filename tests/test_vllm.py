@@ -32,7 +32,7 @@ import sys
 
 import pytest
 import torch
-from ulps import forward_error
+from ulps import near_tie
 
 from test_smollm2 import checkpoint  # noqa: F401  (SmolLM2-135M-Instruct, converted from its GGUF)
 from workflow_helpers import ROOT, copy_project, snakemake
@@ -41,13 +41,6 @@ SLICE = ROOT / "tests" / "data" / "gsm8k-slice"
 STOP = ["\nQuestion:"]
 SETTINGS = {"gpu_memory_utilization": 0.9, "cpu_memory_utilization": 0.1, "enforce_eager": True,
             "max_num_seqs": 256, "max_model_len": None}
-
-
-def near_tie(config: dict, positions: int) -> float:
-    """The near-tie bound of the module docstring, relative to the largest logit: each
-    backend's logits within forward_error of exact, so a gap between two of them within
-    four times that."""
-    return 4 * forward_error(config, positions)
 
 
 def _python() -> str:
