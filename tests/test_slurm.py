@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,13 @@ def slurm_run(cluster, local_run, tmp_path_factory):
         cancelled = running[0]["JobId"]
         at_step = (wd / RUN0 / "resume/latest").read_text().strip()
         subprocess.run(["scancel", cancelled], check=True)
+        # scancel only asks: the job goes on holding until SLURM has ended it. Letting it go
+        # before then raced the signal (a fast machine trained to the next resume state
+        # first), so the hold is lifted when the scheduler reports the job cancelled
+        deadline = time.time() + 120
+        while {j["JobId"]: j["JobState"] for j in scheduler_jobs(wd)}.get(cancelled) != "CANCELLED":
+            assert time.time() < deadline, f"job {cancelled} not cancelled in 120 s"
+            time.sleep(0.2)
         hold.unlink()
         out, _ = proc.communicate(timeout=1500)
     finally:
