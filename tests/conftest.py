@@ -8,8 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # OpenMP threads that wait for work sleep instead of spinning. The suite runs 3 xdist workers
 # and their subprocesses on the machine's cores, each with its own OpenMP pool: spinning
-# threads took cores from the others (measured on the 2-core CI VM: 30.5 CPU-minutes and
-# 960 s of pytest spinning, 22.9 and 804 s sleeping; bench/RESULTS.md, issue 36). Set before
+# threads took cores from the others (clean clones on the 2-core CI VM: pytest 960 s and
+# .ci/run 30.5 CPU-minutes spinning, 847 s and 26.5 sleeping; bench/RESULTS.md, issue 36). Set before
 # torch loads, inherited by every subprocess; results are the same, only waits change.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
