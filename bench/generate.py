@@ -178,16 +178,15 @@ def main() -> None:
         plain_t.append(t)
         plain_n = new_tokens_of(seqs, tok.eos_token_id)
         # both generate the same greedy tokens: count them once, from the plain run's ids
-        same = sum(a == tok.decode(s[:s.index(tok.eos_token_id)] if tok.eos_token_id in s else s,
-                                   skip_special_tokens=True) for a, s in zip(texts, seqs))
+        differ = [i for i, (a, s) in enumerate(zip(texts, seqs))
+                  if a != tok.decode(s[:s.index(tok.eos_token_id)] if tok.eos_token_id in s else s,
+                                     skip_special_tokens=True)]
+        same = len(prompts) - len(differ)
         ours_n = plain_n
         print(f"repeat {r}: generate_greedy {ours_n / ours_t[-1]:.0f} new tokens/s, "
               f"plain {plain_n / plain_t[-1]:.0f}", flush=True)
-    # which outputs differ, and how near a tie each prompt's greedy path came (one untimed
-    # pass): two batchings of one forward can differ only where a choice was a near tie
-    differ = [i for i, (a, s) in enumerate(zip(texts, seqs))
-              if a != tok.decode(s[:s.index(tok.eos_token_id)] if tok.eos_token_id in s else s,
-                                 skip_special_tokens=True)]
+    # how near a tie each prompt's greedy path came (one untimed pass): two batchings of one
+    # forward can differ only where a choice was a near tie
     margins = []
     ids = greedy_ids(model, tok, prompts, max_new_tokens=cfg["new_tokens"], batch_size=cfg["batch"],
                      margins=margins)

@@ -91,15 +91,15 @@ def read_steps(out: Path) -> list[dict]:
 
 
 def weight_drift(run: Path, tokens_per_step: int) -> float:
-    """delta of the module docstring: how far two runs' float32 master weights can drift
-    apart when they reduce each step's gradient in another order."""
+    """delta of tests/test_fsdp_cpu.py's docstring: how far two runs' float32 master weights
+    can drift apart when they reduce each step's gradient in another order."""
     return 8 * probable(tokens_per_step) * sum(s["lr"] for s in read_steps(run))
 
 
 def compare_checkpoints(a: Path, b: Path, delta: float) -> dict:
-    """Against the tolerance of the module docstring: the elements farther apart than delta +
-    one bf16 step (`beyond`, with the first one), the elements that differ at all, and the
-    bound on how many may (tied tensors are stored once in both)."""
+    """Against the tolerance of tests/test_fsdp_cpu.py's docstring: the elements farther
+    apart than delta + one bf16 step (`beyond`, with the first one), the elements that differ
+    at all, and the bound on how many may (tied tensors are stored once in both)."""
     x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert sorted(x) == sorted(y), a
     seen = {"beyond": 0, "first_beyond": None, "differ": 0, "share_bound": 0.0, "total": 0}

@@ -130,7 +130,7 @@ def compare(path, rows, session, max_new_tokens, limit_prompt=None):
     eos = tok.eos_token_id
     tie = near_tie(model.config.to_dict(), max(map(len, encoded)) + max_new_tokens)
     # the completions that meet a near tie on transformers' greedy path, before they end
-    near = {i for i in range(len(rows)) if min(margins[i][:len(_until(hf_ids[i], eos))]) < tie}
+    near = meet_near_tie(margins, hf_ids, eos, tie)
     differ = [i for i in range(len(rows)) if hf[i] != vl[i]]
     firsts = {i: first_gap(model, encoded[i], _until(hf_ids[i], eos), _until(vl_ids[i], eos))
               for i in differ}
@@ -143,6 +143,12 @@ def compare(path, rows, session, max_new_tokens, limit_prompt=None):
           f"path; relative gaps at first differences {sorted(ties.values())}; accuracy "
           f"hf {scores[0]['score']:.3f} vllm {scores[1]['score']:.3f}")
     return rows, differ, ties, near, tie, scores, vl_ids
+
+
+def meet_near_tie(margins, ids, eos, tie) -> set[int]:
+    """The prompts whose greedy path (ids, margins from greedy_ids) meets a choice nearer a
+    tie than `tie` before its end of sequence."""
+    return {i for i, (m, x) in enumerate(zip(margins, ids)) if min(m[:len(_until(x, eos))]) < tie}
 
 
 def _until(ids, eos):
@@ -244,8 +250,7 @@ def test_the_evaluate_script_reuses_one_engine_and_names_the_backend(vllm_python
         margins = []
         ids = greedy_ids(m, t, [task.prompt(r) for r in fits], max_new_tokens=40,
                          batch_size=params["batch_size"], margins=margins)
-        near = {i for i in range(len(fits))
-                if min(margins[i][:len(_until(ids[i], t.eos_token_id))]) < tie}
+        near = meet_near_tie(margins, ids, t.eos_token_id, tie)
         differ = {i for i, (a, b) in enumerate(zip(hf["examples"], vl["examples"]))
                   if a["output"] != b["output"]}
         assert differ <= near, (path.name, sorted(differ), sorted(near))
