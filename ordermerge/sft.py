@@ -499,19 +499,6 @@ class SFTRun:
         return summary
 
 
-def add_arguments(p) -> None:
-    """The arguments of `ordermerge train` and of the workflow's sft script."""
-    p.add_argument("--task", required=True, help="task name (ordermerge.data.registry)")
-    p.add_argument("--base", required=True,
-                   help="base model: a local directory (e.g. the tiny built base) or a Hugging Face id")
-    p.add_argument("--data-dir", required=True, type=Path,
-                   help="directory with the task's train.jsonl and validation.jsonl")
-    p.add_argument("--order", required=True, type=Path,
-                   help='order file: {"epochs": [[row ids], ...], "seed": s, "run": r}')
-    p.add_argument("--out-dir", required=True, type=Path)
-
-
-
 def train_from_args(args, params: dict, rule: str, log) -> dict | None:
     """One SFT run from the parsed `add_arguments`; returns the summary on the main process."""
     run = load_run(args.task, args.base, args.data_dir, args.order, args.out_dir, params, rule, log)

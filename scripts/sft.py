@@ -5,10 +5,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.runner import log, parser, start
-from ordermerge.sft import add_arguments, train_from_args
+from ordermerge.cli import train_arguments
+from ordermerge.sft import train_from_args
 
 p = parser(__doc__)
-add_arguments(p)
+train_arguments(p)
 args = p.parse_args()
 start(args)
 train_from_args(args, args.params, args.rule, log)

@@ -236,9 +236,45 @@ def test_cli(ckpts, tmp_path, capsys):
     assert "probabilities: 2 values for 3 sub-models" in capsys.readouterr().err
     assert cli(["merge", "--method", "average", "--probs", "0.5,0.5,0", "-o",
                 str(tmp_path / "y"), *map(str, subs)]) == 2
-    proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "merge", "--help"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0 and "--memory-budget" in proc.stdout
+
+
+HEAVY = ("torch", "numpy", "numba", "transformers", "safetensors", "jsonschema", "yaml")
+
+
+def test_help_and_argument_errors_import_nothing_heavy():
+    """Every subcommand's --help and an argument error of each kind, in one fresh
+    interpreter: none imports torch or another heavy library (they take 1-2 s to import,
+    so --help would too)."""
+    code = f"""
+import contextlib, io, json, sys
+from ordermerge.cli import main
+runs = []
+for argv in [["--help"], *[[c, "--help"] for c in ("merge", "train", "audit", "gguf", "plan")],
+             ["merge", "--method", "nope", "-o", "x", "a", "b"],
+             ["merge", "--method", "select", "--weights", "0.5,0.5", "-o", "x", "a", "b"],
+             ["merge", "--method", "average", "--memory-budget", "1KiB", "-o", "x", "a"],
+             ["train", "--task", "t"]]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+    runs.append([argv, code, out.getvalue(), err.getvalue()])
+print(json.dumps({{"runs": runs, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["heavy"] == [], res
+    codes = {" ".join(argv): (code, out, err) for argv, code, out, err in res["runs"]}
+    assert all(codes[f"{c} --help"][0] == 0 for c in ("merge", "train", "audit", "gguf", "plan"))
+    assert "--memory-budget" in codes["merge --help"][1] and "--order" in codes["train --help"][1]
+    assert codes["merge --method nope -o x a b"][0] == 2
+    assert "neither a method name" in codes["merge --method nope -o x a b"][2]
+    assert "takes --probs" in codes["merge --method select --weights 0.5,0.5 -o x a b"][2]
+    assert "below the floor of 64KiB" in codes["merge --method average --memory-budget 1KiB -o x a"][2]
+    assert "required" in codes["train --task t"][2]
 
 
 def test_merged_tiny_llama_loads_and_its_logits_match_the_reference(tmp_path):
