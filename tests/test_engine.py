@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ordermerge.cli import main as cli
-from ordermerge.merge import fused, rng
+from ordermerge.merge import fused, fused_tv, rng
 from ordermerge.merge.methods import get
 from ordermerge.merge.engine import MergeError, merge
 from ordermerge.utils import sha256_file
@@ -363,3 +363,72 @@ def test_tied_or_shared_tensors_are_merged_once(tmp_path, how):
         pair = ["lm_head.weight", "model.embed_tokens.weight"]
         want = dict([pair[::-1]]) if how == "same_bytes" else dict([pair])
         assert same and r["stats"]["shared"] == want
+
+
+# every method, on both paths: the fused kernels count NaN and Inf in their own pass (the
+# average and the task-vector kernels in what they write, select and resample in what they
+# read); the torch path checks the inputs before merging and the output after
+NONFINITE_METHODS = {"average": {}, "select": {"seed": 1}, "resample": {"seed": 1, "rounds": 2},
+                     "task_arithmetic": {}, "ties": {"density": 0.5}, "dare_linear": {"seed": 1},
+                     "dare_linear:l1": {"seed": 1, "rescale": "l1"}, "dare_ties": {"seed": 1},
+                     "model_stock": {}, "ties_select": {"seed": 1}, "dare_resample": {"seed": 1}}
+
+
+def torch_path_only(monkeypatch):
+    monkeypatch.setattr(fused, "numba", None)
+    monkeypatch.setattr(fused_tv, "numba", None)
+
+
+@pytest.mark.parametrize("path", ["fused", "torch"])
+def test_nan_or_inf_in_any_input_is_named_by_every_method(ckpts, tmp_path, monkeypatch, path):
+    """A NaN, +Inf or -Inf in one sub-model or the base, in the last of several chunks: every
+    method names the file, the tensor and the flat index, and writes nothing; a method
+    that does not read the base merges a broken base's sub-models; --allow-nonfinite merges."""
+    base, subs, base_t, _ = ckpts
+    if path == "torch":
+        torch_path_only(monkeypatch)
+    at = 700  # of layers.1.w's 768 elements; chunks of 100
+    broken = {}
+    for holder, value in [("s1", float("nan")), ("s2", float("inf")), ("base", float("-inf"))]:
+        source = base if holder == "base" else subs[int(holder[1])]
+        ts = all_tensors(source)
+        ts["layers.1.w"] = ts["layers.1.w"].clone()
+        ts["layers.1.w"].view(-1)[at] = value
+        broken[holder] = write_ckpt(tmp_path / f"broken-{holder}", ts)
+    fused_used = set()
+    for spec, kw in NONFINITE_METHODS.items():
+        method = spec.split(":")[0]
+        for holder, ckpt in broken.items():
+            inputs = [ckpt if holder == f"s{i}" else s for i, s in enumerate(subs)]
+            b = ckpt if holder == "base" else base
+            out = tmp_path / f"{spec}-{holder}"
+            if holder == "base" and not get(method).needs_base:
+                merge(method, inputs, out, base=b, chunk_elements=100, **kw)  # not read
+                continue
+            with pytest.raises(MergeError, match=rf"tensor 'layers.1.w' in {ckpt}/model.safetensors "
+                                                 rf"holds NaN or Inf \(first at flat index {at}\)"):
+                merge(method, inputs, out, base=b, chunk_elements=100, **kw)
+            assert not out.exists()
+        recipe = merge(method, inputs, tmp_path / f"{spec}-allowed", base=b, chunk_elements=100,
+                       allow_nonfinite=True, **kw)
+        fused_used.add(recipe["fused_tensors"] > 0)
+    assert fused_used == ({True, False} if path == "fused" else {False})
+
+
+@pytest.mark.parametrize("path", ["fused", "torch"])
+@pytest.mark.parametrize("method", ["average", "task_arithmetic"])
+def test_finite_inputs_that_overflow_are_named_in_the_output(tmp_path, monkeypatch, path, method):
+    """Two float32 sub-models of 3e38: their float32 sum (or their task vectors' sum) is Inf.
+    Written silently before; now an error naming the merged element, not the inputs."""
+    if path == "torch":
+        torch_path_only(monkeypatch)
+    big = torch.full((64,), 3.0e38, dtype=torch.float32)
+    big[:5] = 1.0
+    base = write_ckpt(tmp_path / "base", {"w": torch.zeros(64)})
+    subs = [write_ckpt(tmp_path / f"b{i}", {"w": big}) for i in range(2)]
+    with pytest.raises(MergeError, match=r"merging tensor 'w' gave NaN or Inf at flat index 5 "
+                                         r"from finite inputs: the torch.float32 arithmetic overflowed"):
+        merge(method, subs, tmp_path / "out", base=base)
+    assert not (tmp_path / "out").exists()
+    merge(method, subs, tmp_path / "allowed", base=base, allow_nonfinite=True)
+    assert torch.isinf(all_tensors(tmp_path / "allowed")["w"][5:]).all()

@@ -42,4 +42,5 @@ def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None, method: s
 
 def run_fused(c):
     from . import fused
-    return fused.average_at(c.addrs, c.n, c.dtype, c.weights), {}
+    out, bad = fused.average_at(c.addrs, c.n, c.dtype, c.weights, c.check)
+    return out, {"nonfinite": bad}

@@ -296,26 +296,40 @@ def _tensor_reader(plan: _Plan, info):
     return chunks
 
 
-def _check_finite(plan: _Plan, info, start: int, n: int) -> None:
-    """NaN or Inf in an input chunk is an error naming the file and tensor. One min/max
-    reduction per input view, in its own dtype (NaN and Inf show in it; no temporary, about
-    8x faster on bf16 than a float32 sum); the index is found only when one is there."""
+def _name_nonfinite(plan: _Plan, info, start: int, n: int, out: torch.Tensor | None = None) -> None:
+    """Raise MergeError naming the first NaN or Inf of this chunk: in an input or the base
+    (its file, the tensor, the flat index), else in the merged elements `out` (finite inputs
+    whose arithmetic overflowed). One min/max reduction per input view, in its own dtype
+    (NaN and Inf show in it; no temporary, about 8x faster on bf16 than a float32 sum); the
+    index is found only when one is there. The fused kernels count NaN and Inf in their own
+    pass and call this only when they saw one; the torch path calls it before merging."""
     if n == 0:
         return
-    for c in plan.subs + ([plan.base] if plan.base is not None else []):
-        v = c.view(info.name, start, n)
-        lo, hi = torch.aminmax(v)
-        if not (math.isfinite(lo.item()) and math.isfinite(hi.item())):
-            bad = int((~torch.isfinite(v)).nonzero()[0, 0]) + start
-            raise MergeError(f"tensor {info.name!r} in {c.tensors[info.name].file} holds NaN or "
-                             f"Inf (first at flat index {bad}); pass --allow-nonfinite to "
-                             "merge it anyway")
+    # a per-tensor quantity (Model Stock's t, DARE's L1 rescale) carries a NaN elsewhere in
+    # the tensor into every chunk: before blaming the output, look at the whole tensor
+    for lo, size in [(start, n)] + ([(0, info.numel)] if out is not None else []):
+        for c in plan.subs + ([plan.base] if plan.base is not None else []):
+            v = c.view(info.name, lo, size)
+            low, high = torch.aminmax(v)
+            if not (math.isfinite(low.item()) and math.isfinite(high.item())):
+                bad = int((~torch.isfinite(v)).nonzero()[0, 0]) + lo
+                raise MergeError(f"tensor {info.name!r} in {c.tensors[info.name].file} holds NaN "
+                                 f"or Inf (first at flat index {bad}); pass --allow-nonfinite to "
+                                 "merge it anyway")
+    if out is None:
+        return
+    where = (~torch.isfinite(out)).nonzero()
+    if len(where) == 0:
+        raise RuntimeError(f"tensor {info.name!r}: the merge kernel counted NaN or Inf in elements "
+                           f"{start}..{start + n - 1}, but none is there")
+    raise MergeError(f"merging tensor {info.name!r} gave NaN or Inf at flat index "
+                     f"{int(where[0, 0]) + start} from finite inputs: the {out.dtype} "
+                     f"arithmetic overflowed; pass --allow-nonfinite to write it anyway")
 
 
 def _merge_one(plan: _Plan, info, start: int, n: int, slot: int, state) -> tuple[torch.Tensor, dict]:
     k = len(plan.subs)
-    if info.is_float and not plan.allow_nonfinite:
-        _check_finite(plan, info, start, n)
+    check = info.is_float and not plan.allow_nonfinite
     if not info.is_float:
         views = [s.view(info.name, start, n) for s in plan.subs]
         differs = [plan.subs[i].path for i in range(1, k) if not torch.equal(views[i], views[0])]
@@ -332,8 +346,12 @@ def _merge_one(plan: _Plan, info, start: int, n: int, slot: int, state) -> tuple
         chunk.addrs = [s.address(info.name, start, n) for s in plan.subs]
         if plan.base is not None:
             chunk.base_addr = plan.base.address(info.name, start, n)
+        chunk.check = check  # in the kernel's own pass
         out, counts = plan.impl.run_fused(chunk)
+        bad = counts.pop("nonfinite", 0)
     else:
+        if check:
+            _name_nonfinite(plan, info, start, n)
         buf = plan.buffers.get((info.torch_dtype, slot))
         if buf is None:  # from the mapped inputs: no copy
             chunk.subs = [s.view(info.name, start, n) for s in plan.subs]
@@ -346,9 +364,13 @@ def _merge_one(plan: _Plan, info, start: int, n: int, slot: int, state) -> tuple
             chunk.base = plan.base.view(info.name, start, n).to(plan.dev, non_blocking=True)
         chunk.aux = [a.view(info.name, start, n).to(plan.dev) for a in plan.aux] or None
         out, counts = plan.impl.run(chunk)
-    if plan.out_dtype is not None:
-        out = out.to(plan.out_dtype)
-    return out.cpu(), counts
+        if plan.out_dtype is not None:
+            out = out.to(plan.out_dtype)
+        bad = check and not bool(torch.isfinite(out).all())
+    out = out.cpu()
+    if bad:
+        _name_nonfinite(plan, info, start, n, out)
+    return out, counts
 
 
 def _run(plan: _Plan) -> None:

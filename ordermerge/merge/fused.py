@@ -15,7 +15,16 @@ accumulators) stay in the first-level cache.
 
 Values are moved as raw bits (uint16 for bf16/fp16, uint32 for fp32); "equal
 to the base" is float equality on those bits (+0 == -0, NaN never equal), as
-torch's `==` decides it. Used when numba is installed; otherwise the engine
+torch's `==` decides it.
+
+The NaN/Inf check is part of each kernel's pass (check=True), so a checked merge reads
+nothing twice. Select and resample write one input per element, so they test every
+input (and the base) element while the block is in cache: the largest |bits| of the
+block, one vectorised max. The average tests what it writes instead: with finite
+weights, a NaN or Inf input makes the float32 sum NaN or Inf (x * w is NaN or Inf, and
+so is every sum with it), so the output is non-finite wherever an input is, and also
+where finite inputs overflowed. The kernels return how many blocks (select, resample)
+or elements (average) failed; the engine then finds the first one and names it. Used when numba is installed; otherwise the engine
 falls back to the torch methods, which give the same bytes (tests check it).
 """
 from __future__ import annotations
@@ -147,20 +156,60 @@ if numba is not None:
                     picks[t] += u[t] >= c
         return picks
 
+    @intrinsic
+    def _and(typingctx, x, mask):
+        """x & mask in x's own integer type (numba widens `&` to 64 bits, which would take
+        the vectorised max below from 32 lanes to 8)."""
+        if x != mask or not isinstance(x, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.and_(args[0], args[1])
+        return x(x, mask), codegen
+
+    @numba.njit(inline="always")
+    def _largest_bits(a, lo, m, like, abs_mask):
+        """The largest |bits| of elements lo .. lo+m-1 (m >= 1) at address a, in their own
+        integer type (NaN and Inf are the values whose |bits| reach the infinity's)."""
+        worst = _and(_load(a, lo, like), abs_mask)
+        for t in range(1, m):
+            worst = max(worst, _and(_load(a, lo + t, like), abs_mask))
+        return worst
+
+    def _nonfinite(x):
+        """1 where the bf16 bits or float32 value x is NaN or Inf, else 0."""
+
+    @overload(_nonfinite, inline="always")
+    def _nonfinite_impl(x):
+        if x == types.uint16:  # bf16 bits
+            return lambda x: np.int64((x & numba.uint16(0x7FFF)) >= numba.uint16(0x7F80))
+        if x == types.float32:
+            return lambda x: np.int64((_as_u32(x) & numba.uint32(0x7FFFFFFF))
+                                      >= numba.uint32(0x7F800000))
+
     @numba.njit(parallel=True, cache=True)
-    def _merge(addrs, base_addr, out, keys, start, uniform, cuts, abs_mask, inf_bits):
+    def _merge(addrs, base_addr, out, keys, start, uniform, cuts, abs_mask, inf_bits, check):
         """Select (base_addr 0) or resample over the chunk of n = len(out) elements whose
         element j of input i is at addrs[i] + j * itemsize; keys[r] = the key of round r plus
         phi, len(keys) - 1 resample rounds. Returns how many elements still equal the base
-        (0 without one)."""
+        (0 without one) and, with `check`, how many blocks hold a NaN or Inf in an input or
+        the base."""
         k = addrs.shape[0]
         n = out.shape[0]
         rounds = len(keys) - 1
         blocks = (n + BLOCK - 1) // BLOCK
         left = 0
+        bad = 0
         for bi in numba.prange(blocks):
             lo = bi * BLOCK
             m = min(n, lo + BLOCK) - lo
+            if check:  # first, so the gathers below find the block's inputs in cache
+                worst = _largest_bits(addrs[0], lo, m, out, abs_mask)
+                for i in range(1, k):
+                    worst = max(worst, _largest_bits(addrs[i], lo, m, out, abs_mask))
+                if base_addr != 0:
+                    worst = max(worst, _largest_bits(base_addr, lo, m, out, abs_mask))
+                bad += worst >= inf_bits
             u = np.empty(BLOCK, dtype=np.uint64)
             picks = np.empty(BLOCK, dtype=np.int64)
             pos = np.empty(BLOCK, dtype=np.int64)
@@ -189,16 +238,18 @@ if numba is not None:
                     still += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
                 cnt = still
             left += cnt
-        return left
+        return left, bad
 
     @numba.njit(parallel=True, cache=True)
-    def _average(addrs, out, weights, divisor):
+    def _average(addrs, out, weights, divisor, check):
         """out = (sum_i weights[i] * x_i) / divisor in float32, summed in sub-model order.
         The accumulator starts at -0.0, the additive identity for every float (+0.0 would
-        turn a sum of -0.0 into +0.0); x * 1.0 and x / 1.0 are exact."""
+        turn a sum of -0.0 into +0.0); x * 1.0 and x / 1.0 are exact. Returns, with `check`,
+        how many output elements are NaN or Inf."""
         k = addrs.shape[0]
         n = out.shape[0]
         blocks = (n + BLOCK - 1) // BLOCK
+        bad = 0
         for bi in numba.prange(blocks):
             lo = bi * BLOCK
             m = min(n, lo + BLOCK) - lo
@@ -236,8 +287,14 @@ if numba is not None:
                     for t in range(m):
                         acc[t] += _widen(_load(a0, lo + t, out)) * w0
                     i += 1
-            for t in range(m):
-                out[lo + t] = _narrow(acc[t] / divisor, out)
+            nf = 0
+            for t in range(m):  # `check` is the same throughout: the compiler unswitches it
+                r = _narrow(acc[t] / divisor, out)
+                out[lo + t] = r
+                if check:
+                    nf += _nonfinite(r)
+            bad += nf
+        return bad
 
 
 def _bits_view(t: torch.Tensor, np_dtype) -> np.ndarray:
@@ -247,39 +304,41 @@ def _bits_view(t: torch.Tensor, np_dtype) -> np.ndarray:
 
 def merge_at(addrs: list[int], base_addr: int | None, n: int, dtype: torch.dtype,
              sampler: Sampler, *, rounds: int, seed: int, name: str,
-             start: int) -> tuple[torch.Tensor, int]:
+             start: int, check: bool = False) -> tuple[torch.Tensor, int, int]:
     """select (base_addr None) or resample of elements start .. start+n-1 of tensor `name`,
     whose inputs lie (contiguous, `dtype`) at the addresses `addrs`, the base's at
-    `base_addr`. The caller keeps that memory alive. Returns the n merged elements and how
-    many still equal the base."""
+    `base_addr`. The caller keeps that memory alive. Returns the n merged elements, how
+    many still equal the base and (with `check`) how many blocks hold NaN or Inf."""
     np_dtype, abs_mask, inf_bits = _BITS_DTYPE[dtype]
     out = torch.empty(n, dtype=dtype)
     if n == 0:
-        return out, 0
+        return out, 0, 0
     rounds = rounds if base_addr is not None else 0
     keys = np.array([offset_key(seed, name, r) for r in range(rounds + 1)], dtype=np.uint64)
     cuts = sampler.cuts.cpu().numpy().astype(np.uint64)
-    left = _merge(np.asarray(addrs, dtype=np.uint64), base_addr or 0, _bits_view(out, np_dtype),
-                  keys, np.uint64(start), sampler.uniform, cuts, np_dtype(abs_mask),
-                  np_dtype(inf_bits))
-    return out, int(left)
+    left, bad = _merge(np.asarray(addrs, dtype=np.uint64), base_addr or 0,
+                       _bits_view(out, np_dtype), keys, np.uint64(start), sampler.uniform, cuts,
+                       np_dtype(abs_mask), np_dtype(inf_bits), check)
+    return out, int(left), int(bad)
 
 
-def average_at(addrs: list[int], n: int, dtype: torch.dtype, weights: list[float]) -> torch.Tensor:
+def average_at(addrs: list[int], n: int, dtype: torch.dtype, weights: list[float],
+               check: bool = False) -> tuple[torch.Tensor, int]:
     """The weighted average of n elements of K bf16 or fp32 inputs at `addrs`, as
     average.py computes it: equal weights summed in float32 then divided by K, other
-    weights as float32 products added in order, NaN written as the positive quiet NaN."""
+    weights as float32 products added in order, NaN written as the positive quiet NaN.
+    Returns it and (with `check`) how many of its elements are NaN or Inf."""
     out = torch.empty(n, dtype=dtype)
     if n == 0:
-        return out
+        return out, 0
     k = len(addrs)
     if len(set(weights)) == 1:
         w, divisor = np.ones(k, dtype=np.float32), np.float32(k)
     else:
         w, divisor = np.asarray(weights, dtype=np.float32), np.float32(1.0)
     target = _bits_view(out, np.uint16) if dtype == torch.bfloat16 else out.numpy()
-    _average(np.asarray(addrs, dtype=np.uint64), target, w, divisor)
-    return out
+    bad = _average(np.asarray(addrs, dtype=np.uint64), target, w, divisor, check)
+    return out, int(bad)
 
 
 def _addresses(views) -> list[int]:
@@ -291,12 +350,14 @@ def _addresses(views) -> list[int]:
 
 def merge_chunk(views, base: torch.Tensor | None, sampler: Sampler, *, rounds: int, seed: int,
                 name: str, start: int) -> tuple[torch.Tensor, int]:
-    """merge_at over K contiguous CPU tensors (a list or the rows of a [K, n] stack)."""
+    """merge_at over K contiguous CPU tensors (a list or the rows of a [K, n] stack), no
+    NaN/Inf check: the merged elements and how many still equal the base."""
     (b,) = _addresses([base]) if base is not None else (None,)
-    return merge_at(_addresses(views), b, views[0].shape[0], views[0].dtype, sampler,
-                    rounds=rounds, seed=seed, name=name, start=start)
+    out, left, _ = merge_at(_addresses(views), b, views[0].shape[0], views[0].dtype, sampler,
+                            rounds=rounds, seed=seed, name=name, start=start)
+    return out, left
 
 
 def average_chunk(views, weights: list[float]) -> torch.Tensor:
-    """average_at over K contiguous bf16 or fp32 CPU tensors."""
-    return average_at(_addresses(views), views[0].shape[0], views[0].dtype, weights)
+    """average_at over K contiguous bf16 or fp32 CPU tensors, no NaN/Inf check."""
+    return average_at(_addresses(views), views[0].shape[0], views[0].dtype, weights)[0]

@@ -6,7 +6,14 @@ the K inputs and the base in place (by address, as fused.py does), forms tau_i i
 applies TIES' trim (the exact top-k threshold keys of topk.py) or DARE's counter-based
 drop and rescale, then the weighted sum or the sign election with the disjoint mean, and
 writes theta_base + lambda * delta rounded once. Each product and sum is a separate float32
-operation in sub-model order, as the torch code does it. TIES' per-tensor pass (the
+operation in sub-model order, as the torch code does it.
+
+The NaN/Inf check (check=True) tests what the kernel writes: a NaN or Inf input or base
+makes its tau NaN or Inf; trimming and dropping multiply by 0 or 1 and rescaling by a
+finite scale (Inf * 0 is NaN), the sums and the elected mean add it to everything after
+it, and theta_base + lambda * delta keeps it (Inf * 0 is NaN again). So every element
+that read a non-finite value is written non-finite, as is one whose finite arithmetic
+overflowed; the engine then names the first input or output element at fault. TIES' per-tensor pass (the
 histogram of |tau|'s top 16 bits, then the keys in the k-th element's bin) is here too.
 """
 from __future__ import annotations
@@ -24,7 +31,7 @@ def available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
 
 
 if numba is not None:
-    from .fused import _as_u32, _draw, _load, _narrow, _widen
+    from .fused import _as_u32, _draw, _load, _narrow, _nonfinite, _widen
 
     _u64 = numba.uint64
 
@@ -41,10 +48,11 @@ if numba is not None:
 
     @numba.njit(parallel=True, cache=True)
     def _merge_tv(addrs, base_addr, out, start, mode, weights, lam, normalize, thresholds, salts,
-                  dare_keys, dare_cut, scales, kept):
+                  dare_keys, dare_cut, scales, kept, check):
         """mode 0 task-arithmetic, 1 TIES, 2 DARE-linear, 3 DARE-TIES over the n = len(out)
         elements at `start`; kept[block] counts the task-vector entries kept. Per block, one
-        simple loop per step and sub-model (each vectorised), in the torch code's order."""
+        simple loop per step and sub-model (each vectorised), in the torch code's order.
+        Returns, with `check`, how many output elements are NaN or Inf."""
         k = addrs.shape[0]
         n = out.shape[0]
         blocks = (n + BLOCK - 1) // BLOCK
@@ -53,6 +61,7 @@ if numba is not None:
         elect = mode == 1 or mode == 3
         zero = np.float32(0.0)
         one = np.float32(1.0)
+        bad = 0
         for bi in numba.prange(blocks):
             lo = bi * BLOCK
             m = min(n, lo + BLOCK) - lo
@@ -119,9 +128,15 @@ if numba is not None:
                     for t in range(m):
                         d = div[t]
                         acc[t] = acc[t] / (one if d == zero else d)
-            for t in range(m):
-                out[lo + t] = _narrow(b[t] + acc[t] * lam, out)
+            nf = 0
+            for t in range(m):  # `check` is the same throughout: the compiler unswitches it
+                r = _narrow(b[t] + acc[t] * lam, out)
+                out[lo + t] = r
+                if check:
+                    nf += _nonfinite(r)
+            bad += nf
             kept[bi] = count
+        return bad
 
     @numba.njit(parallel=True, cache=True)
     def _mag_hist(addrs, base_addr, like, n, hist):
@@ -213,17 +228,17 @@ def run(c, thresholds=None, salts=None, dare_keys=None, dare_cut=0, scales=None)
     k = len(c.addrs)
     out = torch.empty(c.n, dtype=c.dtype)
     if c.n == 0:
-        return out, {}
+        return out, {"nonfinite": 0}
     mode = get(c.method).fused_tv_mode  # the method's registry entry
     target = fused._bits_view(out, np.uint16) if c.dtype == torch.bfloat16 else out.numpy()
     kept = np.zeros((c.n + BLOCK - 1) // BLOCK, dtype=np.int64)
     f32 = np.float32
-    _merge_tv(np.asarray(c.addrs, dtype=np.uint64), c.base_addr, target, c.start, mode,
+    bad = _merge_tv(np.asarray(c.addrs, dtype=np.uint64), c.base_addr, target, c.start, mode,
               np.asarray(c.weights, dtype=f32), f32(c.settings["lambda"]),
               bool(c.settings.get("normalize", False)),
               np.asarray(thresholds if thresholds is not None else [0] * k, dtype=np.int64),
               np.asarray(salts if salts is not None else [0] * k, dtype=np.uint64),
               np.asarray(dare_keys if dare_keys is not None else [0] * k, dtype=np.uint64),
               np.uint64(dare_cut), np.asarray(scales if scales is not None else [1.0] * k, dtype=f32),
-              kept)
-    return out, ({"kept": int(kept.sum())} if mode else {})
+              kept, c.check)
+    return out, {"nonfinite": int(bad), **({"kept": int(kept.sum())} if mode else {})}

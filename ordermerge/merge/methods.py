@@ -10,7 +10,8 @@ its table label and the module holding its arithmetic.
 
 A method module provides ``run(chunk) -> (merged, counts)`` (torch, any device) and
 optionally ``run_fused(chunk)`` with ``fused_available(dtype, out_dtype, method)`` (numba CPU
-kernels giving the same bytes), ``prepare(reader, info, name, plan)`` (a per-tensor pass
+kernels giving the same bytes; with ``chunk.check`` their counts' "nonfinite" is non-zero
+where an input, the base or the output holds NaN or Inf), ``prepare(reader, info, name, plan)`` (a per-tensor pass
 before the tensor's chunks, e.g. TIES' exact top-k thresholds) and ``STACKED = True``
 (its torch path gathers across sub-models: give it a [K, n] stack).
 
@@ -221,6 +222,9 @@ class Chunk:
     aux: Any = None  # per-sub-model data (Method.data): K float32 views of this chunk
     addrs: list[int] | None = None  # fused path: the inputs' addresses in memory
     base_addr: int | None = None
+    # fused path: count NaN/Inf (counts["nonfinite"] > 0 where an input, the base or the
+    # output holds one; the engine then names it)
+    check: bool = False
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [

@@ -60,7 +60,7 @@ def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None, method: s
 
 def run_fused(c):
     from . import fused
-    out, left = fused.merge_at(c.addrs, c.base_addr, c.n, c.dtype, c.sampler,
-                               rounds=c.settings["rounds"], seed=c.settings["seed"], name=c.name,
-                               start=c.start)
-    return out, {"equal_to_base": left}
+    out, left, bad = fused.merge_at(c.addrs, c.base_addr, c.n, c.dtype, c.sampler,
+                                    rounds=c.settings["rounds"], seed=c.settings["seed"],
+                                    name=c.name, start=c.start, check=c.check)
+    return out, {"equal_to_base": left, "nonfinite": bad}

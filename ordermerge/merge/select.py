@@ -30,6 +30,7 @@ def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None, method: s
 
 def run_fused(c):
     from . import fused
-    out, _ = fused.merge_at(c.addrs, None, c.n, c.dtype, c.sampler, rounds=0,
-                            seed=c.settings["seed"], name=c.name, start=c.start)
-    return out, {}
+    out, _, bad = fused.merge_at(c.addrs, None, c.n, c.dtype, c.sampler, rounds=0,
+                                 seed=c.settings["seed"], name=c.name, start=c.start,
+                                 check=c.check)
+    return out, {"nonfinite": bad}
