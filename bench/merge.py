@@ -16,8 +16,19 @@ RssAnon sampled every 2 ms: anonymous memory only, so file-backed page cache
     python bench/merge.py --k 8 --skip-mergekit --finite-check   # the NaN/Inf check's cost
 
 --finite-check [METHOD ...] also times those methods (all, when none is named) with
-allow_nonfinite=True (no check of the inputs for NaN/Inf) and prints the checked run's wall
-over the unchecked one's.
+allow_nonfinite=True (no NaN/Inf check) and prints the checked run's wall over the
+unchecked one's.
+
+--against REV is the regression guard: commit REV's `ordermerge/` is written out (git
+archive) into a temporary directory and each method is timed with it and with this
+checkout, side by side: --repeats rounds, each running one child per tree (old first in
+even rounds, new first in odd ones, so a drift of the machine falls on both), each child
+merging once untimed (numba's compile or cache load, the page cache) and once timed. It
+prints each method's median wall in both trees, the ratio new / old of the medians and the
+median of the rounds' ratios; a method REV lacks is reported as such. Run it before
+submitting a change to the merge engine or its kernels:
+
+    python bench/merge.py --against HEAD~1 --k 8 --methods average select resample
 
 Each of our methods is compared with mergekit 0.1.5's counterpart (MERGEKIT): linear for
 the average and the selections (mergekit has no selection), task_arithmetic, ties,
@@ -174,10 +185,15 @@ def child(args) -> None:
         from ordermerge.merge.engine import merge_into
         method, _, variant = args.child.partition(":")
 
+        unchecked = {"allow_nonfinite": True} if variant == "unchecked" else {}  # older trees lack it
+
         def once(out):
             out.mkdir()
-            merge_into(out, method, inputs, base=base, allow_nonfinite=variant == "unchecked",
-                       **METHODS[method][0])
+            merge_into(out, method, inputs, base=base, **unchecked, **METHODS[method][0])
+    if args.warmup:
+        out = Path(tempfile.mkdtemp(dir=args.outdir)) / "out"
+        once(out)
+        shutil.rmtree(out.parent)
     times, peaks = [], []
     for r in range(args.repeats):
         out = Path(tempfile.mkdtemp(dir=args.outdir)) / "out"
@@ -187,20 +203,103 @@ def child(args) -> None:
             times.append(time.perf_counter() - t0)
         peaks.append(s.peak / 1024)
         shutil.rmtree(out.parent)
-    print(json.dumps({"times": times, "peak_anon_mb": max(peaks)}))
+    module = sys.modules.get("ordermerge")
+    print(json.dumps({"times": times, "peak_anon_mb": max(peaks),
+                      "module": getattr(module, "__file__", None)}))
 
 
 # ---------------------------------------------------------------- parent side
-def measure(name: str, k: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", name, "--k", str(k), "--repeats", str(args.repeats),
-           "--workdir", str(args.workdir), "--outdir", str(args.outdir)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def measure(name: str, k: int, args, tree: Path = ROOT, repeats: int | None = None,
+            warmup: bool = False) -> dict:
+    """`name` timed in a child process importing ordermerge from `tree`."""
+    cmd = [sys.executable, __file__, "--child", name, "--k", str(k),
+           "--repeats", str(repeats or args.repeats), "--workdir", str(args.workdir),
+           "--outdir", str(args.outdir), *(["--warmup"] if warmup else [])]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if res["module"] is not None and not Path(res["module"]).is_relative_to(tree):
+        raise RuntimeError(f"{name}: the child imported {res['module']}, not the tree {tree}")
     return {"wall_s": statistics.median(res["times"]), "runs_s": res["times"],
             "peak_anon_mb": res["peak_anon_mb"]}
+
+
+def source_tree(rev: str, dest: Path) -> str:
+    """Commit `rev`'s ordermerge/ written out under `dest` (git archive: the repository and
+    its worktrees are not touched); returns the commit's hash."""
+    found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
+                            f"{rev}^{{commit}}"], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"--against {rev!r}: not a commit of the repository at {ROOT}")
+    commit = found.stdout.strip()
+    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", commit, "ordermerge"],
+                               stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise SystemExit(f"--against {rev!r}: git archive failed")
+    return commit
+
+
+def against(args, ks: list[int]) -> dict:
+    """Each method with commit args.against's ordermerge and with this checkout's,
+    alternating (see the module's docstring)."""
+    report: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count(),
+                    "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"),
+                    "repeats": args.repeats, "by_k": {}}
+    with tempfile.TemporaryDirectory(prefix="ordermerge-against-") as d:
+        old_tree = Path(d)
+        report["old"] = {"rev": args.against, "commit": source_tree(args.against, old_tree)}
+        report["new"] = {"tree": str(ROOT), "commit": git_state()}
+        print(f"new: {report['new']['commit']} (this checkout), old: {args.against} = "
+              f"{report['old']['commit'][:12]}; {report['cpu']}, {report['cpus']} CPUs")
+        for k in ks:
+            wd = args.workdir / f"k{k}"
+            build_inputs(wd, k, TINY_SPEC if args.tiny else SPEC)
+            args_k = argparse.Namespace(**{**vars(args), "workdir": wd})
+            res = {}
+            print(f"\nK={k}: one timed merge per child after one untimed, {args.repeats} rounds")
+            print(f"{'':18}{'old s':>9}{'new s':>9}{'new/old':>9}{'rounds new/old':>18}")
+            for m in args.methods:
+                runs: dict[str, list] = {"old": [], "new": []}
+                try:
+                    for r in range(args.repeats):
+                        order = [("old", old_tree), ("new", ROOT)]
+                        for label, tree in (order if r % 2 == 0 else order[::-1]):
+                            runs[label].append(measure(m, k, args_k, tree, 1, True)["wall_s"])
+                except RuntimeError as e:
+                    res[m] = {"error": str(e).splitlines()[-1]}
+                    print(f"{m:18}  failed in the {label} tree: {res[m]['error']}")
+                    continue
+                old_s, new_s = (statistics.median(runs[x]) for x in ("old", "new"))
+                rounds = [n / o for n, o in zip(runs["new"], runs["old"])]
+                res[m] = {"old_s": runs["old"], "new_s": runs["new"], "old_median_s": old_s,
+                          "new_median_s": new_s, "ratio": new_s / old_s,
+                          "round_ratio_median": statistics.median(rounds)}
+                print(f"{m:18}{old_s:9.3f}{new_s:9.3f}{new_s / old_s:9.3f}"
+                      f"{statistics.median(rounds):18.3f}")
+            report["by_k"][str(k)] = res
+    return report
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def git_state() -> str:
+    """This checkout's commit, with "+changes" where its ordermerge/ differs from it."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "ordermerge"],
+                           capture_output=True, text=True).stdout.strip()
+    return head[:12] + ("+changes" if dirty else "")
 
 
 def startup(repeats: int) -> dict:
@@ -229,7 +328,13 @@ def main() -> None:
     p.add_argument("--skip-mergekit", action="store_true")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=["average", "select", "resample"])
     p.add_argument("--tiny", action="store_true", help="toy checkpoints (a smoke run)")
-    p.add_argument("--json", type=Path, default=ROOT / "results/bench/merge.json")
+    p.add_argument("--json", type=Path, default=None,
+                   help="where the results go (default results/bench/merge.json, or "
+                        "merge-against.json with --against)")
+    p.add_argument("--against", metavar="REV",
+                   help="time each method with commit REV's ordermerge and this checkout's, "
+                        "alternating, and print new / old (the regression guard)")
+    p.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--finite-check", nargs="*", metavar="METHOD", default=None,
                    help="also time these methods (none named: every one of --methods) without "
                         "the inputs' NaN/Inf check")
@@ -239,16 +344,24 @@ def main() -> None:
         child(args)
         return
     ks = args.k or [8, 16]
+    args.outdir = args.outdir or args.workdir / "outputs"
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    if args.against:
+        report = against(args, ks)
+        args.json = args.json or ROOT / "results/bench/merge-against.json"
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {args.json}")
+        return
+    args.json = args.json or ROOT / "results/bench/merge.json"
     checked = [] if args.finite_check is None else [
         m for m in args.methods if not args.finite_check or m in args.finite_check]
-    args.outdir = args.outdir or args.workdir / "outputs"
-    report: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count(),
+    report: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "cpu": cpu_model(),
                     "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats, "by_k": {}}
     for k in ks:
         wd = args.workdir / f"k{k}"
         build_inputs(wd, k, TINY_SPEC if args.tiny else SPEC)
         args_k = argparse.Namespace(**{**vars(args), "workdir": wd})
-        args.outdir.mkdir(parents=True, exist_ok=True)
         res = {"floor": measure("floor", k, args_k)}
         res["floor"]["ratio_to_floor"] = 1.0
         for m in args.methods:
