@@ -147,7 +147,7 @@ if numba is not None:
         if uniform:
             # #{j : ceil(j 2**53 / K) <= u} = floor(u K / 2**53) (rng.Sampler)
             for t in range(cnt):
-                picks[t] = np.int64((u[t] * _u64(k)) >> _u64(BITS))
+                picks[t] = (u[t] * _u64(k)) >> _u64(BITS)
         else:
             for t in range(cnt):
                 picks[t] = 0
@@ -211,18 +211,19 @@ if numba is not None:
                     worst = max(worst, _largest_bits(base_addr, lo, m, out, abs_mask))
                 bad += worst >= inf_bits
             u = np.empty(BLOCK, dtype=np.uint64)
-            picks = np.empty(BLOCK, dtype=np.int64)
+            picks = np.empty(BLOCK, dtype=np.uint64)  # unsigned: addrs[picks[t]] needs no test
             pos = np.empty(BLOCK, dtype=np.int64)
             first = start + _u64(lo)
             _picks(keys[0], first, pos, m, True, k, uniform, cuts, u, picks)
+            o = out[lo:lo + m]  # indexed from 0: no negative-index test, so loops vectorise
             if base_addr == 0:
                 for t in range(m):
-                    out[lo + t] = _load(addrs[picks[t]], lo + t, out)
+                    o[t] = _load(addrs[picks[t]], lo + t, out)
                 continue
             cnt = 0
             for t in range(m):
                 v = _load(addrs[picks[t]], lo + t, out)
-                out[lo + t] = v
+                o[t] = v
                 pos[cnt] = t
                 cnt += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
             for r in range(1, rounds + 1):
@@ -233,7 +234,7 @@ if numba is not None:
                 for s in range(cnt):
                     t = pos[s]
                     v = _load(addrs[picks[s]], lo + t, out)
-                    out[lo + t] = v
+                    o[t] = v
                     pos[still] = t
                     still += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
                 cnt = still
@@ -288,9 +289,10 @@ if numba is not None:
                         acc[t] += _widen(_load(a0, lo + t, out)) * w0
                     i += 1
             nf = 0
+            o = out[lo:lo + m]  # indexed from 0: no negative-index test, so the loop vectorises
             for t in range(m):  # `check` is the same throughout: the compiler unswitches it
                 r = _narrow(acc[t] / divisor, out)
-                out[lo + t] = r
+                o[t] = r
                 if check:
                     nf += _nonfinite(r)
             bad += nf

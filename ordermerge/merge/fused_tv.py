@@ -129,9 +129,10 @@ if numba is not None:
                         d = div[t]
                         acc[t] = acc[t] / (one if d == zero else d)
             nf = 0
+            o = out[lo:lo + m]  # indexed from 0: no negative-index test, so the loop vectorises
             for t in range(m):  # `check` is the same throughout: the compiler unswitches it
                 r = _narrow(b[t] + acc[t] * lam, out)
-                out[lo + t] = r
+                o[t] = r
                 if check:
                     nf += _nonfinite(r)
             bad += nf
