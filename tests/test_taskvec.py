@@ -432,5 +432,37 @@ def test_fused_threshold_search_equals_the_radix_passes():
         for lo, ss, b in raw():
             yield lo, topk.magnitude_bits(torch.stack(ss).float() - b.float())
     ks, salts = [1, 6000, 19_999], [5, 6, 7]
-    assert fused_tv.kth_largest(raw, n, ks, salts, torch.bfloat16) == topk.kth_largest(mags, n, ks, salts)
-    assert fused_tv.kth_largest(raw, n, ks, salts, torch.bfloat16, limit=10) is None
+    want = topk.kth_largest(mags, n, ks, salts)
+    assert fused_tv.kth_largest(raw, n, ks, salts, torch.bfloat16) == want
+    assert fused_tv.histogram_kth_largest(raw, n, ks, salts, torch.bfloat16) == want
+    assert fused_tv.histogram_kth_largest(raw, n, ks, salts, torch.bfloat16, limit=10) is None
+
+
+@pytest.mark.skipif(not __import__("ordermerge.merge.fused_tv", fromlist=["x"]).available(torch.bfloat16, None),
+                    reason="numba not installed")
+@pytest.mark.parametrize("n", [300, 200_003])
+def test_the_one_pass_band_search_finds_the_exhaustive_threshold_or_declines(n, monkeypatch):
+    """The sampled band holds the k-th largest key for continuous magnitudes (every k,
+    including the ends), and the answer is the exhaustive one; a band that misses (a
+    sample made to mislead) or overflows returns None, never a wrong threshold."""
+    from ordermerge.merge import fused_tv
+    g = torch.Generator().manual_seed(n)
+    base = torch.randn(n, generator=g).to(torch.bfloat16)
+    subs = [(base.float() + torch.randn(n, generator=g) * 0.01 * (i + 1)).to(torch.bfloat16)
+            for i in range(3)]
+
+    def raw():
+        for lo in range(0, n, 70_001):
+            yield lo, [s[lo:lo + 70_001] for s in subs], base[lo:lo + 70_001]
+
+    def mags():
+        for lo, ss, b in raw():
+            yield lo, topk.magnitude_bits(torch.stack(ss).float() - b.float())
+    salts = [11, 12, 13]
+    for ks in ([1, n // 5, n - 1], [n // 2, 2, n // 100 + 1], [0, n, n // 5]):
+        want = topk.kth_largest(mags, n, ks, salts)
+        assert fused_tv.band_kth_largest(raw, n, ks, salts, torch.bfloat16) == want, ks
+    # a sample that lies: every sampled magnitude 0, so the band sits at the bottom
+    monkeypatch.setattr(fused_tv, "_sample_mags", lambda chunks, numel, k: np.zeros((k, 512), dtype=np.int32))
+    assert fused_tv.band_kth_largest(raw, n, [n // 5] * 3, salts, torch.bfloat16) is None
+    assert fused_tv.kth_largest(raw, n, [n // 5] * 3, salts, torch.bfloat16) == topk.kth_largest(mags, n, [n // 5] * 3, salts)

@@ -18,6 +18,8 @@ histogram of |tau|'s top 16 bits, then the keys in the k-th element's bin) is he
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -174,6 +176,54 @@ if numba is not None:
             filled[i] = at - offsets[i]
 
 
+    @numba.njit(parallel=True, cache=True)
+    def _band(addrs, base_addr, like, n, start, his, los, salts, keys, offsets, caps, filled, above):
+        """Part p of the chunk (one per thread, contiguous blocks), every row i: above[p, i]
+        += elements whose |tau_i| bits exceed his[i]; the keys of those with los[i] <= bits
+        <= his[i] go to keys[offsets[p, i]:][:caps[i]] (filled[p, i] counts them all, so a
+        full segment shows as filled[p, i] > caps[i]). Per block and row: |tau| bits and the
+        count above in one vectorised loop, the band's positions gathered without branches,
+        then their keys."""
+        k = addrs.shape[0]
+        parts = filled.shape[0]
+        blocks = (n + BLOCK - 1) // BLOCK
+        per = (blocks + parts - 1) // parts
+        for p in numba.prange(parts):
+            b = np.empty(BLOCK, dtype=np.float32)
+            mag = np.empty(BLOCK, dtype=np.int64)
+            pos = np.empty(BLOCK, dtype=np.int64)
+            for bi in range(p * per, min(blocks, (p + 1) * per)):
+                lo = bi * BLOCK
+                m = min(n, lo + BLOCK) - lo
+                for t in range(m):
+                    b[t] = _widen(_load(base_addr, lo + t, like))
+                for i in range(k):
+                    a = addrs[i]
+                    hi = his[i]
+                    low = los[i]
+                    count = 0
+                    for t in range(m):
+                        g = np.int64(_as_u32(abs(_widen(_load(a, lo + t, like)) - b[t])))
+                        mag[t] = g
+                        count += g > hi
+                    above[p, i] += count
+                    if low > hi:
+                        continue
+                    width = _u64(hi - low)
+                    c = 0
+                    for t in range(m):
+                        pos[c] = t
+                        c += _u64(mag[t] - low) <= width
+                    at = filled[p, i]
+                    seg = offsets[p, i]
+                    room = max(0, min(c, caps[i] - at))
+                    for q in range(room):
+                        t = pos[q]
+                        keys[seg + at + q] = (mag[t] << 32) | np.int64(
+                            _perm32((_u64(start) + _u64(lo + t)) ^ salts[i]))
+                    filled[p, i] = at + c
+
+
 def _like(dtype: torch.dtype) -> np.ndarray:
     return np.empty(0, dtype=np.uint16 if dtype == torch.bfloat16 else np.float32)
 
@@ -182,11 +232,128 @@ def _addrs(views) -> np.ndarray:
     return np.asarray([v.data_ptr() for v in views], dtype=np.uint64)
 
 
+# the band search's sample: about this many elements per tensor, in runs of RUN contiguous
+# elements evenly spaced (a run is two cache lines of bf16: the sample reads little)
+SAMPLE = 1 << 16
+MIN_SAMPLE = 1 << 12
+RUN = 64
+# the band reaches this many standard deviations of the sampled quantile either side
+SPREAD = 5.0
+# keys the band search may hold at once (8 bytes each: 128 MiB)
+KEY_BUDGET = 1 << 24
+
+
+def _sample_mags(chunks, numel: int, k: int) -> np.ndarray:
+    """|tau| bits (int32) of each row at the elements j with j % stride < RUN (runs cut by
+    a chunk's end are left out): [k, about SAMPLE]; the whole tensor when it is smaller."""
+    size = min(SAMPLE, max(MIN_SAMPLE, numel // 64))  # a thin sample of a large tensor
+    stride = max(RUN, numel // (size // RUN) // RUN * RUN)
+    rows = []
+    for start, subs, base in chunks():
+        n = base.numel()
+        first = (-start) % stride
+        runs = (n - first) // stride + ((n - first) % stride >= RUN)
+        if stride == RUN:
+            pick = lambda v: v  # noqa: E731  (every element)
+        elif runs > 0:
+            def pick(v):  # a [runs, RUN] strided view of the runs, no copy
+                return v[first:].as_strided((runs, RUN), (stride, 1))
+        else:
+            continue
+        b = pick(base).float()
+        rows.append(torch.stack([(pick(s).float() - b).abs().reshape(-1) for s in subs])
+                    .view(torch.int32).numpy())
+    return np.concatenate(rows, axis=1) if rows else np.zeros((k, 0), dtype=np.int32)
+
+
+def band_kth_largest(chunks, numel: int, ks: list[int], salts: list[int],
+                     dtype: torch.dtype) -> list[int] | None:
+    """topk.kth_largest in one pass over the tensor where a sample tells where to look.
+
+    An evenly spaced sample of each row's |tau| bits (SAMPLE elements in runs) puts the k-th
+    largest near sample position p = k / numel * S; the band [lo, hi] of |tau| bits runs
+    from the sample value SPREAD standard deviations of a sampled quantile
+    (sqrt(S q (1 - q)) positions, plus 8) below p to as many above. One pass then counts,
+    per row, the elements above the band and collects the keys inside it; when the k-th
+    largest falls in the band (above < k <= above + band), it is the (k - above)-th
+    largest key there: the same key as the exhaustive search, since every key above the
+    band is larger and every key below it smaller. Otherwise (a sample that misled, or a
+    band larger than planned) None: the caller takes the histogram passes."""
+    k = len(ks)
+    like = _like(dtype)
+    out: list[int | None] = [None] * k
+    sample = _sample_mags(chunks, numel, k)
+    size = sample.shape[1]
+    his = np.zeros(k, dtype=np.int64)
+    los = np.zeros(k, dtype=np.int64)
+    caps = np.zeros(k, dtype=np.int64)
+    for i, want in enumerate(ks):
+        if want >= numel:
+            out[i] = topk.KEEP_ALL
+        elif want <= 0:
+            out[i] = topk.KEEP_NONE
+        if out[i] is not None or size == 0:
+            his[i] = np.iinfo(np.int64).max  # nothing above; the band is empty (lo > hi)
+            los[i] = np.iinfo(np.int64).max
+            continue
+        q = want / numel
+        p = q * size
+        margin = SPREAD * (size * q * (1 - q)) ** 0.5 + 8
+        # positions in descending order, as ascending ones for np.partition
+        top, bottom = math.floor(p - margin), math.ceil(p + margin)
+        at = [size - 1 - x for x in (top, bottom) if 0 <= x < size]
+        row = np.partition(sample[i], at) if at else sample[i]
+        his[i] = int(row[size - 1 - top]) if top >= 0 else np.iinfo(np.int64).max
+        los[i] = int(row[size - 1 - bottom]) if bottom < size else 0
+        # the band's share of the sample (ties included: bf16 task vectors repeat values),
+        # with room for a sample that was short
+        inside = int(np.count_nonzero((sample[i] >= los[i]) & (sample[i] <= his[i])))
+        caps[i] = min(numel, int(1.5 * inside / size * numel) + 4096)
+    if all(o is not None for o in out):
+        return out
+    # each thread's part of the tensor collects into segments of its own, sized for its
+    # share (a part holding more of the band than that declines: the histogram passes)
+    parts = max(1, numba.get_num_threads())
+    caps = np.minimum(caps, caps // parts + 4096)
+    if caps.sum() * parts > KEY_BUDGET:  # a tie too large to collect
+        return None
+    offsets = (np.arange(parts)[:, None] * caps.sum()
+               + np.concatenate([[0], np.cumsum(caps)[:-1]])[None, :]).astype(np.int64)
+    keys = np.empty(parts * int(caps.sum()), dtype=np.int64)
+    filled = np.zeros((parts, k), dtype=np.int64)
+    above = np.zeros((parts, k), dtype=np.int64)
+    salts_u = np.asarray(salts, dtype=np.uint64)
+    for start, subs, base in chunks():
+        _band(_addrs(subs), base.data_ptr(), like, base.numel(), start, his, los, salts_u, keys,
+              offsets, caps, filled, above)
+    for i, want in enumerate(ks):
+        if out[i] is not None:
+            continue
+        need = want - int(above[:, i].sum())
+        inside = int(filled[:, i].sum())
+        if (filled[:, i] > caps[i]).any() or not 1 <= need <= inside:
+            return None
+        row = np.concatenate([keys[offsets[p, i]:offsets[p, i] + filled[p, i]] for p in range(parts)])
+        out[i] = int(np.partition(row, inside - need)[inside - need])
+    return out
+
+
 def kth_largest(chunks, numel: int, ks: list[int], salts: list[int], dtype: torch.dtype,
                 limit: int = 1 << 24) -> list[int] | None:
-    """topk.kth_largest over the raw chunks (start, K views, base view): a histogram pass
-    and a collecting pass in numba. None when some bin holds more than `limit` elements
-    (the caller then takes topk's radix passes)."""
+    """topk.kth_largest over the raw chunks (start, K views, base view): the band search
+    (one pass), else a histogram pass and a collecting pass in numba. None when some bin
+    holds more than `limit` elements (the caller then takes topk's radix passes)."""
+    found = band_kth_largest(chunks, numel, ks, salts, dtype)
+    if found is not None:
+        return found
+    return histogram_kth_largest(chunks, numel, ks, salts, dtype, limit)
+
+
+def histogram_kth_largest(chunks, numel: int, ks: list[int], salts: list[int],
+                          dtype: torch.dtype, limit: int = 1 << 24) -> list[int] | None:
+    """topk.kth_largest over the raw chunks: a histogram of each row's |tau| bits' top 16
+    bits, then the keys in the k-th largest's bin collected and sorted. None when some bin
+    holds more than `limit` elements."""
     k = len(ks)
     like = _like(dtype)
     parts = max(1, numba.get_num_threads())
