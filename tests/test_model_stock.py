@@ -70,6 +70,34 @@ def test_the_merge_is_the_formula_and_the_same_bytes_at_any_chunking(tmp_path, d
         assert not torch.equal(a[n], load(tmp_path / "base")[n])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_fused_kernels_give_the_torch_paths_bytes_at_any_thread_count(tmp_path, dtype, monkeypatch):
+    """The numba Gram (per-block BLAS products added in block order) and the mix in the
+    average's kernel, against the torch path (one float64 product per 64k block, the mix in
+    torch): t, rounded to float32, and every output byte the same here; and the same
+    bytes with one thread or two."""
+    from ordermerge.merge import fused, fused_tv
+    base, subs = make(tmp_path, k=4, dtype=dtype, step=0.02, moved=0.6)
+    threads = fused.numba.get_num_threads() if fused.numba else 1
+    outs = []
+    try:
+        for i, n in enumerate([1, 2]):
+            fused.set_threads(n)
+            r = merge("model_stock", subs, tmp_path / f"f{i}", base=tmp_path / "base", chunk_elements=3000)
+            assert r["fused_tensors"] > 0
+            outs.append(load(tmp_path / f"f{i}"))
+    finally:
+        fused.set_threads(threads)
+    monkeypatch.setattr(fused, "numba", None)
+    monkeypatch.setattr(fused_tv, "numba", None)
+    r = merge("model_stock", subs, tmp_path / "torch", base=tmp_path / "base")
+    assert r["fused_tensors"] == 0
+    outs.append(load(tmp_path / "torch"))
+    bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+    for n in outs[0]:
+        assert all(torch.equal(o[n].view(bits), outs[0][n].view(bits)) for o in outs[1:]), n
+
+
 def test_against_mergekit_on_float32_checkpoints(tmp_path):
     """Equal within float32 rounding: t's float64 accumulation (ours) against mergekit's
     float32 reductions. mergekit's mean cosine c is off by at most 3 gamma(N) for a tensor of

@@ -242,11 +242,13 @@ if numba is not None:
         return left, bad
 
     @numba.njit(parallel=True, cache=True)
-    def _average(addrs, out, weights, divisor, check):
-        """out = (sum_i weights[i] * x_i) / divisor in float32, summed in sub-model order.
-        The accumulator starts at -0.0, the additive identity for every float (+0.0 would
-        turn a sum of -0.0 into +0.0); x * 1.0 and x / 1.0 are exact. Returns, with `check`,
-        how many output elements are NaN or Inf."""
+    def _average(addrs, out, weights, divisor, check, base_addr, t_mix, base_mix):
+        """out = (sum_i weights[i] * x_i) / divisor in float32, summed in sub-model order;
+        with a base (base_addr != 0, Model Stock) then mixed as avg * t_mix + base * base_mix
+        (two float32 products and a sum, as model_stock.run computes it). The accumulator
+        starts at -0.0, the additive identity for every float (+0.0 would turn a sum of -0.0
+        into +0.0); x * 1.0 and x / 1.0 are exact. Returns, with `check`, how many output
+        elements are NaN or Inf."""
         k = addrs.shape[0]
         n = out.shape[0]
         blocks = (n + BLOCK - 1) // BLOCK
@@ -290,13 +292,51 @@ if numba is not None:
                     i += 1
             nf = 0
             o = out[lo:lo + m]  # indexed from 0: no negative-index test, so the loop vectorises
+            if base_addr != 0:
+                for t in range(m):
+                    acc[t] = (acc[t] / divisor) * t_mix + _widen(_load(base_addr, lo + t, out)) * base_mix
+                one = np.float32(1.0)
+            else:
+                one = divisor
             for t in range(m):  # `check` is the same throughout: the compiler unswitches it
-                r = _narrow(acc[t] / divisor, out)
+                r = _narrow(acc[t] / one, out)
                 o[t] = r
                 if check:
                     nf += _nonfinite(r)
             bad += nf
         return bad
+
+
+if numba is not None:
+    @numba.njit(parallel=True, cache=True)
+    def _gram(addrs, base_addr, like, n, partial, parts):
+        """partial[b] = the Gram matrix of block b's task vectors (see gram_at). Each of
+        `parts` threads takes a contiguous run of blocks and keeps its buffers."""
+        k = addrs.shape[0]
+        blocks = partial.shape[0]
+        per = (blocks + parts - 1) // parts
+        for p in numba.prange(parts):
+            tau = np.empty((k, BLOCK), dtype=np.float64)
+            b = np.empty(BLOCK, dtype=np.float32)
+            for bi in range(p * per, min(blocks, (p + 1) * per)):
+                lo = bi * BLOCK
+                m = min(n, lo + BLOCK) - lo
+                for t in range(m):
+                    b[t] = _widen(_load(base_addr, lo + t, like))
+                for i in range(k):
+                    a = addrs[i]
+                    row = tau[i]
+                    for t in range(m):
+                        row[t] = np.float64(_widen(_load(a, lo + t, like)) - b[t])
+                x = tau if m == BLOCK else tau[:, :m].copy()
+                partial[bi] = x @ x.T  # one small BLAS product per block
+
+    @numba.njit(cache=True)
+    def _sum_blocks(partial):
+        out = np.zeros(partial.shape[1:], dtype=np.float64)
+        for bi in range(partial.shape[0]):
+            out += partial[bi]
+        return out
 
 
 def _bits_view(t: torch.Tensor, np_dtype) -> np.ndarray:
@@ -325,11 +365,14 @@ def merge_at(addrs: list[int], base_addr: int | None, n: int, dtype: torch.dtype
 
 
 def average_at(addrs: list[int], n: int, dtype: torch.dtype, weights: list[float],
-               check: bool = False) -> tuple[torch.Tensor, int]:
+               check: bool = False, base_addr: int | None = None,
+               t: float = 1.0) -> tuple[torch.Tensor, int]:
     """The weighted average of n elements of K bf16 or fp32 inputs at `addrs`, as
     average.py computes it: equal weights summed in float32 then divided by K, other
     weights as float32 products added in order, NaN written as the positive quiet NaN.
-    Returns it and (with `check`) how many of its elements are NaN or Inf."""
+    With `base_addr`, Model Stock's mix avg * t + base * (1 - t) in float32 (t and 1 - t
+    rounded to float32 once). Returns it and (with `check`) how many of its elements are
+    NaN or Inf."""
     out = torch.empty(n, dtype=dtype)
     if n == 0:
         return out, 0
@@ -339,8 +382,25 @@ def average_at(addrs: list[int], n: int, dtype: torch.dtype, weights: list[float
     else:
         w, divisor = np.asarray(weights, dtype=np.float32), np.float32(1.0)
     target = _bits_view(out, np.uint16) if dtype == torch.bfloat16 else out.numpy()
-    bad = _average(np.asarray(addrs, dtype=np.uint64), target, w, divisor, check)
+    bad = _average(np.asarray(addrs, dtype=np.uint64), target, w, divisor, check, base_addr or 0,
+                   np.float32(t), np.float32(1.0 - t))
     return out, int(bad)
+
+
+def gram_at(addrs: list[int], base_addr: int, n: int, dtype: torch.dtype) -> np.ndarray:
+    """The K x K Gram matrix (float64) of the task vectors tau_i = x_i - base (float32
+    differences, as taskvec.tau_of; their products are exact in float64) over n elements
+    of bf16 or fp32 inputs at `addrs`. Each block of BLOCK elements (aligned to element 0)
+    is one BLAS product, single-threaded at this size, and the blocks are added in order:
+    the bytes depend on neither chunking nor threads."""
+    k = len(addrs)
+    blocks = (n + BLOCK - 1) // BLOCK
+    partial = np.zeros((blocks, k, k), dtype=np.float64)
+    if n:
+        like = np.empty(0, dtype=np.uint16 if dtype == torch.bfloat16 else np.float32)
+        _gram(np.asarray(addrs, dtype=np.uint64), base_addr, like, n, partial,
+              min(blocks, numba.get_num_threads()))
+    return _sum_blocks(partial) if blocks else np.zeros((k, k), dtype=np.float64)
 
 
 def _addresses(views) -> list[int]:

@@ -8,7 +8,11 @@ Per tensor, with task vectors tau_i = theta_i - theta_base of the K runs:
     theta = t * avg_i theta_i + (1 - t) * theta_base
 
 `prepare` reads the tensor once for the K x K Gram matrix of the task vectors; `run` mixes
-each chunk. With weights w_i the average is the weighted one (average.py); Model Stock and
+each chunk. On the CPU both are numba kernels (fused.gram_at, and the average's kernel with
+the mix), each one pass over the mapped inputs. The Gram's float64 sums are in a fixed
+order there (lanes, blocks) and in BLAS's order on the torch path; t, rounded to float32,
+is the same on both unless the two float64 results straddle a float32 rounding boundary
+(their difference is about n 2^-53 of the sums, the boundaries 2^-24 apart). With weights w_i the average is the weighted one (average.py); Model Stock and
 mergekit use the plain mean, the default 1/K.
 
 Where this differs from mergekit: the dot products are accumulated in float64 over blocks
@@ -43,8 +47,16 @@ def interpolation_ratio(gram: torch.Tensor) -> float:
 
 
 def prepare(chunks, info, name: str, plan) -> float:
-    """This tensor's t: the task vectors' Gram matrix over the whole tensor, in float64."""
+    """This tensor's t: the task vectors' Gram matrix over the whole tensor, in float64 (the
+    fused path: numba over the mapped tensor; else torch's matrix products)."""
     k = len(plan.subs)
+    if info.name in plan.fused:
+        from . import fused
+        n = info.numel
+        gram = torch.from_numpy(fused.gram_at([s.address(info.name, 0, n) for s in plan.subs],
+                                              plan.base.address(info.name, 0, n), n,
+                                              info.torch_dtype))
+        return interpolation_ratio(gram)
     gram = torch.zeros(k, k, dtype=torch.float64)
     for _, subs, base in chunks():
         for lo in range(0, base.numel(), BLOCK):
@@ -57,3 +69,16 @@ def run(c):
     t = c.state
     avg = weighted_average(c.subs, c.weights, torch.float32)
     return to_output(avg.mul_(t).add_(c.base.to(torch.float32).mul(1.0 - t)), c.out_dtype), {}
+
+
+def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None, method: str = "") -> bool:
+    from . import fused
+    return fused.average_available(dtype) and out_dtype in (None, dtype)
+
+
+def run_fused(c):
+    """The average and the mix in the average's kernel, one pass."""
+    from . import fused
+    out, bad = fused.average_at(c.addrs, c.n, c.dtype, c.weights, c.check, base_addr=c.base_addr,
+                                t=c.state)
+    return out, {"nonfinite": bad}
