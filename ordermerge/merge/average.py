@@ -42,5 +42,5 @@ def fused_available(dtype: torch.dtype, out_dtype: torch.dtype | None, method: s
 
 def run_fused(c):
     from . import fused
-    out, bad = fused.average_at(c.addrs, c.n, c.dtype, c.weights, c.check)
+    out, bad = fused.average_at(c.addrs, c.n, c.dtype, c.weights, c.check, out=c.out)
     return out, {"nonfinite": bad}

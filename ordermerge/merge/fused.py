@@ -346,13 +346,16 @@ def _bits_view(t: torch.Tensor, np_dtype) -> np.ndarray:
 
 def merge_at(addrs: list[int], base_addr: int | None, n: int, dtype: torch.dtype,
              sampler: Sampler, *, rounds: int, seed: int, name: str,
-             start: int, check: bool = False) -> tuple[torch.Tensor, int, int]:
+             start: int, check: bool = False,
+             out: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int]:
     """select (base_addr None) or resample of elements start .. start+n-1 of tensor `name`,
     whose inputs lie (contiguous, `dtype`) at the addresses `addrs`, the base's at
     `base_addr`. The caller keeps that memory alive. Returns the n merged elements, how
-    many still equal the base and (with `check`) how many blocks hold NaN or Inf."""
+    many still equal the base and (with `check`) how many blocks hold NaN or Inf. `out`: n
+    elements of `dtype` to write into (the engine reuses its buffers; a fresh one faults
+    in its pages every time)."""
     np_dtype, abs_mask, inf_bits = _BITS_DTYPE[dtype]
-    out = torch.empty(n, dtype=dtype)
+    out = torch.empty(n, dtype=dtype) if out is None else out
     if n == 0:
         return out, 0, 0
     rounds = rounds if base_addr is not None else 0
@@ -366,14 +369,14 @@ def merge_at(addrs: list[int], base_addr: int | None, n: int, dtype: torch.dtype
 
 def average_at(addrs: list[int], n: int, dtype: torch.dtype, weights: list[float],
                check: bool = False, base_addr: int | None = None,
-               t: float = 1.0) -> tuple[torch.Tensor, int]:
+               t: float = 1.0, out: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """The weighted average of n elements of K bf16 or fp32 inputs at `addrs`, as
     average.py computes it: equal weights summed in float32 then divided by K, other
     weights as float32 products added in order, NaN written as the positive quiet NaN.
     With `base_addr`, Model Stock's mix avg * t + base * (1 - t) in float32 (t and 1 - t
     rounded to float32 once). Returns it and (with `check`) how many of its elements are
-    NaN or Inf."""
-    out = torch.empty(n, dtype=dtype)
+    NaN or Inf. `out`: as merge_at's."""
+    out = torch.empty(n, dtype=dtype) if out is None else out
     if n == 0:
         return out, 0
     k = len(addrs)

@@ -394,7 +394,7 @@ def histogram_kth_largest(chunks, numel: int, ks: list[int], salts: list[int],
 def run(c, thresholds=None, salts=None, dare_keys=None, dare_cut=0, scales=None):
     """The fused merge of chunk `c` (addresses set) for c.method."""
     k = len(c.addrs)
-    out = torch.empty(c.n, dtype=c.dtype)
+    out = torch.empty(c.n, dtype=c.dtype) if c.out is None else c.out
     if c.n == 0:
         return out, {"nonfinite": 0}
     mode = get(c.method).fused_tv_mode  # the method's registry entry

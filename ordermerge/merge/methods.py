@@ -225,6 +225,7 @@ class Chunk:
     # fused path: count NaN/Inf (counts["nonfinite"] > 0 where an input, the base or the
     # output holds one; the engine then names it)
     check: bool = False
+    out: Any = None  # fused path: n elements of the output dtype to write into (reused)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [

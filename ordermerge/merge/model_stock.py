@@ -80,5 +80,5 @@ def run_fused(c):
     """The average and the mix in the average's kernel, one pass."""
     from . import fused
     out, bad = fused.average_at(c.addrs, c.n, c.dtype, c.weights, c.check, base_addr=c.base_addr,
-                                t=c.state)
+                                t=c.state, out=c.out)
     return out, {"nonfinite": bad}

@@ -62,5 +62,5 @@ def run_fused(c):
     from . import fused
     out, left, bad = fused.merge_at(c.addrs, c.base_addr, c.n, c.dtype, c.sampler,
                                     rounds=c.settings["rounds"], seed=c.settings["seed"],
-                                    name=c.name, start=c.start, check=c.check)
+                                    name=c.name, start=c.start, check=c.check, out=c.out)
     return out, {"equal_to_base": left, "nonfinite": bad}

@@ -32,5 +32,5 @@ def run_fused(c):
     from . import fused
     out, _, bad = fused.merge_at(c.addrs, None, c.n, c.dtype, c.sampler, rounds=0,
                                  seed=c.settings["seed"], name=c.name, start=c.start,
-                                 check=c.check)
+                                 check=c.check, out=c.out)
     return out, {"nonfinite": bad}
