@@ -162,19 +162,18 @@ class Checkpoint:
     def nbytes(self) -> int:
         return sum(f.stat().st_size for f in self.files())
 
-    def open(self, populate: bool = False) -> None:
+    def open(self) -> None:
         """Map every file read-only: the file's pages stay page cache, not this process's
-        anonymous memory. (A writable private mapping would not do: populating it copies
-        every page.)"""
-        flags = mmap.MAP_PRIVATE | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+        anonymous memory (a writable private mapping would copy every page it touches);
+        read in order, so the kernel reads ahead."""
         for f in self.files():
             if f not in self._maps:
                 fd = os.open(f, os.O_RDONLY)
                 try:
-                    self._maps[f] = mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
+                    self._maps[f] = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
                 finally:
                     os.close(fd)
-                if not populate and hasattr(self._maps[f], "madvise"):
+                if hasattr(self._maps[f], "madvise"):
                     self._maps[f].madvise(mmap.MADV_SEQUENTIAL)
 
     def view(self, name: str, start: int, n: int) -> torch.Tensor:
