@@ -182,7 +182,7 @@ if numba is not None:
         += elements whose |tau_i| bits exceed his[i]; the keys of those with los[i] <= bits
         <= his[i] go to keys[offsets[p, i]:][:caps[i]] (filled[p, i] counts them all, so a
         full segment shows as filled[p, i] > caps[i]). Per block and row: |tau| bits and the
-        count above in one vectorised loop, the band's positions gathered without branches,
+        count above in one vectorised loop, the band's positions gathered (a predicted branch),
         then their keys."""
         k = addrs.shape[0]
         parts = filled.shape[0]
@@ -211,9 +211,10 @@ if numba is not None:
                         continue
                     width = _u64(hi - low)
                     c = 0
-                    for t in range(m):
-                        pos[c] = t
-                        c += _u64(mag[t] - low) <= width
+                    for t in range(m):  # the band is a few percent: the branch is predicted
+                        if _u64(mag[t] - low) <= width:
+                            pos[c] = t
+                            c += 1
                     at = filled[p, i]
                     seg = offsets[p, i]
                     room = max(0, min(c, caps[i] - at))
