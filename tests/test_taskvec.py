@@ -414,6 +414,19 @@ def test_fused_kernels_give_the_bytes_of_the_torch_arithmetic(dtype, method, set
     assert fused_tv.available(dtype, None) and not fused_tv.available(torch.float16, None)
 
 
+def chunk_readers(subs, base, size):
+    """The engine's two views of one tensor in chunks of `size`: raw (start, K views, the
+    base's view) for the numba searches, and (start, [K, n] |tau| bits) for topk's."""
+    def raw():
+        for lo in range(0, base.numel(), size):
+            yield lo, [s[lo:lo + size] for s in subs], base[lo:lo + size]
+
+    def mags():
+        for lo, ss, b in raw():
+            yield lo, topk.magnitude_bits(torch.stack(ss).float() - b.float())
+    return raw, mags
+
+
 @pytest.mark.skipif(not __import__("ordermerge.merge.fused_tv", fromlist=["x"]).available(torch.bfloat16, None),
                     reason="numba not installed")
 def test_fused_threshold_search_equals_the_radix_passes():
@@ -424,13 +437,7 @@ def test_fused_threshold_search_equals_the_radix_passes():
     subs = [(base.view(torch.int16) + torch.randint(-2, 3, (n,), generator=g, dtype=torch.int16)).view(torch.bfloat16)
             for _ in range(3)]
 
-    def raw():
-        for lo in range(0, n, 3000):
-            yield lo, [s[lo:lo + 3000] for s in subs], base[lo:lo + 3000]
-
-    def mags():
-        for lo, ss, b in raw():
-            yield lo, topk.magnitude_bits(torch.stack(ss).float() - b.float())
+    raw, mags = chunk_readers(subs, base, 3000)
     ks, salts = [1, 6000, 19_999], [5, 6, 7]
     want = topk.kth_largest(mags, n, ks, salts)
     assert fused_tv.kth_largest(raw, n, ks, salts, torch.bfloat16) == want
@@ -451,13 +458,7 @@ def test_the_one_pass_band_search_finds_the_exhaustive_threshold_or_declines(n, 
     subs = [(base.float() + torch.randn(n, generator=g) * 0.01 * (i + 1)).to(torch.bfloat16)
             for i in range(3)]
 
-    def raw():
-        for lo in range(0, n, 70_001):
-            yield lo, [s[lo:lo + 70_001] for s in subs], base[lo:lo + 70_001]
-
-    def mags():
-        for lo, ss, b in raw():
-            yield lo, topk.magnitude_bits(torch.stack(ss).float() - b.float())
+    raw, mags = chunk_readers(subs, base, 70_001)
     salts = [11, 12, 13]
     for ks in ([1, n // 5, n - 1], [n // 2, 2, n // 100 + 1], [0, n, n // 5]):
         want = topk.kth_largest(mags, n, ks, salts)

@@ -121,6 +121,24 @@ if numba is not None:
             return lambda f, like: np.float32(np.nan) if f != f else f
 
     @numba.njit(inline="always")
+    def _block(bi, n):
+        """Block bi of n elements: its first element and its length."""
+        lo = bi * BLOCK
+        return lo, min(n, lo + BLOCK) - lo
+
+    @numba.njit(inline="always")
+    def _part(p, parts, blocks):
+        """Thread p's contiguous run of `blocks` blocks (of `parts` runs): first, end."""
+        per = (blocks + parts - 1) // parts
+        return p * per, min(blocks, (p + 1) * per)
+
+    @numba.njit(inline="always")
+    def _widen_into(dst, addr, lo, m, like):
+        """dst[:m] = elements lo .. lo+m-1 at `addr` (`like`'s element type) as float32."""
+        for t in range(m):
+            dst[t] = _widen(_load(addr, lo + t, like))
+
+    @numba.njit(inline="always")
     def _draw(key_plus_golden, index):
         z = index * _u64(GOLDEN) + key_plus_golden
         z = (z ^ (z >> _u64(30))) * _u64(0xBF58476D1CE4E5B9)
@@ -313,16 +331,13 @@ if numba is not None:
         """partial[b] = the Gram matrix of block b's task vectors (see gram_at). Each of
         `parts` threads takes a contiguous run of blocks and keeps its buffers."""
         k = addrs.shape[0]
-        blocks = partial.shape[0]
-        per = (blocks + parts - 1) // parts
         for p in numba.prange(parts):
             tau = np.empty((k, BLOCK), dtype=np.float64)
             b = np.empty(BLOCK, dtype=np.float32)
-            for bi in range(p * per, min(blocks, (p + 1) * per)):
-                lo = bi * BLOCK
-                m = min(n, lo + BLOCK) - lo
-                for t in range(m):
-                    b[t] = _widen(_load(base_addr, lo + t, like))
+            first, end = _part(p, parts, partial.shape[0])
+            for bi in range(first, end):
+                lo, m = _block(bi, n)
+                _widen_into(b, base_addr, lo, m, like)
                 for i in range(k):
                     a = addrs[i]
                     row = tau[i]

@@ -33,7 +33,8 @@ def available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
 
 
 if numba is not None:
-    from .fused import _as_u32, _draw, _load, _narrow, _nonfinite, _widen
+    from .fused import (_as_u32, _block, _draw, _load, _narrow, _nonfinite, _part, _widen,
+                        _widen_into)
 
     _u64 = numba.uint64
 
@@ -74,8 +75,7 @@ if numba is not None:
             total = np.empty(BLOCK, dtype=np.float32)
             first = _u64(start) + _u64(lo)
             count = 0
-            for t in range(m):
-                b[t] = _widen(_load(base_addr, lo + t, out))
+            _widen_into(b, base_addr, lo, m, out)
             for i in range(k):
                 a = addrs[i]
                 row = tv[i]
@@ -186,17 +186,14 @@ if numba is not None:
         then their keys."""
         k = addrs.shape[0]
         parts = filled.shape[0]
-        blocks = (n + BLOCK - 1) // BLOCK
-        per = (blocks + parts - 1) // parts
         for p in numba.prange(parts):
             b = np.empty(BLOCK, dtype=np.float32)
             mag = np.empty(BLOCK, dtype=np.int64)
             pos = np.empty(BLOCK, dtype=np.int64)
-            for bi in range(p * per, min(blocks, (p + 1) * per)):
-                lo = bi * BLOCK
-                m = min(n, lo + BLOCK) - lo
-                for t in range(m):
-                    b[t] = _widen(_load(base_addr, lo + t, like))
+            first, end = _part(p, parts, (n + BLOCK - 1) // BLOCK)
+            for bi in range(first, end):
+                lo, m = _block(bi, n)
+                _widen_into(b, base_addr, lo, m, like)
                 for i in range(k):
                     a = addrs[i]
                     hi = his[i]
