@@ -64,20 +64,8 @@ def json_object(text: str) -> dict:
     return value
 
 
-def train_arguments(p) -> None:
-    """The arguments of `ordermerge train` and of the workflow's sft script (here, not in
-    sft.py, so that --help and argument errors import no torch)."""
-    p.add_argument("--task", required=True, help="task name (ordermerge.data.registry)")
-    p.add_argument("--base", required=True,
-                   help="base model: a local directory (e.g. the tiny built base) or a Hugging Face id")
-    p.add_argument("--data-dir", required=True, type=Path,
-                   help="directory with the task's train.jsonl and validation.jsonl")
-    p.add_argument("--order", required=True, type=Path,
-                   help='order file: {"epochs": [[row ids], ...], "seed": s, "run": r}')
-    p.add_argument("--out-dir", required=True, type=Path)
-
-
 def train_parser(sub) -> None:
+    from .train_args import train_arguments
     p = sub.add_parser("train", help="fine-tune a base model on one task in a given data order",
                        description="One SFT run (ordermerge.sft): follows the order exactly, "
                                    "checkpoints each epoch, resumes after a kill. Run it under "

@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.runner import log, parser, start
-from ordermerge.cli import train_arguments
+from ordermerge.train_args import train_arguments
 from ordermerge.sft import train_from_args
 
 p = parser(__doc__)
