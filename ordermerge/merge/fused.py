@@ -206,57 +206,60 @@ if numba is not None:
                                       >= numba.uint32(0x7F800000))
 
     @numba.njit(parallel=True, cache=True)
-    def _merge(addrs, base_addr, out, keys, start, uniform, cuts, abs_mask, inf_bits, check):
+    def _merge(addrs, base_addr, out, keys, start, uniform, cuts, abs_mask, inf_bits, check,
+               parts):
         """Select (base_addr 0) or resample over the chunk of n = len(out) elements whose
         element j of input i is at addrs[i] + j * itemsize; keys[r] = the key of round r plus
         phi, len(keys) - 1 resample rounds. Returns how many elements still equal the base
         (0 without one) and, with `check`, how many blocks hold a NaN or Inf in an input or
-        the base."""
+        the base. Each of `parts` threads takes a contiguous run of blocks and keeps its
+        buffers."""
         k = addrs.shape[0]
         n = out.shape[0]
         rounds = len(keys) - 1
         blocks = (n + BLOCK - 1) // BLOCK
         left = 0
         bad = 0
-        for bi in numba.prange(blocks):
-            lo = bi * BLOCK
-            m = min(n, lo + BLOCK) - lo
-            if check:  # first, so the gathers below find the block's inputs in cache
-                worst = _largest_bits(addrs[0], lo, m, out, abs_mask)
-                for i in range(1, k):
-                    worst = max(worst, _largest_bits(addrs[i], lo, m, out, abs_mask))
-                if base_addr != 0:
-                    worst = max(worst, _largest_bits(base_addr, lo, m, out, abs_mask))
-                bad += worst >= inf_bits
+        for p in numba.prange(parts):
             u = np.empty(BLOCK, dtype=np.uint64)
             picks = np.empty(BLOCK, dtype=np.uint64)  # unsigned: addrs[picks[t]] needs no test
             pos = np.empty(BLOCK, dtype=np.int64)
-            first = start + _u64(lo)
-            _picks(keys[0], first, pos, m, True, k, uniform, cuts, u, picks)
-            o = out[lo:lo + m]  # indexed from 0: no negative-index test, so loops vectorise
-            if base_addr == 0:
+            first_block, end_block = _part(p, parts, blocks)
+            for bi in range(first_block, end_block):
+                lo, m = _block(bi, n)
+                first = start + _u64(lo)
+                _picks(keys[0], first, pos, m, True, k, uniform, cuts, u, picks)
+                if check:  # after the draws: the gathers below find the inputs in cache
+                    worst = _largest_bits(addrs[0], lo, m, out, abs_mask)
+                    for i in range(1, k):
+                        worst = max(worst, _largest_bits(addrs[i], lo, m, out, abs_mask))
+                    if base_addr != 0:
+                        worst = max(worst, _largest_bits(base_addr, lo, m, out, abs_mask))
+                    bad += worst >= inf_bits
+                o = out[lo:lo + m]  # indexed from 0: no negative-index test, so loops vectorise
+                if base_addr == 0:
+                    for t in range(m):
+                        o[t] = _load(addrs[picks[t]], lo + t, out)
+                    continue
+                cnt = 0
                 for t in range(m):
-                    o[t] = _load(addrs[picks[t]], lo + t, out)
-                continue
-            cnt = 0
-            for t in range(m):
-                v = _load(addrs[picks[t]], lo + t, out)
-                o[t] = v
-                pos[cnt] = t
-                cnt += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
-            for r in range(1, rounds + 1):
-                if cnt == 0:
-                    break
-                _picks(keys[r], first, pos, cnt, False, k, uniform, cuts, u, picks)
-                still = 0
-                for s in range(cnt):
-                    t = pos[s]
-                    v = _load(addrs[picks[s]], lo + t, out)
+                    v = _load(addrs[picks[t]], lo + t, out)
                     o[t] = v
-                    pos[still] = t
-                    still += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
-                cnt = still
-            left += cnt
+                    pos[cnt] = t
+                    cnt += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
+                for r in range(1, rounds + 1):
+                    if cnt == 0:
+                        break
+                    _picks(keys[r], first, pos, cnt, False, k, uniform, cuts, u, picks)
+                    still = 0
+                    for s in range(cnt):
+                        t = pos[s]
+                        v = _load(addrs[picks[s]], lo + t, out)
+                        o[t] = v
+                        pos[still] = t
+                        still += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
+                    cnt = still
+                left += cnt
         return left, bad
 
     @numba.njit(parallel=True, cache=True)
@@ -378,7 +381,8 @@ def merge_at(addrs: list[int], base_addr: int | None, n: int, dtype: torch.dtype
     cuts = sampler.cuts.cpu().numpy().astype(np.uint64)
     left, bad = _merge(np.asarray(addrs, dtype=np.uint64), base_addr or 0,
                        _bits_view(out, np_dtype), keys, np.uint64(start), sampler.uniform, cuts,
-                       np_dtype(abs_mask), np_dtype(inf_bits), check)
+                       np_dtype(abs_mask), np_dtype(inf_bits), check,
+                       max(1, min((n + BLOCK - 1) // BLOCK, numba.get_num_threads())))
     return out, int(left), int(bad)
 
 
