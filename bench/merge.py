@@ -70,15 +70,15 @@ METHODS = {
 
 # ---------------------------------------------------------------- inputs
 def build_inputs(workdir: Path, k: int, spec: dict) -> None:
-    """base/ and s0..s{k-1}/ in workdir, bf16 safetensors; kept between runs."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    """base/ and s0..s{k-1}/ in workdir, bf16 safetensors; kept between runs (nothing is
+    imported then)."""
     stamp = workdir / "spec.json"
     want = json.dumps({**spec, "k": k, "architectures": True})
     if stamp.is_file() and stamp.read_text() == want:
         return
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     cfg = LlamaConfig(**spec, num_key_value_heads=spec["num_attention_heads"], dtype="bfloat16",

@@ -17,6 +17,8 @@ def _run(script, *args, timeout=600):
 
 
 def test_bench_merge_runs_every_method_at_toy_size(tmp_path):
+    """Every method and its mergekit counterpart, the NaN/Inf check's cost, then the
+    regression guard (--against) on the same inputs."""
     pytest.importorskip("mergekit")
     out = tmp_path / "merge.json"
     proc = _run("merge.py", "--tiny", "--k", "2", "--repeats", "1", "--workdir",
@@ -33,11 +35,8 @@ def test_bench_merge_runs_every_method_at_toy_size(tmp_path):
     assert rep["model_stock"]["peak_anon_mb"] > 0 and rep["mergekit_model_stock"]["peak_anon_mb"] > 0
     assert rep["ties"]["mergekit"] == "mergekit_ties" and rep["ties"]["speedup_vs_mergekit"] > 0
     assert "x floor" in proc.stdout
-
-
-def test_bench_merge_against_a_commit_times_both_trees_side_by_side(tmp_path):
-    """The regression guard at toy size: HEAD's ordermerge/ written out and timed against
-    this checkout, alternating; a name that is not a commit is one line."""
+    # the regression guard on the same inputs: HEAD's ordermerge/ written out and timed
+    # against this checkout, alternating; a name that is not a commit is one line
     out = tmp_path / "against.json"
     proc = _run("merge.py", "--tiny", "--k", "2", "--repeats", "2", "--workdir",
                 str(tmp_path / "w"), "--json", str(out), "--methods", "model_stock",
