@@ -299,17 +299,18 @@ def _name_nonfinite(plan: _Plan, info, start: int, n: int, out: torch.Tensor | N
     pass and call this only when they saw one; the torch path calls it before merging."""
     if n == 0:
         return
-    # a per-tensor quantity (Model Stock's t, DARE's L1 rescale) carries a NaN elsewhere in
-    # the tensor into every chunk: before blaming the output, look at the whole tensor
-    for lo, size in [(start, n)] + ([(0, info.numel)] if out is not None else []):
-        for c in plan.subs + ([plan.base] if plan.base is not None else []):
-            v = c.view(info.name, lo, size)
-            low, high = torch.aminmax(v)
-            if not (math.isfinite(low.item()) and math.isfinite(high.item())):
-                bad = int((~torch.isfinite(v)).nonzero()[0, 0]) + lo
-                raise MergeError(f"tensor {info.name!r} in {c.tensors[info.name].file} holds NaN "
-                                 f"or Inf (first at flat index {bad}); pass --allow-nonfinite to "
-                                 "merge it anyway")
+    # before blaming the output, look at the whole tensor: a per-tensor quantity (Model
+    # Stock's t, DARE's L1 rescale) carries a NaN elsewhere in it into every chunk (the
+    # chunks before this one were clean, so its first NaN is this chunk's, if it has one)
+    lo, size = (start, n) if out is None else (0, info.numel)
+    for c in plan.subs + ([plan.base] if plan.base is not None else []):
+        v = c.view(info.name, lo, size)
+        low, high = torch.aminmax(v)
+        if not (math.isfinite(low.item()) and math.isfinite(high.item())):
+            bad = int((~torch.isfinite(v)).nonzero()[0, 0]) + lo
+            raise MergeError(f"tensor {info.name!r} in {c.tensors[info.name].file} holds NaN "
+                             f"or Inf (first at flat index {bad}); pass --allow-nonfinite to "
+                             "merge it anyway")
     if out is None:
         return
     where = (~torch.isfinite(out)).nonzero()

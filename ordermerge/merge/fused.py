@@ -24,8 +24,10 @@ block, one vectorised max. The average tests what it writes instead: with finite
 weights, a NaN or Inf input makes the float32 sum NaN or Inf (x * w is NaN or Inf, and
 so is every sum with it), so the output is non-finite wherever an input is, and also
 where finite inputs overflowed. The kernels return how many blocks (select, resample)
-or elements (average) failed; the engine then finds the first one and names it. Used when numba is installed; otherwise the engine
-falls back to the torch methods, which give the same bytes (tests check it).
+or elements (average) failed; the engine then finds the first one and names it.
+
+Used when numba is installed; otherwise the engine falls back to the torch methods, which
+give the same bytes (tests check it).
 """
 from __future__ import annotations
 
@@ -357,6 +359,12 @@ if numba is not None:
         return out
 
 
+def thread_parts(blocks: int) -> int:
+    """How many contiguous runs a kernel splits `blocks` blocks into: one per thread, at
+    least one, at most one per block (each run keeps its own buffers)."""
+    return max(1, min(blocks, numba.get_num_threads()))
+
+
 def _bits_view(t: torch.Tensor, np_dtype) -> np.ndarray:
     torch_bits = torch.int16 if np_dtype == np.uint16 else torch.int32
     return t.view(torch_bits).numpy().view(np_dtype)
@@ -382,7 +390,7 @@ def merge_at(addrs: list[int], base_addr: int | None, n: int, dtype: torch.dtype
     left, bad = _merge(np.asarray(addrs, dtype=np.uint64), base_addr or 0,
                        _bits_view(out, np_dtype), keys, np.uint64(start), sampler.uniform, cuts,
                        np_dtype(abs_mask), np_dtype(inf_bits), check,
-                       max(1, min((n + BLOCK - 1) // BLOCK, numba.get_num_threads())))
+                       thread_parts((n + BLOCK - 1) // BLOCK))
     return out, int(left), int(bad)
 
 
@@ -421,7 +429,7 @@ def gram_at(addrs: list[int], base_addr: int, n: int, dtype: torch.dtype) -> np.
     if n:
         like = np.empty(0, dtype=np.uint16 if dtype == torch.bfloat16 else np.float32)
         _gram(np.asarray(addrs, dtype=np.uint64), base_addr, like, n, partial,
-              min(blocks, numba.get_num_threads()))
+              thread_parts(blocks))
     return _sum_blocks(partial) if blocks else np.zeros((k, k), dtype=np.float64)
 
 

@@ -13,8 +13,11 @@ makes its tau NaN or Inf; trimming and dropping multiply by 0 or 1 and rescaling
 finite scale (Inf * 0 is NaN), the sums and the elected mean add it to everything after
 it, and theta_base + lambda * delta keeps it (Inf * 0 is NaN again). So every element
 that read a non-finite value is written non-finite, as is one whose finite arithmetic
-overflowed; the engine then names the first input or output element at fault. TIES' per-tensor pass (the
-histogram of |tau|'s top 16 bits, then the keys in the k-th element's bin) is here too.
+overflowed; the engine then names the first input or output element at fault.
+
+TIES' per-tensor thresholds are here too: one pass over a band that a sample of the
+tensor points to (band_kth_largest), else the histogram of |tau|'s top 16 bits and the keys
+in the k-th element's bin (histogram_kth_largest).
 """
 from __future__ import annotations
 
@@ -48,6 +51,16 @@ if numba is not None:
         x = x ^ (x >> _u64(13))
         x = (x * _u64(0xC2B2AE35)) & m
         return x ^ (x >> _u64(16))
+
+    @numba.njit(inline="always")
+    def _mag(x, b):
+        """|x - b|'s float32 bits as int64: topk.magnitude_bits of one task-vector element."""
+        return np.int64(_as_u32(abs(x - b)))
+
+    @numba.njit(inline="always")
+    def _key(mag, index, salt):
+        """topk.keys_of for one element: its |tau| bits above, perm32(index ^ salt) below."""
+        return (mag << 32) | np.int64(_perm32(_u64(index) ^ salt))
 
     @numba.njit(parallel=True, cache=True)
     def _merge_tv(addrs, base_addr, out, start, mode, weights, lam, normalize, thresholds, salts,
@@ -168,10 +181,9 @@ if numba is not None:
             a = addrs[i]
             at = offsets[i] + filled[i]
             for j in range(n):
-                mag = np.int64(_as_u32(abs(_widen(_load(a, j, like)) - _widen(_load(base_addr, j, like)))))
+                mag = _mag(_widen(_load(a, j, like)), _widen(_load(base_addr, j, like)))
                 if (mag >> 15) == bins[i]:
-                    h = _perm32((_u64(start) + _u64(j)) ^ salts[i])
-                    keys[at] = (mag << 32) | np.int64(h)
+                    keys[at] = _key(mag, start + j, salts[i])
                     at += 1
             filled[i] = at - offsets[i]
 
@@ -200,7 +212,7 @@ if numba is not None:
                     low = los[i]
                     count = 0
                     for t in range(m):
-                        g = np.int64(_as_u32(abs(_widen(_load(a, lo + t, like)) - b[t])))
+                        g = _mag(_widen(_load(a, lo + t, like)), b[t])
                         mag[t] = g
                         count += g > hi
                     above[p, i] += count
@@ -217,8 +229,7 @@ if numba is not None:
                     room = max(0, min(c, caps[i] - at))
                     for q in range(room):
                         t = pos[q]
-                        keys[seg + at + q] = (mag[t] << 32) | np.int64(
-                            _perm32((_u64(start) + _u64(lo + t)) ^ salts[i]))
+                        keys[seg + at + q] = _key(mag[t], start + lo + t, salts[i])
                     filled[p, i] = at + c
 
 
