@@ -76,11 +76,16 @@ def build_inputs(workdir: Path, k: int, spec: dict) -> None:
     want = json.dumps({**spec, "k": k, "architectures": True})
     if stamp.is_file() and stamp.read_text() == want:
         return
+    if (workdir.exists() and not stamp.is_file()
+            and (not workdir.is_dir() or any(workdir.iterdir()))):
+        raise SystemExit(f"--workdir {workdir.parent}: {workdir} holds files this benchmark did "
+                         "not write (no spec.json); refusing to replace them")
     import torch
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
+    stamp.write_text("building\n")  # ours from here on: an interrupted build is redone
     cfg = LlamaConfig(**spec, num_key_value_heads=spec["num_attention_heads"], dtype="bfloat16",
                       architectures=["LlamaForCausalLM"])
     with torch.device("meta"):
@@ -347,13 +352,8 @@ def main() -> None:
     args.outdir = args.outdir or args.workdir / "outputs"
     args.outdir.mkdir(parents=True, exist_ok=True)
     if args.against:
-        report = against(args, ks)
-        args.json = args.json or ROOT / "results/bench/merge-against.json"
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {args.json}")
+        write_report(args.json or ROOT / "results/bench/merge-against.json", against(args, ks))
         return
-    args.json = args.json or ROOT / "results/bench/merge.json"
     checked = [] if args.finite_check is None else [
         m for m in args.methods if not args.finite_check or m in args.finite_check]
     report: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "cpu": cpu_model(),
@@ -395,9 +395,13 @@ def main() -> None:
     main_k = str(ks[0])
     report.update(report["by_k"][main_k])
     report["k"] = int(main_k)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {args.json}")
+    write_report(args.json or ROOT / "results/bench/merge.json", report)
+
+
+def write_report(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,15 @@ def test_bench_merge_runs_every_method_at_toy_size(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.strip().endswith(
         f"--against 'no-such-rev': not a commit of the repository at {ROOT}")
+    # a work directory holding files the benchmark did not write is refused, not replaced
+    mine = tmp_path / "foreign" / "k2" / "mine.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("keep")
+    bad = subprocess.run([sys.executable, str(ROOT / "bench/merge.py"), "--tiny", "--k", "2",
+                          "--workdir", str(tmp_path / "foreign"), "--skip-mergekit"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "holds files this benchmark did not write" in bad.stderr
+    assert mine.read_text() == "keep"
 
 
 def test_bench_train_runs_at_toy_size(tmp_path):
