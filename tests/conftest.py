@@ -14,7 +14,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workflow_helpers import REDUCED_ARGS, copy_project, snakemake  # noqa: E402
+from kernels import compile_kernels  # noqa: E402
+from workflow_helpers import REDUCED_ARGS, copy_project, made_once, snakemake  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def merge_kernels(tmp_path_factory):
+    """The numba merge kernels compiled into this checkout's cache before any test, once per
+    session (tests/kernels.py): the tests and every project copy load them."""
+    made_once(tmp_path_factory, "merge-kernels", compile_kernels)
 
 
 @pytest.fixture(scope="session")

@@ -39,16 +39,16 @@ def test_bench_merge_runs_every_method_at_toy_size(tmp_path):
     # against this checkout, alternating; a name that is not a commit is one line
     out = tmp_path / "against.json"
     proc = _run("merge.py", "--tiny", "--k", "2", "--repeats", "2", "--workdir",
-                str(tmp_path / "w"), "--json", str(out), "--methods", "model_stock",
-                "--against", "HEAD")  # no numba kernel to compile in the written-out tree
+                str(tmp_path / "w"), "--json", str(out), "--methods", "average",
+                "--against", "HEAD")  # one numba kernel to compile in the written-out tree
     rep = json.loads(out.read_text())
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     assert rep["old"] == {"rev": "HEAD", "commit": head} and rep["new"]["commit"].startswith(head[:12])
-    r = rep["by_k"]["2"]["model_stock"]
+    r = rep["by_k"]["2"]["average"]
     assert len(r["old_s"]) == len(r["new_s"]) == 2 and min(r["old_s"] + r["new_s"]) > 0
     assert r["ratio"] == pytest.approx(r["new_median_s"] / r["old_median_s"])
-    assert "new/old" in proc.stdout and "model_stock" in proc.stdout
+    assert "new/old" in proc.stdout and "average" in proc.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "bench/merge.py"), "--against", "no-such-rev",
                           "--tiny", "--k", "2", "--workdir", str(tmp_path / "w")],
                          capture_output=True, text=True)

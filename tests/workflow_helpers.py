@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kernels import copy_kernel_cache
+
 ROOT = Path(__file__).resolve().parent.parent
 # the shared reduced run's config files (tests/conftest.py), relative to its project copy
 REDUCED_ARGS = ("--configfile", "config.yaml", "reduced.yaml")
@@ -26,6 +28,7 @@ def copy_project(dest: Path, bare: bool = True) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dest / name)
+    copy_kernel_cache(dest)  # the kernels as compiled for these sources (tests/kernels.py)
     shutil.copy2(ROOT / "tests" / "data" / "reduced.yaml", dest / "reduced.yaml")
     if bare:
         import yaml
