@@ -6,7 +6,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# OpenMP threads that wait for work sleep instead of spinning. The suite runs 3 xdist workers
+# OpenMP threads that wait for work sleep instead of spinning. The suite runs 4 xdist workers
 # and their subprocesses on the machine's cores, each with its own OpenMP pool: spinning
 # threads took cores from the others (clean clones on the 2-core CI VM: pytest 960 s and
 # .ci/run 30.5 CPU-minutes spinning, 847 s and 26.5 sleeping; bench/RESULTS.md, issue 36). Set before
@@ -40,7 +40,7 @@ def reduced_run(tmp_path_factory) -> Path:
     return wd
 
 
-# the longest modules first (measured, slowest first), so that with `pytest -n 3 --dist
+# the longest modules first (measured, slowest first), so that with `pytest -n 4 --dist
 # loadfile` (the README's command) the SLURM modules' waits on the scheduler and the SmolLM2
 # run start at once and the short modules fill the cores around them. pytest-xdist's
 # loadfile scheduler hands out files by their number of tests, most first (which put these
@@ -49,8 +49,8 @@ def reduced_run(tmp_path_factory) -> Path:
 # hook for this; sorting the items, as this file did before, does not reach it); without
 # xdist the order changes nothing
 LONGEST_FIRST = ("tests/test_slurm.py", "tests/test_vllm.py", "tests/test_slurm_limits.py",
-                 "tests/test_smollm2.py", "tests/test_workflow.py", "tests/test_fsdp_cpu.py",
-                 "tests/test_bench.py", "tests/test_workflow_tasks.py", "tests/test_sft.py",
+                 "tests/test_smollm2.py", "tests/test_workflow.py", "tests/test_bench.py",
+                 "tests/test_fsdp_cpu.py", "tests/test_workflow_tasks.py", "tests/test_sft.py",
                  "tests/test_overwrite.py", "tests/test_config.py")
 
 
