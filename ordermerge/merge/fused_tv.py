@@ -277,7 +277,8 @@ def _sample_mags(chunks, numel: int, k: int) -> np.ndarray:
 
 def band_kth_largest(chunks, numel: int, ks: list[int], salts: list[int],
                      dtype: torch.dtype) -> list[int] | None:
-    """topk.kth_largest in one pass over the tensor where a sample tells where to look.
+    """topk.kth_largest in one pass over the tensor where a sample tells where to look, or
+    topk.NONZERO where the k-th largest |tau| is 0.
 
     An evenly spaced sample of each row's |tau| bits (SAMPLE elements in runs) puts the k-th
     largest near sample position p = k / numel * S; the band [lo, hi] of |tau| bits runs
@@ -287,7 +288,16 @@ def band_kth_largest(chunks, numel: int, ks: list[int], salts: list[int],
     largest falls in the band (above < k <= above + band), it is the (k - above)-th
     largest key there: the same key as the exhaustive search, since every key above the
     band is larger and every key below it smaller. Otherwise (a sample that misled, or a
-    band larger than planned) None: the caller takes the histogram passes."""
+    band larger than planned) None: the caller takes the histogram passes.
+
+    The band never holds |tau| = 0: a fine-tuning's task vectors in bf16 are often mostly
+    exact zeros (an update below half a bf16 step of the weight leaves it unchanged), far
+    more than any segment could collect, and the exact k-th largest key among them is a
+    tie broken by the index hash. When the band reaches down to 0 and the nonzero entries
+    (above it and in it, all counted) are fewer than k, the k-th largest is a zero: the
+    answer is topk.NONZERO, which keeps every nonzero entry and no zero. TIES' outputs are
+    the same bytes either way (topk.NONZERO's comment); only the count of kept entries
+    differs, by the zeros."""
     k = len(ks)
     like = _like(dtype)
     out: list[int | None] = [None] * k
@@ -296,6 +306,7 @@ def band_kth_largest(chunks, numel: int, ks: list[int], salts: list[int],
     his = np.zeros(k, dtype=np.int64)
     los = np.zeros(k, dtype=np.int64)
     caps = np.zeros(k, dtype=np.int64)
+    to_zero = np.zeros(k, dtype=bool)  # the band reaches down to |tau| = 0
     for i, want in enumerate(ks):
         if want >= numel:
             out[i] = topk.KEEP_ALL
@@ -314,6 +325,8 @@ def band_kth_largest(chunks, numel: int, ks: list[int], salts: list[int],
         row = np.partition(sample[i], at) if at else sample[i]
         his[i] = int(row[size - 1 - top]) if top >= 0 else np.iinfo(np.int64).max
         los[i] = int(row[size - 1 - bottom]) if bottom < size else 0
+        to_zero[i] = los[i] == 0
+        los[i] = max(los[i], 1)  # zeros are counted as what remains (docstring), not collected
         # the band's share of the sample (ties included: bf16 task vectors repeat values),
         # with room for a sample that was short
         inside = int(np.count_nonzero((sample[i] >= los[i]) & (sample[i] <= his[i])))
@@ -340,8 +353,13 @@ def band_kth_largest(chunks, numel: int, ks: list[int], salts: list[int],
             continue
         need = want - int(above[:, i].sum())
         inside = int(filled[:, i].sum())
-        if (filled[:, i] > caps[i]).any() or not 1 <= need <= inside:
+        if (filled[:, i] > caps[i]).any() or need < 1:
             return None
+        if need > inside:
+            if not to_zero[i]:
+                return None
+            out[i] = topk.NONZERO  # fewer than k nonzero entries: the k-th largest is a 0
+            continue
         row = np.concatenate([keys[offsets[p, i]:offsets[p, i] + filled[p, i]] for p in range(parts)])
         out[i] = int(np.partition(row, inside - need)[inside - need])
     return out

@@ -34,8 +34,14 @@ def _salts(name: str, k: int) -> list[int]:
 
 
 def prepare(chunks, info, name: str, plan) -> list[int]:
-    """Each sub-model's exact top-k threshold for this tensor (topk.kth_largest): numba's
-    histogram passes on the CPU, else topk's radix passes."""
+    """Each sub-model's top-k threshold for this tensor (topk.kth_largest): numba's band
+    pass or histogram passes on the CPU, else topk's radix passes; topk.NONZERO where the
+    k-th largest |tau| is 0, on every path (the same output, and `kept` then counts the
+    nonzero entries: fewer than k)."""
+    return topk.nonzero_floor(_thresholds(chunks, info, name, plan))
+
+
+def _thresholds(chunks, info, name: str, plan) -> list[int]:
     k = len(plan.subs)
     numel = info.numel
     density = plan.settings["density"]

@@ -23,6 +23,18 @@ import torch
 M32 = (1 << 32) - 1
 KEEP_ALL = -1  # every key is >= it
 KEEP_NONE = (1 << 63) - 1  # no key reaches it (|tau| bits < 2**31 - 2**22)
+# every key of a nonzero |tau| is >= it, no key of a zero: the threshold where the k-th
+# largest |tau| is 0 (fused_tv.band_kth_largest). It keeps fewer than k entries, and TIES'
+# and TIES-select's outputs are the same bytes as with the exact k-th key: the entries the
+# two thresholds treat differently are all tau = +-0, and trimming multiplies an entry by 0
+# where keeping multiplies it by 1 (ties.trimmed, fused_tv._merge_tv): +-0 * 0 = +-0 * 1,
+# so every later step computes on the same numbers. Only the count of kept entries differs
+NONZERO = 1 << 32
+
+
+def nonzero_floor(thresholds: list[int]) -> list[int]:
+    """kth_largest's thresholds with NONZERO where the k-th largest |tau| is 0."""
+    return [NONZERO if 0 <= t < NONZERO else t for t in thresholds]
 DIGITS = (16, 16, 16, 15)  # bits 47..62, 31..46, 15..30, 0..14
 
 
