@@ -433,7 +433,13 @@ class SFTRun:
                     self._save_checkpoint(name, start)
                 progress["steps_done"] = done
                 progress["wall_s"] = time.perf_counter() - t0
-                self.resume.save(self.acc, done, progress)
+                # no state after the last step: the run ends within seconds (its logs, then
+                # clear()), and the state would be the largest write of the run (weights,
+                # optimizer moments: 12 bytes a parameter, 84 GB for a 7B model) only to be
+                # deleted; a run killed in those seconds resumes from the state before and
+                # trains the last stretch again, to the same bytes
+                if done < len(self.steps):
+                    self.resume.save(self.acc, done, progress)
         wall = time.perf_counter() - t0
         summary = None
         if self.acc.is_main_process:
