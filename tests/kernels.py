@@ -7,7 +7,8 @@ about 20 CPU-s for a checkpoint's worth of methods) and writes it to `__pycache_
 source, where every later process loads it in well under a second. A project copy
 (workflow_helpers.copy_project) has its own source files, so its jobs found no cache and
 compiled again, several merge jobs of one run at once: about 110 CPU-s of the suite
-(SmolLM2's nine merges 62 CPU-s, 10 without compiling; bench/RESULTS.md, issue 36).
+(SmolLM2's nine merges 62 CPU-s, 42 with the cache; the reduced run's thirty 44, 13;
+bench/RESULTS.md, issue 36).
 
 `compile_kernels` runs each fused method once per dtype the workflows use, in this checkout
 (two processes at once), so the cache holds every kernel signature; `copy_kernel_cache`
