@@ -11,20 +11,21 @@ compiled again, several merge jobs of one run at once: about 110 CPU-s of the su
 bench/RESULTS.md, issue 36).
 
 `compile_kernels` runs each fused method once per dtype the workflows use, in this checkout
-(two processes at once), so the cache holds every kernel signature; `copy_kernel_cache`
-copies it into a project copy. Numba keys a cache entry by the source file's modification
-time and size, which the copy keeps (shutil.copy2), and by the CPU, which is this one: the
-copy's jobs load exactly what they would have compiled. A copy whose source a test edits
-compiles that file's kernels itself, as before.
+(two processes at once), so the cache holds every kernel signature;
+`workflow_helpers.copy_kernel_cache` copies it into a project copy. Numba keys a cache entry
+by the source file's modification time and size, which the copy keeps (shutil.copy2), and by
+the CPU, which is this one: the copy's jobs load exactly what they would have compiled. A
+copy whose source a test edits compiles that file's kernels itself, as before.
 """
 from __future__ import annotations
 
-import shutil
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from workflow_helpers import ROOT
+
 # every method the engine runs through a numba kernel (Fisher merging and greedy soup average
 # with torch), at their default settings
 FUSED = ("average", "select", "resample", "model_stock", "task_arithmetic", "ties", "ties_select",
@@ -54,7 +55,6 @@ DTYPES = ("bfloat16", "float32")
 def compile_kernels(out: Path) -> None:
     """Every fused method once per dtype in DTYPES (tiny checkpoints under `out`), in this
     checkout's Python processes: the kernels land in ordermerge's __pycache__."""
-    import json
     out.mkdir(parents=True)
     procs = [subprocess.Popen([sys.executable, "-c", _COMPILE, str(out / dt), dt, json.dumps(FUSED)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -62,20 +62,3 @@ def compile_kernels(out: Path) -> None:
     for dt, p in zip(DTYPES, procs):
         text, _ = p.communicate(timeout=600)
         assert p.returncode == 0, f"compiling the merge kernels ({dt}) failed:\n{text[-3000:]}"
-
-
-def kernel_cache(tree: Path) -> list[Path]:
-    """The numba cache files (index and compiled code) under `tree`/ordermerge."""
-    return sorted(p for pattern in ("*.nbi", "*.nbc")
-                  for p in (tree / "ordermerge").rglob(f"__pycache__/{pattern}"))
-
-
-def copy_kernel_cache(dest: Path) -> int:
-    """Copy this checkout's numba cache into the project copy at `dest` (its ordermerge/ as
-    copied); returns the number of files copied."""
-    files = kernel_cache(ROOT)
-    for f in files:
-        to = dest / f.relative_to(ROOT)
-        to.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, to)
-    return len(files)

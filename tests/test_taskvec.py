@@ -400,7 +400,7 @@ def test_fused_kernels_give_the_bytes_of_the_torch_arithmetic(dtype, method, set
 def chunk_views(subs, base, method, settings, weights, size=1000):
     """chunk(lo, hi, state): the engine's Chunk of elements lo..hi-1 of the flat tensors
     `subs` and `base` (addresses set, NaN/Inf check on); chunks(): the raw reader that
-    prepare() passes over the tensor in chunks of `size`."""
+    prepare() passes over the tensor in chunks of `size` (chunk_readers')."""
     resolved = METHODS[method].resolve(settings)
 
     def chunk(lo, hi, state):
@@ -412,11 +412,7 @@ def chunk_views(subs, base, method, settings, weights, size=1000):
         c.check = True
         return c
 
-    def chunks():
-        for lo in range(0, base.numel(), size):
-            hi = min(base.numel(), lo + size)
-            yield lo, [s[lo:hi] for s in subs], base[lo:hi]
-    return chunk, chunks
+    return chunk, chunk_readers(subs, base, size)[0]
 
 
 def plan_of(method, settings, k):
@@ -465,7 +461,7 @@ def test_ties_where_the_kth_largest_magnitude_is_zero_keeps_every_nonzero_entry(
             fused, fc = ties.run_fused(chunk(0, n, [topk.NONZERO] * k))
             assert torch.equal(fused.view(torch.int16), want.view(torch.int16))
             assert fc["kept"] == sum(nonzero)
-    # a band that does not reach 0 still declines when the sample misled (mostly moved rows)
+    # where most entries moved, the k-th largest |tau| is not 0: the band gives the exact key
     moved = [torch.where(torch.rand(n, generator=g) < 0.9, base.float() + 0.05 * torch.randn(n, generator=g),
                          base.float()).to(torch.bfloat16) for _ in range(k)]
     raw, mags = chunk_readers(moved, base, 70_001)

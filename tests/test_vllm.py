@@ -3,8 +3,9 @@
 Two checkpoints (SmolLM2-135M-Instruct from its GGUF, and the tiny suite's base, built and
 pretrained by the workflow) generate greedily for test problems of the real GSM8K
 (tests/data/gsm8k-slice, MIT, read by the real loader; SmolLM2 the first 32, the tiny base
-those of the first 100 that fit its context) through both backends, on the CPU in float32. Asserted: every completion that differs meets a near tie where it first differs, in
-the logits of transformers' own greedy pass and in those of an unpadded forward pass of the
+those of the first 100 that fit its context) through both backends, on the CPU in float32.
+Asserted: every completion that differs meets a near tie where it first differs, in the
+logits of transformers' own greedy pass and in those of an unpadded forward pass of the
 common prefix, so no more completions differ than meet a near tie on transformers' path (the
 counts and the gaps are printed); the scores differ only by completions that differ.
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kernels import copy_kernel_cache
-
 ROOT = Path(__file__).resolve().parent.parent
 # the shared reduced run's config files (tests/conftest.py), relative to its project copy
 REDUCED_ARGS = ("--configfile", "config.yaml", "reduced.yaml")
@@ -41,6 +39,16 @@ def copy_project(dest: Path, bare: bool = True) -> Path:
         shutil.copystat(ROOT / "config.yaml", dest / "config.yaml")
     git_commit(dest)
     return dest
+
+
+def copy_kernel_cache(dest: Path) -> None:
+    """This checkout's numba cache files (index and compiled code) into the project copy at
+    `dest`, beside its copied sources (tests/kernels.py)."""
+    for f in (p for pattern in ("*.nbi", "*.nbc")
+              for p in (ROOT / "ordermerge").rglob(f"__pycache__/{pattern}")):
+        to = dest / f.relative_to(ROOT)
+        to.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, to)
 
 
 def git_commit(dest: Path) -> None:

@@ -30,12 +30,12 @@ KEEP_NONE = (1 << 63) - 1  # no key reaches it (|tau| bits < 2**31 - 2**22)
 # where keeping multiplies it by 1 (ties.trimmed, fused_tv._merge_tv): +-0 * 0 = +-0 * 1,
 # so every later step computes on the same numbers. Only the count of kept entries differs
 NONZERO = 1 << 32
+DIGITS = (16, 16, 16, 15)  # bits 47..62, 31..46, 15..30, 0..14
 
 
 def nonzero_floor(thresholds: list[int]) -> list[int]:
     """kth_largest's thresholds with NONZERO where the k-th largest |tau| is 0."""
     return [NONZERO if 0 <= t < NONZERO else t for t in thresholds]
-DIGITS = (16, 16, 16, 15)  # bits 47..62, 31..46, 15..30, 0..14
 
 
 def perm32(index: torch.Tensor, salt: int) -> torch.Tensor:
