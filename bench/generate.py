@@ -260,7 +260,8 @@ def against_vllm(args, model, tok, prompts, cfg, preset_name) -> None:
               "hf_new_tokens": hf_n, "vllm_new_tokens": vl_n, "start_s": start_s,
               "hf_new_tokens_per_s": hf_n / statistics.median(hf_t),
               "vllm_new_tokens_per_s": vl_n / statistics.median(vl_t),
-              "vllm": info["versions"], "memory_share": share, **memory,
+              "vllm": info["versions"], "engine_process": vllm.last["engine_process"],
+              "memory_share": share, **memory,
               "runs_s": {"generate_greedy": hf_t, "vllm": vl_t}}
     report["ratio"] = report["vllm_new_tokens_per_s"] / report["hf_new_tokens_per_s"]
     print(f"{name}: vllm {report['vllm_new_tokens_per_s']:.0f} new tokens/s, generate_greedy "

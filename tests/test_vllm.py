@@ -288,6 +288,7 @@ def test_the_gpu_check_smoke_runs_every_part_with_vllm(vllm_python, tmp_path):
     gen = res["parts"]["generate"]["result"]
     assert gen["same_outputs"] == gen["prompts"] == 8
     assert gen["vllm"]["vllm"] and gen["start_s"] > 0 and gen["vllm_new_tokens"] == gen["hf_new_tokens"]
+    assert gen["engine_process"] == "in-process"  # the CPU's engine (vllm_worker.in_process)
     assert res["parts"]["merge"]["result"]["same_bytes_as_cpu"] is True
 
 
