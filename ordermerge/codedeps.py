@@ -41,11 +41,20 @@ def _with_parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-def _imported(f: Path, root: Path) -> set[str]:
-    """The package modules the file `f` imports (and the packages above them)."""
-    inside = f.resolve().is_relative_to(root)
+def _imported(f: Path, root: Path) -> frozenset[str]:
+    """The package modules the file `f` imports (and the packages above them). Parsed once
+    per version of the file (its modification time and size key the cache): the closures of
+    a workflow's scripts share most of their modules, and parsing each again for every
+    closure was most of the time Snakemake took to read the workflow."""
+    st = f.stat()
+    return _parsed_imports(f.resolve(), root, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed_imports(f: Path, root: Path, mtime_ns: int, size: int) -> frozenset[str]:
+    inside = f.is_relative_to(root)
     if inside:
-        me = _module_name(f.resolve(), root)
+        me = _module_name(f, root)
         package = me if f.name == "__init__.py" else me.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(ast.parse(f.read_text(), str(f))):
@@ -68,7 +77,7 @@ def _imported(f: Path, root: Path) -> set[str]:
         for m in _with_parents(n):
             if module_file(m, root) is not None:
                 out.add(m)
-    return out
+    return frozenset(out)
 
 
 @functools.lru_cache(maxsize=None)

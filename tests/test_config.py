@@ -31,6 +31,14 @@ def check_with(**changes):
     return cfg
 
 
+def test_the_schema_reads_the_same_with_either_yaml_loader():
+    """ordermerge.schema loads config/schema.yaml with libyaml's loader where PyYAML has it:
+    the same data as the pure-Python safe loader's."""
+    from ordermerge.schema import SCHEMA_FILE, schema
+    assert schema() == yaml.load(SCHEMA_FILE.read_text(), Loader=yaml.SafeLoader)
+    assert schema()["$defs"]["train"]["properties"]["lr"]["default"] == 2.0e-5
+
+
 def test_default_and_paper_configs_are_valid():
     cfg = check_with()
     assert cfg["tasks"]["gsm8k"]["train"]["weight_decay"] == 0.0  # default filled in

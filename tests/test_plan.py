@@ -132,6 +132,13 @@ def test_the_closure_follows_relative_imports_packages_and_function_level_import
     script.write_text("import os\nfrom ordermerge.a import *\n")
     got = [p.relative_to(pkg).as_posix() for p in codedeps.closure(script, pkg.resolve())]
     assert got == ["__init__.py", "a.py", "c.py", "sub/__init__.py", "sub/b.py"]
+    # each file's imports are parsed once per version of it: an edit is seen by the next
+    # closure (another script's, as the closure of one script is cached as a whole)
+    (pkg / "c.py").write_text("from . import unused\nX = 1\n")
+    other = tmp_path / "t.py"
+    other.write_text("from ordermerge.a import *\n")
+    got = [p.relative_to(pkg).as_posix() for p in codedeps.closure(other, pkg.resolve())]
+    assert got == ["__init__.py", "a.py", "c.py", "sub/__init__.py", "sub/b.py", "unused.py"]
 
 
 def test_every_script_a_rule_runs_is_found_in_the_rules():
