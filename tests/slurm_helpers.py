@@ -97,13 +97,18 @@ def stop_cluster() -> None:
 
 
 def scheduler_jobs(workdir: Path) -> list[dict[str, str]]:
-    """Every job the scheduler still knows (finished ones for MinJobAge) run in `workdir`."""
+    """Every job the scheduler still knows (finished ones for MinJobAge) run in `workdir`, a
+    project copy (workflow_helpers.copy_project), since the copy was made: an earlier test
+    session whose temporary directories were removed can have used the same path within
+    MinJobAge, and its jobs are not this copy's."""
+    made = int((workdir / ".gitignore").stat().st_mtime)  # written by copy_project, once
     out = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True,
                          check=True).stdout
     jobs = []
     for line in out.splitlines():
         fields = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
-        if fields.get("WorkDir") == str(workdir):
+        if fields.get("WorkDir") == str(workdir) and \
+                time.mktime(time.strptime(fields["SubmitTime"], "%Y-%m-%dT%H:%M:%S")) >= made:
             jobs.append(fields)
     return jobs
 
