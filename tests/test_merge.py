@@ -202,9 +202,10 @@ def test_fused_average_gives_the_bytes_of_the_torch_average(dtype, k):
 @pytest.mark.skipif(not fused.available(torch.bfloat16), reason="numba not installed")
 @pytest.mark.parametrize("method", ["average", "select", "resample"])
 def test_fused_kernels_do_not_depend_on_threads_or_where_a_chunk_is_cut(method):
-    """Several kernel blocks (BLOCK elements each) run on different threads: the bytes are
-    the same with 1 or 2 threads and for one call or two calls split mid-block."""
-    k, n = 5, 3 * fused.BLOCK + 17
+    """Several kernel blocks run on different threads: the bytes are the same with 1 or 2
+    threads and for one call or two calls split mid-block, and they are the torch path's."""
+    block = fused.AVG_BLOCK if method == "average" else fused.SEL_BLOCK
+    k, n = 5, 3 * block + 17
     g = torch.Generator().manual_seed(3)
     base = torch.randn(n, generator=g).to(torch.bfloat16)
     subs = [torch.where(torch.rand(n, generator=g) < 0.6, base + 0.25, base).to(torch.bfloat16)
@@ -223,11 +224,17 @@ def test_fused_kernels_do_not_depend_on_threads_or_where_a_chunk_is_cut(method):
         for threads in (1, 2):
             fused.set_threads(threads)
             results.append(run(0, n))
-        cut = fused.BLOCK + 1000
+        cut = block + 1000
         (a, left_a), (b, left_b) = run(0, cut), run(cut, n)
         results.append((torch.cat([a, b]), left_a + left_b))
     finally:
         fused.set_threads(torch.get_num_threads())
+    if method == "average":
+        results.append((average.merge_chunk(subs, [1.0 / k] * k), 0))
+    else:
+        results.append(resample.merge_chunk(torch.stack(subs), base, sampler, rounds=3, seed=2,
+                                            name="w", start=0) if method == "resample" else
+                       (select.merge_chunk(torch.stack(subs), sampler, seed=2, name="w", start=0), 0))
     (first, left), *others = results
     for out, left_other in others:
         assert torch.equal(out.view(torch.int16), first.view(torch.int16)) and left_other == left
@@ -282,3 +289,30 @@ def test_the_memory_estimate_of_a_chunk_element_comes_from_the_entry():
             assert bytes_per_element(4, 2, name) == 2 * 4 * 2 + 2 * 2 + m.temp_bytes, name
     assert METHODS["average"].temp_bytes < METHODS["select"].temp_bytes
     assert bytes_per_element(4, 2, "select", fused_path=True) == 4
+
+
+@pytest.mark.skipif(not fused.available(torch.bfloat16), reason="numba not installed")
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.5, 1.0])
+def test_where_compresses_the_flagged_positions_in_order(density):
+    """fused._where (the vector compress behind resample's redraws and TIES' band): the
+    positions of the nonzero flags, in order, for lengths that do and do not fill the last
+    group of LANES, from an index list or in place over its own list (resample's rounds)."""
+    import numba
+
+    @numba.njit
+    def where(src, flags, m, dst):
+        return fused._where(src, flags, m, dst)
+
+    g = np.random.default_rng(int(density * 100))
+    lanes = fused.LANES
+    for m in (1, lanes - 1, lanes, 3 * lanes + 5, 1000):
+        flags = np.zeros(m + lanes, dtype=np.uint8)
+        flags[:m] = g.random(m) < density
+        flags[m:] = 1  # _where must not take what lies past m
+        src = g.permutation(4 * m + lanes).astype(np.int32)[:m + lanes]
+        dst = np.full(m + lanes, -1, dtype=np.int32)
+        c = where(src, flags.copy(), m, dst)
+        want = src[:m][flags[:m] == 1]
+        assert c == len(want) and (dst[:c] == want).all()
+        inplace = src.copy()
+        assert where(inplace, flags.copy(), m, inplace) == c and (inplace[:c] == want).all()

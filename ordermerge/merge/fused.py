@@ -2,25 +2,30 @@
 
 The kernels read the K inputs in place through their addresses (the engine
 passes the addresses of the mapped checkpoint files), so nothing is copied
-into a stack and K is not limited. Each kernel runs in parallel over blocks
-of BLOCK elements; a block's temporaries (draws, picks, positions, float32
-accumulators) stay in the first-level cache.
+into a stack and K is not limited. Each kernel runs in parallel over blocks;
+a block's temporaries (draws, picks, positions, float32 accumulators) stay in
+the cache. Mapped files put element j of every input at the same offset
+within its page, and reading K inputs at once, a few KiB of each, was about
+2.5x slower than the same reads from anonymous memory (AMD EPYC, K=8): the
+average, select and resample kernels read one or two inputs at a time, in
+runs of their wide blocks (AVG_BLOCK, SEL_BLOCK).
 
-- average: the float32 sum in sub-model order, eight, four or one input per
-  pass over the block (eight input streams at once keep the memory busy);
-  cast once, NaN written as the positive quiet NaN.
+- average: the float32 sum in sub-model order, two inputs per pass over the
+  block; cast once, NaN written as the positive quiet NaN.
 - select / resample: vectorised SplitMix64 draws (rng.py) for the block,
-  picks, then a gather from the drawn inputs. Resample collects the positions
-  whose value equals the base and redraws only those, for each round.
+  picks, then one pass per input that writes the elements picked from it (a
+  vectorised blend). Resample flags the elements equal to the base, compresses
+  their positions (AVX-512's vpcompressd where the CPU has it) and redraws
+  only those, for each round, gathering from the inputs drawn.
 
 Values are moved as raw bits (uint16 for bf16/fp16, uint32 for fp32); "equal
 to the base" is float equality on those bits (+0 == -0, NaN never equal), as
 torch's `==` decides it.
 
 The NaN/Inf check is part of each kernel's pass (check=True), so a checked merge reads
-nothing twice. Select and resample write one input per element, so they test every
-input (and the base) element while the block is in cache: the largest |bits| of the
-block, one vectorised max. The average tests what it writes instead: with finite
+nothing twice. Select and resample read every input element in their per-input passes
+and take the largest |bits| there (and of the base's block), one vectorised max; it is
+taken whether or not the check is asked for (without it LLVM made the blend a branch). The average tests what it writes instead: with finite
 weights, a NaN or Inf input makes the float32 sum NaN or Inf (x * w is NaN or Inf, and
 so is every sum with it), so the output is non-finite wherever an input is, and also
 where finite inputs overflowed. The kernels return how many blocks (select, resample)
@@ -46,8 +51,17 @@ from .rng import BITS, GOLDEN, Sampler, offset_key
 
 _BITS_DTYPE = {torch.bfloat16: (np.uint16, 0x7FFF, 0x7F80), torch.float16: (np.uint16, 0x7FFF, 0x7C00),
                torch.float32: (np.uint32, 0x7FFFFFFF, 0x7F800000)}
-# elements per block: a block's draws (8 B), picks (8 B) and positions (8 B) take 48 KiB
+# elements per block of the task-vector, Gram and band kernels (fused_tv.py, _gram): their
+# float32 and int64 rows of a block stay in the first-level cache; the Gram matrix's bytes
+# depend on it (blocks are summed in order)
 BLOCK = 2048
+# elements per block of the average's kernel (its float32 accumulator, 128 KiB) and of
+# select and resample's (draws, picks, positions and flags, 17 B an element: 272 KiB); both
+# stay in the second-level cache, and each input is read in runs this long (module docstring)
+AVG_BLOCK = 1 << 15
+SEL_BLOCK = 1 << 14
+# lanes of one vector compress (_compress): 16 int32 positions, one AVX-512 register
+LANES = 16
 
 
 def set_threads(n: int) -> None:
@@ -187,6 +201,55 @@ if numba is not None:
             return builder.and_(args[0], args[1])
         return x(x, mask), codegen
 
+    @intrinsic
+    def _compress(typingctx, src, flags, s0, dst, c):
+        """dst[c:] = those of src[s0:s0 + LANES] whose flags[s0:s0 + LANES] are nonzero, in
+        order; returns c + how many (int32 src and dst, uint8 flags). One vector compress
+        (LLVM's vector.compress: AVX-512's vpcompressd in a register, a select sequence
+        elsewhere) and one LANES-wide store, so dst needs LANES elements of room past what
+        it keeps; dst may be src (c <= s0: the lanes are read before the store)."""
+        if not (isinstance(src, types.Array) and src.dtype == types.int32 and src == dst
+                and isinstance(flags, types.Array) and flags.dtype == types.uint8):
+            return None
+        sig = types.int64(src, flags, types.int64, dst, types.int64)
+
+        def codegen(context, builder, signature, args):
+            from numba.core import cgutils
+            i32 = ir.IntType(32)
+            v8, v32 = ir.VectorType(ir.IntType(8), LANES), ir.VectorType(i32, LANES)
+            lanes = ir.VectorType(ir.IntType(1), LANES)
+            src_a, flag_a, _, dst_a, _ = (context.make_array(t)(context, builder, v)
+                                          if isinstance(t, types.Array) else None
+                                          for t, v in zip(signature.args, args))
+            s0, c = args[2], args[4]
+            values = builder.load(builder.bitcast(builder.gep(src_a.data, [s0]), v32.as_pointer()),
+                                  align=4)
+            bits = builder.load(builder.bitcast(builder.gep(flag_a.data, [s0]), v8.as_pointer()),
+                                align=1)
+            keep = builder.icmp_unsigned("!=", bits, ir.Constant(v8, None))
+            compress = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v32, [v32, lanes, v32]),
+                f"llvm.experimental.vector.compress.v{LANES}i32")
+            kept = builder.call(compress, [values, keep, ir.Constant(v32, ir.Undefined)])
+            builder.store(kept, builder.bitcast(builder.gep(dst_a.data, [c]), v32.as_pointer()),
+                          align=4)
+            ctpop = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(LANES)])
+            count = builder.call(ctpop, [builder.bitcast(keep, ir.IntType(LANES))])
+            return builder.add(c, builder.zext(count, ir.IntType(64)))
+        return sig, codegen
+
+    @numba.njit(inline="always")
+    def _where(src, flags, m, dst):
+        """dst[:c] = src[t] for the t < m whose flags[t] are nonzero, in order; returns c.
+        src, flags and dst hold m + LANES elements (flags[m:m + LANES] are zeroed here);
+        dst may be src."""
+        for t in range(m, m + LANES):
+            flags[t] = 0
+        c = 0
+        for s0 in range(0, m, LANES):
+            c = _compress(src, flags, s0, dst, c)
+        return c
+
     @numba.njit(inline="always")
     def _largest_bits(a, lo, m, like, abs_mask):
         """The largest |bits| of elements lo .. lo+m-1 (m >= 1) at address a, in their own
@@ -207,6 +270,17 @@ if numba is not None:
             return lambda x: np.int64((_as_u32(x) & numba.uint32(0x7FFFFFFF))
                                       >= numba.uint32(0x7F800000))
 
+    @numba.njit
+    def _take(o, a, lo, m, picks, mine, worst, abs_mask, like):
+        """o[t] = element lo + t at address a where picks[t] is `mine`, and the larger of
+        `worst` and the largest |bits| of the m elements read: one vectorised loop (without
+        the max, LLVM made the blend a branch per element, about 4x slower)."""
+        for t in range(m):
+            v = _load(a, lo + t, like)
+            worst = max(worst, _and(v, abs_mask))
+            o[t] = v if picks[t] == mine else o[t]
+        return worst
+
     @numba.njit(parallel=True, cache=True)
     def _merge(addrs, base_addr, out, keys, start, uniform, cuts, abs_mask, inf_bits, check,
                parts):
@@ -214,53 +288,58 @@ if numba is not None:
         element j of input i is at addrs[i] + j * itemsize; keys[r] = the key of round r plus
         phi, len(keys) - 1 resample rounds. Returns how many elements still equal the base
         (0 without one) and, with `check`, how many blocks hold a NaN or Inf in an input or
-        the base. Each of `parts` threads takes a contiguous run of blocks and keeps its
-        buffers."""
+        the base. Each of `parts` threads takes a contiguous run of blocks of SEL_BLOCK
+        elements and keeps its buffers.
+
+        Per block: the draws and picks, then one pass per input that writes the elements it
+        was picked for (a vectorised blend) and, with `check`, takes its largest |bits|: each
+        input is read once, in one long run (reading all K at once, a few KiB of each, is
+        about 2.5x slower from mapped files: _average says why). Resample then flags the
+        elements equal to the base, compresses their positions (fused._where) and redraws
+        only those, each round gathering from the inputs drawn."""
         k = addrs.shape[0]
         n = out.shape[0]
         rounds = len(keys) - 1
-        blocks = (n + BLOCK - 1) // BLOCK
+        blocks = (n + SEL_BLOCK - 1) // SEL_BLOCK
         left = 0
         bad = 0
         for p in numba.prange(parts):
-            u = np.empty(BLOCK, dtype=np.uint64)
-            picks = np.empty(BLOCK, dtype=np.uint64)  # unsigned: addrs[picks[t]] needs no test
-            pos = np.empty(BLOCK, dtype=np.int64)
+            u = np.empty(SEL_BLOCK, dtype=np.uint64)
+            picks = np.empty(SEL_BLOCK, dtype=np.uint32)  # unsigned: addrs[picks[t]] needs no test
+            pos = np.empty(SEL_BLOCK + LANES, dtype=np.int32)  # room for _where's last store
+            flags = np.empty(SEL_BLOCK + LANES, dtype=np.uint8)
+            iota = np.arange(SEL_BLOCK + LANES).astype(np.int32)
             first_block, end_block = _part(p, parts, blocks)
             for bi in range(first_block, end_block):
-                lo, m = _block(bi, n)
+                lo = bi * SEL_BLOCK
+                m = min(n, lo + SEL_BLOCK) - lo
                 first = start + _u64(lo)
                 _picks(keys[0], first, pos, m, True, k, uniform, cuts, u, picks)
-                if check:  # after the draws: the gathers below find the inputs in cache
-                    worst = _largest_bits(addrs[0], lo, m, out, abs_mask)
-                    for i in range(1, k):
-                        worst = max(worst, _largest_bits(addrs[i], lo, m, out, abs_mask))
-                    if base_addr != 0:
-                        worst = max(worst, _largest_bits(base_addr, lo, m, out, abs_mask))
-                    bad += worst >= inf_bits
                 o = out[lo:lo + m]  # indexed from 0: no negative-index test, so loops vectorise
+                # one of the elements the max takes, in their own integer type
+                worst = _and(_load(addrs[0], lo, out), abs_mask)
+                for i in range(k):
+                    worst = _take(o, addrs[i], lo, m, picks, numba.uint32(i), worst, abs_mask, out)
+                if base_addr != 0 and check:
+                    worst = max(worst, _largest_bits(base_addr, lo, m, out, abs_mask))
+                bad += check and worst >= inf_bits
                 if base_addr == 0:
-                    for t in range(m):
-                        o[t] = _load(addrs[picks[t]], lo + t, out)
                     continue
-                cnt = 0
+                # the positions still equal to the base: flags in one vectorised loop, then
+                # compressed (a loop that appends a position per element stays scalar)
                 for t in range(m):
-                    v = _load(addrs[picks[t]], lo + t, out)
-                    o[t] = v
-                    pos[cnt] = t
-                    cnt += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
+                    flags[t] = _float_equal(o[t], _load(base_addr, lo + t, out), abs_mask, inf_bits)
+                cnt = _where(iota, flags, m, pos)
                 for r in range(1, rounds + 1):
                     if cnt == 0:
                         break
                     _picks(keys[r], first, pos, cnt, False, k, uniform, cuts, u, picks)
-                    still = 0
                     for s in range(cnt):
                         t = pos[s]
                         v = _load(addrs[picks[s]], lo + t, out)
                         o[t] = v
-                        pos[still] = t
-                        still += _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
-                    cnt = still
+                        flags[s] = _float_equal(v, _load(base_addr, lo + t, out), abs_mask, inf_bits)
+                    cnt = _where(pos, flags, cnt, pos)
                 left += cnt
         return left, bad
 
@@ -271,43 +350,29 @@ if numba is not None:
         (two float32 products and a sum, as model_stock.run computes it). The accumulator
         starts at -0.0, the additive identity for every float (+0.0 would turn a sum of -0.0
         into +0.0); x * 1.0 and x / 1.0 are exact. Returns, with `check`, how many output
-        elements are NaN or Inf."""
+        elements are NaN or Inf.
+
+        Blocks of AVG_BLOCK elements (the float32 accumulator, 128 KiB, stays in the
+        second-level cache), two inputs per pass over the block: mapped checkpoint files put
+        every input's element j at the same offset within its page, so reading many inputs
+        at once, a few KiB of each, ran about 2.5x slower than on anonymous memory (AMD EPYC,
+        K=8); two long runs at a time read them at the speed of anonymous memory."""
         k = addrs.shape[0]
         n = out.shape[0]
-        blocks = (n + BLOCK - 1) // BLOCK
+        blocks = (n + AVG_BLOCK - 1) // AVG_BLOCK
         bad = 0
         for bi in numba.prange(blocks):
-            lo = bi * BLOCK
-            m = min(n, lo + BLOCK) - lo
-            acc = np.full(BLOCK, np.float32(-0.0), dtype=np.float32)
+            lo = bi * AVG_BLOCK
+            m = min(n, lo + AVG_BLOCK) - lo
+            acc = np.full(m, np.float32(-0.0), dtype=np.float32)
             i = 0
             while i < k:
-                if k - i >= 8:
-                    a0, a1, a2, a3 = addrs[i], addrs[i + 1], addrs[i + 2], addrs[i + 3]
-                    a4, a5, a6, a7 = addrs[i + 4], addrs[i + 5], addrs[i + 6], addrs[i + 7]
-                    w0, w1, w2, w3 = weights[i], weights[i + 1], weights[i + 2], weights[i + 3]
-                    w4, w5, w6, w7 = weights[i + 4], weights[i + 5], weights[i + 6], weights[i + 7]
+                if k - i >= 2:
+                    a0, a1, w0, w1 = addrs[i], addrs[i + 1], weights[i], weights[i + 1]
                     for t in range(m):
                         j = lo + t
-                        s = acc[t] + _widen(_load(a0, j, out)) * w0
-                        s += _widen(_load(a1, j, out)) * w1
-                        s += _widen(_load(a2, j, out)) * w2
-                        s += _widen(_load(a3, j, out)) * w3
-                        s += _widen(_load(a4, j, out)) * w4
-                        s += _widen(_load(a5, j, out)) * w5
-                        s += _widen(_load(a6, j, out)) * w6
-                        acc[t] = s + _widen(_load(a7, j, out)) * w7
-                    i += 8
-                elif k - i >= 4:
-                    a0, a1, a2, a3 = addrs[i], addrs[i + 1], addrs[i + 2], addrs[i + 3]
-                    w0, w1, w2, w3 = weights[i], weights[i + 1], weights[i + 2], weights[i + 3]
-                    for t in range(m):
-                        j = lo + t
-                        s = acc[t] + _widen(_load(a0, j, out)) * w0
-                        s += _widen(_load(a1, j, out)) * w1
-                        s += _widen(_load(a2, j, out)) * w2
-                        acc[t] = s + _widen(_load(a3, j, out)) * w3
-                    i += 4
+                        acc[t] = (acc[t] + _widen(_load(a0, j, out)) * w0) + _widen(_load(a1, j, out)) * w1
+                    i += 2
                 else:
                     a0, w0 = addrs[i], weights[i]
                     for t in range(m):
@@ -390,7 +455,7 @@ def merge_at(addrs: list[int], base_addr: int | None, n: int, dtype: torch.dtype
     left, bad = _merge(np.asarray(addrs, dtype=np.uint64), base_addr or 0,
                        _bits_view(out, np_dtype), keys, np.uint64(start), sampler.uniform, cuts,
                        np_dtype(abs_mask), np_dtype(inf_bits), check,
-                       thread_parts((n + BLOCK - 1) // BLOCK))
+                       thread_parts((n + SEL_BLOCK - 1) // SEL_BLOCK))
     return out, int(left), int(bad)
 
 

@@ -36,8 +36,8 @@ def available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
 
 
 if numba is not None:
-    from .fused import (_as_u32, _block, _draw, _load, _narrow, _nonfinite, _part, _widen,
-                        _widen_into)
+    from .fused import (LANES, _as_u32, _block, _draw, _load, _narrow, _nonfinite, _part,
+                        _where, _widen, _widen_into)
 
     _u64 = numba.uint64
 
@@ -194,14 +194,16 @@ if numba is not None:
         += elements whose |tau_i| bits exceed his[i]; the keys of those with los[i] <= bits
         <= his[i] go to keys[offsets[p, i]:][:caps[i]] (filled[p, i] counts them all, so a
         full segment shows as filled[p, i] > caps[i]). Per block and row: |tau| bits and the
-        count above in one vectorised loop, the band's positions gathered (a predicted branch),
-        then their keys."""
+        count above in one vectorised loop, the band's flags in another, their positions
+        compressed (fused._where), then their keys."""
         k = addrs.shape[0]
         parts = filled.shape[0]
         for p in numba.prange(parts):
             b = np.empty(BLOCK, dtype=np.float32)
             mag = np.empty(BLOCK, dtype=np.int64)
-            pos = np.empty(BLOCK, dtype=np.int64)
+            pos = np.empty(BLOCK + LANES, dtype=np.int32)  # room for _where's last store
+            flags = np.empty(BLOCK + LANES, dtype=np.uint8)
+            iota = np.arange(BLOCK + LANES).astype(np.int32)
             first, end = _part(p, parts, (n + BLOCK - 1) // BLOCK)
             for bi in range(first, end):
                 lo, m = _block(bi, n)
@@ -219,11 +221,9 @@ if numba is not None:
                     if low > hi:
                         continue
                     width = _u64(hi - low)
-                    c = 0
-                    for t in range(m):  # the band is a few percent: the branch is predicted
-                        if _u64(mag[t] - low) <= width:
-                            pos[c] = t
-                            c += 1
+                    for t in range(m):
+                        flags[t] = _u64(mag[t] - low) <= width
+                    c = _where(iota, flags, m, pos)
                     at = filled[p, i]
                     seg = offsets[p, i]
                     room = max(0, min(c, caps[i] - at))
