@@ -16,8 +16,8 @@ RssAnon sampled every 2 ms: anonymous memory only, so file-backed page cache
     python bench/merge.py --k 8 --skip-mergekit --finite-check   # the NaN/Inf check's cost
 
 --finite-check [METHOD ...] also times those methods (all, when none is named) with
-allow_nonfinite=True (no NaN/Inf check) and prints the checked run's wall over the
-unchecked one's.
+allow_nonfinite=True (no NaN/Inf check), alternating with the checked merge in one child
+(after one untimed merge of each), and prints the checked median over the unchecked one.
 
 --against REV is the regression guard: commit REV's `ordermerge/` is written out (git
 archive) into a temporary directory and each method is timed with it and with this
@@ -190,11 +190,12 @@ def child(args) -> None:
         from ordermerge.merge.engine import merge_into
         method, _, variant = args.child.partition(":")
 
-        unchecked = {"allow_nonfinite": True} if variant == "unchecked" else {}  # older trees lack it
-
-        def once(out):
+        def once(out, unchecked=variant == "unchecked"):
             out.mkdir()
-            merge_into(out, method, inputs, base=base, **unchecked, **METHODS[method][0])
+            merge_into(out, method, inputs, base=base, **METHODS[method][0],
+                       **({"allow_nonfinite": True} if unchecked else {}))  # older trees lack it
+        if variant == "both":  # checked and unchecked alternating, each run after the other's
+            return _alternate(once, args)
     if args.warmup:
         out = Path(tempfile.mkdtemp(dir=args.outdir)) / "out"
         once(out)
@@ -213,6 +214,29 @@ def child(args) -> None:
                       "module": getattr(module, "__file__", None)}))
 
 
+def _alternate(once, args) -> None:
+    """--finite-check's child: the checked merge and the unchecked one alternate (checked
+    first in even rounds), so that a drift of the machine falls on both."""
+    times = {False: [], True: []}
+    for unchecked in (False, True):  # untimed: numba's compile or cache load, the page cache
+        out = Path(tempfile.mkdtemp(dir=args.outdir)) / "out"
+        once(out, unchecked)
+        shutil.rmtree(out.parent)
+    peaks = []
+    for r in range(args.repeats):
+        for unchecked in ((False, True) if r % 2 == 0 else (True, False)):
+            out = Path(tempfile.mkdtemp(dir=args.outdir)) / "out"
+            with AnonSampler() as s:
+                t0 = time.perf_counter()
+                once(out, unchecked)
+                times[unchecked].append(time.perf_counter() - t0)
+            peaks.append(s.peak / 1024)
+            shutil.rmtree(out.parent)
+    module = sys.modules.get("ordermerge")
+    print(json.dumps({"times": times[False], "times_unchecked": times[True],
+                      "peak_anon_mb": max(peaks), "module": getattr(module, "__file__", None)}))
+
+
 # ---------------------------------------------------------------- parent side
 def measure(name: str, k: int, args, tree: Path = ROOT, repeats: int | None = None,
             warmup: bool = False) -> dict:
@@ -227,8 +251,12 @@ def measure(name: str, k: int, args, tree: Path = ROOT, repeats: int | None = No
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     if res["module"] is not None and not Path(res["module"]).is_relative_to(tree):
         raise RuntimeError(f"{name}: the child imported {res['module']}, not the tree {tree}")
-    return {"wall_s": statistics.median(res["times"]), "runs_s": res["times"],
-            "peak_anon_mb": res["peak_anon_mb"]}
+    out = {"wall_s": statistics.median(res["times"]), "runs_s": res["times"],
+           "peak_anon_mb": res["peak_anon_mb"]}
+    if "times_unchecked" in res:
+        out["unchecked"] = {"wall_s": statistics.median(res["times_unchecked"]),
+                            "runs_s": res["times_unchecked"], "peak_anon_mb": res["peak_anon_mb"]}
+    return out
 
 
 def source_tree(rev: str, dest: Path) -> str:
@@ -342,7 +370,7 @@ def main() -> None:
     p.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--finite-check", nargs="*", metavar="METHOD", default=None,
                    help="also time these methods (none named: every one of --methods) without "
-                        "the inputs' NaN/Inf check")
+                        "the NaN/Inf check, alternating with the checked merge")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -369,14 +397,15 @@ def main() -> None:
             if not args.skip_mergekit and theirs not in res:
                 res[theirs] = measure(theirs, k, args_k)
                 res[theirs]["ratio_to_floor"] = res[theirs]["wall_s"] / res["floor"]["wall_s"]
-            r = measure(m, k, args_k)
+            # with --finite-check, the same merge without the NaN/Inf check, alternating
+            r = measure(f"{m}:both" if m in checked else m, k, args_k)
             r["ratio_to_floor"] = r["wall_s"] / res["floor"]["wall_s"]
             if theirs in res:
                 r["mergekit"] = theirs
                 r["speedup_vs_mergekit"] = res[theirs]["wall_s"] / r["wall_s"]
             res[m] = r
-            if m in checked:  # the same merge without the NaN/Inf check, right after
-                u = measure(f"{m}:unchecked", k, args_k)
+            if m in checked:
+                u = r.pop("unchecked")
                 u["ratio_to_floor"] = u["wall_s"] / res["floor"]["wall_s"]
                 r["finite_check_cost"] = r["wall_s"] / u["wall_s"]
                 res[f"{m}:unchecked"] = u

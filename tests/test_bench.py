@@ -29,6 +29,8 @@ def test_bench_merge_runs_every_method_at_toy_size(tmp_path):
     assert "ties:unchecked" in rep and "average:unchecked" not in rep
     assert rep["ties"]["finite_check_cost"] == pytest.approx(
         rep["ties"]["wall_s"] / rep["ties:unchecked"]["wall_s"])
+    # the two alternate in one child: as many timed runs of each
+    assert len(rep["ties"]["runs_s"]) == len(rep["ties:unchecked"]["runs_s"]) == 1
     assert "NaN/Inf check: ties checked / unchecked = " in proc.stdout
     assert {"floor", "average", "resample", "ties", "dare_ties", "model_stock", "mergekit_linear",
             "mergekit_ties", "mergekit_dare_ties", "mergekit_model_stock"} <= set(rep)
