@@ -193,7 +193,7 @@ if numba is not None:
     @intrinsic
     def _and(typingctx, x, mask):
         """x & mask in x's own integer type (numba widens `&` to 64 bits, which would take
-        the vectorised max below from 32 lanes to 8)."""
+        the vectorised max of _take and _flag_equal from 32 lanes to 8)."""
         if x != mask or not isinstance(x, types.Integer):
             return None
 
@@ -250,15 +250,6 @@ if numba is not None:
             c = _compress(src, flags, s0, dst, c)
         return c
 
-    @numba.njit(inline="always")
-    def _largest_bits(a, lo, m, like, abs_mask):
-        """The largest |bits| of elements lo .. lo+m-1 (m >= 1) at address a, in their own
-        integer type (NaN and Inf are the values whose |bits| reach the infinity's)."""
-        worst = _and(_load(a, lo, like), abs_mask)
-        for t in range(1, m):
-            worst = max(worst, _and(_load(a, lo + t, like), abs_mask))
-        return worst
-
     def _nonfinite(x):
         """1 where the bf16 bits or float32 value x is NaN or Inf, else 0."""
 
@@ -279,6 +270,16 @@ if numba is not None:
             v = _load(a, lo + t, like)
             worst = max(worst, _and(v, abs_mask))
             o[t] = v if picks[t] == mine else o[t]
+        return worst
+
+    @numba.njit
+    def _flag_equal(o, base_addr, lo, m, flags, worst, abs_mask, inf_bits, like):
+        """flags[t] = o[t] equals element lo + t of the base (float equality on the bits),
+        and the larger of `worst` and the largest |bits| of the base's m elements."""
+        for t in range(m):
+            b = _load(base_addr, lo + t, like)
+            worst = max(worst, _and(b, abs_mask))
+            flags[t] = _float_equal(o[t], b, abs_mask, inf_bits)
         return worst
 
     @numba.njit(parallel=True, cache=True)
@@ -320,15 +321,14 @@ if numba is not None:
                 worst = _and(_load(addrs[0], lo, out), abs_mask)
                 for i in range(k):
                     worst = _take(o, addrs[i], lo, m, picks, numba.uint32(i), worst, abs_mask, out)
-                if base_addr != 0 and check:
-                    worst = max(worst, _largest_bits(base_addr, lo, m, out, abs_mask))
-                bad += check and worst >= inf_bits
                 if base_addr == 0:
+                    bad += check and worst >= inf_bits
                     continue
-                # the positions still equal to the base: flags in one vectorised loop, then
-                # compressed (a loop that appends a position per element stays scalar)
-                for t in range(m):
-                    flags[t] = _float_equal(o[t], _load(base_addr, lo + t, out), abs_mask, inf_bits)
+                # the positions still equal to the base: flags in one vectorised loop (with
+                # the base's largest |bits|), then compressed (a loop that appends a
+                # position per element stays scalar)
+                worst = _flag_equal(o, base_addr, lo, m, flags, worst, abs_mask, inf_bits, out)
+                bad += check and worst >= inf_bits
                 cnt = _where(iota, flags, m, pos)
                 for r in range(1, rounds + 1):
                     if cnt == 0:
