@@ -92,10 +92,9 @@ def run_train(args) -> int:
             print(f"ordermerge train: --params-file {os_error(e)}", file=sys.stderr)
             return 1
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-            print(f"ordermerge train: --params-file {args.params_file}{where}: not valid YAML "
-                  f"({getattr(e, 'problem', None) or e})", file=sys.stderr)
+            from .utils import yaml_error
+            print(f"ordermerge train: --params-file {yaml_error(args.params_file, e)}",
+                  file=sys.stderr)
             return 1
     if not isinstance(params, dict):
         print(f"ordermerge train: train settings must be a mapping of keys to values, got "
@@ -427,10 +426,10 @@ def run_plan(args) -> int:
                          previous=lambda p: lacks_record(p, record, "configfiles"))
         cal = load_calibration(args.calibration or CALIBRATION)
         plan = Plan(load("config.yaml", *args.configfile))
+        measured = measured_wall(args.measured) if args.measured else None  # before the dry run
         proj = Projector(plan, cal)
         jobs = proj.jobs(dry_run(Path.cwd(), args.configfile))
         t = table(jobs)
-        measured = measured_wall(args.measured) if args.measured else None
     except (ConfigError, ProjectionError, OutputError, OSError) as e:
         print(f"ordermerge plan: {e}", file=sys.stderr)
         return 1
@@ -458,6 +457,31 @@ def run_plan(args) -> int:
     return 0
 
 
+def _numbers_attached(argv: list[str]) -> list[str]:
+    """`--weights -1,2` as `--weights=-1,2`: argparse takes a value that starts with '-' for
+    an option unless it is one plain negative number, so `-1,2` or `-1e39` after an option
+    failed with "expected one argument". A number or comma-separated numbers right after an
+    option of the form --name are attached to it."""
+    def numbers(token: str) -> bool:
+        if not token.startswith("-"):
+            return False
+        try:
+            [float(x) for x in token.split(",")]
+        except ValueError:
+            return False
+        return True
+    out, i = [], 0
+    while i < len(argv):
+        if (argv[i].startswith("--") and "=" not in argv[i] and i + 1 < len(argv)
+                and numbers(argv[i + 1])):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the command line (not a call from Python): SIGTERM cleans up
         from .utils import exit_on_sigterm
@@ -469,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     audit_parser(sub)
     gguf_parser(sub)
     plan_parser(sub)
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_numbers_attached(sys.argv[1:] if argv is None else argv))
     if extra:
         hint = ""
         if getattr(args, "weights", None) or getattr(args, "probs", None):

@@ -264,8 +264,14 @@ def load(*files: str | Path, project: str | Path | None = None) -> dict:
     import yaml
     root = Path(project) if project else Path(__file__).resolve().parent.parent
     config: dict = {}
+    from .utils import yaml_error
     for f in (root / "config.yaml", *map(Path, files)):
-        layer = yaml.safe_load(Path(f).read_text()) or {}
+        try:
+            layer = yaml.safe_load(Path(f).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(yaml_error(f, e)) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{f}: not a UTF-8 text file") from None
         if not isinstance(layer, dict):
             raise ConfigError(f"{f}: not a mapping of config keys")
         config = deep_merge(config, layer)

@@ -509,7 +509,11 @@ def to_markdown(t, measured=None) -> str:
 def measured_wall(cost_csv: str | Path) -> dict[str, float]:
     """Row name -> wall hours of a finished run's cost table (results/tables/cost.csv)."""
     import pandas as pd
-    t = pd.read_csv(cost_csv, index_col=0)
+    try:
+        t = pd.read_csv(cost_csv, index_col=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ProjectionError(f"{cost_csv}: not a cost table ({reason})") from None
     if "wall_h" not in t.columns:
         raise ProjectionError(f"{cost_csv}: not a cost table (no wall_h column)")
     return t["wall_h"].to_dict()

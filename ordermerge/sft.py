@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ from .schema import train_defaults, train_errors
 from .provenance import now, write_record
 from .objectives import objective_for, sample_losses
 from .train import make_optimizer, micro_batches
-from .utils import (InputError, atomic_dir, atomic_file, check_output_dir, derive_seed,
-                    lacks_record)
+from .utils import (InputError, OutputError, atomic_dir, atomic_file, check_output_dir,
+                    derive_seed, lacks_record)
 
 RESUME = "resume"
 
@@ -523,6 +524,34 @@ def train_from_args(args, params: dict, rule: str, log) -> dict | None:
     return summary
 
 
+# the run's logs in its output directory, each beside its provenance record
+RUN_LOGS = ("samples.csv", "steps.jsonl", "run.json")
+
+
+def not_a_run_dir(path: Path) -> str | None:
+    """Why the existing directory `path` is not one a run may write into (None: it may): it
+    must be empty or hold only what a run writes -- its logs with their provenance records,
+    its checkpoints (epochN/, steps/; load_run checks each), its resume state (resume/) and
+    the temporary paths of its own writes. A user's file there is never overwritten."""
+    from .provenance import SIDECAR_SUFFIX
+    for entry in sorted(path.iterdir()):
+        name = entry.name
+        if name in RUN_LOGS:
+            why = lacks_record(path, name + SIDECAR_SUFFIX, "rule")
+            if why:
+                return f"it holds {name}, not a run's ({why})"
+        elif name.endswith(SIDECAR_SUFFIX) and name[:-len(SIDECAR_SUFFIX)] in RUN_LOGS:
+            why = lacks_record(path, name, "rule")
+            if why:
+                return f"it holds {name}, not a run's record ({why})"
+        elif entry.is_dir() and not entry.is_symlink() and (
+                name in ("steps", RESUME) or re.fullmatch(r"epoch\d+", name)):
+            continue
+        elif not (name.startswith(".") and ".tmp-" in name):  # a killed write's (Resume.begin)
+            return f"it holds {name!r}, which a run does not write"
+    return None
+
+
 def not_a_checkpoint(path: Path) -> str | None:
     """Why the directory `path` is not a checkpoint a run wrote (None: it is one, by its
     provenance record); only those are replaced."""
@@ -570,7 +599,17 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
         task = get_task(task_name)
     except KeyError as e:
         raise TrainError(e.args[0]) from None
-    out = Path(out_dir)
+    # where the run writes: a new or empty directory, or an earlier run's (nothing else's
+    # files are overwritten), never the current directory, one above it or an input's
+    try:
+        out = check_output_dir(out_dir, what="--out-dir",
+                               inputs=[p for p in (base, data_dir, order_file) if Path(p).exists()])
+    except OutputError as e:
+        raise TrainError(str(e)) from None
+    why = not_a_run_dir(out) if out.is_dir() else None
+    if why:
+        raise TrainError(f"--out-dir {str(out_dir)!r} exists and is not an earlier run's output "
+                         f"({why}): refusing to train into it")
     for ck in [*out.glob("epoch*"), *out.glob("steps/step*")]:  # before any training
         why = not_a_checkpoint(ck) if ck.is_dir() else None
         if why:

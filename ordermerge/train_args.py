@@ -18,4 +18,7 @@ def train_arguments(p) -> None:
                    help="directory with the task's train.jsonl and validation.jsonl")
     p.add_argument("--order", required=True, type=Path,
                    help='order file: {"epochs": [[row ids], ...], "seed": s, "run": r}')
-    p.add_argument("--out-dir", required=True, type=Path)
+    # kept as given (Path("") would read as "."): an empty path is refused, not the cwd
+    p.add_argument("--out-dir", required=True,
+                   help="where the run writes: a new or empty directory, or an earlier run's "
+                        "(resumed or rerun); nothing else is written into")

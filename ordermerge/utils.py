@@ -118,6 +118,14 @@ def check_output_dir(final: str | os.PathLike, *, inputs=(), previous=None,
     return path
 
 
+def yaml_error(path, e) -> str:
+    """A YAML parse error of the file `path` as one line: 'FILE:LINE:COL: not valid YAML
+    (problem)'."""
+    mark = getattr(e, "problem_mark", None)
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    return f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})"
+
+
 def lacks_record(path: Path, name: str, key: str) -> str | None:
     """Why the directory `path` is not an earlier output of a writer whose record is the
     JSON object `name` holding `key` (None: it is one) -- what an --overwrite may replace."""

@@ -107,6 +107,81 @@ def test_a_directory_in_the_way_of_a_checkpoint_is_not_replaced(run_dir, capsys)
     assert (mine / "notes.txt").read_text() == "mine"
 
 
+def _tree(d: Path) -> dict:
+    """Every file under d, by relative path, with its bytes."""
+    return {str(f.relative_to(d)): f.read_bytes() for f in sorted(d.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("where", ["", ".", "cwd", "parent"])
+def test_train_refuses_an_empty_path_and_the_current_directory(run_dir, capsys, monkeypatch, where):
+    """`--out-dir ""` or `.` trained into the current directory and overwrote the run.json and
+    samples.csv there (exit 0)."""
+    root = run_dir[0]
+    work = root / "work"
+    work.mkdir()
+    (work / "run.json").write_text('{"mine": 1}')
+    (work / "samples.csv").write_text("mine\n")
+    monkeypatch.chdir(work)
+    out = {"": "", ".": ".", "cwd": str(work), "parent": str(root)}[where]
+    before = _tree(root)
+    assert main(["train", "--task", "gsm8k", "--base", str(root / "no-model"), "--data-dir",
+                 str(run_dir[1]), "--order", str(run_dir[2]), "--out-dir", out]) == 1
+    err = one_line(capsys)
+    assert err == ("ordermerge train: the --out-dir path is empty (an unset shell variable?)"
+                   if where == "" else
+                   f"ordermerge train: --out-dir {out!r} is the current directory or holds it"), err
+    assert _tree(root) == before
+
+
+@pytest.mark.parametrize("name", ["run.json", "samples.csv", "steps.jsonl", "notes.txt",
+                                  "run.json.prov.json"])
+def test_train_refuses_a_directory_with_files_it_did_not_write(run_dir, capsys, name):
+    """The user's own run.json, samples.csv or steps.jsonl (no run's provenance record beside
+    them), or any other file, in --out-dir: refused before anything is written."""
+    out = run_dir[0] / "out"
+    out.mkdir()
+    (out / name).write_text('{"mine": 1}')
+    before = _tree(out)
+    assert train(run_dir) == 1
+    err = one_line(capsys)
+    why = {"notes.txt": "it holds 'notes.txt', which a run does not write",
+           "run.json.prov.json": "it holds run.json.prov.json, not a run's record (its "
+                                 "run.json.prov.json has no rule)"}.get(
+        name, f"it holds {name}, not a run's (it has no {name}.prov.json)")
+    assert err == (f"ordermerge train: --out-dir {str(out)!r} exists and is not an earlier "
+                   f"run's output ({why}): refusing to train into it"), err
+    assert _tree(out) == before
+
+
+def test_train_refuses_an_out_dir_that_holds_its_inputs(run_dir, capsys):
+    root, data, _ = run_dir
+    before = _tree(root)
+    assert main(["train", "--task", "gsm8k", "--base", str(root / "no-model"), "--data-dir",
+                 str(data), "--order", str(run_dir[2]), "--out-dir", str(data)]) == 1
+    assert one_line(capsys) == f"ordermerge train: --out-dir {str(data)!r} is the input {str(data)!r}"
+    assert _tree(root) == before
+
+
+def test_train_goes_on_in_an_earlier_runs_directory(run_dir, capsys):
+    """What a run writes (its logs with their records, checkpoints, resume state, a killed
+    write's temporary file) passes the check: the run then stops at the missing base model,
+    not at its output directory, and nothing there has changed."""
+    out = run_dir[0] / "out"
+    for d in ("epoch1", "steps/step00000002", "resume/state-00000002"):
+        (out / d).mkdir(parents=True)
+    for d in ("epoch1", "steps/step00000002"):
+        (out / d / "provenance.json").write_text('{"rule": "ordermerge train"}')
+    for name in ("run.json", "samples.csv", "steps.jsonl"):
+        (out / name).write_text("earlier")
+        (out / f"{name}.prov.json").write_text('{"rule": "ordermerge train"}')
+    (out / ".run.json.tmp-host-1-x").write_text("killed")
+    before = _tree(out)
+    assert train(run_dir) == 1
+    err = one_line(capsys)
+    assert "--out-dir" not in err and "no-model" in err, err
+    assert _tree(out) == before
+
+
 def test_threads_below_one_are_refused(run_dir, capsys):
     with pytest.raises(SystemExit):
         train(run_dir, "--threads", "0")
@@ -232,3 +307,26 @@ def test_a_script_prints_a_library_input_error_as_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == "evaluate: 2 --task but 1 --test (one each)"
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- ordermerge plan
+
+def test_plan_names_a_config_or_cost_table_that_is_not_one(tmp_path, capsys):
+    """`--configfile README.md` ended in yaml's ScannerError, `--measured README.md` in
+    pandas' ParserError: each is one line naming the file (and the YAML's line)."""
+    bad_yaml = tmp_path / "notes.md"
+    bad_yaml.write_text("# notes\n\n```\nsnakemake --cores all\n```\n")
+    out = tmp_path / "plan"
+    assert main(["plan", "--configfile", str(bad_yaml), "--out", str(out)]) == 1
+    assert one_line(capsys) == (f"ordermerge plan: {bad_yaml}:3:1: not valid YAML (found "
+                                "character '`' that cannot start any token)")
+    bad_csv = tmp_path / "cost.csv"
+    bad_csv.write_text("a,b\n1,2\n3,4,5,6\n")
+    assert main(["plan", "--measured", str(bad_csv), "--out", str(out)]) == 1
+    err = one_line(capsys)
+    assert err.startswith(f"ordermerge plan: {bad_csv}: not a cost table (Error tokenizing data"), err
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    assert main(["plan", "--configfile", str(binary), "--out", str(out)]) == 1
+    assert one_line(capsys) == f"ordermerge plan: {binary}: not a UTF-8 text file"
+    assert not out.exists()

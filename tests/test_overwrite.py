@@ -221,6 +221,28 @@ def test_weights_are_one_value_so_paths_and_negative_infinity_stay_what_they_are
     assert json.loads((tmp_path / "y/merge.json").read_text())["weights"] == [0.25, 0.75]
 
 
+def test_a_weight_list_that_starts_with_a_minus_is_a_value_not_an_option(subs, tmp_path):
+    """`--weights -1,2` failed in argparse ("expected one argument"); only `--weights=-1,2`
+    worked. Now both spellings reach the method's own check, and a task-vector merge takes
+    them as given."""
+    for spelling in (["--weights", "-1,2"], ["--weights=-1,2"]):
+        proc = run(["merge", "--method", "average", *spelling, "-o", str(tmp_path / "x"),
+                    *map(str, subs)])
+        assert proc.returncode == 1 and proc.stderr == (
+            "ordermerge merge: weights: must be non-negative and sum to 1 (within 1e-6), got "
+            "[-1.0, 2.0]\n"), proc.stderr
+    assert not (tmp_path / "x").exists()
+    proc = run(["merge", "--method", "task_arithmetic", "--base", str(subs[0]), "--weights",
+                "-0.5,1.5", "-o", str(tmp_path / "y"), *map(str, subs)])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "y/merge.json").read_text())["weights"] == [-0.5, 1.5]
+    # a setting's value in exponent form reaches the setting's own check too
+    proc = run(["merge", "--method", "task_arithmetic", "--base", str(subs[0]), "--lambda",
+                "-1e0", "-o", str(tmp_path / "z"), *map(str, subs)])
+    assert proc.returncode == 1 and proc.stderr == (
+        "ordermerge merge: setting 'lambda': '-1e0' is not a finite number >= 0\n"), proc.stderr
+
+
 def test_a_shard_index_pointing_outside_its_checkpoint_is_refused(subs, tmp_path):
     s = subs[0]
     (s / "model.safetensors.index.json").write_text(json.dumps(
