@@ -386,13 +386,12 @@ if numba is not None:
                 one = np.float32(1.0)
             else:
                 one = divisor
-            for t in range(m):  # `check` is the same throughout: the compiler unswitches it
+            for t in range(m):  # counted either way: the checked merge runs the same code
                 r = _narrow(acc[t] / one, out)
                 o[t] = r
-                if check:
-                    nf += _nonfinite(r)
+                nf += _nonfinite(r)
             bad += nf
-        return bad
+        return bad if check else 0
 
 
 if numba is not None:
