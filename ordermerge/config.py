@@ -153,6 +153,41 @@ def _backend_errors(config: dict) -> list[str]:
     return []
 
 
+# set by `ordermerge plan`'s dry run: a plan for another machine checks the config, not
+# this machine (environment_errors)
+PLAN_ONLY = "ORDERMERGE_PLAN_ONLY"
+
+
+def environment_errors(config: dict) -> list[str]:
+    """What this machine lacks to run the config, checked by the workflow before any job runs
+    (a job that would fail on it has its earlier outputs removed first): the vLLM worker's
+    Python where a task generates with the vllm backend, and the local data copies the config
+    names (tasks.<name>.data.path and test_path of an hf source). A malformed data file is
+    found when the data are prepared, not here."""
+    import os
+    out = []
+    vllm = sorted(n for n in config["tasks"]
+                  if n in TASKS and generating_backend(config, n) == "vllm")
+    if vllm:
+        from .evaluate.vllm_env import find_worker_python
+        py, why = find_worker_python()
+        if py is None:
+            out.append(f"config key evaluate.backend: vllm generates {', '.join(vllm)}, but {why}")
+    for name, task in config["tasks"].items():
+        data = task.get("data") or {}
+        if data.get("source") != "hf":
+            continue
+        for key in ("path", "test_path"):
+            where = data.get(key)
+            if where is None:
+                continue
+            if not Path(where).exists():
+                out.append(f"config key tasks.{name}.data.{key}: {where}: no such file or directory")
+            elif not os.access(where, os.R_OK):
+                out.append(f"config key tasks.{name}.data.{key}: {where}: not readable")
+    return out
+
+
 def semantic_errors(config: dict) -> list[str]:
     """Rules across keys, checked after defaults are filled in."""
     out = []

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shlex
 import subprocess
@@ -137,7 +138,9 @@ def dry_run(workdir: Path, configfiles: list[str], targets: list[str] = ()) -> l
     cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1",
            "--printshellcmds", *(["--configfile", *configfiles] if configfiles else []),
            *targets]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    from .config import PLAN_ONLY  # the plan may be for another machine: not this one's checks
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True,
+                          env={**os.environ, PLAN_ONLY: "1"})
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise ProjectionError(f"snakemake dry run in {workdir} failed: " + " | ".join(tail))

@@ -3,6 +3,7 @@
 # resources, tested without Snakemake in tests/test_plan.py; making it runs the memory
 # preflight). Only what is Snakemake's own (directory, temp, report, unpack, wildcard
 # constraints) is written here and in the rules.
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 from ordermerge import runlock, warm
-from ordermerge.config import ConfigError, check as check_config
+from ordermerge.config import PLAN_ONLY, ConfigError, check as check_config, environment_errors
 from ordermerge.merge.methods import id_pattern, seeded_row_pattern
 from ordermerge.plan import SPLITS, Plan, PlanError, as_json, one_of, stage_of
 from ordermerge.report.registry import get as table_spec
@@ -21,6 +22,10 @@ from ordermerge.schema import SCHEMA_FILE, schema
 
 try:
     check_config(config, schema(), lambda c: validate(c, str(SCHEMA_FILE)))
+    if not os.environ.get(PLAN_ONLY):  # what this machine lacks, before any job removes anything
+        _lacking = environment_errors(config)
+        if _lacking:
+            raise ConfigError("this machine cannot run the config:\n  " + "\n  ".join(_lacking))
     P = Plan(config)
 except (ConfigError, PlanError) as e:
     raise WorkflowError(str(e)) from None

@@ -83,6 +83,40 @@ def test_snakemake_rejects_a_bad_key_before_any_job(project):
     assert not (project / "results").exists()
 
 
+def test_what_this_machine_lacks_fails_the_config_check_before_any_job(project, tmp_path):
+    """`evaluate: {backend: vllm}` without a vLLM Python, or a local data copy that is not
+    there, passed the dry run; the real run then removed the evaluation records (or
+    results/data) whose params had changed before their jobs failed. Now both are config
+    errors, named by key, before any job; `ordermerge plan`'s dry run (a plan for another
+    machine) skips them."""
+    layer = tmp_path / "vllm.yaml"
+    layer.write_text("evaluate: {backend: vllm}\ntasks:\n  gsm8k:\n    data: {source: hf, "
+                     f"path: {tmp_path / 'no-gsm8k'}}}\n")
+    missing = str(tmp_path / "no-python")
+    kept = project / "results" / "eval" / "mine.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("earlier")
+    proc = snakemake(project, "--configfile", "config.yaml", "reduced.yaml", str(layer),
+                     check=False, env={"ORDERMERGE_VLLM_PYTHON": missing})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "this machine cannot run the config:" in out
+    assert (f"config key evaluate.backend: vllm generates gsm8k, but "
+            f"$ORDERMERGE_VLLM_PYTHON = {missing!r} is not an executable file") in out, out[-2000:]
+    assert (f"config key tasks.gsm8k.data.path: {tmp_path / 'no-gsm8k'}: no such file or "
+            "directory") in out
+    assert kept.read_text() == "earlier"
+    assert sorted(p.name for p in (project / "results").iterdir()) == ["eval"]
+    # the plan's dry run checks the config only
+    plan = snakemake(project, "-n", "--configfile", "config.yaml", "reduced.yaml", str(layer),
+                     check=False, env={"ORDERMERGE_VLLM_PYTHON": missing,
+                                       "ORDERMERGE_PLAN_ONLY": "1"})
+    assert plan.returncode == 0, (plan.stdout + plan.stderr)[-2000:]
+    kept.unlink()
+    kept.parent.rmdir()
+    (project / "results").rmdir()
+
+
 def test_config_overrides_change_the_plan(project):
     jobs = planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml", "--config", "num_sub_models=3")
     # two tasks (gsm8k, sst2), gsm8k under fix-batch orders too (Table 4), and the second

@@ -301,7 +301,8 @@ def test_a_missing_vllm_is_named_before_any_model_loads(monkeypatch, tmp_path):
     with pytest.raises(vllm_backend.VLLMError, match="ORDERMERGE_VLLM_PYTHON.*not an executable"):
         vllm_backend.worker_python()
     monkeypatch.delenv(vllm_backend.ENV)
-    monkeypatch.setattr(vllm_backend.importlib.util, "find_spec", lambda name: None)
+    from ordermerge.evaluate import vllm_env
+    monkeypatch.setattr(vllm_env.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(vllm_backend.VLLMError, match="this Python has no vllm"):
         vllm_backend.worker_python()
 

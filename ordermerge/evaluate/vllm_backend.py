@@ -14,11 +14,9 @@ generation and stay up for the job's other checkpoints, whose weights are reload
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from ..utils import InputError
@@ -26,10 +24,9 @@ from ..utils import InputError
 # standard library at module level) puts it in the evaluate rules' code inputs
 from . import vllm_worker
 from .generate import completion_text, encode_prompts, generation_info
+from .vllm_env import ENV, find_worker_python  # noqa: F401  (ENV: the tests set it)
 
-ENV = "ORDERMERGE_VLLM_PYTHON"
 WORKER = Path(vllm_worker.__file__)
-INSTALL = "see the README, 'The vLLM backend'"
 
 
 class VLLMError(InputError):
@@ -37,17 +34,12 @@ class VLLMError(InputError):
 
 
 def worker_python() -> str:
-    """The interpreter that runs the worker: $ORDERMERGE_VLLM_PYTHON, else this one if it has
-    vllm. VLLMError otherwise, before any model is loaded."""
-    py = os.environ.get(ENV)
-    if py:
-        if not (Path(py).is_file() and os.access(py, os.X_OK)):
-            raise VLLMError(f"evaluate.backend vllm: ${ENV} = {py!r} is not an executable file")
-        return py
-    if importlib.util.find_spec("vllm") is not None:
-        return sys.executable
-    raise VLLMError(f"evaluate.backend vllm: this Python has no vllm and ${ENV} is not set "
-                    f"(vLLM needs an environment of its own: {INSTALL})")
+    """The interpreter that runs the worker (vllm_env.find_worker_python); VLLMError naming
+    why there is none, before any model is loaded."""
+    py, why = find_worker_python()
+    if py is None:
+        raise VLLMError(f"evaluate.backend vllm: {why}")
+    return py
 
 
 def engine_settings(settings: dict, cuda: bool | None = None) -> dict:
