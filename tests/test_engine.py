@@ -11,6 +11,7 @@ from ordermerge.cli import main as cli
 from ordermerge.merge import fused, fused_tv, rng
 from ordermerge.merge.methods import get
 from ordermerge.merge.engine import MergeError, merge
+from ordermerge.merge.st_io import Checkpoint
 from ordermerge.utils import sha256_file
 
 SHAPES = {"embed.weight": (37, 16), "layers.0.w": (16, 48), "layers.0.norm": (16,),
@@ -330,6 +331,43 @@ def _raw_safetensors(path, entries, data: bytes):
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+@pytest.mark.parametrize("entries, extra, message", [
+    # the second tensor's range overlaps the first's by one element
+    ({"a": ("BF16", (4,), 0, 8), "b": ("BF16", (4,), 6, 14)}, b"",
+     "tensor 'b' takes data bytes 6..14, where the tensors before it end at byte 8"),
+    # both shifted by 2 bytes: the first range does not start the data
+    ({"a": ("BF16", (4,), 2, 10), "b": ("BF16", (4,), 10, 18)}, b"",
+     "tensor 'a' takes data bytes 2..10, where the tensors before it end at byte 0"),
+    # a gap between the two
+    ({"a": ("BF16", (4,), 0, 8), "b": ("BF16", (4,), 10, 18)}, b"",
+     "tensor 'b' takes data bytes 10..18, where the tensors before it end at byte 8"),
+    # bytes after the last tensor
+    ({"a": ("BF16", (4,), 0, 8), "b": ("BF16", (4,), 8, 16)}, b"\0\0",
+     "the tensors' data end at byte"),
+])
+def test_data_offsets_off_the_safetensors_tiling_are_refused(tmp_path, entries, extra, message):
+    """A header whose data_offsets overlap, are shifted or leave bytes over was merged (the
+    output loaded); the safetensors library refuses the same file ("invalid offset"). Now
+    it is one line naming the file and the tensor, and nothing is written."""
+    subs = []
+    for i in range(2):
+        d = tmp_path / f"s{i}"
+        d.mkdir()
+        _raw_safetensors(d / "model.safetensors", entries, bytes(range(18)) + extra)
+        (d / "config.json").write_text("{}")
+        subs.append(d)
+    with pytest.raises(MergeError) as e:
+        merge("average", subs, tmp_path / "out")
+    assert str(e.value).startswith(f"{subs[0] / 'model.safetensors'}: ") and message in str(e.value)
+    assert "not a safetensors file" in str(e.value) and not (tmp_path / "out").exists()
+    # the same tensors tiled as the format requires are read
+    good = tmp_path / "good"
+    good.mkdir()
+    _raw_safetensors(good / "model.safetensors", {"a": ("BF16", (4,), 0, 8),
+                                                  "b": ("BF16", (4,), 8, 16)}, bytes(range(16)))
+    assert sorted(Checkpoint(good).tensors) == ["a", "b"]
 
 
 @pytest.mark.parametrize("how", ["tied_config", "same_bytes", "untied"])

@@ -112,6 +112,24 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict]:
             raise CheckpointError(f"{path}: truncated: tensor {name!r} ends at byte {8 + n + end}, "
                                   f"file has {size} bytes")
         infos[name] = info
+    # as the format requires (the safetensors library refuses anything else: "invalid
+    # offset"): the byte ranges, in order, tile the data from its start to the file's end,
+    # with no gap and no overlap. Two names at exactly the same range are kept (a shared
+    # tensor: shared_keys merges them once); a range that overlaps another partly, or is
+    # shifted off the tiling, is an error naming the tensor.
+    at, last = 0, None
+    for info in sorted(infos.values(), key=lambda i: (i.offset, i.nbytes, i.name)):
+        begin = info.offset - 8 - n
+        if begin != at and (begin, begin + info.nbytes) != last:
+            raise CheckpointError(
+                f"{path}: tensor {info.name!r} takes data bytes {begin}..{begin + info.nbytes}, "
+                f"where the tensors before it end at byte {at}: overlapping or shifted "
+                "data_offsets (not a safetensors file)")
+        last = (begin, begin + info.nbytes)
+        at = max(at, begin + info.nbytes)
+    if 8 + n + at != size:
+        raise CheckpointError(f"{path}: the tensors' data end at byte {8 + n + at}, the file "
+                              f"has {size} bytes (not a safetensors file)")
     return infos, meta
 
 
