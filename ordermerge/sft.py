@@ -615,6 +615,16 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
         if why:
             raise TrainError(f"{ck} exists and is not a checkpoint of a run ({why}): "
                              "refusing to replace it")
+    # every row has the task's fields (a row of another task's data, or one missing a field,
+    # ended in a KeyError inside the run), before a model is loaded
+    from .data.task import check_rows
+    rows = {}
+    for split, f in files.items():
+        rows[split] = read_jsonl(f)
+        try:
+            check_rows(task, rows[split], str(f))  # validation rows are train rows held out
+        except ValueError as e:
+            raise TrainError(str(e)) from None
     if task.family == "encoder":
         # the base encoder with the task's head, initialised alike in every run of the task
         from transformers import AutoTokenizer
@@ -627,8 +637,8 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
     else:
         # fp32 master weights; checkpoints go back to the base's dtype (fails fast offline)
         model, tokenizer = load_pretrained_source(str(base), "float32", "base")
-    return SFTRun(model, tokenizer, train_rows=read_jsonl(files["train"]),
-                  validation_rows=read_jsonl(files["validation"]), task=task,
+    return SFTRun(model, tokenizer, train_rows=rows["train"],
+                  validation_rows=rows["validation"], task=task,
                   order=epochs, cfg=cfg, save_dtype=stored_dtype(base), out_dir=out_dir,
                   provenance={"rule": rule, "params": params,
                               "derived": {"defaults": {k: v for k, v in cfg.items() if k not in params}},

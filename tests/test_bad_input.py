@@ -182,6 +182,24 @@ def test_train_goes_on_in_an_earlier_runs_directory(run_dir, capsys):
     assert _tree(out) == before
 
 
+def test_rows_of_another_task_or_missing_a_field_are_named_before_training(run_dir, capsys):
+    """`--task sst2` on GSM8K rows ended in KeyError: 'query' inside the run, and so did a row
+    missing a field: now one line naming the file, the row and the field."""
+    root, data, _ = run_dir
+    order = root / "sst2-order.json"
+    order.write_text(json.dumps({"seed": 0, "run": 0, "epochs": [["gsm8k:train:000000"]]}))
+    assert train(run_dir, task="sst2", order=order) == 1
+    err = one_line(capsys)
+    assert err.startswith(f"ordermerge train: {data / 'train.jsonl'}: row 0 lacks field(s) ") \
+        and "required by task 'sst2'" in err, err
+    (data / "validation.jsonl").write_text('{"id": "gsm8k:train:000001", "answer": "a\\n#### 1"}\n')
+    assert train(run_dir) == 1
+    assert one_line(capsys) == (f"ordermerge train: {data / 'validation.jsonl'}: row 0 lacks "
+                                "field(s) ['question'] required by task 'gsm8k' (has ['answer', "
+                                "'id'])")
+    assert not (root / "out").exists()
+
+
 def test_threads_below_one_are_refused(run_dir, capsys):
     with pytest.raises(SystemExit):
         train(run_dir, "--threads", "0")
