@@ -558,6 +558,16 @@ def not_a_checkpoint(path: Path) -> str | None:
     return lacks_record(path, "provenance.json", "rule")
 
 
+def _first_repeat(items):
+    """The first item seen twice, or None."""
+    seen = set()
+    for x in items:
+        if x in seen:
+            return x
+        seen.add(x)
+    return None
+
+
 def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, rule: str,
              log) -> SFTRun:
     """An SFTRun of `task_name` from the files it needs: the base model's directory (or hub
@@ -588,6 +598,7 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
         order = json.loads(Path(order_file).read_text())
         epochs = order["epochs"]
         assert isinstance(epochs, list) and all(isinstance(e, list) for e in epochs)
+        assert all(isinstance(i, str) for e in epochs for i in e)
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         raise TrainError(f"order file {order_file}: not an order file (a JSON object with "
                          f"'epochs': a list of lists of row ids)") from None
@@ -595,6 +606,14 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
         empty = next((i + 1 for i, e in enumerate(epochs) if not e), None)
         raise TrainError(f"order file {order_file}: " + (f"epoch {empty} has no rows" if empty
                          else "no epochs") + ": there is nothing to train on")
+    for key in ("seed", "run"):  # they seed the run: a string would be hashed as text
+        v = order.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TrainError(f"order file {order_file}: {key!r} is {v!r}, not an integer")
+    for n, epoch in enumerate(epochs, 1):  # an order is a permutation: a row twice is a typo
+        twice = _first_repeat(epoch)
+        if twice is not None:
+            raise TrainError(f"order file {order_file}: epoch {n} names row {twice!r} twice")
     try:
         task = get_task(task_name)
     except KeyError as e:
@@ -625,6 +644,11 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
             check_rows(task, rows[split], str(f))  # validation rows are train rows held out
         except ValueError as e:
             raise TrainError(str(e)) from None
+        twice = _first_repeat(r.get("id") for r in rows[split])
+        if twice is not None:  # rows are looked up by id: the second copy would be dropped
+            raise TrainError(f"{f}: row id {twice!r} appears twice")
+    if not rows["validation"]:  # its loss would be the mean of nothing, written as 0.0
+        raise TrainError(f"{files['validation']}: no rows: the validation loss needs at least one")
     if task.family == "encoder":
         # the base encoder with the task's head, initialised alike in every run of the task
         from transformers import AutoTokenizer

@@ -200,6 +200,40 @@ def test_rows_of_another_task_or_missing_a_field_are_named_before_training(run_d
     assert not (root / "out").exists()
 
 
+@pytest.mark.parametrize("split, text, message", [
+    ("validation", "", "{validation}: no rows: the validation loss needs at least one"),
+    ("train", '{"id": "gsm8k:train:000000", "question": null, "answer": "a\\n#### 1"}\n',
+     "{train}: row 0 has null field(s) ['question'] required by task 'gsm8k'"),
+    ("train", 2 * '{"id": "gsm8k:train:000000", "question": "q", "answer": "a\\n#### 1"}\n',
+     "{train}: row id 'gsm8k:train:000000' appears twice"),
+])
+def test_data_that_would_train_or_score_silently_wrong_is_refused(run_dir, capsys, split, text,
+                                                                  message):
+    """An empty validation file gave validation_loss 0.0; "question": null became the prompt
+    "Question: None"; a repeated id dropped one of the rows. Each is one line, nothing written."""
+    root, data, _ = run_dir
+    (data / f"{split}.jsonl").write_text(text)
+    assert train(run_dir) == 1
+    assert one_line(capsys) == "ordermerge train: " + message.format(
+        train=data / "train.jsonl", validation=data / "validation.jsonl")
+    assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize("order, message", [
+    ({"seed": "x", "run": 0, "epochs": [["gsm8k:train:000000"]]}, "'seed' is 'x', not an integer"),
+    ({"seed": 0, "run": 1.5, "epochs": [["gsm8k:train:000000"]]}, "'run' is 1.5, not an integer"),
+    ({"seed": 0, "run": 0, "epochs": [["gsm8k:train:000000"], ["gsm8k:train:000000"] * 2]},
+     "epoch 2 names row 'gsm8k:train:000000' twice"),
+    ({"seed": 0, "run": 0, "epochs": [[["gsm8k:train:000000"]]]}, "not an order file"),
+])
+def test_an_order_with_a_bad_seed_or_a_row_twice_is_refused(run_dir, capsys, order, message):
+    root, _, path = run_dir
+    path.write_text(json.dumps(order))
+    assert train(run_dir) == 1
+    assert one_line(capsys).startswith(f"ordermerge train: order file {path}: {message}")
+    assert not (root / "out").exists()
+
+
 def test_threads_below_one_are_refused(run_dir, capsys):
     with pytest.raises(SystemExit):
         train(run_dir, "--threads", "0")

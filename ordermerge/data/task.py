@@ -65,6 +65,10 @@ def check_rows(task: Task, rows: list[dict], origin: str, split: str = "train") 
         if missing:
             raise ValueError(f"{origin}: row {i} lacks field(s) {missing} required by task "
                              f"{task.name!r} (has {sorted(row)})")
+        null = [f for f in want if row[f] is None]  # a prompt of "Question: None" otherwise
+        if null:
+            raise ValueError(f"{origin}: row {i} has null field(s) {null} required by task "
+                             f"{task.name!r}")
         try:
             task.prompt(row)
             if split == "test":
