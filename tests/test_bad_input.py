@@ -344,6 +344,49 @@ def test_audit_without_verify_shows_a_deleted_file_as_deleted(chain, capsys):
                            f"(recorded by {data}.prov.json)")
 
 
+@pytest.mark.parametrize("edit, why", [
+    (b"\xff\xfe{}", "('utf-8' codec can't decode byte 0xff in position 0: invalid start byte)"),
+    ({"outputs": None}, "('outputs' is null, not an object of files)"),
+    ({"inputs": 5}, "('inputs' is 5, not an object of files)"),
+    ({"inputs": {"a.jsonl": 5}}, "('inputs': 'a.jsonl' maps to 5, not a sha256 string)"),
+    ({"rule": ["prepare_data"]}, "('rule' is list, not a string)"),
+])
+def test_audit_names_a_record_it_cannot_follow(chain, capsys, edit, why):
+    """A non-UTF-8 record, "outputs": null and "inputs": 5 were tracebacks (the first with
+    --verify too): each is an unreadable record, one line, exit 1."""
+    data, ev = chain
+    rec = Path(str(data) + ".prov.json")
+    if isinstance(edit, bytes):
+        rec.write_bytes(edit)
+    else:
+        rec.write_text(json.dumps({**json.loads(rec.read_text()), **edit}))
+    for verify in ([], ["--verify"]):
+        assert main(["audit", str(ev), *verify]) == 1
+        out, err = capsys.readouterr()
+        assert f"{rec}  (unreadable record: not a readable provenance record {why}; the chain " \
+            "below it is cut off)" in out, out
+        assert "Traceback" not in err
+
+
+def test_audit_without_verify_names_an_input_whose_record_is_gone(chain, capsys):
+    """A deleted (or never written) record of a workflow output ended the chain at a
+    `source:` line with exit 0: it is marked, and the chain is incomplete."""
+    data, ev = chain
+    os.unlink(str(data) + ".prov.json")
+    assert main(["audit", str(ev)]) == 1
+    out, err = capsys.readouterr()
+    line = next(x for x in out.splitlines() if "source:" in x)
+    assert line.endswith(f"source: {data} sha256 {_sha(data)[:16]}  (NO RECORD: a workflow "
+                         "output without its producer's record; the chain is cut off here)"), line
+    assert err.strip() == (f"ordermerge audit: the chain is incomplete (1): {data}: no "
+                           f"provenance record of its producer (read by {ev}.prov.json)")
+
+
+def _sha(path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def test_a_script_prints_a_library_input_error_as_one_line(tmp_path):
     """Library functions raise InputError (no SystemExit inside the package); the workflow's
     scripts print its message alone and exit 1, as before."""

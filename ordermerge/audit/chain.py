@@ -77,12 +77,31 @@ class Chain:
 
 def load(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: JSON, and bytes that are not UTF-8
         raise AuditError(f"{path}: not a readable provenance record ({e})") from None
     if not isinstance(data, dict) or "rule" not in data or "outputs" not in data:
         raise AuditError(f"{path}: not a provenance record (no rule/outputs)")
+    why = _malformed(data)
+    if why:
+        raise AuditError(f"{path}: not a readable provenance record ({why})")
     return data
+
+
+def _malformed(data: dict) -> str | None:
+    """What in a record's fields the chain cannot follow (an edited or foreign record)."""
+    for key in ("rule", "output"):
+        if key in data and not isinstance(data[key], str):
+            return f"{key!r} is {type(data[key]).__name__}, not a string"
+    for key, entry in (("outputs", dict), ("inputs", str)):
+        files = data.get(key, {})
+        if not isinstance(files, dict):
+            return f"{key!r} is {json.dumps(files)[:40]}, not an object of files"
+        bad = next((f for f, e in files.items() if not isinstance(e, entry)), None)
+        if bad is not None:
+            return (f"{key!r}: {bad!r} maps to {json.dumps(files[bad])[:40]}, not "
+                    + ("an object of sha256/size" if entry is dict else "a sha256 string"))
+    return None
 
 
 def record_of(root: Path, file: Path, results: str = "results") -> Path | None:

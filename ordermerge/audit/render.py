@@ -97,7 +97,7 @@ def _headline(n: dict) -> str:
     return f"{n['rule']}  {n['output']}  ({what}; {commit}; {when})"
 
 
-def _details(n: dict, sources: list[Edge]) -> list[str]:
+def _details(n: dict, sources: list[Edge], missing: set[Path]) -> list[str]:
     lines = []
     if n["params"]:
         lines.append("params: " + key_values(n["params"]))
@@ -114,8 +114,10 @@ def _details(n: dict, sources: list[Edge]) -> list[str]:
         lines.append("seeds: " + key_values(n["seeds"]))
     if n["packages_differing"]:
         lines.append("packages differing from the chain: " + key_values(n["packages_differing"]))
-    for e in sources:
-        lines.append(f"source: {e.file} sha256 {e.sha256[:16]}")
+    for e in sources:  # outside the workflow, or a workflow output whose record is gone
+        lines.append(f"source: {e.file} sha256 {e.sha256[:16]}" + (
+            "  (NO RECORD: a workflow output without its producer's record; the chain is cut "
+            "off here)" if e.file in missing else ""))
     return lines
 
 
@@ -142,7 +144,8 @@ def tree(chain: Chain, problems: list | None = None) -> str:
         lines.append(lead + branch + _headline(n))
         kids = chain.children(path)
         inner = lead + tail
-        for text in _details(n, chain.sources(path)) + flagged.get(str(path), []):
+        cut = {f for r, f in chain.missing if r == path}
+        for text in _details(n, chain.sources(path), cut) + flagged.get(str(path), []):
             lines.append(inner + ("│   " if kids else "    ") + text)
         for i, kid in enumerate(kids):
             last = i == len(kids) - 1
@@ -160,6 +163,9 @@ def gaps(chain: Chain) -> list[str]:
     """What the chain shown lacks, found without hashing: unreadable records (the chain is
     cut off there) and recorded output files that are gone; one line each."""
     out = [why for _rec, why in chain.unreadable]  # each names its record
+    # a workflow output read by a record, whose own record is gone: the chain stops there
+    out += [f"{f}: no provenance record of its producer (read by {rec})"
+            for rec, f in chain.missing]
     for path, rec in chain.records.items():
         out += [f"{f}: deleted (recorded by {path})" for f in rec.output_files()
                 if not (chain.root / f).exists()]
