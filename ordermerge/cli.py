@@ -146,19 +146,21 @@ def merge_parser(sub) -> None:
                    help="a method name or id: " + ", ".join(METHODS))
     p.add_argument("--base", help="base model directory (needed by resample and the task-vector methods)")
     p.add_argument("--fisher", nargs="+", metavar="DIR",
-                   help="fisher: each input's diagonal Fisher (a directory of float32 tensors "
-                        "named as the input's, e.g. from the workflow's diagonal_fisher rule), in "
-                        "input order")
+                   help="fisher: each input's diagonal Fisher, in input order: a directory of "
+                        "float32 tensors named as the input's and a fisher.json naming the input "
+                        "it was made from (model, the sha256 of its weight files, rows), as the "
+                        "workflow's diagonal_fisher rule writes it; checked before merging")
     p.add_argument("--validation", nargs="+", metavar="RECORD",
                    help="greedy_soup: each input's evaluation record on the validation split "
                         "(the workflow's validate_runs), in input order")
     p.add_argument("--validation-split", metavar="JSONL",
                    help="greedy_soup: the validation rows the candidate soups are evaluated on")
     p.add_argument("--task", help="greedy_soup: the task (a registry name) of the runs")
-    p.add_argument("--evaluate", type=json.loads, default={}, metavar="JSON",
-                   help="greedy_soup: the task's evaluate settings as in the config, e.g. "
-                        "'{\"max_new_tokens\": 40, \"batch_size\": 64}' (schema defaults for the rest; "
-                        "they must be those of the validation records)")
+    p.add_argument("--evaluate", type=json_object, default={}, metavar="JSON",
+                   help="greedy_soup: evaluate settings as in the config, e.g. "
+                        "'{\"max_new_tokens\": 40}'. The candidates are scored with the settings "
+                        "the validation records were made with; a setting given here must be "
+                        "theirs (the soup is refused otherwise)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--weights", type=float_list, metavar="W1,...,WK",
                    help="average weights (sum 1) or task-vector weights (default 1 each), one per "
@@ -201,9 +203,9 @@ def merge_soup(args, fail) -> int:
                     "the runs it keeps uniformly)")
     from .data.registry import get_task
     from .merge.engine import MergeError
-    from .merge.greedy_soup import build
+    from .merge.greedy_soup import build, validation_scores
     from .config import eval_section
-    from .schema import fill_defaults, schema
+    from .schema import fill_defaults, schema, schema_errors
     from .utils import InputError
     try:
         get_task(args.task)
@@ -211,12 +213,20 @@ def merge_soup(args, fail) -> int:
         return fail(f"--task: {e.args[0]}")
     full = schema()
     cfg = {"tasks": {args.task: {"evaluate": dict(args.evaluate)}}}
-    fill_defaults(cfg, full)
-    # an encoder task's inputs are cut at the train max_length: the schema's default
-    max_length = full["$defs"]["train"]["properties"]["max_length"]["default"]
-    settings = eval_section(cfg, args.task) | {"kind": "soup", "epoch": 0, "scheme": "cli",
-                                               "model": "cli", "max_length": max_length}
+    errors = schema_errors(cfg, full)
+    if errors:  # an unknown key or a bad value, named as --evaluate's
+        return fail(errors[0].replace(f"config key tasks.{args.task}.evaluate.", "--evaluate ", 1))
     try:
+        # the candidates are scored as the runs were: the records' settings, and what
+        # --evaluate gives (refused by build() where it differs from the records')
+        _, recorded = validation_scores(args.inputs, args.validation)
+        if recorded[0] is not None:
+            settings = recorded[0] | args.evaluate
+        else:  # build() refuses records that do not say their settings
+            fill_defaults(cfg, full)
+            settings = eval_section(cfg, args.task) | {"max_length": full["$defs"]["train"][
+                "properties"]["max_length"]["default"]}
+        settings |= {"kind": "soup", "epoch": 0, "scheme": "cli", "model": "cli"}
         recipe = build(args.inputs, args.validation, args.task, Path(args.validation_split),
                        settings, Path(args.out), threads=args.threads,
                        log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -67,6 +67,17 @@ def fisher_of_checkpoint(task, model_path: str | os.PathLike, train: list[dict],
     return out, [r["id"] for r in rows]
 
 
+def fisher_meta(task, model_path, train, rows: int, ids: list[str]) -> dict:
+    """fisher.json: what the Fisher is of. The merge checks `model_sha256` (the sha256 of
+    the checkpoint's weight files) against the sub-model it is given with, and `rows`
+    against the method's."""
+    from .merge.st_io import Checkpoint
+    from .provenance import file_hashes
+    return {"model": str(model_path), "task": task.name, "rows": rows, "row_ids": ids,
+            "train": str(train),
+            "model_sha256": file_hashes(model_path, [f.name for f in Checkpoint(model_path).files()])}
+
+
 def write_fisher(out_dir: Path, fisher: dict[str, torch.Tensor], meta: dict) -> None:
     """`out_dir` (an existing, empty directory): model.safetensors and fisher.json."""
     from safetensors.torch import save_file

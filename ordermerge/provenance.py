@@ -96,6 +96,22 @@ def hash_outputs(root: Path, exclude: Iterable[Path] = ()) -> dict:
     return out
 
 
+def _recorded_outputs(directory: Path) -> dict:
+    """The output entries of a directory's own record ({} without a readable one)."""
+    try:
+        outs = json.loads((directory / RECORD_NAME).read_text()).get("outputs", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return outs if isinstance(outs, dict) else {}
+
+
+def _sha256_known(f: Path, entry) -> str:
+    """sha256 of `f`: a recorded entry's while the file's size and mtime are the recorded ones."""
+    if isinstance(entry, dict) and {k: entry.get(k) for k in ("size", "mtime_ns")} == _stat_key(f):
+        return entry["sha256"]
+    return sha256_file(f)
+
+
 def hash_inputs(paths: Iterable[str | os.PathLike]) -> dict:
     """sha256 of every input file; directories are expanded to their files."""
     hashes: dict[str, str] = {}
@@ -103,19 +119,20 @@ def hash_inputs(paths: Iterable[str | os.PathLike]) -> dict:
         p = Path(p)
         if not p.exists():
             raise FileNotFoundError(f"provenance: input {p} does not exist")
-        known: dict = {}
-        if p.is_dir() and (p / RECORD_NAME).is_file():
-            known = json.loads((p / RECORD_NAME).read_text()).get("outputs", {})
+        known = _recorded_outputs(p) if p.is_dir() else {}
         for f in _files_under(p):
             if f.name in (RECORD_NAME, SNAKEMAKE_MARKER):
                 continue
-            rel = str(f.relative_to(p)) if p.is_dir() else None
-            entry = known.get(rel) if rel else None
-            if entry and {k: entry.get(k) for k in ("size", "mtime_ns")} == _stat_key(f):
-                hashes[str(f)] = entry["sha256"]
-            else:
-                hashes[str(f)] = sha256_file(f)
+            hashes[str(f)] = _sha256_known(f, known.get(str(f.relative_to(p))) if known else None)
     return hashes
+
+
+def file_hashes(directory: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
+    """sha256 of the files `names` of `directory` (a checkpoint's weight files), taken from
+    the directory's record while each file's size and mtime match it."""
+    directory = Path(directory)
+    known = _recorded_outputs(directory)
+    return {n: _sha256_known(directory / n, known.get(n)) for n in sorted(names)}
 
 
 def write_record(output: str | os.PathLike, *, rule: str, params: dict, seeds: dict | None,

@@ -14,13 +14,24 @@ from test_taskvec import SHAPES, load, make, write
 from ulps import forward_error, gamma
 
 
-def fishers(tmp_path, k, seed=1, zero_frac=0.2, dtype=torch.float32):
+def fisher_dir(path, tensors, sub, rows=32, row_ids=("t:0",)):
+    """A Fisher directory as the diagonal_fisher rule writes it: the tensors and fisher.json
+    naming the sub-model (fisher_info.fisher_meta)."""
+    from ordermerge.provenance import file_hashes
+    write(path, tensors)
+    (path / "fisher.json").write_text(json.dumps({
+        "model": str(sub), "rows": rows, "row_ids": list(row_ids),
+        "model_sha256": file_hashes(sub, ["model.safetensors"])}))
+    return path
+
+
+def fishers(tmp_path, subs, seed=1, zero_frac=0.2, dtype=torch.float32, rows=32):
     g = torch.Generator().manual_seed(seed)
     out = []
-    for i in range(k):
+    for i, sub in enumerate(subs):
         f = {n: (torch.rand(s, generator=g) ** 4 * 1e-3
                  * (torch.rand(s, generator=g) > zero_frac)).to(dtype) for n, s in SHAPES.items()}
-        out.append(write(tmp_path / f"f{i}", f))
+        out.append(fisher_dir(tmp_path / f"f{i}", f, sub, rows))
     return out
 
 
@@ -34,7 +45,7 @@ def test_the_id_and_the_entry():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_merge_is_the_fisher_weighted_mean(tmp_path, dtype):
     _, subs = make(tmp_path, k=3, dtype=dtype, step=0.05, moved=0.8)
-    fs = fishers(tmp_path, 3)
+    fs = fishers(tmp_path, subs, rows=8)
     w = [0.5, 0.3, 0.2]
     merge("fisher", subs, tmp_path / "m", aux=fs, weights=w, rows=8)
     merge("fisher", subs, tmp_path / "c", aux=fs, weights=w, rows=8, chunk_elements=101)
@@ -60,8 +71,8 @@ def test_the_merge_is_the_fisher_weighted_mean(tmp_path, dtype):
 def test_the_limits(tmp_path):
     _, subs = make(tmp_path, k=3, dtype=torch.float32, step=0.05, moved=0.8)
     thetas = [load(s) for s in subs]
-    ones = [write(tmp_path / f"one{i}", {n: torch.full(s, 0.25) for n, s in SHAPES.items()})
-            for i in range(3)]
+    ones = [fisher_dir(tmp_path / f"one{i}", {n: torch.full(s, 0.25) for n, s in SHAPES.items()},
+                       subs[i]) for i in range(3)]
     merge("fisher", subs, tmp_path / "eq", aux=ones)
     merge("average", subs, tmp_path / "avg")
     eq, avg = load(tmp_path / "eq"), load(tmp_path / "avg")
@@ -72,15 +83,17 @@ def test_the_limits(tmp_path):
         scale = sum(t[n].abs() for t in thetas) / len(thetas)
         assert bool(((eq[n] - avg[n]).abs() <= 2 * gamma(len(thetas) + 2) * scale).all()), n
     # only run 1 has Fisher: run 1's values (within one float32 rounding of w F theta / w F)
-    only = [write(tmp_path / f"only{i}", {n: torch.full(s, 1e-5 if i == 1 else 0.0)
-                                          for n, s in SHAPES.items()}) for i in range(3)]
+    only = [fisher_dir(tmp_path / f"only{i}", {n: torch.full(s, 1e-5 if i == 1 else 0.0)
+                                               for n, s in SHAPES.items()}, subs[i])
+            for i in range(3)]
     merge("fisher", subs, tmp_path / "one", aux=only)
     for n, t in load(tmp_path / "one").items():
         # (w F theta) / (w F), the other terms exact zeros: two roundings (was: 2.4e-7)
         assert torch.allclose(t, thetas[1][n], rtol=gamma(2), atol=0), n
         assert not torch.allclose(t, avg[n], rtol=1e-3), n
     # no Fisher anywhere: the average, bytes
-    zero = [write(tmp_path / f"z{i}", {n: torch.zeros(s) for n, s in SHAPES.items()}) for i in range(3)]
+    zero = [fisher_dir(tmp_path / f"z{i}", {n: torch.zeros(s) for n, s in SHAPES.items()}, subs[i])
+            for i in range(3)]
     merge("fisher", subs, tmp_path / "zero", aux=zero)
     for n, t in load(tmp_path / "zero").items():
         assert torch.equal(t, avg[n]), n
@@ -88,15 +101,17 @@ def test_the_limits(tmp_path):
 
 def test_bad_fisher_inputs_are_named(tmp_path):
     _, subs = make(tmp_path, k=2, dtype=torch.float32)
-    fs = fishers(tmp_path, 2)
+    fs = fishers(tmp_path, subs)
     with pytest.raises(MergeError, match=r"fisher needs --fisher with one file per sub-model \(2\), got 0"):
         merge("fisher", subs, tmp_path / "o")
     with pytest.raises(MergeError, match="got 1"):
         merge("fisher", subs, tmp_path / "o", aux=fs[:1])
-    bad = write(tmp_path / "bad", {n: torch.zeros(s) for n, s in SHAPES.items() if n != "norm"})
+    bad = fisher_dir(tmp_path / "bad", {n: torch.zeros(s) for n, s in SHAPES.items() if n != "norm"},
+                     subs[1])
     with pytest.raises(MergeError, match=r"--fisher .*bad: no tensor 'norm'"):
         merge("fisher", subs, tmp_path / "o", aux=[fs[0], bad])
-    half = write(tmp_path / "half", {n: torch.zeros(s, dtype=torch.float16) for n, s in SHAPES.items()})
+    half = fisher_dir(tmp_path / "half", {n: torch.zeros(s, dtype=torch.float16)
+                                          for n, s in SHAPES.items()}, subs[0])
     with pytest.raises(MergeError, match=r"--fisher .*half: tensor .* F16, expected .* F32"):
         merge("fisher", subs, tmp_path / "o", aux=[half, fs[1]])
     with pytest.raises(MergeError, match="average reads no per-sub-model data"):
@@ -104,10 +119,48 @@ def test_bad_fisher_inputs_are_named(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_fisher_of_another_model_in_another_order_or_not_a_fisher_is_refused(tmp_path):
+    """Fishers given in swapped order, the Fisher of another task's run, a Fisher over
+    other rows, and one holding NaN or a negative value were all merged (exit 0): each is
+    refused, naming the Fisher; nothing is written."""
+    _, subs = make(tmp_path, k=2, dtype=torch.float32)
+    fs = fishers(tmp_path, subs)
+    merge("fisher", subs, tmp_path / "ok", aux=fs)  # as made: merged
+    with pytest.raises(MergeError, match=r"--fisher .*f1 is the Fisher of sub-model 2 \(.*s1\), "
+                                         r"given for sub-model 1 \(.*s0\): give the Fishers in"):
+        merge("fisher", subs, tmp_path / "o", aux=fs[::-1])
+    _, others = make(tmp_path / "other", k=2, dtype=torch.float32, seed=5)
+    foreign = fishers(tmp_path / "other", others)
+    with pytest.raises(MergeError, match=r"--fisher .*other/f0 was made from .*other/s0, whose "
+                                         r"weights are not those of sub-model 1 \(.*/s0\)"):
+        merge("fisher", subs, tmp_path / "o", aux=[foreign[0], fs[1]])
+    with pytest.raises(MergeError, match=r"--fisher .*f0 is over 32 rows, but the method's rows "
+                                         r"setting is 8"):
+        merge("fisher", subs, tmp_path / "o", aux=fs, rows=8)
+    ones = {n: torch.ones(s) for n, s in SHAPES.items()}
+    elsewhere = fisher_dir(tmp_path / "elsewhere", ones, subs[1], row_ids=["t:1"])
+    with pytest.raises(MergeError, match=r"--fisher .*elsewhere is over other rows than .*f0"):
+        merge("fisher", subs, tmp_path / "o", aux=[fs[0], elsewhere])
+    (tmp_path / "nometa").mkdir()
+    with pytest.raises(MergeError, match=r"--fisher .*nometa/f: fisher.json missing \(model, "):
+        merge("fisher", subs, tmp_path / "o", aux=[fs[0], write(tmp_path / "nometa" / "f", ones)])
+    name = sorted(SHAPES)[-1]
+    for value, shown in ((float("nan"), "nan"), (-0.5, "-0.5")):
+        t = dict(ones)
+        t[name] = torch.ones(SHAPES[name]).flatten().index_fill(0, torch.tensor([3]), value) \
+            .view(SHAPES[name])
+        d = fisher_dir(tmp_path / f"bad{shown}", t, subs[1])
+        with pytest.raises(MergeError, match=rf"--fisher .*bad{shown}: tensor {name!r} holds "
+                                             rf"{shown} at flat index 3: a diagonal Fisher is "
+                                             "finite and non-negative"):
+            merge("fisher", subs, tmp_path / "o", aux=[fs[0], d])
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_command_line_merges_with_fisher(tmp_path, capsys):
     from ordermerge.cli import main
     _, subs = make(tmp_path, k=2, dtype=torch.float32)
-    fs = fishers(tmp_path, 2)
+    fs = fishers(tmp_path, subs, rows=4)
     assert main(["merge", "--method", "fisher", "--rows", "4", "--fisher", *map(str, fs),
                  "-o", str(tmp_path / "cli"), *map(str, subs)]) == 0
     assert json.loads(capsys.readouterr().out)["method_id"] == "fisher-n4"

@@ -53,7 +53,7 @@ def test_validation_records_must_be_of_their_runs(tmp_path):
         r = tmp_path / f"v{i}.json"
         r.write_text(json.dumps({"score": 0.25 * (i + 1), "model_path": str(s)}))
         recs.append(r)
-    assert validation_scores(subs, recs) == [0.25, 0.5]
+    assert validation_scores(subs, recs) == ([0.25, 0.5], [None, None])
     with pytest.raises(InputError, match=r"v1.json is the record of .*run1, not of .*run0"):
         validation_scores(subs, recs[::-1])
     with pytest.raises(InputError, match="1 validation records for 2 runs"):
@@ -61,6 +61,35 @@ def test_validation_records_must_be_of_their_runs(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(InputError, match="bad.json: not an evaluation record"):
         validation_scores(subs, [recs[0], tmp_path / "bad.json"])
+
+
+def test_records_of_another_task_other_rows_or_other_settings_are_refused(tmp_path):
+    """A wrong --task or --validation-split, or candidates scored under other evaluate
+    settings than the runs (max_new_tokens 8 against 40 scored 0.033 against 0.15): each
+    is refused, naming the record; a record without settings falls back on its provenance."""
+    from ordermerge.merge.greedy_soup import check_settings
+    sub, rec = tmp_path / "run0", tmp_path / "v0.json"
+    made = {"max_new_tokens": 40, "batch_size": 8, "backend": "hf"}
+    rec.write_text(json.dumps({"score": 0.5, "model_path": str(sub), "task": "gsm8k",
+                               "examples": [{"id": "a"}, {"id": "b"}], "settings": made}))
+    rows = [{"id": "b"}, {"id": "a"}]
+    assert validation_scores([sub], [rec], "gsm8k", rows) == ([0.5], [made])
+    with pytest.raises(InputError, match=r"v0.json is an evaluation of task 'gsm8k', not of 'sst2'"):
+        validation_scores([sub], [rec], "sst2", rows)
+    with pytest.raises(InputError, match=r"v0.json was evaluated on other rows than the validation "
+                                         r"split's \(2 rows against 3; e.g. 'c' is in one only\)"):
+        validation_scores([sub], [rec], "gsm8k", rows + [{"id": "c"}])
+    check_settings([rec], [made], {**made, "kind": "soup", "scheme": "cli"})  # labels differ only
+    with pytest.raises(InputError, match=r"evaluate setting max_new_tokens is 8 for the candidate "
+                                         r"soups but 40 in .*v0.json"):
+        check_settings([rec], [made], {**made, "max_new_tokens": 8})
+    with pytest.raises(InputError, match="v0.json does not say the evaluate settings"):
+        check_settings([rec], [None], made)
+    # a workflow record made before records carried settings: its provenance's params
+    rec.write_text(json.dumps({"score": 0.5, "model_path": str(sub), "task": "gsm8k",
+                               "examples": [{"id": "a"}, {"id": "b"}]}))
+    (tmp_path / "v0.json.prov.json").write_text(json.dumps({"params": {**made, "kind": "sft"}}))
+    assert validation_scores([sub], [rec], "gsm8k", rows) == ([0.5], [made])
 
 
 def test_the_final_soup_is_the_uniform_average_of_the_kept_runs(tmp_path):
@@ -120,5 +149,22 @@ def test_the_command_line_makes_a_soup_from_validation_records(tmp_path, capsys)
     assert soup["validation_scores"] == scores and len(soup["steps"]) == 3
     assert [s["run"] for s in soup["steps"]] == sorted(range(3), key=lambda i: (-scores[i], i))
     assert recipe["weights"] == [1 / len(soup["kept"]) if i in soup["kept"] else 0.0 for i in range(3)]
+    assert soup["settings"] == json.loads(records[0].read_text())["settings"] == {
+        k: v for k, v in cfg.items() if k not in ("kind", "epoch", "scheme", "model")}
+    # other settings than the records', an unknown setting, the wrong task: one line each,
+    # the soup written above untouched
+    before = (out / "merge.json").read_bytes()
+    soup_args = ["merge", "--method", "greedy_soup", "--validation", *map(str, records),
+                 "--validation-split", str(val), "--overwrite", "-o", str(out), *map(str, runs)]
+    for extra, message in [
+            (["--task", "gsm8k", "--evaluate", '{"max_new_tokens": 4}'],
+             "greedy_soup: evaluate setting max_new_tokens is 4 for the candidate soups but 8 in "),
+            (["--task", "gsm8k", "--evaluate", '{"max_new_token": 4}'],
+             "--evaluate max_new_token: unknown key (allowed here: "),
+            (["--task", "sst2"], f"greedy_soup: {records[0]} is an evaluation of task 'gsm8k', not of 'sst2'")]:
+        assert main(soup_args + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("ordermerge merge: " + message) and "\n" not in err, err
+    assert (out / "merge.json").read_bytes() == before
     assert main(["merge", "--method", "greedy_soup", "-o", str(tmp_path / "x"), *map(str, runs)]) == 2
     assert "greedy_soup needs --validation" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from ..utils import InputError
 from . import get_evaluator
 from .generate import generation_info
 from .handlers import generates, mean
+from .settings import scoring_settings
 
 PAPER_JUDGE = "alpaca_eval_gpt4"  # the paper's AlpacaEval annotator
 
@@ -113,7 +114,7 @@ def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: d
                            judge=judge, annotators_config=annotators, generator=generator,
                            name=f"{cfg['kind']}-{name}", max_length=cfg.get("max_length"))
     record.update({k: cfg[k] for k in ("kind", "epoch", "scheme", "model")}, name=name,
-                  model_path=str(model_path))
+                  model_path=str(model_path), settings=scoring_settings(cfg))
     return record
 
 

@@ -169,7 +169,7 @@ class _Plan:
     stats: dict = field(default_factory=dict)
 
 
-def _open_aux(m: Method, aux, subs: list[Checkpoint]) -> list[Checkpoint]:
+def _open_aux(m: Method, aux, subs: list[Checkpoint], settings: dict) -> list[Checkpoint]:
     """The per-sub-model data files a method reads (Method.data "diagonal_fisher": one checkpoint
     directory of float32 tensors per sub-model, the sub-models' float tensors by name and
     shape). Greedy soup's validation records are read before the merge (greedy_soup.build),
@@ -196,7 +196,62 @@ def _open_aux(m: Method, aux, subs: list[Checkpoint]) -> list[Checkpoint]:
             if tuple(u.shape) != tuple(t.shape) or u.dtype != "F32":
                 raise MergeError(f"--fisher {a.path}: tensor {name!r} is {list(u.shape)} {u.dtype}, "
                                  f"expected {list(t.shape)} F32 (as {sub.path})")
+    _check_fisher_identity(out, subs, settings)
     return out
+
+
+def _fisher_meta(a: Checkpoint) -> dict:
+    """A Fisher directory's fisher.json (fisher_info.fisher_meta), checked for what the
+    merge compares."""
+    f = a.path / "fisher.json"
+    try:
+        meta = json.loads(f.read_text())
+        assert isinstance(meta, dict) and isinstance(meta["model"], str)
+        assert isinstance(meta["model_sha256"], dict) and isinstance(meta["rows"], int)
+        assert isinstance(meta.get("row_ids", []), list)
+    except (OSError, ValueError, KeyError, AssertionError) as e:
+        why = "missing" if isinstance(e, FileNotFoundError) else "not readable or lacks a field"
+        raise MergeError(f"--fisher {a.path}: fisher.json {why} (model, model_sha256, rows: what "
+                         "the Fisher was made from, as the diagonal_fisher rule writes it): the "
+                         "merge cannot check that it is its sub-model's") from None
+    return meta
+
+
+def _check_fisher_identity(fishers: list[Checkpoint], subs: list[Checkpoint], settings) -> None:
+    """Each Fisher was made from the very sub-model it is given with (the sha256 of its
+    weight files, taken from the sub-model's record where its files are unchanged), over
+    the method's rows, the same rows for every sub-model."""
+    from ..provenance import file_hashes
+    metas = [_fisher_meta(a) for a in fishers]
+    hashes = [file_hashes(s.path, [f.name for f in s.files()]) for s in subs]
+    for i, (a, meta) in enumerate(zip(fishers, metas)):
+        if meta["model_sha256"] != hashes[i]:
+            j = next((j for j, h in enumerate(hashes) if h == meta["model_sha256"]), None)
+            if j is not None:
+                raise MergeError(f"--fisher {a.path} is the Fisher of sub-model {j + 1} "
+                                 f"({subs[j].path}), given for sub-model {i + 1} ({subs[i].path}): "
+                                 "give the Fishers in the sub-models' order")
+            raise MergeError(f"--fisher {a.path} was made from {meta['model']}, whose weights "
+                             f"are not those of sub-model {i + 1} ({subs[i].path})")
+        if settings.get("rows") is not None and meta["rows"] != settings["rows"]:
+            raise MergeError(f"--fisher {a.path} is over {meta['rows']} rows, but the method's "
+                             f"rows setting is {settings['rows']}")
+        if meta.get("row_ids") != metas[0].get("row_ids"):
+            raise MergeError(f"--fisher {a.path} is over other rows than {fishers[0].path}: the "
+                             "Fishers of one merge weigh the runs on the same rows")
+
+
+def _check_aux(plan: "_Plan", info, start: int, n: int) -> None:
+    """A diagonal Fisher is finite and non-negative (a mean of squares): a NaN or a negative
+    value would weigh the runs wrongly without an error. One min/max per Fisher chunk."""
+    for a in plan.aux:
+        v = a.view(info.name, start, n)
+        low, high = (x.item() for x in torch.aminmax(v))
+        if not (low >= 0 and math.isfinite(high)):  # NaN fails both
+            bad = int((~(v >= 0) | ~torch.isfinite(v)).nonzero()[0, 0])
+            raise MergeError(f"--fisher {a.path}: tensor {info.name!r} holds {v[bad].item()} at "
+                             f"flat index {start + bad}: a diagonal Fisher is finite and "
+                             "non-negative")
 
 
 def _validate(method: str, inputs, base, weights, settings: dict, dtype, device):
@@ -231,7 +286,7 @@ def _plan(m: Method, settings, w, inputs, base, out_dtype, dev, out_dir, memory_
           max_shard_bytes, chunk_elements, aux=None) -> _Plan:
     k = len(inputs)
     subs, base_ckpt = _open_all(inputs, base if m.needs_base else None)
-    aux_ckpts = _open_aux(m, aux, subs)
+    aux_ckpts = _open_aux(m, aux, subs, settings)
     names = sorted(subs[0].tensors)
     infos = [subs[0].tensors[n] for n in names]
 
@@ -358,6 +413,8 @@ def _merge_one(plan: _Plan, info, start: int, n: int, slot: int, state) -> tuple
             chunk.subs = stack.to(plan.dev, non_blocking=True)
         if plan.base is not None:
             chunk.base = plan.base.view(info.name, start, n).to(plan.dev, non_blocking=True)
+        if plan.aux:
+            _check_aux(plan, info, start, n)
         chunk.aux = [a.view(info.name, start, n).to(plan.dev) for a in plan.aux] or None
         out, counts = plan.impl.run(chunk)
         if plan.out_dtype is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..evaluate.settings import scoring_settings
 from ..utils import InputError
 from .average import run as average_run
 
@@ -42,13 +43,29 @@ def greedy(scores: list[float], soup_score) -> tuple[list[int], list[dict]]:
     return sorted(soup), steps
 
 
-def validation_scores(sub_models: list, records: list) -> list[float]:
-    """Each run's validation score, from its record; InputError where a record is not of
-    its run (the record names the checkpoint it evaluated)."""
+def record_settings(path: Path, record: dict) -> dict | None:
+    """The settings an evaluation record was made with: its own `settings`, or (a record
+    made before records carried them) the params of its provenance record; None if neither."""
+    if isinstance(record.get("settings"), dict):
+        return record["settings"]
+    from ..provenance import SIDECAR_SUFFIX
+    try:
+        params = json.loads(Path(str(path) + SIDECAR_SUFFIX).read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return scoring_settings(params) if isinstance(params, dict) else None
+
+
+def validation_scores(sub_models: list, records: list, task: str | None = None,
+                      rows: list[dict] | None = None) -> tuple[list[float], list[dict | None]]:
+    """Each run's validation score and the settings it was scored with, from its record;
+    InputError where a record is not of its run (the record names the checkpoint it
+    evaluated), not of `task`, or not of the ids of `rows`."""
     if len(records) != len(sub_models):
         raise InputError(f"greedy_soup: {len(records)} validation records for "
                          f"{len(sub_models)} runs (one each, in the runs' order)")
-    out = []
+    scores, settings = [], []
+    ids = None if rows is None else sorted(str(r.get("id")) for r in rows)
     for sub, rec in zip(sub_models, records):
         try:
             r = json.loads(Path(rec).read_text())
@@ -57,8 +74,36 @@ def validation_scores(sub_models: list, records: list) -> list[float]:
             raise InputError(f"greedy_soup: {rec}: not an evaluation record ({e})") from None
         if Path(path).resolve() != Path(sub).resolve():
             raise InputError(f"greedy_soup: {rec} is the record of {path}, not of {sub}")
-        out.append(score)
-    return out
+        if task is not None and r.get("task") != task:
+            raise InputError(f"greedy_soup: {rec} is an evaluation of task {r.get('task')!r}, "
+                             f"not of {task!r}")
+        if ids is not None:
+            seen = sorted(str(e.get("id")) for e in r.get("examples") or [] if isinstance(e, dict))
+            if seen != ids:
+                other = sorted(set(seen) ^ set(ids))
+                raise InputError(f"greedy_soup: {rec} was evaluated on other rows than the "
+                                 f"validation split's ({len(seen)} rows against {len(ids)}"
+                                 + (f"; e.g. {other[0]!r} is in one only" if other else "")
+                                 + "): its score and the soups' would not compare")
+        scores.append(score)
+        settings.append(record_settings(Path(rec), r))
+    return scores, settings
+
+
+def check_settings(records: list, settings: list[dict | None], cfg: dict) -> None:
+    """InputError unless every record was scored with the settings `cfg` scores the
+    candidate soups with (a soup kept or left out on other settings is a wrong soup)."""
+    want = scoring_settings(cfg)
+    for rec, got in zip(records, settings):
+        if got is None:
+            raise InputError(f"greedy_soup: {rec} does not say the evaluate settings it was made "
+                             "with (no 'settings' and no provenance record): evaluate the run again")
+        for key in sorted(set(want) | set(got)):
+            if want.get(key) != got.get(key):
+                raise InputError(
+                    f"greedy_soup: evaluate setting {key} is {json.dumps(want.get(key))} for the "
+                    f"candidate soups but {json.dumps(got.get(key))} in {rec}: the soups would be "
+                    "scored under other settings than the runs")
 
 
 def build(sub_models: list, records: list, task_name: str, validation: Path, cfg: dict,
@@ -74,8 +119,9 @@ def build(sub_models: list, records: list, task_name: str, validation: Path, cfg
     from ..evaluate.vllm_backend import VLLMSession
     from ..utils import read_jsonl
     from .engine import merge, merge_into
-    scores = validation_scores(sub_models, records)
     task, rows = get_task(task_name), read_jsonl(validation)
+    scores, settings = validation_scores(sub_models, records, task_name, rows)
+    check_settings(records, settings, cfg)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with VLLMSession(threads=threads) as vllm, \
@@ -93,7 +139,8 @@ def build(sub_models: list, records: list, task_name: str, validation: Path, cfg
         soup, steps = greedy(scores, soup_score)
     weights = [1.0 / len(soup) if i in soup else 0.0 for i in range(len(sub_models))]
     soup_record = {"validation_scores": scores, "steps": steps, "kept": soup,
-                   "validation": str(validation), "records": [str(r) for r in records]}
+                   "validation": str(validation), "records": [str(r) for r in records],
+                   "settings": scoring_settings(cfg)}
 
     return merge("greedy_soup", sub_models, out_dir, overwrite=True, weights=weights,
                  extra={"soup": soup_record}, before_rename=before_rename)
