@@ -55,14 +55,20 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _message_only(kind, exc, tb) -> None:
+def _message_only(kind, exc, tb, extra: tuple = ()) -> None:
     """Bad input to the library (utils.InputError, whose message names what is wrong) is
     one line on stderr, exit status 1; anything else keeps its traceback."""
     from .utils import InputError
-    if issubclass(kind, InputError):
+    if issubclass(kind, (InputError, *extra)):
         print(str(exc), file=sys.stderr, flush=True)
     else:
         sys.__excepthook__(kind, exc, tb)
+
+
+def one_line_errors(*kinds: type) -> None:
+    """For an entry point that does not call start(): InputError and `kinds` (errors whose
+    message already names the file, line or key) end the job in one line, not a traceback."""
+    sys.excepthook = lambda kind, exc, tb: _message_only(kind, exc, tb, kinds)
 
 
 def start(args: argparse.Namespace, models: bool = True) -> str:

@@ -5,14 +5,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.data.prepare import prepare
+from ordermerge.data.sources import DatasetUnavailable
 from ordermerge.provenance import now, write_record
-from ordermerge.runner import parser
+from ordermerge.runner import one_line_errors, parser
 from ordermerge.utils import write_jsonl
 
 p = parser(__doc__)
 p.add_argument("--task", required=True)
 p.add_argument("--out-dir", required=True, type=Path)
 args = p.parse_args()
+# a dataset that cannot be read, or a row the task cannot use: prepare() names the config
+# key, file, line or row; the job log shows that line, not a traceback around it
+one_line_errors(DatasetUnavailable, ValueError)
 start = now()
 cfg = args.params
 origin: dict = {}

@@ -404,6 +404,34 @@ def test_a_script_prints_a_library_input_error_as_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("line, message", [
+    ("{bad", "{train}:2: not valid JSON (Expecting property name enclosed in double quotes at "
+             "column 2)"),
+    ('{"question": null, "answer": "a\\n#### 2"}',
+     "gsm8k source split 'train': row 1 has null field(s) ['question'] required by task 'gsm8k'"),
+])
+def test_the_prepare_job_names_a_malformed_local_file_in_one_line(tmp_path, line, message):
+    """The workflow's prepare_data job printed the right message as the last line of a
+    25-line traceback: now the message alone, exit 1, no output."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "gsm8k"
+    src.mkdir()
+    good = '{"question": "q", "answer": "a\\n#### 1"}\n'
+    (src / "train.jsonl").write_text(good + line + "\n")
+    (src / "test.jsonl").write_text(good)
+    params = {"seed": 0, "data": {"source": "hf", "path": str(src), "test_path": None,
+                                  "revision": None, "n_train": None, "n_validation": 1,
+                                  "n_test": None}}
+    proc = subprocess.run([sys.executable, str(root / "scripts/prepare_data.py"), "--task",
+                           "gsm8k", "--out-dir", str(tmp_path / "out"), "--params",
+                           json.dumps(params)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == message.format(train=src / "train.jsonl")
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- ordermerge plan
 
 def test_plan_names_a_config_or_cost_table_that_is_not_one(tmp_path, capsys):
