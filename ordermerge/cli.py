@@ -431,6 +431,10 @@ def run_plan(args) -> int:
                              load_calibration, measured_wall, table, to_markdown)
     from .utils import OutputError, atomic_dir, check_output_dir, lacks_record
     record = "plan.json"  # what marks --out as this command's: only such a directory is replaced
+    if not (Path("config.yaml").is_file() and Path("Snakefile").is_file()):
+        print(f"ordermerge plan: {Path.cwd()} is not the project directory (no config.yaml and "
+              "Snakefile here): run it where the Snakefile is", file=sys.stderr)
+        return 1
     try:
         check_output_dir(args.out, what="ordermerge plan --out",
                          previous=lambda p: lacks_record(p, record, "configfiles"))

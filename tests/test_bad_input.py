@@ -453,3 +453,12 @@ def test_plan_names_a_config_or_cost_table_that_is_not_one(tmp_path, capsys):
     assert main(["plan", "--configfile", str(binary), "--out", str(out)]) == 1
     assert one_line(capsys) == f"ordermerge plan: {binary}: not a UTF-8 text file"
     assert not out.exists()
+
+
+def test_plan_outside_the_project_says_where_to_run_it(tmp_path, capsys, monkeypatch):
+    """Run elsewhere, it printed "[Errno 2] No such file or directory: 'config.yaml'"."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan"]) == 1
+    assert one_line(capsys) == (f"ordermerge plan: {tmp_path} is not the project directory (no "
+                                "config.yaml and Snakefile here): run it where the Snakefile is")
+    assert list(tmp_path.iterdir()) == []
