@@ -89,9 +89,28 @@ def load_pretrained_source(source: str, dtype: str, config_key: str, model_class
         raise FileNotFoundError(f"{config_key} = {source!r}: not a model directory")
     if not Path(source).is_dir() and not hub_reachable():
         raise _unreachable(source, config_key)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = (model_class or AutoModelForCausalLM).from_pretrained(source, dtype=dtype_of(dtype))
+    local = Path(source).is_dir()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as e:
+        if not local:
+            raise
+        raise ValueError(f"{config_key} = {source!r}: its tokenizer cannot be loaded "
+                         f"({_first_line(e)})") from None
+    try:
+        model = (model_class or AutoModelForCausalLM).from_pretrained(source, dtype=dtype_of(dtype))
+    except (OSError, ValueError, KeyError) as e:
+        if not local:
+            raise
+        raise ValueError(f"{config_key} = {source!r}: not a model transformers can load "
+                         f"({_first_line(e)})") from None
     return model, tokenizer
+
+
+def _first_line(e: Exception) -> str:
+    """transformers' loading errors run over several lines: the first says what failed."""
+    text = str(e).strip()
+    return text.splitlines()[0].rstrip(": ") if text else type(e).__name__
 
 
 def packaged_gguf(distribution: str) -> Path:

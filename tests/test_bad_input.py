@@ -462,3 +462,18 @@ def test_plan_outside_the_project_says_where_to_run_it(tmp_path, capsys, monkeyp
     assert one_line(capsys) == (f"ordermerge plan: {tmp_path} is not the project directory (no "
                                 "config.yaml and Snakefile here): run it where the Snakefile is")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_base_directory_without_a_tokenizer_is_one_line(run_dir, capsys):
+    """transformers' "Couldn't instantiate the backend tokenizer from one of: (1) ..." ran
+    over six lines: the first is kept, after the config key and the directory."""
+    root, data, order = run_dir
+    base = root / "base"
+    base.mkdir()
+    (base / "config.json").write_text('{"model_type": "llama"}')
+    assert main(["train", "--task", "gsm8k", "--base", str(base), "--data-dir", str(data),
+                 "--order", str(order), "--out-dir", str(root / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"ordermerge train: base = {str(base)!r}: its tokenizer cannot be "
+                          "loaded ("), err
+    assert not (root / "out").exists()
