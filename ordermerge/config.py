@@ -162,8 +162,8 @@ def environment_errors(config: dict) -> list[str]:
     """What this machine lacks to run the config, checked by the workflow before any job runs
     (a job that would fail on it has its earlier outputs removed first): the vLLM worker's
     Python where a task generates with the vllm backend, and the local data copies the config
-    names (tasks.<name>.data.path and test_path of an hf source). A malformed data file is
-    found when the data are prepared, not here."""
+    names (tasks.<name>.data.path and test_path of an hf source): readable, and read as the
+    prepare_data job will read them (local_data_error)."""
     import os
     out = []
     vllm = sorted(n for n in config["tasks"]
@@ -185,7 +185,53 @@ def environment_errors(config: dict) -> list[str]:
                 out.append(f"config key tasks.{name}.data.{key}: {where}: no such file or directory")
             elif not os.access(where, os.R_OK):
                 out.append(f"config key tasks.{name}.data.{key}: {where}: not readable")
+        if data.get("path") and not out:
+            why = local_data_error(name, data, config["seed"])
+            if why:
+                out.append(f"config key tasks.{name}.data: {why}")
     return out
+
+
+DATA_CHECKS = Path(".snakemake") / "ordermerge" / "data-checks.json"
+
+
+def local_data_error(task: str, data: dict, seed: int, cache: Path = DATA_CHECKS) -> str | None:
+    """Why the local copy a task's data section names cannot be prepared (a line that is not
+    JSON, a row the task cannot use), found by preparing it as the prepare_data job will; None
+    when it can. A job that would fail on it has its earlier outputs removed first, so this
+    runs before any job. Each (task, data section, seed, files' size and mtime) that prepared
+    cleanly is remembered in `cache`, so a large local dataset is read once per version."""
+    import hashlib
+    import json
+
+    from .data.prepare import prepare
+    from .data.sources import DatasetUnavailable
+    from .utils import atomic_file
+    files = []
+    for key in ("path", "test_path"):
+        if data.get(key):
+            root = Path(data[key])
+            for f in sorted([root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())):
+                st = f.stat()
+                files.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    key = hashlib.sha256(json.dumps([task, data, seed, files], sort_keys=True).encode()).hexdigest()
+    try:
+        known = set(json.loads(cache.read_text()))
+    except (OSError, ValueError, TypeError):
+        known = set()
+    if key in known:
+        return None
+    try:
+        prepare(task, data, seed, f"tasks.{task}.data")
+    except (DatasetUnavailable, ValueError, OSError) as e:
+        return str(e)
+    try:  # a cache that cannot be written costs a re-read next time, nothing else
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(cache, "w") as fh:
+            json.dump(sorted(known | {key}), fh)
+    except OSError:
+        pass
+    return None
 
 
 def semantic_errors(config: dict) -> list[str]:

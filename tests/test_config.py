@@ -117,6 +117,36 @@ def test_what_this_machine_lacks_fails_the_config_check_before_any_job(project, 
     (project / "results").rmdir()
 
 
+def test_a_malformed_local_data_copy_fails_the_config_check_once_read(tmp_path, monkeypatch):
+    """A local copy with a line that is not JSON passed the config check; the prepare_data
+    job then failed after Snakemake had removed results/data/<task>. It is read as the job
+    will read it, before any job; a clean copy is read once per version (size, mtime)."""
+    from ordermerge.config import local_data_error
+    src = tmp_path / "gsm8k"
+    src.mkdir()
+    good = '{"question": "q", "answer": "a\\n#### 1"}\n'
+    (src / "train.jsonl").write_text(good * 3 + "{bad\n")
+    (src / "test.jsonl").write_text(good)
+    data = {"source": "hf", "path": str(src), "test_path": None, "revision": None,
+            "n_train": None, "n_validation": 1, "n_test": None}
+    cache = tmp_path / "checks.json"
+    assert local_data_error("gsm8k", data, 0, cache) == (
+        f"{src / 'train.jsonl'}:4: not valid JSON (Expecting property name enclosed in double "
+        "quotes at column 2)")
+    assert not cache.exists()  # only a clean read is remembered
+    (src / "train.jsonl").write_text(good * 3)
+    assert local_data_error("gsm8k", data, 0, cache) is None and cache.is_file()
+    import ordermerge.data.prepare as prep
+
+    def fail(*a, **k):
+        raise ValueError("read again")
+    monkeypatch.setattr(prep, "prepare", fail)
+    assert local_data_error("gsm8k", data, 0, cache) is None  # remembered: not read again
+    assert local_data_error("gsm8k", {**data, "n_validation": 2}, 0, cache) == "read again"
+    (src / "test.jsonl").write_text(good * 2)  # another version of a file: read again
+    assert local_data_error("gsm8k", data, 0, cache) == "read again"
+
+
 def test_config_overrides_change_the_plan(project):
     jobs = planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml", "--config", "num_sub_models=3")
     # two tasks (gsm8k, sst2), gsm8k under fix-batch orders too (Table 4), and the second
