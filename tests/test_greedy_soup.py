@@ -161,6 +161,8 @@ def test_the_command_line_makes_a_soup_from_validation_records(tmp_path, capsys)
              "greedy_soup: evaluate setting max_new_tokens is 4 for the candidate soups but 8 in "),
             (["--task", "gsm8k", "--evaluate", '{"max_new_token": 4}'],
              "--evaluate max_new_token: unknown key (allowed here: "),
+            (["--task", "gsm8k", "--validation-split", str(tmp_path / "no.jsonl")],
+             f"greedy_soup: validation split {tmp_path / 'no.jsonl'}: No such file or directory"),
             (["--task", "sst2"], f"greedy_soup: {records[0]} is an evaluation of task 'gsm8k', not of 'sst2'")]:
         assert main(soup_args + extra) == 2
         err = capsys.readouterr().err.strip()

@@ -119,7 +119,12 @@ def build(sub_models: list, records: list, task_name: str, validation: Path, cfg
     from ..evaluate.vllm_backend import VLLMSession
     from ..utils import read_jsonl
     from .engine import merge, merge_into
-    task, rows = get_task(task_name), read_jsonl(validation)
+    task = get_task(task_name)
+    try:
+        rows = read_jsonl(validation)
+    except (OSError, ValueError) as e:  # ValueError names the file and line
+        raise InputError(f"greedy_soup: validation split {validation}: "
+                         f"{e.strerror if isinstance(e, OSError) else e}") from None
     scores, settings = validation_scores(sub_models, records, task_name, rows)
     check_settings(records, settings, cfg)
     out_dir = Path(out_dir)
