@@ -519,6 +519,6 @@ def test_the_one_pass_band_search_finds_the_exhaustive_threshold_or_declines(n, 
         want = topk.kth_largest(mags, n, ks, salts)
         assert fused_tv.band_kth_largest(raw, n, ks, salts, torch.bfloat16) == topk.nonzero_floor(want), ks
     # a sample that lies: every sampled magnitude 0, so the band sits at the bottom
-    monkeypatch.setattr(fused_tv, "_sample_mags", lambda chunks, numel, k: np.zeros((k, 512), dtype=np.int32))
+    monkeypatch.setattr(fused_tv, "_sample_mags", lambda chunks, numel, k, like: np.zeros((k, 512), dtype=np.int32))
     assert fused_tv.band_kth_largest(raw, n, [n // 5] * 3, salts, torch.bfloat16) is None
     assert fused_tv.kth_largest(raw, n, [n // 5] * 3, salts, torch.bfloat16) == topk.kth_largest(mags, n, [n // 5] * 3, salts)
