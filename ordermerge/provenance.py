@@ -105,16 +105,81 @@ def _recorded_outputs(directory: Path) -> dict:
     return outs if isinstance(outs, dict) else {}
 
 
-def _sha256_known(f: Path, entry) -> str:
-    """sha256 of `f`: a recorded entry's while the file's size and mtime are the recorded ones."""
-    if isinstance(entry, dict) and {k: entry.get(k) for k in ("size", "mtime_ns")} == _stat_key(f):
-        return entry["sha256"]
-    return sha256_file(f)
+# sha256 of files hashed before, by path, size, mtime and inode: a checkpoint merged again
+# (another method over the same sub-models) is not read again. "" turns it off. Only files
+# of at least HASH_CACHE_MIN_BYTES: writing one takes far longer than the kernel's clock
+# tick for mtimes (a few ms), so a file rewritten in place cannot keep its size, mtime and
+# inode; a small file (which could) is cheap to hash again.
+HASH_CACHE_ENV = "ORDERMERGE_HASH_CACHE"
+HASH_CACHE_ENTRIES = 20000
+HASH_CACHE_MIN_BYTES = 1 << 26
+
+
+def hash_cache_path() -> Path | None:
+    """$ORDERMERGE_HASH_CACHE, else $XDG_CACHE_HOME (~/.cache)/ordermerge/sha256.json."""
+    env = os.environ.get(HASH_CACHE_ENV)
+    if env is not None:
+        return Path(env) if env else None
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ordermerge" / "sha256.json"
+
+
+def sha256_files(files: list[Path], entries: list | None = None) -> list[str]:
+    """sha256 of each file: a recorded entry's (`entries[i]`, a record's {sha256, size,
+    mtime_ns}) while the file's size and mtime match it, else the hash cache's while its
+    size, mtime and inode match, else read; the files read are hashed in parallel threads
+    (hashlib releases the GIL: 0.91 s against 1.65 s for 2.4 GB on 2 cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+    entries = entries or [None] * len(files)
+    out: list[str | None] = [None] * len(files)
+    stats = [f.stat() for f in files]
+    for i, (f, entry, st) in enumerate(zip(files, entries, stats)):
+        if isinstance(entry, dict) and (entry.get("size"), entry.get("mtime_ns")) == (
+                st.st_size, st.st_mtime_ns):
+            out[i] = entry["sha256"]
+    todo = [i for i, h in enumerate(out) if h is None]
+    if not todo:
+        return out
+    cached = [i for i in todo if stats[i].st_size >= HASH_CACHE_MIN_BYTES]
+    where = hash_cache_path() if cached else None
+    cache: dict = {}
+    if where is not None:
+        try:
+            cache = json.loads(where.read_text())
+            assert isinstance(cache, dict)
+        except (OSError, ValueError, AssertionError):
+            cache = {}
+    keys = {i: str(files[i].resolve()) for i in todo}
+    stamp = {i: [stats[i].st_size, stats[i].st_mtime_ns, stats[i].st_ino] for i in todo}
+    for i in cached:
+        hit = cache.get(keys[i])
+        if isinstance(hit, list) and len(hit) == 4 and hit[:3] == stamp[i]:
+            out[i] = hit[3]
+    read = [i for i in todo if out[i] is None]
+    if read:
+        with ThreadPoolExecutor(max(1, min(len(read), os.cpu_count() or 1))) as pool:
+            for i, h in zip(read, pool.map(lambda i: sha256_file(files[i]), read)):
+                out[i] = h
+        if where is not None:
+            for i in (i for i in read if i in set(cached)):
+                cache.pop(keys[i], None)  # re-inserted last: the newest are kept
+                cache[keys[i]] = [*stamp[i], out[i]]
+            drop = len(cache) - HASH_CACHE_ENTRIES
+            for key in list(cache)[:max(0, drop)]:
+                del cache[key]
+            try:  # a cache that cannot be written costs a re-read next time, nothing else
+                from .utils import atomic_file
+                where.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_file(where, "w") as fh:
+                    json.dump(cache, fh)
+            except OSError:
+                pass
+    return out
 
 
 def hash_inputs(paths: Iterable[str | os.PathLike]) -> dict:
     """sha256 of every input file; directories are expanded to their files."""
-    hashes: dict[str, str] = {}
+    files: list[Path] = []
+    entries: list = []
     for p in paths:
         p = Path(p)
         if not p.exists():
@@ -123,8 +188,9 @@ def hash_inputs(paths: Iterable[str | os.PathLike]) -> dict:
         for f in _files_under(p):
             if f.name in (RECORD_NAME, SNAKEMAKE_MARKER):
                 continue
-            hashes[str(f)] = _sha256_known(f, known.get(str(f.relative_to(p))) if known else None)
-    return hashes
+            files.append(f)
+            entries.append(known.get(str(f.relative_to(p))) if known else None)
+    return {str(f): h for f, h in zip(files, sha256_files(files, entries))}
 
 
 def file_hashes(directory: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
@@ -132,7 +198,9 @@ def file_hashes(directory: str | os.PathLike, names: Iterable[str]) -> dict[str,
     the directory's record while each file's size and mtime match it."""
     directory = Path(directory)
     known = _recorded_outputs(directory)
-    return {n: _sha256_known(directory / n, known.get(n)) for n in sorted(names)}
+    names = sorted(names)
+    return dict(zip(names, sha256_files([directory / n for n in names],
+                                        [known.get(n) for n in names])))
 
 
 def write_record(output: str | os.PathLike, *, rule: str, params: dict, seeds: dict | None,

@@ -208,3 +208,35 @@ def test_an_unreadable_record_stays_in_the_chain_of_one_cell(chain_dir):
     assert [str(r) for r, _ in part.unreadable] == [str(DATA) + ".prov.json"]
     assert ("missing", str(DATA) + ".prov.json") in {
         (p.kind, p.file) for p in check_files(part, Hasher(chain_dir, progress=False))}
+
+
+def test_input_hashes_come_from_records_the_cache_or_a_read(tmp_path, monkeypatch):
+    """provenance.sha256_files: a record's hash while size and mtime match; else the hash
+    cache's while size, mtime and inode match (files of HASH_CACHE_MIN_BYTES and more); else
+    the file is read. Every answer is the file's sha256."""
+    import hashlib
+
+    import ordermerge.provenance as prov
+    monkeypatch.setenv(prov.HASH_CACHE_ENV, str(tmp_path / "cache.json"))
+    monkeypatch.setattr(prov, "HASH_CACHE_MIN_BYTES", 8)
+    big, small = tmp_path / "big.bin", tmp_path / "small.bin"
+    big.write_bytes(b"x" * 100)
+    small.write_bytes(b"y")
+    reads = []
+    real = prov.sha256_file
+    monkeypatch.setattr(prov, "sha256_file", lambda f: reads.append(f.name) or real(f))
+    want = [hashlib.sha256(f.read_bytes()).hexdigest() for f in (big, small)]
+    assert prov.sha256_files([big, small]) == want and sorted(reads) == ["big.bin", "small.bin"]
+    reads.clear()
+    assert prov.sha256_files([big, small]) == want and reads == ["small.bin"]  # big: cached
+    st = small.stat()
+    entry = {"sha256": "recorded", "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    reads.clear()
+    assert prov.sha256_files([big, small], [None, entry]) == [want[0], "recorded"] and reads == []
+    big.write_bytes(b"z" * 100)  # rewritten: another mtime
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    reads.clear()
+    assert prov.sha256_files([big]) == [hashlib.sha256(b"z" * 100).hexdigest()] and reads == ["big.bin"]
+    monkeypatch.setenv(prov.HASH_CACHE_ENV, "")  # off
+    reads.clear()
+    assert prov.sha256_files([big]) == [hashlib.sha256(b"z" * 100).hexdigest()] and reads == ["big.bin"]
