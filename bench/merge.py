@@ -7,7 +7,9 @@ in-process after its imports (interpreter and torch start-up stay out), the
 median of --repeats runs with the page cache warm. Memory is the peak of
 RssAnon sampled every 2 ms: anonymous memory only, so file-backed page cache
 (and mmap'd inputs) do not count. Also times whole-process start-up of
-`ordermerge merge --help` against `python -c "import torch, safetensors"`.
+`ordermerge merge --help` against `python -c "import torch, safetensors"`, and the sha256
+of the inputs that `ordermerge merge` records in merge.json after merging (not in the
+methods' timings): with an empty hash cache, and on a next merge of the same inputs.
 
     python bench/merge.py                 # K=8 and K=16, 5 repeats, the paper's methods
     python bench/merge.py --k 3 --k 8 --methods task_arithmetic ties dare_ties
@@ -335,6 +337,33 @@ def git_state() -> str:
     return head[:12] + ("+changes" if dirty else "")
 
 
+def input_hashes(wd: Path, k: int, repeats: int) -> dict:
+    """The sha256 of the inputs that engine.merge writes in merge.json (the timings above are
+    merge_into's, without it): median wall with an empty hash cache, then once cached."""
+    from ordermerge import provenance
+    sources = [wd / f"s{i}" for i in range(k)] + [wd / "base"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "sha256.json"
+        old = os.environ.get(provenance.HASH_CACHE_ENV)
+        os.environ[provenance.HASH_CACHE_ENV] = str(cache)
+        try:
+            first = []
+            for _ in range(repeats):
+                cache.unlink(missing_ok=True)
+                t0 = time.perf_counter()
+                provenance.hash_inputs(sources)
+                first.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            provenance.hash_inputs(sources)
+            again = time.perf_counter() - t0
+        finally:
+            if old is None:
+                os.environ.pop(provenance.HASH_CACHE_ENV)
+            else:
+                os.environ[provenance.HASH_CACHE_ENV] = old
+    return {"first_s": statistics.median(first), "again_s": again}
+
+
 def startup(repeats: int) -> dict:
     cli = shutil.which("ordermerge")
     cmds = {"ordermerge_merge_help": [cli, "merge", "--help"] if cli else
@@ -410,6 +439,10 @@ def main() -> None:
                 r["finite_check_cost"] = r["wall_s"] / u["wall_s"]
                 res[f"{m}:unchecked"] = u
         report["by_k"][str(k)] = res
+        h = report.setdefault("input_hashes", {})[str(k)] = input_hashes(wd, k, args.repeats)
+        print(f"\nmerge.json's input hashes (ordermerge merge and merge(), after merge_into): "
+              f"{h['first_s']:.2f} s ({h['first_s'] / res['floor']['wall_s']:.2f}x floor) with "
+              f"an empty hash cache, {h['again_s']:.3f} s on the next merge of the same inputs")
         print(f"\nK={k} (median of {args.repeats}, in-process after imports)")
         print(f"{'':18}{'wall s':>9}{'x floor':>9}{'vs mergekit':>13}{'peak anon MB':>14}")
         for name, r in res.items():

@@ -37,6 +37,10 @@ def test_bench_merge_runs_every_method_at_toy_size(tmp_path):
     assert rep["model_stock"]["peak_anon_mb"] > 0 and rep["mergekit_model_stock"]["peak_anon_mb"] > 0
     assert rep["ties"]["mergekit"] == "mergekit_ties" and rep["ties"]["speedup_vs_mergekit"] > 0
     assert "x floor" in proc.stdout
+    # merge.json's input hashes, which merge_into's timings leave out
+    hashes = json.loads(out.read_text())["input_hashes"]["2"]
+    assert hashes["first_s"] > 0 and hashes["again_s"] > 0
+    assert "merge.json's input hashes (ordermerge merge and merge(), after merge_into): " in proc.stdout
     # the regression guard on the same inputs: HEAD's ordermerge/ written out and timed
     # against this checkout, alternating; a name that is not a commit is one line
     out = tmp_path / "against.json"
