@@ -35,6 +35,10 @@ def available(dtype: torch.dtype, out_dtype: torch.dtype | None) -> bool:
     return numba is not None and dtype in (torch.bfloat16, torch.float32) and out_dtype in (None, dtype)
 
 
+# the band pass reads each input over this many elements at a time (the K inputs of a
+# block sit at one offset within their pages: short reads of many of them alias in cache)
+BAND_BLOCK = 16384
+
 if numba is not None:
     from .fused import (LANES, _as_u32, _block, _draw, _load, _narrow, _nonfinite, _part,
                         _where, _widen, _widen_into)
@@ -199,14 +203,15 @@ if numba is not None:
         k = addrs.shape[0]
         parts = filled.shape[0]
         for p in numba.prange(parts):
-            b = np.empty(BLOCK, dtype=np.float32)
-            mag = np.empty(BLOCK, dtype=np.int64)
-            pos = np.empty(BLOCK + LANES, dtype=np.int32)  # room for _where's last store
-            flags = np.empty(BLOCK + LANES, dtype=np.uint8)
-            iota = np.arange(BLOCK + LANES).astype(np.int32)
-            first, end = _part(p, parts, (n + BLOCK - 1) // BLOCK)
+            b = np.empty(BAND_BLOCK, dtype=np.float32)
+            mag = np.empty(BAND_BLOCK, dtype=np.int64)
+            pos = np.empty(BAND_BLOCK + LANES, dtype=np.int32)  # room for _where's last store
+            flags = np.empty(BAND_BLOCK + LANES, dtype=np.uint8)
+            iota = np.arange(BAND_BLOCK + LANES).astype(np.int32)
+            first, end = _part(p, parts, (n + BAND_BLOCK - 1) // BAND_BLOCK)
             for bi in range(first, end):
-                lo, m = _block(bi, n)
+                lo = bi * BAND_BLOCK
+                m = min(n, lo + BAND_BLOCK) - lo
                 _widen_into(b, base_addr, lo, m, like)
                 for i in range(k):
                     a = addrs[i]
