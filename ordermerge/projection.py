@@ -444,6 +444,9 @@ class Projector:
                              + points * self.io_s(model, runs + (1 if scored == 1 else 0)))
             if job.wildcards.get("method"):
                 out["work_s"] += points * runs * m["bytes"] / self.cal["merge_bytes_per_s"]
+        else:  # a rule without a cost model would cost nothing, silently
+            raise ProjectionError(f"rule {r!r} has no cost model (projection.Projector.work): "
+                                  "add its branch")
         return out
 
     def jobs(self, jobs: list[DryJob]):

@@ -139,3 +139,17 @@ def test_plan_replaces_only_an_output_directory_it_wrote(tmp_path, capsys):
     for bad in ("", "."):
         assert main(["plan", "--out", bad]) == 1
         assert "is the current directory or holds it" in capsys.readouterr().err
+
+
+def test_a_rule_without_a_cost_model_is_an_error(monkeypatch):
+    """A rule Projector.work did not list cost 0 GPU-hours, silently (issue 39)."""
+    from ordermerge.config import load
+    from ordermerge.plan import Plan
+    from ordermerge.projection import DryJob, Projector
+    monkeypatch.chdir(ROOT)
+    plan = Plan(load("config.yaml"))
+    proj = Projector(plan, load_calibration(CALIBRATION))
+    job = DryJob(rule="new_rule", wildcards={"model": plan.config["model"]["name"],
+                                             "task": "gsm8k"})
+    with pytest.raises(ProjectionError, match=r"rule 'new_rule' has no cost model"):
+        proj.work(job)
