@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .codedeps import ROOT as LIB, closure
 from .config import eval_section, generating_backend, model_specs
+from .data.task import SPLITS
 from .data.tasks import TASKS as REGISTRY
 from .memory import GIB, Shape, describe, generation_peak, sft_peak
 from .merge.methods import METHODS, expand as expand_methods, get as merge_method, parse_method_id
@@ -46,7 +47,6 @@ TABLE_PREFIX = "table"
 # benchmark directories that are not a rule's name: results/benchmarks/multitask/ holds the
 # multi-task merges (their evaluations are under evaluate/multitask/)
 BENCHMARK_STAGES = {**STAGES, "multitask": "merge"}
-SPLITS = ("train", "validation", "test")
 PROJECT = LIB.parent
 # the merge registry: a merge depends on its method's entry (a param), not on this file
 REGISTRY_FILE = LIB / "merge" / "methods.py"

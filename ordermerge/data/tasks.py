@@ -1,4 +1,5 @@
-"""The 15 datasets of Ju et al. 2024 as registry entries (see registry.py, DIGEST.md).
+"""The 15 datasets of Ju et al. 2024 as registry entries (see registry.py; the paper's
+section 4.1 and its appendix list them).
 
 Decoder tasks (Llama / TinyLlama): alpaca, gsm8k, gsm8k_rft, math, code, and
 the instruction-formatted sst2, mnli, squad, agnews, hellaswag, mrpc,

@@ -1,5 +1,6 @@
 """The registry of merge methods: one entry per method, read by the engine, the CLI, the
-workflow rules and the tables. Nothing else lists method names.
+workflow rules and the tables. Nothing else lists method names, except greedy soup's own
+rule (rules/merge.smk, `merge_soup`), which names its id because it evaluates candidates.
 
 An entry says what a method is called (its CLI / config name and the prefix of its id),
 which settings it takes (each one a part of the id, so that a path carrying the id
