@@ -146,13 +146,21 @@ def test_dry_run_jobs_are_parsed():
     assert merge.inputs == ["scripts/merge.py", "ordermerge/merge/select.py",
                             "results/sft/m/t/shuffle/run0/epoch3"]
     assert merge.outputs == ["results/merged/m/t/shuffle/epoch3/select-s0"]
-    assert merge.params == {"weights": None, "x": "a b"}
-    assert (all_.rule, all_.outputs, all_.params) == ("all", [], None)
+    assert merge.given_params == merge.params() == {"weights": None, "x": "a b"}
+    assert merge.wildcards["method"] == "select-s0"
+    assert (all_.rule, all_.outputs, all_.given_params, all_.params()) == ("all", [], None, {})
 
 
 def _git(root, *args):
     subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t.invalid",
                     *args], check=True, capture_output=True)
+
+
+def _job(rule, inputs, outputs, params):
+    """A dry-run job as parse_dry_run reads it: its params in its shell command."""
+    import shlex
+    return Job(rule, inputs=inputs, outputs=outputs,
+               command=f"python x.py --params {shlex.quote(json.dumps(params))} > log 2>&1")
 
 
 def test_code_params_and_dirty_against_the_current_workflow(chain_dir):
@@ -165,12 +173,12 @@ def test_code_params_and_dirty_against_the_current_workflow(chain_dir):
     chain = build(chain_dir, records_for(chain_dir, EVAL))
     for rec in chain.records.values():
         rec.data["code"] = {"commit": commit, "dirty": False}
-    jobs = {str(EVAL): Job("evaluate", ["lib.py", str(MODEL)], [str(EVAL)], {"batch_size": 4}),
-            str(MODEL): Job("sft", ["lib.py", str(DATA)], [str(MODEL)], {"lr": 0.1}),
-            str(DATA): Job("prepare_data", [], [str(DATA)], {"n": 1})}
+    jobs = {str(EVAL): _job("evaluate", ["lib.py", str(MODEL)], [str(EVAL)], {"batch_size": 4}),
+            str(MODEL): _job("sft", ["lib.py", str(DATA)], [str(MODEL)], {"lr": 0.1}),
+            str(DATA): _job("prepare_data", [], [str(DATA)], {"n": 1})}
     assert check_workflow(chain, jobs) == []
     # the config now gives another lr; the library file changed; one record from a dirty tree
-    jobs[str(MODEL)] = Job("sft", ["lib.py", str(DATA)], [str(MODEL)], {"lr": 0.2})
+    jobs[str(MODEL)] = _job("sft", ["lib.py", str(DATA)], [str(MODEL)], {"lr": 0.2})
     Path("lib.py").write_text("x = 2\n")
     chain.records[Path(str(DATA) + ".prov.json")].data["code"]["dirty"] = True
     got = {(p.kind, p.record): p.message for p in check_workflow(chain, jobs)}

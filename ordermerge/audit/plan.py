@@ -4,49 +4,16 @@ the workflow itself has. The library knows nothing of Snakemake otherwise; this 
 only runs it as a command and reads what it prints."""
 from __future__ import annotations
 
-import json
 import os
-import re
-import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+
+from ..dryrun import DryJob as Job, parse_dry_run  # noqa: F401  (Job: the audit's name)
 
 
 class PlanError(RuntimeError):
     """Snakemake could not plan the outputs under the current config."""
-
-
-@dataclass
-class Job:
-    rule: str
-    inputs: list[str]
-    outputs: list[str]
-    params: dict | None  # the JSON after --params in the shell command, None if absent
-
-
-_BLOCK = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", re.M)
-_FIELD = re.compile(r"^    (\w+): (.*)$", re.M)
-_SHELL = re.compile(r"^Shell command: (.*)$", re.M)
-
-
-def parse_dry_run(text: str) -> list[Job]:
-    """Jobs of `snakemake -n -p` output (each job block: rule, fields, then its shell command)."""
-    jobs = []
-    blocks = list(_BLOCK.finditer(text))
-    for i, m in enumerate(blocks):
-        fields = dict(_FIELD.findall(m.group(2)))
-        end = blocks[i + 1].start() if i + 1 < len(blocks) else len(text)
-        shell = _SHELL.search(text, m.end(), end)
-        params = None
-        if shell:
-            argv = shlex.split(shell.group(1))
-            if "--params" in argv:
-                params = json.loads(argv[argv.index("--params") + 1])
-        split = lambda key: [s for s in fields.get(key, "").split(", ") if s]  # noqa: E731
-        jobs.append(Job(m.group(1), split("input"), split("output"), params))
-    return jobs
 
 
 def plan(root: Path, targets: list[str], configfiles: list[str] = (),

@@ -182,8 +182,8 @@ def check_workflow(chain: Chain, jobs: dict[str, Job], results: str = "results")
                                f"{path}: made by rule {rec.rule}, the workflow now makes it "
                                f"with {job.rule}"))
         params = rec.data.get("params")
-        if job.params is not None and params != job.params:
-            diff = _diff(params or {}, job.params)
+        if job.given_params is not None and params != job.given_params:
+            diff = _diff(params or {}, job.given_params)
             out.append(Problem("params", str(rec.output), str(path),
                                f"{path}: params differ from the current config's: {diff}"))
         info = rec.data.get("code") or {}
