@@ -621,14 +621,11 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
     # where the run writes: a new or empty directory, or an earlier run's (nothing else's
     # files are overwritten), never the current directory, one above it or an input's
     try:
-        out = check_output_dir(out_dir, what="--out-dir",
+        out = check_output_dir(out_dir, what="--out-dir", previous=not_a_run_dir,
+                               earlier="an earlier run's output", act="train into",
                                inputs=[p for p in (base, data_dir, order_file) if Path(p).exists()])
     except OutputError as e:
         raise TrainError(str(e)) from None
-    why = not_a_run_dir(out) if out.is_dir() else None
-    if why:
-        raise TrainError(f"--out-dir {str(out_dir)!r} exists and is not an earlier run's output "
-                         f"({why}): refusing to train into it")
     for ck in [*out.glob("epoch*"), *out.glob("steps/step*")]:  # before any training
         why = not_a_checkpoint(ck) if ck.is_dir() else None
         if why:

@@ -84,12 +84,14 @@ def glob_escape(text: str) -> str:
 
 
 def check_output_dir(final: str | os.PathLike, *, inputs=(), previous=None,
-                     what: str = "output") -> Path:
+                     what: str = "output", earlier: str = "a previous output",
+                     act: str = "replace") -> Path:
     """Refuse an output directory whose replacement could destroy data: an empty path, the
     current directory or one above it, the file system root or the home directory, an
     input or a directory holding one, an existing file, or an existing directory that
     `previous(path)` (the writer's judge of its own record) does not accept as an earlier
-    output of the same writer. Returns the path; OutputError names the reason."""
+    output of the same writer (said as `earlier`; the writer would `act` on it). Returns the
+    path; OutputError names the reason."""
     if str(final).strip() == "":
         raise OutputError(f"the {what} path is empty (an unset shell variable?)")
     path = Path(final)
@@ -113,8 +115,8 @@ def check_output_dir(final: str | os.PathLike, *, inputs=(), previous=None,
         if previous is not None:
             why = previous(path)
             if why:
-                raise OutputError(f"{what} {str(final)!r} exists and is not a previous "
-                                  f"output ({why}): refusing to replace it")
+                raise OutputError(f"{what} {str(final)!r} exists and is not {earlier} "
+                                  f"({why}): refusing to {act} it")
     return path
 
 

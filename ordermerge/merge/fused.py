@@ -25,8 +25,8 @@ torch's `==` decides it.
 The NaN/Inf check is part of each kernel's pass (check=True), so a checked merge reads
 nothing twice. Select and resample read every input element in their per-input passes
 and take the largest |bits| there (and of the base's block), one vectorised max; it is
-taken whether or not the check is asked for (without it LLVM made the blend a branch). The average tests what it writes instead: with finite
-weights, a NaN or Inf input makes the float32 sum NaN or Inf (x * w is NaN or Inf, and
+taken whether or not the check is asked for (without it LLVM made the blend a branch).
+The average tests what it writes instead: with finite weights, a NaN or Inf input makes the float32 sum NaN or Inf (x * w is NaN or Inf, and
 so is every sum with it), so the output is non-finite wherever an input is, and also
 where finite inputs overflowed. The kernels return how many blocks (select, resample)
 or elements (average) failed; the engine then finds the first one and names it.
