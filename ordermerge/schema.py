@@ -3,6 +3,7 @@ run needs of the config, apart from the workflow-wide checks of ``config.py`` (w
 every evaluator); an SFT job depends on this module, not on those."""
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 
@@ -75,8 +76,10 @@ def fill_defaults(config: dict, schema: dict) -> None:
 
     def set_defaults(validator, properties, instance, sub):
         for key, subschema in properties.items():
-            if "default" in subschema:
-                instance.setdefault(key, subschema["default"])
+            if "default" in subschema and key not in instance:
+                # a copy: the config's object is filled in (and may be changed) later, and the
+                # schema is cached for the process (the next config would see it changed)
+                instance[key] = copy.deepcopy(subschema["default"])
         yield from check_properties(validator, properties, instance, sub)
 
     validators.extend(base, {"properties": set_defaults})(schema).validate(config)

@@ -332,3 +332,20 @@ def test_a_batched_job_writes_the_outputs_of_all_its_models(project, tmp_path):
     assert records("merge_seeds") == [f"{merged}/{{method}}-s{s}" for s in (0, 1)]
     assert records("evaluate_multitask_pair") == [f"results/eval/multitask/pair/{t}/{{name}}.json"
                                                   for t in ("gsm8k", "sst2")]
+
+
+def test_filling_defaults_leaves_the_cached_schema_alone():
+    """fill_defaults put the schema's default objects into the config by reference and then
+    filled them in: the process's cached schema changed with the first config (its defaults
+    gained keys), and a test of the schema then failed after any test that loaded a config."""
+    import json
+
+    from ordermerge.schema import fill_defaults, schema
+    before = json.dumps(schema(), sort_keys=True)
+    first: dict = {"tasks": {"gsm8k": {}}}
+    fill_defaults(first, schema())
+    first["report"]["epoch"] = 99  # a config's own object, not the schema's
+    second: dict = {"tasks": {"gsm8k": {}}}
+    fill_defaults(second, schema())
+    assert json.dumps(schema(), sort_keys=True) == before
+    assert second["report"]["epoch"] != 99 and first["report"] is not second["report"]
