@@ -27,7 +27,7 @@ plain_new_tokens_per_s, ratio).
 
 With --backend vllm the same prompts go through the evaluate rule's two backends, alternating
 repeats: `generate_greedy` (transformers) and the vllm backend's session (one engine for all
-repeats, in the Python of $ORDERMERGE_VLLM_PYTHON; README, "The vLLM backend"). The engine's
+repeats, in the Python of $ORDERMERGE_VLLM_PYTHON; docs/vllm.md). The engine's
 start-up is reported on its own (start_s), not in the throughput; the throughput of each
 backend counts its own new tokens (up to each row's end of sequence) over the wall time of
 the call, IPC and decoding included. The random preset's model is saved to a temporary

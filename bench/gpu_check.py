@@ -9,7 +9,7 @@ weights (no network, nothing to carry but the project):
               GPU, and a slice merged on the CPU: the same bytes
     generate  bench/generate.py --backend vllm: transformers' generate_greedy against the
               vllm backend on the same 64 prompts, batch 64, 512 new tokens; vLLM's engine
-              start-up apart. Without vLLM ($ORDERMERGE_VLLM_PYTHON, README) it says so in
+              start-up apart. Without vLLM ($ORDERMERGE_VLLM_PYTHON, docs/vllm.md) it says so in
               the JSON and runs generate_greedy against plain generate instead; with
               --require-vllm that is a failure.
 

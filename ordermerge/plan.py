@@ -776,5 +776,5 @@ if __name__ == "__main__":
         prog="python -m ordermerge.plan",
         description="Print, as Markdown, which rules' jobs rerun when each module of the "
                     "package is edited, read from rules/*.smk and the sources (the table of "
-                    "README.md, Incremental re-runs).").parse_args()
+                    "docs/reruns.md).").parse_args()
     print(rerun_table(), end="")

@@ -3,7 +3,7 @@
 What it computes and writes (global batches of consecutive ids, micro-batches, the loss
 over the global batch's response tokens, `steps.jsonl`, `samples.csv`, `run.json`) and how
 it resumes (states under `resume/`, hard-linked checkpoints, the fingerprint) is described
-once, in README.md ("What runs", the SFT item, and "Micro-batches"). Reading order here:
+once, in docs/pipeline.md (the SFT item, and "Micro-batches"). Reading order here:
 `plan_steps` and `checkpoint_points` (what happens when), `Resume` (the saved states),
 `SFTRun.run` (the loop), `_train_step` / `_accumulate` (one optimizer step), `load_run`
 (from files).

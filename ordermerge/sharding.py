@@ -8,7 +8,7 @@ its sharded path could not run anywhere but on GPUs. This one runs the same on 2
 processes (gloo) in the test suite and on GPUs (NCCL). Accelerate still starts the
 processes and gives the device, autocast and gathers.
 
-What the sharded run does (README, "Running on SLURM", the sharded runs):
+What the sharded run does (docs/slurm.md, the sharded runs):
 - one FSDP unit per module of the FSDP_TRANSFORMER_CLS_TO_WRAP class (the decoder layers),
   and the root (embeddings, final norm, output head) as the last unit; full shard (the
   parameters, gradients and AdamW states split over the processes), or SHARD_GRAD_OP (the

@@ -1,6 +1,6 @@
 """The workflow's plan (ordermerge/plan.py) without Snakemake: dimensions, targets, input
 functions and code inputs of the default and the paper config; the rules' own text (every
-rule staged once, named where it takes its resources); the README's table of what an edit
+rule staged once, named where it takes its resources); docs/reruns.md's table of what an edit
 reruns."""
 import re
 from pathlib import Path
@@ -151,10 +151,10 @@ def test_every_script_a_rule_runs_is_found_in_the_rules():
 
 
 def test_the_readme_table_of_reruns_is_the_plans():
-    """README "Incremental re-runs" holds `python -m ordermerge.plan`'s table as it is."""
+    """docs/reruns.md holds `python -m ordermerge.plan`'s table as it is."""
     table = rerun_table()
-    assert table in (ROOT / "README.md").read_text(), \
-        "README's rerun table is stale: paste `python -m ordermerge.plan` into it"
+    assert table in (ROOT / "docs" / "reruns.md").read_text(), \
+        "docs/reruns.md's rerun table is stale: paste `python -m ordermerge.plan` into it"
     row = next(line for line in table.splitlines() if "`merge/ties.py`" in line)
     assert "the merges of ties, ties_select only" in row
     assert any(line.startswith("| `schema.py`, `sft.py`, `sharding.py`, `train_args.py` | sft |")

@@ -21,7 +21,7 @@ the completions the same", was read off an AMD EPYC where none differed.) Then t
 checkpoints (the second reloads its weights into the running engine), the same records as
 the transformers backend but for the `generation` field, which names vLLM and its version.
 
-vLLM runs in its own environment (README, "The vLLM backend"): $ORDERMERGE_VLLM_PYTHON, or
+vLLM runs in its own environment (docs/vllm.md): $ORDERMERGE_VLLM_PYTHON, or
 this Python if it has vllm. Without either the vLLM tests skip; with
 ORDERMERGE_REQUIRE_VLLM=1 (.ci/run) they fail. The tests of errors and of the config check
 need no vLLM.

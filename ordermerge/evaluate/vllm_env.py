@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ENV = "ORDERMERGE_VLLM_PYTHON"
-INSTALL = "see the README, 'The vLLM backend'"
+INSTALL = "see docs/vllm.md"
 
 
 def find_worker_python() -> tuple[str | None, str | None]:

@@ -2,7 +2,7 @@
 
 How it works (memory-mapped inputs, chunks cut from the memory budget, each chunk written
 as soon as it is merged, draws keyed by element index so that the bytes do not depend on
-chunking, threads or device) is described once, in README.md ("Merging your own
+chunking, threads or device) is described once, in docs/merge.md ("Merging your own
 checkpoints"); `merge` is the entry point.
 """
 from __future__ import annotations
