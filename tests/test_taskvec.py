@@ -522,3 +522,50 @@ def test_the_one_pass_band_search_finds_the_exhaustive_threshold_or_declines(n, 
     monkeypatch.setattr(fused_tv, "_sample_mags", lambda chunks, numel, k, like: np.zeros((k, 512), dtype=np.int32))
     assert fused_tv.band_kth_largest(raw, n, [n // 5] * 3, salts, torch.bfloat16) is None
     assert fused_tv.kth_largest(raw, n, [n // 5] * 3, salts, torch.bfloat16) == topk.kth_largest(mags, n, [n // 5] * 3, salts)
+
+
+@pytest.mark.skipif(not __import__("ordermerge.merge.fused_tv", fromlist=["x"]).available(torch.bfloat16, None),
+                    reason="numba not installed")
+def test_the_band_limits_and_the_selection_are_the_sorted_rows():
+    """fused_tv._sample_band (the sample's values at two descending positions, by a
+    histogram of the bits and one bin partitioned) and fused_tv._select (the r-th smallest
+    key of a row spread over segments, likewise) against a sort, on rows with many ties and
+    on rows of distinct values; positions at both ends and outside the sample."""
+    from ordermerge.merge import fused_tv
+    g = np.random.default_rng(0)
+    size = 5000
+    tied = g.integers(0, 40, size=(2, size)) << 20 | g.integers(0, 3, size=(2, size))
+    spread = g.integers(0, 2**31 - 1, size=(2, size))
+    sample = np.concatenate([tied, spread]).astype(np.int32)
+    k = sample.shape[0]
+    for tops, bottoms in (([0, 5, 100, -1], [size - 1, 50, 4000, size]),
+                          ([1, 2, 3, 4], [10, 20, 30, 40])):
+        tops, bottoms = np.asarray(tops, dtype=np.int64), np.asarray(bottoms, dtype=np.int64)
+        his = np.zeros(k, dtype=np.int64)
+        los = np.zeros(k, dtype=np.int64)
+        inside = np.zeros(k, dtype=np.int64)
+        fused_tv._sample_band(sample, tops, bottoms, his, los, inside)
+        for i in range(k):
+            desc = np.sort(sample[i])[::-1]
+            hi = int(desc[tops[i]]) if tops[i] >= 0 else np.iinfo(np.int64).max
+            lo = int(desc[bottoms[i]]) if bottoms[i] < size else 0
+            assert (his[i], los[i]) == (hi, lo), i
+            assert inside[i] == int(((sample[i] >= max(lo, 1)) & (sample[i] <= hi)).sum())
+    # the selection: keys (|tau| bits above, a hash below) in two segments per row
+    parts = 2
+    keys_rows = [(g.integers(100, 140, size=3000).astype(np.int64) << 32)
+                 | g.choice(2**32, size=3000, replace=False).astype(np.int64) for _ in range(3)]
+    filled = np.array([[1000, 1500, 2000], [2000, 1500, 1000]], dtype=np.int64)
+    caps = filled.max(axis=0)
+    offsets = (np.arange(parts)[:, None] * caps.sum()
+               + np.concatenate([[0], np.cumsum(caps)[:-1]])[None, :]).astype(np.int64)
+    keys = np.zeros(parts * int(caps.sum()), dtype=np.int64)
+    for i, row in enumerate(keys_rows):
+        keys[offsets[0, i]:offsets[0, i] + filled[0, i]] = row[:filled[0, i]]
+        keys[offsets[1, i]:offsets[1, i] + filled[1, i]] = row[filled[0, i]:]
+    ranks = np.array([0, 1234, 2999], dtype=np.int64)
+    los_k = np.full(3, 100, dtype=np.int64)
+    his_k = np.full(3, 139, dtype=np.int64)
+    found = np.zeros(3, dtype=np.int64)
+    fused_tv._select(keys, offsets, filled, ranks, los_k, his_k, found)
+    assert list(found) == [int(np.sort(r)[q]) for r, q in zip(keys_rows, ranks)]
