@@ -238,6 +238,17 @@ if numba is not None:
                     filled[p, i] = at + c
 
 
+    @numba.njit(inline="always")
+    def _rank_bin(hist, r):
+        """The bin of `hist` (counts from the smallest values up) holding the r-th smallest
+        value, and the count below it."""
+        below = 0
+        b = 0
+        while below + hist[b] <= r:
+            below += hist[b]
+            b += 1
+        return b, below
+
     @numba.njit(parallel=True, cache=True)
     def _select(keys, offsets, filled, ranks, los, his, out):
         """out[i] = the ranks[i]-th smallest key of row i (ranks[i] < 0: none), the row being
@@ -261,11 +272,7 @@ if numba is not None:
                 o = offsets[p, i]
                 for q in range(filled[p, i]):
                     hist[((keys[o + q] >> 32) - lo) >> shift] += 1
-            below = 0
-            b = 0
-            while below + hist[b] <= r:
-                below += hist[b]
-                b += 1
+            b, below = _rank_bin(hist, r)
             sub = np.empty(hist[b], dtype=np.int64)
             at = 0
             for p in range(parts):
@@ -294,11 +301,7 @@ if numba is not None:
     def _nth(row, hist, r):
         """The r-th smallest of `row` (int32 |tau| bits, >= 0), `hist` its counts by bits >> 20
         (an eighth of an octave per bin): only the bin holding the rank is partitioned."""
-        below = 0
-        b = 0
-        while below + hist[b] <= r:
-            below += hist[b]
-            b += 1
+        b, below = _rank_bin(hist, r)
         sub = np.empty(hist[b], dtype=row.dtype)
         at = 0
         for v in row:
