@@ -160,7 +160,7 @@ def sha256_files(files: list[Path], entries: list | None = None) -> list[str]:
             for i, h in zip(read, pool.map(lambda i: sha256_file(files[i]), read)):
                 out[i] = h
         if where is not None:
-            for i in (i for i in read if i in set(cached)):
+            for i in sorted(set(read) & set(cached)):
                 cache.pop(keys[i], None)  # re-inserted last: the newest are kept
                 cache[keys[i]] = [*stamp[i], out[i]]
             drop = len(cache) - HASH_CACHE_ENTRIES
