@@ -20,14 +20,15 @@ include: "rules/report.smk"
 
 
 # A run killed hard leaves Snakemake's lock behind: remove it when the run that took it is
-# gone (ordermerge/runlock.py says how that is made safe), so that the same command resumes.
+# gone (ordermerge/workflow/runlock.py says how that is made safe), so that the same command resumes.
 if workflow.is_main_process:
     _note = runlock.clear_stale_lock()
     if _note:
         logger.warning(f"ordermerge: {_note}")
-_unstaged = sorted(r.name for r in workflow.rules if r.name != "all" and stage_of(r.name) is None)
-if _unstaged:
-    raise WorkflowError(f"ordermerge/plan.py STAGES lacks the rules {_unstaged}")
+# every rule is declared once, with its stage, script and cost model (ordermerge/workflow/stages.py)
+_undeclared = check_rules(workflow.rules)
+if _undeclared:
+    raise WorkflowError("\n".join(_undeclared))
 _started = time.time()
 
 

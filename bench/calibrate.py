@@ -1,4 +1,4 @@
-"""A calibration file for `ordermerge plan` (ordermerge/projection.py), measured on this machine.
+"""A calibration file for `ordermerge plan` (ordermerge/workflow/projection.py), measured on this machine.
 
 Rates, each measured side by side in this process on the tiny suite's decoder shape
 (config.yaml's model.tiny; random weights and token ids; one thread, as the workflow's jobs
@@ -67,7 +67,7 @@ def timed(fn, repeats: int) -> float:
 def rates(arch: dict, vocab: int, repeats: int, batch: int, length: int, new_tokens: int) -> dict:
     import torch
 
-    from ordermerge.memory import Shape
+    from ordermerge.workflow.memory import Shape
     torch.set_num_threads(1)
     shape = Shape(arch["hidden_size"], arch["intermediate_size"], arch["num_hidden_layers"],
                   arch["num_attention_heads"], arch["num_attention_heads"], vocab,
@@ -140,14 +140,14 @@ def rates(arch: dict, vocab: int, repeats: int, batch: int, length: int, new_tok
 
 def fit_overheads(run: Path, configfiles: list[str], calibration: dict) -> dict:
     """Mean per rule of (measured wall - projected work) over the finished run's jobs."""
-    from ordermerge.config import load
-    from ordermerge.plan import Plan
-    from ordermerge.projection import Projector, dry_run
+    from ordermerge.workflow.config import load
+    from ordermerge.workflow.plan import Plan
+    from ordermerge.workflow.projection import Projector, dry_run
     from ordermerge.report.cost import read_benchmarks
     here = os.getcwd()
     os.chdir(run)
     try:
-        plan = Plan(load("config.yaml", *configfiles))
+        plan = Plan(load("config.yaml", *configfiles)).check()
         zero = {**calibration, "overhead_s": {"default": 0.0}}
         jobs = Projector(plan, zero).jobs(dry_run(Path("."), configfiles))
         measured = read_benchmarks("results/benchmarks").set_index("path")["wall_s"]

@@ -204,7 +204,7 @@ def merge_soup(args, fail) -> int:
     from .data.registry import get_task
     from .merge.engine import MergeError
     from .merge.greedy_soup import build, validation_scores
-    from .config import eval_section
+    from .workflow.config import eval_section
     from .schema import fill_defaults, schema, schema_errors
     from .utils import InputError
     try:
@@ -425,9 +425,9 @@ def plan_parser(sub) -> None:
 
 
 def run_plan(args) -> int:
-    from .config import ConfigError, load
-    from .plan import Plan
-    from .projection import (CALIBRATION, ProjectionError, Projector, disk, dry_run,
+    from .workflow.config import ConfigError, load
+    from .workflow.plan import Plan
+    from .workflow.projection import (CALIBRATION, ProjectionError, Projector, disk, dry_run,
                              load_calibration, measured_wall, table, to_markdown)
     from .utils import OutputError, atomic_dir, check_output_dir, lacks_record
     record = "plan.json"  # what marks --out as this command's: only such a directory is replaced
@@ -439,7 +439,7 @@ def run_plan(args) -> int:
         check_output_dir(args.out, what="ordermerge plan --out",
                          previous=lambda p: lacks_record(p, record, "configfiles"))
         cal = load_calibration(args.calibration or CALIBRATION)
-        plan = Plan(load("config.yaml", *args.configfile))
+        plan = Plan(load("config.yaml", *args.configfile)).check()
         measured = measured_wall(args.measured) if args.measured else None  # before the dry run
         proj = Projector(plan, cal)
         jobs = proj.jobs(dry_run(Path.cwd(), args.configfile))

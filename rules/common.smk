@@ -1,6 +1,6 @@
-# Config validation and the plan: every rule calls `P`, an ordermerge.plan.Plan of this
+# Config validation and the plan: every rule calls `P`, an ordermerge.workflow.plan.Plan of this
 # config (the run's dimensions, paths, targets, input functions, params, code inputs and
-# resources, tested without Snakemake in tests/test_plan.py; making it runs the memory
+# resources, tested without Snakemake in tests/test_plan.py; its check runs the memory
 # preflight). Only what is Snakemake's own (directory, temp, report, unpack, wildcard
 # constraints) is written here and in the rules.
 import os
@@ -13,10 +13,12 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
-from ordermerge import runlock, warm
-from ordermerge.config import PLAN_ONLY, ConfigError, check as check_config, environment_errors
+from ordermerge import warm
+from ordermerge.workflow import runlock
+from ordermerge.workflow.config import PLAN_ONLY, ConfigError, check as check_config, environment_errors
 from ordermerge.merge.methods import id_pattern, seeded_row_pattern
-from ordermerge.plan import SPLITS, Plan, PlanError, as_json, one_of, stage_of
+from ordermerge.workflow.plan import SPLITS, Plan, PlanError, as_json, one_of, stage_of
+from ordermerge.workflow.stages import check_rules
 from ordermerge.report.registry import get as table_spec
 from ordermerge.schema import SCHEMA_FILE, schema
 
@@ -26,7 +28,7 @@ try:
         _lacking = environment_errors(config)
         if _lacking:
             raise ConfigError("this machine cannot run the config:\n  " + "\n  ".join(_lacking))
-    P = Plan(config)
+    P = Plan(config).check()
 except (ConfigError, PlanError) as e:
     raise WorkflowError(str(e)) from None
 

@@ -97,7 +97,7 @@ def test_cost_table_sums_the_benchmarks(tmp_path):
         (runs / "m/gsm8k" / run / "run.json").write_text(json.dumps(
             {"real_tokens": real, "processed_tokens": processed}))
     jobs = cost.read_benchmarks(b, runs)
-    from ordermerge.plan import BENCHMARK_STAGES
+    from ordermerge.workflow.stages import BENCHMARK_STAGES
     t = cost.cost_table(jobs, {"default": {"cpus": 1, "gpus": 0}, "sft": {"cpus": 4, "gpus": 1},
                                "evaluate": {"cpus": 2}, "merge": {"cpus": 3}}, BENCHMARK_STAGES)
     assert t.loc["purpose: Table 3", "jobs"] == 2

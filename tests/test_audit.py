@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ordermerge.audit import build, records_for, tree
-from ordermerge.audit.plan import Job, parse_dry_run
+from ordermerge.audit.jobs import Job
+from ordermerge.workflow.dryrun import parse_dry_run
 from ordermerge.audit.verify import Hasher, check_files, check_workflow
 from ordermerge.provenance import now, write_record
 

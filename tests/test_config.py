@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ordermerge.config import ConfigError, check, deep_merge
+from ordermerge.workflow.config import ConfigError, check, deep_merge
 from ordermerge.utils import InputError
 from workflow_helpers import ROOT, copy_project, plain, planned_jobs, rule_outputs, snakemake
 
@@ -121,7 +121,7 @@ def test_a_malformed_local_data_copy_fails_the_config_check_once_read(tmp_path, 
     """A local copy with a line that is not JSON passed the config check; the prepare_data
     job then failed after Snakemake had removed results/data/<task>. It is read as the job
     will read it, before any job; a clean copy is read once per version (size, mtime)."""
-    from ordermerge.config import local_data_error
+    from ordermerge.workflow.config import local_data_error
     src = tmp_path / "gsm8k"
     src.mkdir()
     good = '{"question": "q", "answer": "a\\n#### 1"}\n'
@@ -222,7 +222,7 @@ def test_paper_config_takes_the_papers_hyperparameters():
             assert tr["micro_batch_tokens"] == tr["micro_batch_size"] * tr["max_length"], name
             assert tr["gradient_checkpointing"], name
     # Table 2: BERT-base and -large, TinyLlama and Llama-2-7b
-    from ordermerge.config import model_specs
+    from ordermerge.workflow.config import model_specs
     specs = model_specs(paper)
     assert {m: v["family"] for m, v in specs.items()} == {
         "llama-2-7b": "decoder", "tinyllama-1.1b": "decoder", "bert-base": "encoder", "bert-large": "encoder"}
@@ -291,7 +291,7 @@ def test_accelerate_launch_and_temporary_checkpoints_in_the_plan(tmp_path):
 
 
 def test_more_models_are_checked_as_model_blocks():
-    from ordermerge.config import model_specs
+    from ordermerge.workflow.config import model_specs
     cfg = check_with(models={"decoders": [{"name": "small", "tiny": {"hidden_size": 32}, "tasks": ["sst2"]}],
                              "encoders": [{"name": "bert-l", "tiny": {"num_hidden_layers": 4}}]})
     specs = model_specs(cfg)

@@ -252,7 +252,7 @@ def test_the_config_check_reads_the_fsdp_config_before_any_job(tmp_path, monkeyp
     shipped["fsdp_config"]["fsdp_offload_params"] = True
     bad = tmp_path / "offload.yaml"
     bad.write_text(yaml.safe_dump(shipped))
-    from ordermerge.config import ConfigError
+    from ordermerge.workflow.config import ConfigError
     with pytest.raises(ConfigError, match=r"config key sft.accelerate_config: .*offload.yaml: "
                                           r"accelerate config fsdp_config.fsdp_offload_params: "
                                           r"'true' is not supported"):

@@ -1,8 +1,8 @@
-"""The memory estimate (ordermerge/memory.py) against measured peaks on one H200 (issue 26:
+"""The memory estimate (ordermerge/workflow/memory.py) against measured peaks on one H200 (issue 26:
 torch, random weights, sequences of 800 tokens, fused AdamW, bf16 autocast)."""
 import pytest
 
-from ordermerge.memory import GIB, Shape, describe, generation_peak, sft_peak
+from ordermerge.workflow.memory import GIB, Shape, describe, generation_peak, sft_peak
 
 LLAMA_7B = Shape(4096, 11008, 32, 32, 32, 32000)
 TINYLLAMA = Shape(2048, 5632, 22, 32, 4, 32000)

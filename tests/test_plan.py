@@ -1,4 +1,4 @@
-"""The workflow's plan (ordermerge/plan.py) without Snakemake: dimensions, targets, input
+"""The workflow's plan (ordermerge/workflow/plan.py) without Snakemake: dimensions, targets, input
 functions and code inputs of the default and the paper config; the rules' own text (every
 rule staged once, named where it takes its resources); docs/reruns.md's table of what an edit
 reruns."""
@@ -8,11 +8,29 @@ from types import SimpleNamespace as W
 
 import pytest
 
-from ordermerge import codedeps
-from ordermerge.config import ConfigError, load
-from ordermerge.plan import STAGES, Plan, PlanError, rerun_table, rule_blocks, rule_scripts, stage_of
+from ordermerge.workflow import codedeps
+from ordermerge.workflow.config import ConfigError, load
+from ordermerge.workflow.plan import Plan, PlanError
+from ordermerge.workflow.reruns import rerun_table, rule_scripts
+from ordermerge.workflow.stages import RULES, STAGES, check_rules, stage_of
 
 ROOT = Path(__file__).resolve().parent.parent
+_RULE = re.compile(r"^\s*(?:use rule (\w+) as (\w+) with:|rule (\w+):|rule:\n\s+name:\n\s+(.+))$", re.M)
+
+
+def rule_blocks():
+    """(file name, rule name as written, parent rule or None, body) of every rule of
+    rules/*.smk, read from their text: `rule NAME:`, `rule:` with `name:` (the name's
+    expression as written, for a rule made in a loop) and `use rule PARENT as NAME with:`."""
+    for f in sorted((ROOT / "rules").glob("*.smk")):
+        text = f.read_text()
+        heads = list(_RULE.finditer(text))
+        for i, h in enumerate(heads):
+            body = text[h.end():heads[i + 1].start() if i + 1 < len(heads) else len(text)]
+            if h.group(1):
+                yield f.name, h.group(2), h.group(1), body
+            else:
+                yield f.name, h.group(3) or h.group(4).strip(), None, body
 
 
 def layer(tmp_path, text: str) -> Path:
@@ -103,7 +121,7 @@ def test_code_inputs_are_the_scripts_import_closure():
     # training depends on neither evaluation, scoring, the config checks nor the CLI
     assert not {f for f in code["sft.py"] if f.startswith("ordermerge/evaluate/")}
     assert {"ordermerge/sft.py", "ordermerge/objectives.py", "ordermerge/schema.py"} <= code["sft.py"]
-    assert not code["sft.py"] & {"ordermerge/scoring.py", "ordermerge/config.py", "ordermerge/cli.py"}
+    assert not code["sft.py"] & {"ordermerge/scoring.py", "ordermerge/workflow/config.py", "ordermerge/cli.py"}
     # scoring and evaluation are apart from the merge engine and from each other
     assert "ordermerge/merge/engine.py" not in code["score.py"] | code["evaluate.py"]
     assert "ordermerge/scoring.py" not in code["evaluate.py"]
@@ -141,20 +159,37 @@ def test_the_closure_follows_relative_imports_packages_and_function_level_import
     assert got == ["__init__.py", "a.py", "c.py", "sub/__init__.py", "sub/b.py", "unused.py"]
 
 
-def test_every_script_a_rule_runs_is_found_in_the_rules():
+def test_every_rule_runs_the_script_its_declaration_names():
+    """stages.py declares each rule's script once; the Snakefile holds rules/*.smk to it
+    (check_rules), and every script is some rule's."""
     scripts = rule_scripts()
     assert scripts["merge_seeds"] == scripts["merge"] == "merge.py"
     assert scripts["merge_soup"] == "greedy_soup.py"  # `use rule merge` with its own script
     assert scripts["evaluate_runs"] == "evaluate.py" and scripts["figure{N}"] == "figure.py"
     assert scripts["evaluate_multitask_{GROUP}"] == "evaluate.py" and scripts["table{N}"] == "table.py"
     assert set(scripts.values()) == {p.name for p in (ROOT / "scripts").glob("*.py")}
+    # the rules as Snakemake holds them: a rule's name and its named input `script`
+    rule = lambda name, script: W(name=name, input=W(script=script))
+    assert check_rules([rule("all", None), rule("merge", "scripts/merge.py"),
+                        rule("table1", "scripts/table.py"),
+                        rule("evaluate_multitask_g", "scripts/evaluate.py")]) == []
+    assert check_rules([rule("merge_soup", "scripts/merge.py"), rule("new_rule", "scripts/x.py")]) == [
+        "rule merge_soup runs scripts/merge.py, but ordermerge/workflow/stages.py declares "
+        "scripts/greedy_soup.py",
+        "rule new_rule is not declared in ordermerge/workflow/stages.py RULES"]
+    # in the text of the rules: each rule's `script` input names its declared script
+    for file, name, parent, body in rule_blocks():
+        named = re.findall(r'P\.(?:script|script_inputs)\("([\w.]+)"\)', body)
+        decl = RULES.get(name)
+        if decl and named:
+            assert named[0] == decl.script, f"{file}: rule {name}"
 
 
 def test_the_readme_table_of_reruns_is_the_plans():
-    """docs/reruns.md holds `python -m ordermerge.plan`'s table as it is."""
+    """docs/reruns.md holds `python -m ordermerge.workflow.reruns`'s table as it is."""
     table = rerun_table()
     assert table in (ROOT / "docs" / "reruns.md").read_text(), \
-        "docs/reruns.md's rerun table is stale: paste `python -m ordermerge.plan` into it"
+        "docs/reruns.md's rerun table is stale: paste `python -m ordermerge.workflow.reruns` into it"
     row = next(line for line in table.splitlines() if "`merge/ties.py`" in line)
     assert "the merges of ties, ties_select only" in row
     assert any(line.startswith("| `schema.py`, `sft.py`, `sharding.py`, `train_args.py` | sft |")
@@ -204,29 +239,29 @@ def test_a_new_table_is_one_registry_entry(monkeypatch, tmp_path):
 
 def test_the_memory_preflight_refuses_an_unsharded_7b_on_80_gb_and_accepts_it_over_8():
     paper = load(ROOT / "config/paper.yaml")
-    p = Plan(paper)  # one H200 (139 GiB) per SFT job: accepted
+    p = Plan(paper).check()  # one H200 (139 GiB) per SFT job: accepted
     assert p.sharding() == (False, 1) and p.model_shape("tinyllama-1.1b").parameters() == 1_100_048_384
     paper["resources"]["sft"]["gpu_mem_gb"] = 80
     with pytest.raises(PlanError) as e:
-        Plan(paper)
+        Plan(paper).check()
     lines = str(e.value).splitlines()
     assert lines[0] == "memory preflight:" and len(lines) == 1 + 12  # llama-2-7b on its 12 tasks
     assert lines[1].startswith("  sft of llama-2-7b on gsm8k needs about 102.7 GiB (weights 25.1, "
                                "gradients 25.1, optimizer 50.2, activations 8.9, logits 2.3), over "
                                "resources.sft.gpu_mem_gb = 80: shard it")
     paper["sft"].update(accelerate_config="config/accelerate/fsdp-7b-8gpu.yaml", num_processes=8)
-    assert Plan(paper).sharding() == (True, 8)  # about 21 GiB per process: accepted
+    assert Plan(paper).check().sharding() == (True, 8)  # about 21 GiB per process: accepted
 
 
 def test_the_preflight_names_a_model_without_sizes_and_checks_evaluation(tmp_path):
     cfg = load(layer(tmp_path, "model: {name: m7, source: some/hub-id}\n"
                                "resources: {sft: {gpu_mem_gb: 80}}\n"))
     with pytest.raises(PlanError, match=r"model m7: no sizes to estimate its memory from \(set its `shape`"):
-        Plan(cfg)
+        Plan(cfg).check()
     tiny = load(layer(tmp_path, "resources: {evaluate: {gpu_mem_gb: 0.001}}\n"))
     with pytest.raises(PlanError, match=r"evaluate of tiny-llama on gsm8k needs about .* \(weights .*"
                                         r"kv_cache .*\), over resources.evaluate.gpu_mem_gb = 0.001"):
-        Plan(tiny)
+        Plan(tiny).check()
 
 
 def test_the_preflight_gives_vllm_its_share_of_the_gpu_and_one_sequence():
@@ -236,16 +271,16 @@ def test_the_preflight_gives_vllm_its_share_of_the_gpu_and_one_sequence():
     paper = load(ROOT / "config/paper.yaml")
     assert paper["evaluate"]["backend"] == "vllm"
     paper["resources"]["evaluate"]["gpu_mem_gb"] = 48
-    Plan(paper)  # 7B bf16: 12.6 GiB of weights and one 1.5k-token sequence within 0.9 x 48 GiB
+    Plan(paper).check()  # 7B bf16: 12.6 GiB of weights and one 1.5k-token sequence within 0.9 x 48 GiB
     paper["evaluate"]["vllm"]["gpu_memory_utilization"] = 0.25
     with pytest.raises(PlanError, match=r"evaluate of llama-2-7b on alpaca needs about 1[34]\.\d "
                                         r"GiB .* over evaluate.vllm.gpu_memory_utilization 0.25 of "
                                         r"resources.evaluate.gpu_mem_gb = 48: raise"):
-        Plan(paper)
+        Plan(paper).check()
     paper["evaluate"]["backend"] = "hf"  # batch 32 of prompt + 1,024 new tokens: too much
     with pytest.raises(PlanError, match=r"evaluate of llama-2-7b on alpaca .* over "
                                         r"resources.evaluate.gpu_mem_gb = 48: lower evaluate.batch_size"):
-        Plan(paper)
+        Plan(paper).check()
 
 
 def test_every_log_path_mirrors_its_benchmark_path():

@@ -1,4 +1,4 @@
-"""The grid's projected cost and disk (ordermerge/projection.py, `ordermerge plan`).
+"""The grid's projected cost and disk (ordermerge/workflow/projection.py, `ordermerge plan`).
 
 The paper config is projected from a Snakemake dry run of a copy of the project: its jobs
 are Snakemake's, and an SFT job's tokens, hours and disk are the formulas of the module
@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from ordermerge.data.tasks import TASKS
-from ordermerge.memory import Shape
-from ordermerge.projection import (CALIBRATION, ProjectionError, load_calibration,
-                                   parse_dry_run)
+from ordermerge.workflow.memory import Shape
+from ordermerge.workflow.dryrun import parse_dry_run
+from ordermerge.workflow.projection import CALIBRATION, ProjectionError, load_calibration
 from workflow_helpers import ROOT, copy_project
 
 DRY = """\
@@ -143,9 +143,9 @@ def test_plan_replaces_only_an_output_directory_it_wrote(tmp_path, capsys):
 
 def test_a_rule_without_a_cost_model_is_an_error(monkeypatch):
     """A rule Projector.work did not list cost 0 GPU-hours, silently (issue 39)."""
-    from ordermerge.config import load
-    from ordermerge.plan import Plan
-    from ordermerge.projection import DryJob, Projector
+    from ordermerge.workflow.config import load
+    from ordermerge.workflow.plan import Plan
+    from ordermerge.workflow.projection import DryJob, Projector
     monkeypatch.chdir(ROOT)
     plan = Plan(load("config.yaml"))
     proj = Projector(plan, load_calibration(CALIBRATION))
@@ -153,3 +153,13 @@ def test_a_rule_without_a_cost_model_is_an_error(monkeypatch):
                                              "task": "gsm8k"})
     with pytest.raises(ProjectionError, match=r"rule 'new_rule' has no cost model"):
         proj.work(job)
+
+
+def test_every_declared_rule_has_its_cost_model():
+    """Each rule's cost model is declared with its stage (stages.py) and is a method of the
+    projection; the evaluator kinds' generate/choose/score split is the evaluators' own."""
+    from ordermerge.workflow.projection import Projector
+    from ordermerge.workflow.stages import FAMILIES, RULES
+    declared = {r.cost for r in RULES.values()} | {r.cost for r, _ in FAMILIES.values()}
+    missing = sorted(c for c in declared if not callable(getattr(Projector, f"cost_{c}", None)))
+    assert missing == [] and {"free", "sft", "merge", "evaluate"} <= declared

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from ordermerge import runlock
+from ordermerge.workflow import runlock
 
 
 def _locks(root, *names):

@@ -496,7 +496,7 @@ def test_the_projection_counts_the_tokens_each_sft_job_trained(done, tmp_path):
 def test_bench_calibrate_smoke(done, tmp_path):
     """bench/calibrate.py at toy sizes, its fixed costs fitted on the finished run: a
     calibration `ordermerge plan` accepts."""
-    from ordermerge.projection import load_calibration
+    from ordermerge.workflow.projection import load_calibration
     from workflow_helpers import ROOT
     out = tmp_path / "cal.yaml"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "calibrate.py"), "--run", str(done),

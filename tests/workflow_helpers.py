@@ -149,7 +149,7 @@ def check_job_imports(done: Path) -> tuple[int, set[str], set[str]]:
             undeclared = sorted(imported - set(m["input"]))
             if any('"fused_tv_mode"' in str(v) for v in m["params"]):
                 # a merge depends on its method's registry entry, a param of its job, rather
-                # than on the whole registry file (ordermerge.plan.Plan.merge_code)
+                # than on the whole registry file (ordermerge.workflow.plan.Plan.merge_code)
                 undeclared.remove("ordermerge/merge/methods.py")
             assert not undeclared, f"rule {m['rule']} ({log}) imported {undeclared}, not among its inputs"
             env = yaml.safe_load(base64.b64decode(m["conda_env"]))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..utils import sha256_file
 from .chain import Chain
-from .plan import Job, PlanError, job_for, plan
+from .jobs import DryRunError, Job, job_for, jobs_by_output
 
 KINDS = ("tampered", "stale", "missing", "code", "dirty", "params")
 
@@ -227,9 +227,10 @@ def verify(chain: Chain, configfiles: list[str] = (), rehash: bool = False,
     problems = check_files(chain, Hasher(chain.root, rehash, progress))
     targets = [str(chain.records[r].output) for r in chain.top if r in chain.records]
     try:
-        jobs = plan(chain.root, targets, configfiles)
-    except PlanError as e:
-        return problems + [Problem("params", ", ".join(targets), str(chain.top[0]), str(e))]
+        jobs = jobs_by_output(chain.root, targets, configfiles)
+    except DryRunError as e:
+        said = "snakemake cannot plan these outputs under the current config:\n" + "\n".join(e.tail)
+        return problems + [Problem("params", ", ".join(targets), str(chain.top[0]), said)]
     return problems + check_workflow(chain, jobs, results)
 
 

@@ -1,5 +1,5 @@
 """Sizes of the real datasets, for projecting a grid's cost before its data is downloaded
-(ordermerge/projection.py; once results/data/<task> and the tokenizer are on disk the
+(ordermerge/workflow/projection.py; once results/data/<task> and the tokenizer are on disk the
 projection counts them instead).
 
 Per task: rows of the source's train and test splits (the datasets' published sizes; LLM-R

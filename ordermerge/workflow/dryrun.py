@@ -1,12 +1,28 @@
-"""The one reader of a Snakemake dry run (`snakemake -n -p`): each job's rule, wildcards,
-inputs, outputs, benchmark and shell command, as Snakemake prints them. The cost projection
-(projection.py) and the audit's staleness check (audit/plan.py) both read jobs through it."""
+"""The one runner and reader of a Snakemake dry run (`snakemake -n -F -p`): each job's rule,
+wildcards, inputs, outputs, benchmark and shell command, as Snakemake prints them. The cost
+projection (projection.py) and the audit's staleness check (audit/jobs.py) both get their
+jobs here. The library knows nothing of Snakemake otherwise: this module runs it as a
+command and reads what it prints."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import PLAN_ONLY
+
+
+class DryRunError(RuntimeError):
+    """Snakemake could not plan the targets under the config (`tail`: its last lines)."""
+
+    def __init__(self, workdir, tail: list[str]):
+        super().__init__(f"snakemake dry run in {workdir} failed:\n" + "\n".join(tail))
+        self.tail = tail
 
 
 @dataclass
@@ -65,3 +81,22 @@ def parse_dry_run(text: str) -> list[DryJob]:
         else:
             setattr(job, key + "s", [v for v in value.split(", ") if v])
     return jobs
+
+
+def dry_run(workdir: str | os.PathLike, configfiles=(), targets=(),
+            timeout: float | None = None) -> list[DryJob]:
+    """Every job that makes `targets` (default the workflow's) and everything upstream, as
+    if no output existed (--forceall), under the workflow in `workdir` and `configfiles`.
+    Only the plan is made: this machine's own checks (a vLLM Python, a local data file) are
+    not asked for (PLAN_ONLY), as the plan may be for another machine. Snakemake is the one
+    of this Python's environment (its bin/ first on PATH, for the rules' own commands)."""
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--printshellcmds",
+           "--nocolor", "--cores", "1",
+           *[a for f in configfiles for a in ("--configfile", str(f))], "--", *targets]
+    env = {**os.environ, PLAN_ONLY: "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+    if proc.returncode != 0:
+        raise DryRunError(workdir, (proc.stdout + proc.stderr).strip().splitlines()[-12:])
+    return [j for j in parse_dry_run(proc.stdout + "\n" + proc.stderr) if j.rule != "all"]

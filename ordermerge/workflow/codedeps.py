@@ -6,7 +6,7 @@ Importing ``ordermerge.a.b`` runs ``ordermerge/__init__.py`` and ``ordermerge/a/
 first: those count too. A module imported by name at run time (``importlib``; the merge
 registry loads a method's module so) is not seen here: the registry names a method's module
 (``Method.sources``) and the workflow reads that module's imports
-(``ordermerge.plan.Plan.merge_code``).
+(``ordermerge.workflow.plan.Plan.merge_code``).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import functools
 from pathlib import Path
 
 PACKAGE = "ordermerge"
-ROOT = Path(__file__).resolve().parent  # the package's directory
+ROOT = Path(__file__).resolve().parents[1]  # the package's directory (this file is in workflow/)
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:

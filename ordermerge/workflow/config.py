@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data.tasks import TASKS
-from .evaluate import get_evaluator
-from .schema import fill_defaults, schema, schema_errors, train_errors
+from ..data.tasks import TASKS
+from ..evaluate import get_evaluator
+from ..schema import fill_defaults, schema, schema_errors, train_errors
 
 
 class ConfigError(ValueError):
@@ -14,7 +14,7 @@ class ConfigError(ValueError):
 
 def _method_errors(specs: list[dict], seeds: list[int], key: str) -> list[str]:
     """Each merge-method spec that names no registered method or a bad setting."""
-    from .merge.methods import expand
+    from ..merge.methods import expand
     out = []
     for i, spec in enumerate(specs):
         try:
@@ -131,7 +131,7 @@ def eval_section(config: dict, task: str) -> dict:
 def generating_backend(config: dict, task: str) -> str | None:
     """The backend that generates `task`'s evaluation outputs; None where its evaluator
     generates nothing (log-likelihood scoring and encoder heads run on transformers)."""
-    from .evaluate.handlers import generates
+    from ..evaluate.handlers import generates
     ev = eval_section(config, task)
     return ev["backend"] if generates(get_evaluator(TASKS[task].evaluator),
                                       ev["choice_scoring"]) else None
@@ -169,7 +169,7 @@ def environment_errors(config: dict) -> list[str]:
     vllm = sorted(n for n in config["tasks"]
                   if n in TASKS and generating_backend(config, n) == "vllm")
     if vllm:
-        from .evaluate.vllm_env import find_worker_python
+        from ..evaluate.vllm_env import find_worker_python
         py, why = find_worker_python()
         if py is None:
             out.append(f"config key evaluate.backend: vllm generates {', '.join(vllm)}, but {why}")
@@ -204,9 +204,9 @@ def local_data_error(task: str, data: dict, seed: int, cache: Path = DATA_CHECKS
     import hashlib
     import json
 
-    from .data.prepare import prepare
-    from .data.sources import DatasetUnavailable
-    from .utils import atomic_file
+    from ..data.prepare import prepare
+    from ..data.sources import DatasetUnavailable
+    from ..utils import atomic_file
     files = []
     for key in ("path", "test_path"):
         if data.get(key):
@@ -296,7 +296,7 @@ def semantic_errors(config: dict) -> list[str]:
         out.append(f"config key sft.accelerate_config: no file {sft['accelerate_config']!r} "
                    f"(relative to the working directory; shipped: config/accelerate/)")
     elif sft["accelerate_config"] is not None:
-        from .sharding import ShardingError, from_accelerate_config
+        from ..sharding import ShardingError, from_accelerate_config
         import yaml
         try:
             from_accelerate_config(yaml.safe_load(Path(sft["accelerate_config"]).read_text()) or {})
@@ -343,9 +343,9 @@ def load(*files: str | Path, project: str | Path | None = None) -> dict:
     ``snakemake --configfile`` layers them: nested keys are merged), defaults filled in: what
     the workflow plans from, without Snakemake. ConfigError names what is wrong."""
     import yaml
-    root = Path(project) if project else Path(__file__).resolve().parent.parent
+    root = Path(project) if project else Path(__file__).resolve().parents[2]
     config: dict = {}
-    from .utils import yaml_error
+    from ..utils import yaml_error
     for f in (root / "config.yaml", *map(Path, files)):
         try:
             layer = yaml.safe_load(Path(f).read_text()) or {}

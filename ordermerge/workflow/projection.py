@@ -32,20 +32,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-from .dryrun import DryJob, parse_dry_run  # noqa: F401  (read here and by the audit)
-from .utils import InputError
+from . import dryrun
+from .dryrun import DryJob
+from .stages import BENCHMARK_STAGES, rule_of, stage_of
+from ..utils import InputError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CALIBRATION = ROOT / "config" / "calibration" / "h200.yaml"
 RATES = ("train_flops_per_s", "forward_flops_per_s", "decode_step_s", "decode_layer_s",
          "io_bytes_per_s", "merge_bytes_per_s", "load_s")
-GENERATING = {"gsm8k", "math", "humaneval", "alpaca_eval", "squad"}
 # parameters of encoders from the hub whose config.json is not on disk (their model cards)
 KNOWN_PARAMS = {"google-bert/bert-base-uncased": 109_482_240, "bert-base-uncased": 109_482_240,
                 "google-bert/bert-large-uncased": 335_141_888, "bert-large-uncased": 335_141_888}
@@ -86,16 +84,10 @@ def load_calibration(path: str | Path = CALIBRATION) -> dict:
 # ------------------------------------------------------------------ the jobs
 def dry_run(workdir: Path, configfiles: list[str], targets: list[str] = ()) -> list[DryJob]:
     """Every job of the workflow in `workdir` under `configfiles` (as if none existed)."""
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1",
-           "--printshellcmds", *(["--configfile", *configfiles] if configfiles else []),
-           *targets]
-    from .config import PLAN_ONLY  # the plan may be for another machine: not this one's checks
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True,
-                          env={**os.environ, PLAN_ONLY: "1"})
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise ProjectionError(f"snakemake dry run in {workdir} failed: " + " | ".join(tail))
-    return [j for j in parse_dry_run(proc.stdout + "\n" + proc.stderr) if j.rule != "all"]
+    try:
+        return dryrun.dry_run(workdir, configfiles, targets)
+    except dryrun.DryRunError as e:
+        raise ProjectionError(f"snakemake dry run in {workdir} failed: " + " | ".join(e.tail[-5:])) from None
 
 
 # ------------------------------------------------------------------ sizes
@@ -158,8 +150,8 @@ class Sizes:
         return self.cache[key]
 
     def _from_data(self, model: str, task: str) -> dict | None:
-        from .data.registry import get_task
-        from .utils import read_jsonl
+        from ..data.registry import get_task
+        from ..utils import read_jsonl
         data = Path("results/data") / task
         tok_dir = _tokenizer_dir(self.plan, model)
         if tok_dir is None or not all((data / f"{s}.jsonl").is_file()
@@ -173,7 +165,7 @@ class Sizes:
         def n(text: str) -> int:
             return len(tok(text, add_special_tokens=False)["input_ids"])
 
-        from .objectives import objective_for
+        from ..objectives import objective_for
         obj = objective_for(t, tok, cap)  # the rows as SFT encodes them
 
         def row_tokens(r) -> int:
@@ -194,7 +186,7 @@ class Sizes:
                 "options": max(opts)}
 
     def _from_stats(self, task: str) -> dict:
-        from .data.stats import STATS  # beside the entries: no job depends on it
+        from ..data.stats import STATS  # beside the entries: no job depends on it
         s = STATS.get(task)
         if s is None:
             raise ProjectionError(f"task {task}: no data on disk and no stats in "
@@ -231,7 +223,6 @@ class Projector:
         self.config = plan.config
 
     def overhead(self, rule: str) -> float:
-        from .plan import stage_of
         o = self.cal["overhead_s"]
         return float(o.get(rule, o.get(stage_of(rule) or "default", o["default"])))
 
@@ -262,14 +253,16 @@ class Projector:
             secs, out = self.evaluate_one(model, task, params)
             return self.io_s(model, 1) + f * (secs - self.io_s(model, 1)), {
                 k: f * v for k, v in out.items()}
-        from .data.registry import get_task
+        from ..data.registry import get_task
+        from ..evaluate import get_evaluator
+        from ..evaluate.handlers import generates
         t = get_task(task)
         s = self.sizes.task(model, task)
         n = s["rows"]["test"]
         secs = self.io_s(model, 1) + self.forward_s(model, s["tokens"]["test_prompt"])
         out = {"scored_tokens": s["tokens"]["test_prompt"], "generated_tokens": 0.0}
-        if t.evaluator in GENERATING or (t.evaluator == "choice"
-                                         and params.get("choice_scoring") == "generate"):
+        ev = get_evaluator(t.evaluator)
+        if generates(ev, params.get("choice_scoring") or "loglik"):
             new = params.get("max_new_tokens") or 512
             batch = params.get("batch_size") or 32
             # a batch decodes until its longest answer ends (fine-tuned models stop at
@@ -281,7 +274,7 @@ class Projector:
                       + 2 * m["params"] * batch / self.cal["forward_flops_per_s"])
             secs += math.ceil(n / batch) * steps * step_s
             out["generated_tokens"] = n * min(new, s["answer_mean"])
-        elif t.evaluator == "choice":
+        elif ev.kind == "choice":
             extra = n * s["options"] * max(s["answer_mean"], 1)
             secs += self.forward_s(model, (s["options"] - 1) * s["tokens"]["test_prompt"] + extra)
             out["scored_tokens"] = s["options"] * s["tokens"]["test_prompt"] + extra
@@ -289,123 +282,157 @@ class Projector:
 
     def work(self, job: DryJob) -> dict:
         """{work_s, trained_tokens, scored_tokens, generated_tokens, written_bytes,
-        temporary_bytes} of one job (work_s without its fixed cost)."""
-        r, cfg = job.rule, self.config
+        temporary_bytes} of one job (work_s without its fixed cost), by the cost model its
+        rule declares (stages.py: cost_<name> here)."""
+        decl = rule_of(job.rule)
+        model = getattr(self, f"cost_{decl.cost}", None) if decl else None
+        if model is None:  # a rule without a cost model would cost nothing, silently
+            raise ProjectionError(f"rule {job.rule!r} has no cost model (declare it in "
+                                  f"ordermerge/workflow/stages.py, with its cost_ method here)")
         out = dict.fromkeys(["work_s", "trained_tokens", "scored_tokens", "generated_tokens",
                              "written_bytes", "temporary_bytes"], 0.0)
-        models_out = _models_in(job.outputs)
-        models_in = _models_in(job.inputs)
-        if r in ("prepare_data", "order", "tokenizer", "encoder_init", "cost") or \
-                r.startswith("table") or r.startswith("figure"):
-            return out
-        model = self._model_of(job) if r not in ("base", "encoder_base", "multitask_align",
-                                                  "multitask_merge") else None
-        if r in ("base", "encoder_base"):
-            name = job.wildcards["model"]
-            spec = self.plan.models[name]["spec"]
-            if spec["source"] == "tiny":
-                pre = spec.get("pretrain") or {}
-                tokens = pre.get("steps", 0) * pre.get("batch_size", 0) * pre.get("max_length", 64)
-                out["trained_tokens"] = tokens
-                out["work_s"] = 6 * self.sizes.model(name)["params"] * tokens / self.cal["train_flops_per_s"]
-            out["work_s"] += self.io_s(name, 1)
-            out["written_bytes"] = self.sizes.model(name)["bytes"]
-        elif r == "sft":
-            tr = cfg["tasks"][job.wildcards["task"]]["train"]
-            s = self.sizes.task(model, job.wildcards["task"])
-            m = self.sizes.model(model)
-            epochs = cfg["epochs"]
-            checkpoints = epochs + len(tr.get("save_steps") or [])
-            passes = epochs + len(tr.get("eval_steps") or [])
-            trained = epochs * s["tokens"]["train"]
-            procs = cfg["sft"]["num_processes"]
-            out["trained_tokens"] = trained
-            out["scored_tokens"] = passes * s["tokens"]["validation"]
-            out["work_s"] = ((6 * m["params"] * trained / self.cal["train_flops_per_s"]
-                              + self.forward_s(model, out["scored_tokens"])) / procs
-                             + self.io_s(model, 1 + checkpoints))
-            out["written_bytes"] = checkpoints * m["bytes"]
-            out["temporary_bytes"] = out["written_bytes"]  # what temporary_checkpoints removes
-        elif r in ("merge", "merge_seeds", "merge_soup"):
-            m = self.sizes.model(model)
-            # each output is one merge of the inputs (the seeds of merge_seeds one by one)
-            out["work_s"] = len(models_out) * (len(models_in) * m["bytes"] / self.cal["merge_bytes_per_s"]
-                                               + self.io_s(model, 1))
-            out["written_bytes"] = len(models_out) * m["bytes"]
-            if r == "merge_soup":  # greedy soup: K - 1 candidate soups, each merged and evaluated; at
-                # most j runs in the j-th candidate (all kept: the upper bound)
-                k = len(models_in)
-                secs, counts = self.evaluate_one(model, job.wildcards["task"],
-                                                 job.params().get("evaluate") or {}, "validation")
-                reads = sum(range(2, k + 1))
-                out["work_s"] += (k - 1) * secs + reads * m["bytes"] / self.cal["merge_bytes_per_s"]
-                for key, v in counts.items():
-                    out[key] += (k - 1) * v
-        elif r == "validate_runs":
-            secs, counts = self.evaluate_one(model, job.wildcards["task"], job.params(), "validation")
-            out["work_s"] = len(models_in) * secs
-            for key, v in counts.items():
-                out[key] += len(models_in) * v
-        elif r == "diagonal_fisher":  # a forward and a backward pass per row
-            s = self.sizes.task(model, job.wildcards["task"])
-            rows = int(job.wildcards["rows"])
-            tokens = rows * s["tokens"]["train"] / max(s["rows"]["train"], 1)
-            out["scored_tokens"] = tokens
-            out["work_s"] = (6 * self.sizes.model(model)["params"] * tokens
-                             / self.cal["train_flops_per_s"] + self.io_s(model, 1))
-            out["written_bytes"] = self.sizes.model(model)["params"] * 4
-            out["temporary_bytes"] = out["written_bytes"]  # temp() with the checkpoints
-        elif r in ("multitask_align", "multitask_merge"):
-            group = job.wildcards["group"]
-            model = self.plan.model  # a group merges models of the primary decoder's shape
-            n = len(self.plan.group_models(group)) + 1
-            m = self.sizes.model(model)
-            if r == "multitask_align":
-                out["work_s"] = self.io_s(model, 2 * n)
-                out["written_bytes"] = n * m["bytes"]
-            else:
-                out["work_s"] = n * m["bytes"] / self.cal["merge_bytes_per_s"] + self.io_s(model, 1)
-                out["written_bytes"] = m["bytes"]
-        elif r.startswith("evaluate"):
-            params = job.params()
-            tasks = self._tasks(job)
-            n_models = max(len(models_in), 1)
-            for task in tasks:
-                p = (params.get("tasks") or {}).get(task, params)
-                secs, counts = self.evaluate_one(model, task, p)
-                out["work_s"] += n_models * secs
-                for k, v in counts.items():
-                    out[k] += n_models * v
-        elif r == "score":
-            s = self.sizes.task(model, job.wildcards["task"])
-            split = job.wildcards["split"]
-            tokens = s["tokens"].get(split, s["tokens"].get("train"))
-            out["scored_tokens"] = tokens
-            out["work_s"] = self.io_s(model, 1) + self.forward_s(model, tokens)
-        elif r == "curve":
-            task = job.wildcards["task"]
-            tr = cfg["tasks"][task]["train"]
-            points = cfg["epochs"] + len(tr.get("save_steps") or [])
-            runs = sum(1 for p in job.inputs if re.match(r"^results/sft/.*/run\d+$", p))
-            s = self.sizes.task(model, task)
-            m = self.sizes.model(model)
-            scored = 1 if job.wildcards.get("method") else runs
-            out["scored_tokens"] = points * scored * s["tokens"]["validation"]
-            out["work_s"] = (self.forward_s(model, out["scored_tokens"])
-                             + points * self.io_s(model, runs + (1 if scored == 1 else 0)))
-            if job.wildcards.get("method"):
-                out["work_s"] += points * runs * m["bytes"] / self.cal["merge_bytes_per_s"]
-        else:  # a rule without a cost model would cost nothing, silently
-            raise ProjectionError(f"rule {r!r} has no cost model (projection.Projector.work): "
-                                  "add its branch")
+        model(job, out)
         return out
+
+    # ---------------------------------------------------------- the cost models (stages.py)
+    def cost_free(self, job: DryJob, out: dict) -> None:
+        """Data, orders, tokenizers, a head's initialisation, tables and figures: their
+        fixed cost only (calibration overhead_s)."""
+
+    def cost_base(self, job: DryJob, out: dict) -> None:
+        """A base model: a tiny one's pre-training (6 x parameters FLOPs a token), then one
+        checkpoint saved."""
+        name = job.wildcards["model"]
+        spec = self.plan.models[name]["spec"]
+        if spec["source"] == "tiny":
+            pre = spec.get("pretrain") or {}
+            tokens = pre.get("steps", 0) * pre.get("batch_size", 0) * pre.get("max_length", 64)
+            out["trained_tokens"] = tokens
+            out["work_s"] = 6 * self.sizes.model(name)["params"] * tokens / self.cal["train_flops_per_s"]
+        out["work_s"] += self.io_s(name, 1)
+        out["written_bytes"] = self.sizes.model(name)["bytes"]
+
+    def cost_sft(self, job: DryJob, out: dict) -> None:
+        """One SFT run: every epoch's tokens trained, the validation passes, the checkpoints
+        saved (what temporary_checkpoints removes), over the processes."""
+        cfg, model = self.config, self._model_of(job)
+        tr = cfg["tasks"][job.wildcards["task"]]["train"]
+        s = self.sizes.task(model, job.wildcards["task"])
+        m = self.sizes.model(model)
+        epochs = cfg["epochs"]
+        checkpoints = epochs + len(tr.get("save_steps") or [])
+        passes = epochs + len(tr.get("eval_steps") or [])
+        trained = epochs * s["tokens"]["train"]
+        procs = cfg["sft"]["num_processes"]
+        out["trained_tokens"] = trained
+        out["scored_tokens"] = passes * s["tokens"]["validation"]
+        out["work_s"] = ((6 * m["params"] * trained / self.cal["train_flops_per_s"]
+                          + self.forward_s(model, out["scored_tokens"])) / procs
+                         + self.io_s(model, 1 + checkpoints))
+        out["written_bytes"] = checkpoints * m["bytes"]
+        out["temporary_bytes"] = out["written_bytes"]  # what temporary_checkpoints removes
+
+    def cost_merge(self, job: DryJob, out: dict) -> None:
+        """Each output one merge of the inputs (the seeds of merge_seeds one by one)."""
+        model = self._model_of(job)
+        m = self.sizes.model(model)
+        n_out, n_in = len(_models_in(job.outputs)), len(_models_in(job.inputs))
+        out["work_s"] = n_out * (n_in * m["bytes"] / self.cal["merge_bytes_per_s"]
+                                 + self.io_s(model, 1))
+        out["written_bytes"] = n_out * m["bytes"]
+
+    def cost_merge_soup(self, job: DryJob, out: dict) -> None:
+        """Greedy soup: the merge, and K - 1 candidate soups, each merged and evaluated on
+        the validation split; at most j runs in the j-th candidate (all kept: the upper
+        bound)."""
+        self.cost_merge(job, out)
+        model = self._model_of(job)
+        m = self.sizes.model(model)
+        k = len(_models_in(job.inputs))
+        secs, counts = self.evaluate_one(model, job.wildcards["task"],
+                                         job.params().get("evaluate") or {}, "validation")
+        reads = sum(range(2, k + 1))
+        out["work_s"] += (k - 1) * secs + reads * m["bytes"] / self.cal["merge_bytes_per_s"]
+        for key, v in counts.items():
+            out[key] += (k - 1) * v
+
+    def cost_validate_runs(self, job: DryJob, out: dict) -> None:
+        """Each run evaluated on the validation split."""
+        model, n = self._model_of(job), len(_models_in(job.inputs))
+        secs, counts = self.evaluate_one(model, job.wildcards["task"], job.params(), "validation")
+        out["work_s"] = n * secs
+        for key, v in counts.items():
+            out[key] += n * v
+
+    def cost_diagonal_fisher(self, job: DryJob, out: dict) -> None:
+        """A forward and a backward pass per row; the Fisher saved in fp32 (temp(), with the
+        checkpoints)."""
+        model = self._model_of(job)
+        s = self.sizes.task(model, job.wildcards["task"])
+        rows = int(job.wildcards["rows"])
+        tokens = rows * s["tokens"]["train"] / max(s["rows"]["train"], 1)
+        out["scored_tokens"] = tokens
+        out["work_s"] = (6 * self.sizes.model(model)["params"] * tokens
+                         / self.cal["train_flops_per_s"] + self.io_s(model, 1))
+        out["written_bytes"] = self.sizes.model(model)["params"] * 4
+        out["temporary_bytes"] = out["written_bytes"]  # temp() with the checkpoints
+
+    def _group(self, job: DryJob) -> tuple[str, dict, int]:
+        """A group's model (the primary decoder's shape), its sizes, and its members + base."""
+        model = self.plan.model
+        return model, self.sizes.model(model), len(self.plan.group_models(job.wildcards["group"])) + 1
+
+    def cost_multitask_align(self, job: DryJob, out: dict) -> None:
+        """Each member and the base loaded and saved aligned."""
+        model, m, n = self._group(job)
+        out["work_s"] = self.io_s(model, 2 * n)
+        out["written_bytes"] = n * m["bytes"]
+
+    def cost_multitask_merge(self, job: DryJob, out: dict) -> None:
+        model, m, n = self._group(job)
+        out["work_s"] = n * m["bytes"] / self.cal["merge_bytes_per_s"] + self.io_s(model, 1)
+        out["written_bytes"] = m["bytes"]
+
+    def cost_evaluate(self, job: DryJob, out: dict) -> None:
+        """Each model on the test split of each of its tasks (a group's evaluation on all)."""
+        model, params = self._model_of(job), job.params()
+        n_models = max(len(_models_in(job.inputs)), 1)
+        for task in self._tasks(job):
+            p = (params.get("tasks") or {}).get(task, params)
+            secs, counts = self.evaluate_one(model, task, p)
+            out["work_s"] += n_models * secs
+            for k, v in counts.items():
+                out[k] += n_models * v
+
+    def cost_score(self, job: DryJob, out: dict) -> None:
+        """A forward pass over one split."""
+        model = self._model_of(job)
+        s = self.sizes.task(model, job.wildcards["task"])
+        tokens = s["tokens"].get(job.wildcards["split"], s["tokens"].get("train"))
+        out["scored_tokens"] = tokens
+        out["work_s"] = self.io_s(model, 1) + self.forward_s(model, tokens)
+
+    def cost_curve(self, job: DryJob, out: dict) -> None:
+        """The validation loss at every checkpoint: of each run, or of the merge made at
+        each checkpoint."""
+        cfg, model, task = self.config, self._model_of(job), job.wildcards["task"]
+        tr = cfg["tasks"][task]["train"]
+        points = cfg["epochs"] + len(tr.get("save_steps") or [])
+        runs = sum(1 for p in job.inputs if re.match(r"^results/sft/.*/run\d+$", p))
+        s = self.sizes.task(model, task)
+        m = self.sizes.model(model)
+        scored = 1 if job.wildcards.get("method") else runs
+        out["scored_tokens"] = points * scored * s["tokens"]["validation"]
+        out["work_s"] = (self.forward_s(model, out["scored_tokens"])
+                         + points * self.io_s(model, runs + (1 if scored == 1 else 0)))
+        if job.wildcards.get("method"):
+            out["work_s"] += points * runs * m["bytes"] / self.cal["merge_bytes_per_s"]
 
     def jobs(self, jobs: list[DryJob]):
         """One row per benchmarked job, with the cost table's rule, purpose and path."""
         import pandas as pd
 
-        from .plan import BENCHMARK_STAGES
-        from .report.cost import purpose
+        from ..report.cost import purpose
         rows = []
         for job in jobs:
             if job.benchmark is None:
@@ -427,7 +454,7 @@ class Projector:
 
 def table(jobs):
     """Rows per rule, per paper table, per stage, and the total (report/cost.py's rows)."""
-    from .report.cost import grouped_sums
+    from ..report.cost import grouped_sums
     jobs = jobs.assign(wall_h=jobs["wall_s"] / 3600, written_gb=jobs["written_bytes"] / 1e9,
                        temporary_gb=jobs["temporary_bytes"] / 1e9)
     return grouped_sums(jobs, ("rule", "purpose", "stage"), COLUMNS)

@@ -1,0 +1,53 @@
+"""The plan's part that holds the run's dimensions, read from a checked and defaulted
+config: the models, tasks, order schemes, runs, epochs, merge seeds, multi-task groups and
+the figures' settings. Nothing here reads the disk or raises."""
+from __future__ import annotations
+
+from ..data.tasks import TASKS
+from ..merge.methods import expand as expand_methods
+from .config import model_specs
+
+
+class Dimensions:
+    def __init__(self, config: dict):
+        self.config = c = config
+        self.model = c["model"]["name"]
+        self.encoder = c["encoder"]["name"]
+        # every model: the primary decoder and encoder, and models.decoders/encoders (Table 2)
+        self.models = model_specs(c)
+        self.decoders = [m for m, v in self.models.items() if v["family"] == "decoder"]
+        self.encoders = [m for m, v in self.models.items() if v["family"] == "encoder"]
+        self.tasks = list(c["tasks"])
+        self.decoder_tasks = [t for t in self.tasks if TASKS[t].family == "decoder"]
+        self.encoder_tasks = [t for t in self.tasks if TASKS[t].family == "encoder"]
+        self.schemes = c["order_schemes"]
+        # Table 4: tasks also run under fix-batch orders, compared with their shuffled runs
+        self.table4 = c["table4"] or {"tasks": [], "methods": []}
+        self.table4_tasks = self.table4["tasks"]
+        self.all_schemes = list(dict.fromkeys(
+            self.schemes + (["shuffle", "fix-batch"] if self.table4_tasks else [])))
+        self.runs = list(range(c["num_sub_models"]))
+        self.epochs = list(range(1, c["epochs"] + 1))
+        self.merge_epochs = c["merge"]["epochs"] or self.epochs
+        self.report_epoch = c["report"]["epoch"] or self.epochs[-1]
+        self.seeds = c["merge"]["seeds"]
+        # a group set to null in a layered config file is removed
+        self.groups = {n: g for n, g in c["multitask"]["groups"].items() if g is not None}
+        self.figures = c["figures"] if self.tasks else None
+        if self.figures:
+            self.fig_task = self.figures["task"] or self.decoder_tasks[0]
+            self.fig_model = self.model_of(self.fig_task)
+            self.fig_scheme = self.schemes[0]
+            self.fig_ids = expand_methods(self.figures["methods"], self.seeds[:1],
+                                          rounds=c["tasks"][self.fig_task]["resample_rounds"])
+
+    def model_of(self, task: str) -> str:
+        """The {model} of a task's paths: the decoder's name, or the encoder's."""
+        return self.encoder if TASKS[task].family == "encoder" else self.model
+
+    def method_ids(self, task, specs=None) -> list[str]:
+        """Every merge of one task's K runs: the method specs `specs` (default config
+        merge.methods), seeded ones once per seed, resample's rounds from the task's
+        resample_rounds."""
+        return expand_methods(self.config["merge"]["methods"] if specs is None else specs,
+                              self.seeds, rounds=self.config["tasks"][task]["resample_rounds"])

@@ -1,0 +1,84 @@
+"""The plan's memory preflight: every SFT and evaluation job of a decoder whose estimated
+peak memory (memory.py) exceeds its stage's GPU memory, before any job runs. It reads the
+models' config.json and the accelerate config from disk, so it is called explicitly
+(``Plan.check``), not when a plan is made."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import eval_section, generating_backend
+from .memory import GIB, Shape, describe, generation_peak, sft_peak
+
+
+class Preflight:
+    def model_shape(self, name: str):
+        """The sizes of decoder `name` (memory.Shape): the tiny block's, the block's `shape`,
+        or a local source's config.json; None when none of these is there."""
+        spec = self.models[name]["spec"]
+        if spec["source"] == "tiny":
+            t = spec["tiny"]
+            return Shape(t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"],
+                         t["num_attention_heads"], t["num_attention_heads"],
+                         spec["tokenizer"]["vocab_size"], t["tie_word_embeddings"])
+        if spec.get("shape"):
+            return Shape.from_config(spec["shape"])
+        cfg = Path(spec["source"]) / "config.json"
+        return Shape.from_config(json.loads(cfg.read_text())) if cfg.is_file() else None
+
+    def sharding(self) -> tuple[bool, int]:
+        """(fully sharded, processes) of an SFT run, from sft.accelerate_config."""
+        s = self.config["sft"]
+        if s["accelerate_config"] is None:
+            return False, 1
+        import yaml
+
+        from ..sharding import from_accelerate_config
+        acc = yaml.safe_load(Path(s["accelerate_config"]).read_text()) or {}
+        return from_accelerate_config(acc) is not None, s["num_processes"]
+
+    def preflight(self) -> list[str]:
+        """Every SFT and evaluation job of a decoder whose estimated peak memory
+        (ordermerge/workflow/memory.py) exceeds its stage's resources.<stage>.gpu_mem_gb, named with
+        the estimate's parts. Encoder jobs (BERT sizes) are not estimated."""
+        limits = {s: self.res(s, "gpu_mem_gb") for s in ("sft", "evaluate")}
+        if all(v is None for v in limits.values()):
+            return []
+        sharded, processes = self.sharding()
+        out = []
+        for m in self.decoders:
+            shape = self.model_shape(m)
+            if shape is None:
+                out.append(f"model {m}: no sizes to estimate its memory from (set its `shape`: "
+                           f"config.json's hidden_size, intermediate_size, num_hidden_layers, "
+                           f"num_attention_heads, num_key_value_heads, vocab_size)")
+                continue
+            for t in self.models[m]["tasks"]:
+                tr, ev = self.config["tasks"][t]["train"], eval_section(self.config, t)
+                tokens = tr["micro_batch_tokens"] or tr["micro_batch_size"] * tr["max_length"]
+                # vLLM takes its share of the GPU and fills what the weights leave with KV
+                # cache: it needs room for one whole sequence; transformers for the batch
+                vllm = generating_backend(self.config, t) == "vllm"
+                # stage: (estimate, share of the GPU it may take, what to change)
+                jobs = {"sft": (sft_peak(shape, micro_batch=1, seq_len=tokens, processes=processes,
+                                         sharded=sharded,
+                                         gradient_checkpointing=tr["gradient_checkpointing"]),
+                                None, "shard it (an FSDP sft.accelerate_config and "
+                                "sft.num_processes), or lower train.micro_batch_size / "
+                                "micro_batch_tokens"),
+                        "evaluate": (generation_peak(shape, batch=1 if vllm else ev["batch_size"],
+                                                     prompt_len=tr["max_length"],
+                                                     new_tokens=ev.get("max_new_tokens") or 0,
+                                                     dtype=self.models[m]["spec"]["dtype"]),
+                                     ev["vllm"]["gpu_memory_utilization"] if vllm else None,
+                                     "raise evaluate.vllm.gpu_memory_utilization or shorten "
+                                     "max_new_tokens" if vllm else "lower evaluate.batch_size")}
+                for stage, (est, share, fix) in jobs.items():
+                    if limits[stage] is None or est["total"] <= limits[stage] * (share or 1.0) * GIB:
+                        continue
+                    said = f"resources.{stage}.gpu_mem_gb = {limits[stage]}"
+                    if share is not None:
+                        said = f"evaluate.vllm.gpu_memory_utilization {share} of {said}"
+                    out.append(f"{stage} of {m} on {t} needs about {describe(est)}, over "
+                               f"{said}: {fix}")
+        return out

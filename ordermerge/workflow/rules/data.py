@@ -1,0 +1,44 @@
+"""The rules of rules/data.smk and rules/base.smk: the data, the orders, the base models."""
+from __future__ import annotations
+
+from ...data.task import SPLITS
+from ...data.tasks import TASKS
+from ..common import as_json
+
+
+class DataRules:
+    def task_cfg(self, wildcards) -> dict:
+        return self.config["tasks"][wildcards.task]
+
+    def spec(self, wildcards) -> dict:
+        """The model/encoder block of the {model} wildcard."""
+        return self.models[wildcards.model]["spec"]
+
+    def prepare_params(self, wildcards) -> str:
+        return as_json({"data": self.task_cfg(wildcards)["data"], "seed": self.config["seed"]})
+
+    def order_params(self, wildcards) -> str:
+        return as_json({"epochs": self.config["epochs"], "seed": self.config["seed"],
+                        "batch_size": self.task_cfg(wildcards)["train"]["batch_size"]})
+
+    def tokenizer_data(self) -> list[str]:
+        return [self.data(t, s) for t in self.decoder_tasks for s in SPLITS]
+
+    def base_inputs(self, wildcards) -> dict:
+        if self.spec(wildcards)["source"] == "tiny":
+            return {"tokenizer": f"results/base/{wildcards.model}/tokenizer",
+                    "corpus": f"results/base/{wildcards.model}/corpus.txt"}
+        return {}
+
+    def base_args(self, wildcards, input) -> str:
+        if self.spec(wildcards)["source"] == "tiny":
+            return f"--tokenizer {input.tokenizer} --corpus {input.corpus}"
+        return ""
+
+    def start_model(self, wildcards) -> str:
+        """The model every SFT run of a task starts from, the base of its task vectors: the
+        decoder base, or for an encoder task the encoder with the task's head
+        (results/base/{encoder}/init/{task}: one head initialisation shared by all K runs)."""
+        if TASKS[wildcards.task].family == "encoder":
+            return f"results/base/{wildcards.model}/init/{wildcards.task}"
+        return f"results/base/{wildcards.model}/model"
