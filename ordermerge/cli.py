@@ -198,13 +198,13 @@ def merge_soup(args, fail) -> int:
                     "and --task")
     if Path(args.out).exists() and not args.overwrite:
         return fail(f"{args.out} already exists (pass --overwrite to replace a previous merge)")
-    if args.weights or args.probs or args.base or args.fisher:
-        return fail("greedy_soup takes no --weights, --probs, --base or --fisher (it averages "
+    if args.weights or args.probs or args.base:
+        return fail("greedy_soup takes no --weights, --probs or --base (it averages "
                     "the runs it keeps uniformly)")
     from .data.registry import get_task
     from .merge.engine import MergeError
     from .merge.greedy_soup import build, validation_scores
-    from .workflow.config import eval_section
+    from .workflow.config import eval_settings
     from .schema import fill_defaults, schema, schema_errors
     from .utils import InputError
     try:
@@ -220,13 +220,12 @@ def merge_soup(args, fail) -> int:
         # the candidates are scored as the runs were: the records' settings, and what
         # --evaluate gives (refused by build() where it differs from the records')
         _, recorded = validation_scores(args.inputs, args.validation)
+        labels = {"kind": "soup", "epoch": 0, "scheme": "cli", "model": "cli"}
         if recorded[0] is not None:
-            settings = recorded[0] | args.evaluate
+            settings = recorded[0] | args.evaluate | labels
         else:  # build() refuses records that do not say their settings
             fill_defaults(cfg, full)
-            settings = eval_section(cfg, args.task) | {"max_length": full["$defs"]["train"][
-                "properties"]["max_length"]["default"]}
-        settings |= {"kind": "soup", "epoch": 0, "scheme": "cli", "model": "cli"}
+            settings = eval_settings(cfg, args.task, **labels)
         recipe = build(args.inputs, args.validation, args.task, Path(args.validation_split),
                        settings, Path(args.out), threads=args.threads,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -237,8 +236,13 @@ def merge_soup(args, fail) -> int:
     return 0
 
 
+# the merges made by a script of their own (rundata.py's `script`), by the function here
+OWN_COMMANDS = {"greedy_soup.py": merge_soup}
+
+
 def run_merge(args) -> int:
     from .merge.methods import METHODS, parse_method_id
+    from .workflow.rundata import RUN_DATA, run_data
 
     def fail(msg: str) -> int:
         print(f"ordermerge merge: {msg}", file=sys.stderr)
@@ -269,11 +273,15 @@ def run_merge(args) -> int:
         if n not in {s.name for s in m.settings}:
             return fail(f"--{n} is not a setting of {name} (its settings: "
                         f"{', '.join(s.name for s in m.settings) or 'none'})")
-    if m.data == "validation_records":
-        return merge_soup(args, fail)
-    if args.validation or args.validation_split or args.task:
-        return fail(f"--validation, --validation-split and --task are greedy_soup's; {name} "
-                    "reads no validation records")
+    data = run_data(m)  # the per-run data the method reads (workflow/rundata.py), if any
+    for other in RUN_DATA.values():  # the flags of data it does not read
+        given = [f"--{f.replace('_', '-')}" for f in other.flags if getattr(args, f)]
+        if other is not data and given:
+            readers = [n for n, x in METHODS.items() if x.data == other.kind]
+            return fail(f"{', '.join(given)}: {other.kind} of {', '.join(readers)}; {name} reads "
+                        f"{data.kind if data else 'no per-run data'}")
+    if data is not None and data.script in OWN_COMMANDS:  # a procedure of its own
+        return OWN_COMMANDS[data.script](args, fail)
     if m.weights == "probabilities" and args.weights:
         return fail(f"--weights is for average and the task-vector methods; {name} takes --probs")
     if m.weights != "probabilities" and args.probs:

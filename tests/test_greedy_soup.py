@@ -170,3 +170,14 @@ def test_the_command_line_makes_a_soup_from_validation_records(tmp_path, capsys)
     assert (out / "merge.json").read_bytes() == before
     assert main(["merge", "--method", "greedy_soup", "-o", str(tmp_path / "x"), *map(str, runs)]) == 2
     assert "greedy_soup needs --validation" in capsys.readouterr().err
+    # the per-run data of another method (workflow/rundata.py), each named with its readers
+    for method, extra, message in [
+            ("greedy_soup", ["--fisher", str(runs[0]), str(runs[1])],
+             "--fisher: diagonal_fisher of fisher; greedy_soup reads validation_records"),
+            ("average", ["--task", "gsm8k", "--validation", *map(str, records)],
+             "--validation, --task: validation_records of greedy_soup; average reads no per-run data"),
+            ("fisher", ["--validation-split", str(tmp_path / "v.jsonl")],
+             "--validation-split: validation_records of greedy_soup; fisher reads diagonal_fisher")]:
+        assert main(["merge", "--method", method, "-o", str(tmp_path / "y"), *map(str, runs), *extra]) == 2
+        assert capsys.readouterr().err.strip() == f"ordermerge merge: {message}"
+    assert not (tmp_path / "y").exists()

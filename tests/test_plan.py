@@ -295,3 +295,27 @@ def test_every_log_path_mirrors_its_benchmark_path():
             assert logs[0] == want, f"{file}: rule {name}: log {logs[0]} for benchmark {marks[0]}"
             checked += 1
     assert checked >= 15
+
+
+def test_each_data_aware_method_names_its_data_once():
+    """workflow/rundata.py declares each kind of per-run data a method reads; the plan takes
+    a merge's extra inputs, arguments and params from it."""
+    from ordermerge.merge.methods import METHODS, parse_method_id
+    from ordermerge.workflow.rundata import RUN_DATA, held_by, run_data
+    readers = {m.data for m in METHODS.values() if m.data}
+    assert readers == set(RUN_DATA) == {"diagonal_fisher", "validation_records"}
+    assert all(d.rule in RULES and (ROOT / "scripts" / d.script).is_file() for d in RUN_DATA.values())
+    p = Plan(load())
+    w = W(model="tiny-llama", task="gsm8k", scheme="shuffle", epoch="3", method="fisher-n16")
+    for mid in ("fisher-n16", "greedy-soup", "avg"):
+        data = run_data(METHODS[parse_method_id(mid)[0]])
+        inputs = p.merge_inputs(w, mid)
+        extra = set(inputs) - {"lib", "sub_models", "base"}
+        assert extra == set(data.keys if data else ()), mid
+        got = held_by(W(keys=lambda: inputs.keys()))
+        assert got == ([data] if data else [])
+    fisher = p.merge_inputs(w, "fisher-n16")["fisher_dirs"]
+    assert fisher == [f"results/fisher/tiny-llama/gsm8k/shuffle/epoch3/run{r}-n16" for r in p.runs]
+    assert p.base_arg(w, W(keys=lambda: ["fisher_dirs"], fisher_dirs=fisher[:2])) == \
+        f"--fisher {fisher[0]} {fisher[1]}"
+    assert '"evaluate": {' in p.merge_params(w, "greedy-soup") and '"weights"' not in p.merge_params(w, "greedy-soup")

@@ -128,6 +128,18 @@ def eval_section(config: dict, task: str) -> dict:
     return ev | {"backend": backend} | ({"vllm": g["vllm"]} if backend == "vllm" else {})
 
 
+def eval_settings(config: dict, task: str, kind: str, epoch, scheme: str, model: str) -> dict:
+    """An evaluation's settings, as its params and records carry them: the task's evaluate
+    section (eval_section), the length its prompts are cut to (the task's train.max_length;
+    the schema's default where the config has no train section for it), and what labels
+    its records."""
+    t = config["tasks"][task]
+    max_length = (t["train"]["max_length"] if "train" in t
+                  else schema()["$defs"]["train"]["properties"]["max_length"]["default"])
+    return eval_section(config, task) | {"kind": kind, "epoch": int(epoch), "scheme": scheme,
+                                         "model": model, "max_length": max_length}
+
+
 def generating_backend(config: dict, task: str) -> str | None:
     """The backend that generates `task`'s evaluation outputs; None where its evaluator
     generates nothing (log-likelihood scoring and encoder heads run on transformers)."""

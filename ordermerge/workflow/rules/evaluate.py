@@ -5,16 +5,14 @@ from pathlib import Path
 
 from ...data.tasks import TASKS
 from ..common import as_json
-from ..config import eval_section
+from ..config import eval_settings
 
 
 class EvaluateRules:
     def eval_cfg(self, task, kind, epoch, scheme, model) -> dict:
-        """An evaluation's params: the task's evaluate section (config.eval_section) and what
-        labels its records."""
-        return eval_section(self.config, task) | {
-            "kind": kind, "epoch": int(epoch), "scheme": scheme, "model": model,
-            "max_length": self.config["tasks"][task]["train"]["max_length"]}
+        """An evaluation's params: the task's evaluate section and what labels its records
+        (config.eval_settings)."""
+        return eval_settings(self.config, task, kind, epoch, scheme, model)
 
     def candidate_model(self, wildcards, name) -> str:
         """The checkpoint an evaluation record `name` (run{r} or a merge id) is of."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...merge.methods import get as merge_method, parse_method_id
 from ..common import as_json
+from ..rundata import held_by, run_data
 
 
 class TrainMergeRules:
@@ -30,32 +31,21 @@ class TrainMergeRules:
         mid = mid or wildcards.method
         name, settings = parse_method_id(mid)
         method = merge_method(name)
-        soup = method.data == "validation_records"
-        out = {"lib": self.merge_code(mid, "greedy_soup.py" if soup else "merge.py"),
+        data = run_data(method)  # the per-run data it reads (rundata.py), if any
+        out = {"lib": self.merge_code(mid, data.script if data else "merge.py"),
                "sub_models": self.sub_models(wildcards)}
         if method.needs_base:
             out["base"] = self.start_model(wildcards)
-        w = wildcards
-        if method.data == "diagonal_fisher":
-            out["fisher_dirs"] = [self.fisher_dir(w.model, w.task, w.scheme, r, w.epoch, settings["rows"])
-                             for r in self.runs]
-        if soup:
-            out["validation"] = [self.validation_record(w.model, w.task, w.scheme, w.epoch, r)
-                                 for r in self.runs]
-            out["validation_split"] = self.data(w.task, "validation")
+        if data:
+            out |= data.inputs(self, wildcards, settings)
         return out
 
     @staticmethod
     def base_arg(wildcards, input) -> str:
-        """--base, and the per-run data of the methods that read some (--fisher, or
-        --validation and --validation-split)."""
+        """--base, and the per-run data of the methods that read some (rundata.py: --fisher,
+        or --validation and --validation-split)."""
         out = [f"--base {input.base}"] if "base" in input.keys() else []
-        if "fisher_dirs" in input.keys():
-            out.append("--fisher " + " ".join(input.fisher_dirs))
-        if "validation" in input.keys():
-            out.append("--validation " + " ".join(input.validation)
-                       + f" --validation-split {input.validation_split}")
-        return " ".join(out)
+        return " ".join(out + [data.args(input) for data in held_by(input)])
 
     def validation_outputs(self) -> dict:
         records = [self.validation_record("{model}", "{task}", "{scheme}", "{epoch}", r)
@@ -73,8 +63,7 @@ class TrainMergeRules:
         """config merge.weights (length K, summing to 1) for the average and the selections;
         task-vector methods weight each run 1. `mid`: as merge_inputs."""
         m = merge_method(parse_method_id(mid or wildcards.method)[0])
-        out = {"weights": self.config["merge"]["weights"] if m.weights != "task" else None}
-        if m.data == "validation_records":  # greedy soup evaluates its candidates as the runs were
-            w = wildcards
-            out = {"task": w.task, "evaluate": self.eval_cfg(w.task, "soup", w.epoch, w.scheme, w.model)}
-        return as_json(out)
+        data = run_data(m)
+        if data and data.params:  # in place of the weights (greedy soup: its evaluation's)
+            return as_json(data.params(self, wildcards))
+        return as_json({"weights": self.config["merge"]["weights"] if m.weights != "task" else None})
