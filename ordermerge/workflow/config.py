@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.tasks import TASKS
+from ..data.registry import TASKS
 from ..evaluate import get_evaluator
 from ..schema import fill_defaults, schema, schema_errors, train_errors
 

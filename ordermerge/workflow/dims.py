@@ -3,7 +3,7 @@ config: the models, tasks, order schemes, runs, epochs, merge seeds, multi-task 
 the figures' settings. Nothing here reads the disk or raises."""
 from __future__ import annotations
 
-from ..data.tasks import TASKS
+from ..data.registry import TASKS
 from ..merge.methods import expand as expand_methods
 from .config import model_specs
 

@@ -11,7 +11,7 @@ the rules. Making a plan reads nothing and raises nothing; ``check`` runs what n
 disk (the preflight) before any job."""
 from __future__ import annotations
 
-from ..data.task import SPLITS  # noqa: F401  (rules/common.smk: the split wildcard)
+from ..data.registry import SPLITS  # noqa: F401  (rules/common.smk: the split wildcard)
 from .code import Code
 from .common import PlanError, as_json, one_of, rel  # noqa: F401  (the rules' helpers)
 from .dims import Dimensions

@@ -1,8 +1,7 @@
 """The rules of rules/data.smk and rules/base.smk: the data, the orders, the base models."""
 from __future__ import annotations
 
-from ...data.task import SPLITS
-from ...data.tasks import TASKS
+from ...data.registry import SPLITS, TASKS
 from ..common import as_json
 
 

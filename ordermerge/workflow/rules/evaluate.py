@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...data.tasks import TASKS
+from ...data.registry import TASKS
 from ..common import as_json
 from ..config import eval_settings
 
