@@ -275,7 +275,7 @@ def run_merge(args) -> int:
                         f"{', '.join(s.name for s in m.settings) or 'none'})")
     data = run_data(m)  # the per-run data the method reads (workflow/rundata.py), if any
     for other in RUN_DATA.values():  # the flags of data it does not read
-        given = [f"--{f.replace('_', '-')}" for f in other.flags if getattr(args, f)]
+        given = [f for f in other.flags if getattr(args, f.lstrip("-").replace("-", "_"))]
         if other is not data and given:
             readers = [n for n, x in METHODS.items() if x.data == other.kind]
             return fail(f"{', '.join(given)}: {other.kind} of {', '.join(readers)}; {name} reads "

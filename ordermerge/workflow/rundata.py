@@ -45,12 +45,12 @@ def _validation_inputs(plan, w, settings) -> dict:
 
 RUN_DATA = {d.kind: d for d in [
     RunData("diagonal_fisher", "diagonal_fisher", "merge.py", ("fisher_dirs",), _fisher_inputs,
-            lambda input: "--fisher " + " ".join(input.fisher_dirs), ("fisher",)),
+            lambda input: "--fisher " + " ".join(input.fisher_dirs), ("--fisher",)),
     RunData("validation_records", "validate_runs", "greedy_soup.py",
             ("validation", "validation_split"), _validation_inputs,
             lambda input: ("--validation " + " ".join(input.validation)
                            + f" --validation-split {input.validation_split}"),
-            ("validation", "validation_split", "task"),
+            ("--validation", "--validation-split", "--task"),
             # greedy soup evaluates its candidates as the runs were evaluated
             params=lambda plan, w: {"task": w.task, "evaluate": plan.eval_cfg(
                 w.task, "soup", w.epoch, w.scheme, w.model)}),
