@@ -10,7 +10,6 @@ once, in docs/pipeline.md (the SFT item, and "Micro-batches"). Reading order her
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from . import sharding as fsdp
+from .layouts import layout_for
 from .schema import train_defaults, train_errors
 from .provenance import now, write_record
 from .objectives import objective_for, sample_losses
@@ -252,10 +252,11 @@ class SFTRun:
         for (an FSDP accelerate config), else None: the whole model on each process (DDP
         when there are several)."""
         self.cfg, self.log, self.provenance = cfg, log, provenance
-        self.sharding = fsdp.requested() if sharding is None else sharding
         self.out_dir = Path(out_dir)
         self.tokenizer, self.save_dtype = tokenizer, save_dtype
         self.acc = accelerator or make_accelerator(cfg)
+        # one process, DDP or FSDP2: what differs between them (layouts.py)
+        self.layout = layout_for(self.acc, fsdp.requested() if sharding is None else sharding)
         self.B, self.mB = cfg["batch_size"], cfg["micro_batch_size"]
         self.micro_tokens = cfg.get("micro_batch_tokens")
         errors = train_errors(cfg, "train")
@@ -280,14 +281,11 @@ class SFTRun:
             raise TrainError(f"train.eval_steps: {bad} outside 1..{len(self.steps)}")
         self.eval_at = set(cfg.get("eval_steps", [])) | {n for n, names in self.points.items()
                                                           if any(x.startswith("epoch") for x in names)}
-        layout, io = cfg, {}
-        if self.sharding is not None:  # a state of one layout only, written in shards
-            layout = {**cfg, "sharding": [list(self.sharding.units),
-                                          self.sharding.reshard_after_forward,
-                                          self.acc.num_processes]}
-            io = {"write": self._save_sharded, "read": self._load_sharded}
+        # a state is resumed by a run of the same layout only
+        identity = self.layout.identity()
+        layout = cfg if identity is None else {**cfg, "sharding": identity}
         self.resume = Resume(self.out_dir, fingerprint(layout, order, list(fingerprint_files)),
-                             **io)
+                             **self.layout.state_io(self))
         # dropout (BERT) and anything else random draws from these generators; a fresh run
         # seeds them, a resumed run gets them back from its state
         self.seed = seed
@@ -295,25 +293,12 @@ class SFTRun:
         if cfg.get("gradient_checkpointing"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
-        if self.sharding is not None:  # sharded before the optimizer sees its parameters
-            model = fsdp.shard(model, self.sharding, self.acc.device)
-            self.shard_sizes = {"units": self.sharding.units_of(model),
-                                "parameters": sum(p.numel() for p in model.parameters()),
-                                "parameters_on_main": sum(p.to_local().numel()
-                                                          for p in model.parameters())}
+        model = self.layout.place(model)
         opt, self.sched = make_optimizer(model, cfg, len(self.steps), fused=torch.cuda.is_available())
-        if self.sharding is not None:  # not prepared: accelerate would wrap it in DDP
-            self.model, self.opt = model, opt
-        else:
-            # the scheduler is not prepared: accelerate would step it once per process
-            self.model, self.opt = self.acc.prepare(model, opt)
-            self.acc.register_for_checkpointing(self.sched)
+        self.model, self.opt = self.layout.prepare(model, opt)
+        self.layout.register(self.sched)
 
     # ------------------------------------------------------------------ pieces
-    def _most_of_any_process(self, count) -> int:
-        """The largest count(rank) over the processes: a sharded model's forward gathers
-        from every process, so each runs as many forwards as the one with the most."""
-        return max(count(r) for r in range(self.acc.num_processes))
 
     def _n_target(self, ids) -> int:
         return sum(self.examples[i]["n_target"] for i in ids)
@@ -321,10 +306,8 @@ class SFTRun:
     def _train_step(self, step: Step) -> StepResult:
         """Forward/backward of this process's share, then the optimizer step."""
         out = self._accumulate(step)
-        if self.cfg["max_grad_norm"]:  # sharded: torch's, the norm over all shards
-            clip = (self.acc.clip_grad_norm_ if self.sharding is None
-                    else torch.nn.utils.clip_grad_norm_)
-            clip(self.model.parameters(), self.cfg["max_grad_norm"])
+        if self.cfg["max_grad_norm"]:
+            self.layout.clip(self.model, self.cfg["max_grad_norm"])
         self.lr = self.sched.get_last_lr()[0]  # the rate this step uses
         self.opt.step()
         self.sched.step()
@@ -343,23 +326,16 @@ class SFTRun:
             return micro_batches([len(self.examples[i]["input_ids"]) for i in ids], self.mB,
                                  self.micro_tokens) or [[]]
         cut = cut_of(mine)
-        if self.sharding is not None:  # empty micro-batches up to the most of any process
-            most = self._most_of_any_process(
-                lambda r: len(cut_of(share(step.ids, r, acc.num_processes))))
-            cut += [[]] * (most - len(cut))
+        # empty micro-batches up to the forwards the layout runs (sharded: the most of any process)
+        most = self.layout.forwards(lambda r: len(cut_of(share(step.ids, r, acc.num_processes))))
+        cut += [[]] * (most - len(cut))
         records, real, processed, loss_sum = [], 0, 0, 0.0
         for k, idx in enumerate(cut):
             rows = [mine[j] for j in idx]
             empty = len(rows) == 0  # still takes part in the gradient all-reduce
             batch = self.obj.collate([self.examples[i] for i in (rows or step.ids[:1])])
             batch = {key: v.to(acc.device) for key, v in batch.items()}
-            sync = k == len(cut) - 1
-            ctx = contextlib.nullcontext()
-            if self.sharding is not None:  # gradients reduce-scattered on the last only
-                model.set_requires_gradient_sync(sync)
-            elif not sync and acc.num_processes > 1:
-                ctx = acc.no_sync(model)
-            with ctx:
+            with self.layout.sync(model, last=k == len(cut) - 1):
                 with acc.autocast():
                     total, count = self.obj.losses(model, batch)
                 loss = total.sum() * (0.0 if empty else scale)
@@ -383,14 +359,13 @@ class SFTRun:
         mine = share(tuple(examples), self.acc.process_index, self.acc.num_processes)
         out = sample_losses(self.model, self.obj, examples, mine, self.mB, self.acc.device,
                             self.acc.autocast)
-        if self.sharding is not None:  # one-row forwards up to the most of any process
-            most = self._most_of_any_process(
-                lambda r: len(share(tuple(examples), r, self.acc.num_processes)))
-            extra = -(-most // self.mB) - -(-len(mine) // self.mB)
-            some = [next(iter(examples))] if examples else []
-            for _ in range(extra if some else 0):
-                sample_losses(self.model, self.obj, examples, some, 1, self.acc.device,
-                              self.acc.autocast)
+        # one-row forwards up to the forwards the layout runs (sharded: the most of any process)
+        most = self.layout.forwards(lambda r: len(share(tuple(examples), r, self.acc.num_processes)))
+        extra = -(-most // self.mB) - -(-len(mine) // self.mB)
+        some = [next(iter(examples))] if examples else []
+        for _ in range(extra if some else 0):
+            sample_losses(self.model, self.obj, examples, some, 1, self.acc.device,
+                          self.acc.autocast)
         self.model.train()
         merged = {}
         for part in gather_object([out]):
@@ -400,9 +375,7 @@ class SFTRun:
     def _save_checkpoint(self, name: str, start: str) -> None:
         from .models import save_model
         acc = self.acc
-        # every process takes part: the sharded run gathers the full state dict
-        state = (acc.get_state_dict(self.model) if self.sharding is None
-                 else fsdp.full_state_dict(self.model))
+        state = self.layout.state_dict(self.model)  # every process takes part
         if acc.is_main_process:
             final = self.out_dir / name
             # a checkpoint of this run (its provenance.json) may be replaced, nothing else
@@ -449,12 +422,6 @@ class SFTRun:
         self.acc.wait_for_everyone()
         return summary
 
-    def _save_sharded(self, state_dir: Path) -> None:
-        fsdp.save_state(state_dir, self.model, self.opt, self.sched, self.acc.process_index)
-
-    def _load_sharded(self, state_dir: Path) -> None:
-        fsdp.load_state(state_dir, self.model, self.opt, self.sched, self.acc.process_index)
-
     def _log_step(self, progress: dict, step: Step, mine: StepResult) -> None:
         """Gather every process's result of `step` into `progress`."""
         from accelerate.utils import gather_object
@@ -495,8 +462,7 @@ class SFTRun:
             "truncated_rows": sum(e["truncated"] for e in self.examples.values()),
             "history": progress["history"], "checkpoints": self.points,
             "processes": self.acc.num_processes, "mixed_precision": _mixed_precision(self.cfg),
-            "sharding": None if self.sharding is None else {
-                "strategy": self.sharding.strategy, **self.shard_sizes},
+            "sharding": self.layout.summary(),
             "resumed_from_steps": progress["resumed_from"],
         }
         with atomic_file(self.out_dir / "run.json") as fh:
