@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 hf_logging.disable_progress_bar()
 
+from ordermerge.evaluate.backends import BACKENDS  # noqa: E402
 from ordermerge.evaluate.generate import generate_greedy, greedy_ids  # noqa: E402
 from ordermerge.models import build_tiny, train_tokenizer  # noqa: E402
 
@@ -137,7 +138,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, help="default results/bench/generate.json, or "
                                                "generate-vllm.json with --backend vllm")
-    p.add_argument("--backend", choices=["hf", "vllm"], default="hf",
+    p.add_argument("--backend", choices=sorted(BACKENDS), default="hf",
                    help="hf: generate_greedy against plain generate; vllm: the vllm backend "
                         "against generate_greedy")
     p.add_argument("--eager", action="store_true",

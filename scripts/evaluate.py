@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.evaluate.run import evaluation_jobs, evaluate_model, load_judge, write_evaluation
-from ordermerge.evaluate.vllm_backend import VLLMSession
+from ordermerge.evaluate.backends import Sessions
 from ordermerge.provenance import now
 from ordermerge.runner import log, parser, record, start
 
@@ -20,18 +20,19 @@ p.add_argument("--test", action="append", required=True, type=Path, help="each -
 p.add_argument("--judge-model", type=Path, help="the local AlpacaEval judge's model directory")
 args = p.parse_args()
 t0 = start(args)  # threads first: the judge's and the models' float results depend on them
-# the vllm backend's worker (started at the first generation, if any) serves every model
-with VLLMSession(threads=args.threads) as vllm:
+# one session per generation backend serves every model (vLLM's worker starts at the first
+# generation, if any)
+with Sessions(threads=args.threads) as sessions:
     for task, test, rows, cfg, candidates in evaluation_jobs(args.task, args.test, args.candidate,
                                                              args.params):
         judge = load_judge(task, cfg, args.judge_model)
         for name, model, out in candidates:
-            rec = evaluate_model(task, model, rows, cfg, name=name, judge=judge, vllm=vllm)
+            rec = evaluate_model(task, model, rows, cfg, name=name, judge=judge, sessions=sessions)
             write_evaluation(out, rec)
             record(args, out, t0, [model, test] + ([args.judge_model] if args.judge_model else []))
-            how = f" (vllm: engine {vllm.last['load']}, {vllm.last['load_s']:.1f} s; generation " \
-                  f"{vllm.last['generate_s']:.1f} s)" if vllm.last else ""
+            last = sessions.take_last()
+            how = f" (vllm: engine {last['load']}, {last['load_s']:.1f} s; generation " \
+                  f"{last['generate_s']:.1f} s)" if last else ""
             log(f"{task.name} {cfg['kind']}/{name} epoch {cfg['epoch']}: {rec['metric']} "
                 f"{rec['score']:.4f} over {rec['n']}{how}")
-            vllm.last = {}
             t0 = now()

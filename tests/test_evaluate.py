@@ -92,3 +92,31 @@ def test_evaluation_jobs_pair_candidates_with_tasks(tmp_path):
         list(evaluation_jobs(["gsm8k", "sst2"], tests[:1], cands, params))
     with pytest.raises(InputError, match="one --candidate each"):
         list(evaluation_jobs(["gsm8k", "sst2"], tests, cands[:1], params))
+
+
+def test_every_backend_is_one_entry_that_the_config_check_and_preflight_ask(monkeypatch):
+    """Generation backends (backends.py) are one interface: the schema's enum is their names,
+    the config check asks each backend what this machine lacks for the tasks it generates,
+    an evaluation's params carry its engine settings, and the preflight its batch and share."""
+    from ordermerge.evaluate import backends
+    from ordermerge.schema import schema
+    from ordermerge.workflow.config import environment_errors, eval_section, load
+    enum = schema()["properties"]["evaluate"]["properties"]["backend"]["enum"]
+    assert set(enum) == set(backends.BACKENDS)
+    for b in backends.BACKENDS.values():
+        assert callable(b.open) and isinstance(b.loads_model, bool)
+    cfg = load()
+    asked = []
+    monkeypatch.setattr(backends.HF, "lacks",
+                        staticmethod(lambda tasks: asked.append(tasks) or [f"hf lacks {tasks}"]))
+    errors = environment_errors(cfg)
+    # once, for the tasks whose outputs are generated (not the scored sst2, not an encoder's)
+    assert len(asked) == 1 and "gsm8k" in asked[0] and not {"sst2", "glue_sst2"} & set(asked[0])
+    assert f"hf lacks {asked[0]}" in errors
+    cfg["evaluate"]["backend"] = "vllm"
+    assert eval_section(cfg, "gsm8k")["vllm"] == cfg["evaluate"]["vllm"]
+    assert "vllm" not in eval_section(load(), "gsm8k")
+    assert backends.VLLM.memory(eval_section(cfg, "gsm8k"))[:2] == (
+        1, cfg["evaluate"]["vllm"]["gpu_memory_utilization"])
+    with pytest.raises(KeyError, match="unknown generation backend 'tgi'"):
+        backends.get_backend("tgi")

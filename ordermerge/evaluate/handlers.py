@@ -27,15 +27,10 @@ def generates(ev, choice_scoring: str = "loglik") -> bool:
 
 
 def _generations(model, tokenizer, ev, prompts, s) -> list[str]:
-    """Greedy completions: by s["generator"] where the backend gives one (vLLM), else by
-    transformers' generate on `model`."""
-    from .generate import generate_greedy
+    """Greedy completions by the evaluation's generator (backends.py)."""
     if s["max_new_tokens"] is None:
         raise ValueError(f"evaluator {ev.name!r} generates: max_new_tokens is needed")
-    if s.get("generator") is not None:
-        return s["generator"](prompts, max_new_tokens=s["max_new_tokens"], stop=list(ev.stop))
-    return generate_greedy(model, tokenizer, prompts, max_new_tokens=s["max_new_tokens"],
-                           batch_size=s["batch_size"], stop=list(ev.stop))
+    return s["generator"](prompts, max_new_tokens=s["max_new_tokens"], stop=list(ev.stop))
 
 
 def generate(model, tokenizer, task, ev, rows, s):

@@ -8,13 +8,13 @@ AlpacaEval judge once (`load_judge`) and pays the imports once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
 from ..utils import InputError
 from . import get_evaluator
-from .generate import generation_info
 from .handlers import generates, mean
 from .settings import scoring_settings
 
@@ -27,19 +27,21 @@ def evaluate_rows(model, tokenizer, task, rows: list[dict], *, max_new_tokens: i
                   max_length: int | None = None, generator=None) -> dict:
     """Score `rows`; the record lists every example: id, prompt, output, extracted answer,
     gold and whether it is correct (and, for log-likelihood scoring, every option's).
-    `generator`: the vllm backend's (prompts, max_new_tokens=, stop=) -> completions, with
-    its `info`; None: transformers' generate on `model`. The record's `generation` names the
-    backend and versions that generated its outputs (None where nothing was generated)."""
+    `generator`: a backend's (backends.py: (prompts, max_new_tokens=, stop=) -> completions,
+    with its `info`); None: transformers' generate on `model`. The record's `generation`
+    names the backend and versions that generated its outputs (None where nothing was
+    generated)."""
     ev = get_evaluator(task.evaluator)
     if model is not None:
         model.eval()
+    if generator is None and generates(ev, choice_scoring):  # transformers on `model`
+        from .backends import HFGenerator
+        generator = HFGenerator(model, tokenizer, batch_size)
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
                 "choice_scoring": choice_scoring, "judge": judge, "generator": generator,
                 "annotators_config": annotators_config, "name": name, "max_length": max_length}
     examples, extra = ev.handler(model, tokenizer, task, ev, rows, settings)
-    generation = None
-    if generates(ev, choice_scoring):
-        generation = generator.info() if generator is not None else generation_info("hf")
+    generation = generator.info() if generator is not None else None
     return {"task": task.name, "evaluator": ev.name, "metric": task.metric,
             "score": mean([e["correct"] for e in examples]), "n": len(examples),
             "generation": generation, "examples": examples, **extra}
@@ -67,52 +69,39 @@ def load_judge(task, cfg: dict, judge_model: str | os.PathLike | None = None):
     return judge, annotators
 
 
-class VLLMGenerator:
-    """The vllm backend's generator for one checkpoint, through a job's `VLLMSession`."""
-
-    def __init__(self, session, model_path, tokenizer, settings: dict, rows: list[dict]):
-        self.session, self.model_path, self.tokenizer = session, model_path, tokenizer
-        self.settings, self.ids = settings, [r["id"] for r in rows]
-
-    def __call__(self, prompts, *, max_new_tokens: int, stop) -> list[str]:
-        return self.session.generate(self.model_path, self.tokenizer, prompts, ids=self.ids,
-                                     max_new_tokens=max_new_tokens, stop=stop,
-                                     settings=self.settings)
-
-    def info(self) -> dict:
-        return self.session.info
-
-
 def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: dict,
                    judge_model: str | os.PathLike | None = None, *, name: str | None = None,
-                   judge: tuple | None = None, vllm=None) -> dict:
+                   judge: tuple | None = None, sessions=None) -> dict:
     """The evaluate rule's record of the checkpoint `model_path` on `rows`, with the rule's
     params `cfg` (the task's `evaluate` section plus kind, epoch, scheme, model, the train
     max_length, and the candidate's name unless `name` gives it). `judge`: what
     `load_judge` gave, for a job that evaluates several models with one judge. Decoders
-    generate in bf16 on a GPU, in float32 on the CPU. With cfg backend `vllm`, generating
-    evaluators generate through `vllm` (a VLLMSession, one per job; the transformers model
-    is then not loaded, only its tokenizer)."""
+    generate in bf16 on a GPU, in float32 on the CPU. Generating evaluators generate through
+    cfg's backend (backends.py), in `sessions` (the job's backends.Sessions; one of its own
+    where None); a backend that loads the weights itself (vLLM) has only the tokenizer
+    loaded here."""
     import torch
 
     from ..checkpoints import load_for_task, tokenizer_of
+    from .backends import Sessions, get_backend
     judge, annotators = judge or load_judge(task, cfg, judge_model)
     name = cfg["name"] if name is None else name
     scoring = cfg.get("choice_scoring", "loglik")
-    generator = None
-    if cfg.get("backend", "hf") == "vllm" and generates(get_evaluator(task.evaluator), scoring):
-        if vllm is None:
-            raise InputError(f"evaluate {task.name}: backend vllm needs a VLLMSession")
+    generating = generates(get_evaluator(task.evaluator), scoring)
+    backend = get_backend(cfg.get("backend", "hf"))
+    if generating and not backend.loads_model:
         model, tokenizer = None, tokenizer_of(model_path)
-        generator = VLLMGenerator(vllm, model_path, tokenizer, cfg["vllm"], rows)
     else:
         model, tokenizer = load_for_task(task, model_path)
         if task.family == "decoder" and torch.cuda.is_available():
             model = model.to("cuda", torch.bfloat16)
-    record = evaluate_rows(model, tokenizer, task, rows, max_new_tokens=cfg.get("max_new_tokens"),
-                           batch_size=cfg["batch_size"], choice_scoring=scoring,
-                           judge=judge, annotators_config=annotators, generator=generator,
-                           name=f"{cfg['kind']}-{name}", max_length=cfg.get("max_length"))
+    with contextlib.nullcontext(sessions) if sessions is not None else Sessions() as held:
+        generator = (held[backend.name].generator(model_path, model, tokenizer, rows, cfg)
+                     if generating else None)
+        record = evaluate_rows(model, tokenizer, task, rows, max_new_tokens=cfg.get("max_new_tokens"),
+                               batch_size=cfg["batch_size"], choice_scoring=scoring,
+                               judge=judge, annotators_config=annotators, generator=generator,
+                               name=f"{cfg['kind']}-{name}", max_length=cfg.get("max_length"))
     record.update({k: cfg[k] for k in ("kind", "epoch", "scheme", "model")}, name=name,
                   model_path=str(model_path), settings=scoring_settings(cfg))
     return record

@@ -139,3 +139,24 @@ class VLLMSession:
         self.last = rep
         self.info = generation_info("vllm", **rep["versions"])
         return [completion_text(tokenizer, out, stop) for out in rep["outputs"]]
+
+    def generator(self, model_path, model, tokenizer, rows: list[dict], cfg: dict) -> "VLLMGenerator":
+        """The checkpoint `model_path`'s generator in this session (backends.py's interface;
+        `model` is not loaded: vLLM loads the weights itself)."""
+        return VLLMGenerator(self, model_path, tokenizer, cfg["vllm"], rows)
+
+
+class VLLMGenerator:
+    """The vllm backend's generator for one checkpoint, through a job's `VLLMSession`."""
+
+    def __init__(self, session, model_path, tokenizer, settings: dict, rows: list[dict]):
+        self.session, self.model_path, self.tokenizer = session, model_path, tokenizer
+        self.settings, self.ids = settings, [r["id"] for r in rows]
+
+    def __call__(self, prompts, *, max_new_tokens: int, stop) -> list[str]:
+        return self.session.generate(self.model_path, self.tokenizer, prompts, ids=self.ids,
+                                     max_new_tokens=max_new_tokens, stop=stop,
+                                     settings=self.settings)
+
+    def info(self) -> dict:
+        return self.session.info

@@ -116,7 +116,7 @@ def build(sub_models: list, records: list, task_name: str, validation: Path, cfg
 
     from ..data.registry import get_task
     from ..evaluate.run import evaluate_model
-    from ..evaluate.vllm_backend import VLLMSession
+    from ..evaluate.backends import Sessions
     from ..utils import read_jsonl
     from .engine import merge, merge_into
     task = get_task(task_name)
@@ -129,7 +129,7 @@ def build(sub_models: list, records: list, task_name: str, validation: Path, cfg
     check_settings(records, settings, cfg)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with VLLMSession(threads=threads) as vllm, \
+    with Sessions(threads=threads) as sessions, \
             tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".soup-") as tmp:
         def soup_score(members: list[int]) -> float:
             d = Path(tmp) / "-".join(map(str, members))
@@ -137,7 +137,7 @@ def build(sub_models: list, records: list, task_name: str, validation: Path, cfg
             # this method with uniform weights: the uniform average of the members
             merge_into(d, "greedy_soup", [sub_models[i] for i in members],
                        weights=[1.0 / len(members)] * len(members))
-            rec = evaluate_model(task, d, rows, cfg, name="soup", vllm=vllm)
+            rec = evaluate_model(task, d, rows, cfg, name="soup", sessions=sessions)
             log(f"greedy soup: runs {members} score {rec['score']:.4f} on {len(rows)} "
                 f"validation rows")
             return rec["score"]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..data.registry import TASKS
 from ..evaluate import get_evaluator
+from ..evaluate.backends import get_backend
 from ..schema import fill_defaults, schema, schema_errors, train_errors
 
 
@@ -120,12 +121,12 @@ def _analysis_errors(config: dict) -> list[str]:
 
 def eval_section(config: dict, task: str) -> dict:
     """A task's evaluate section (defaults filled in) with its generation backend resolved
-    (the task's, else evaluate.backend) and, for vllm, the engine settings: what its
+    (the task's, else evaluate.backend) and the backend's engine settings: what its
     evaluations' params carry, so that changing either reruns them."""
     ev = config["tasks"][task]["evaluate"]
     g = config["evaluate"]
     backend = ev.get("backend") or g["backend"]
-    return ev | {"backend": backend} | ({"vllm": g["vllm"]} if backend == "vllm" else {})
+    return ev | {"backend": backend} | get_backend(backend).params(g)
 
 
 def eval_settings(config: dict, task: str, kind: str, epoch, scheme: str, model: str) -> dict:
@@ -172,19 +173,19 @@ PLAN_ONLY = "ORDERMERGE_PLAN_ONLY"
 
 def environment_errors(config: dict) -> list[str]:
     """What this machine lacks to run the config, checked by the workflow before any job runs
-    (a job that would fail on it has its earlier outputs removed first): the vLLM worker's
-    Python where a task generates with the vllm backend, and the local data copies the config
+    (a job that would fail on it has its earlier outputs removed first): what each generation
+    backend lacks here for the tasks it generates (backends.py: the vLLM worker's Python),
+    and the local data copies the config
     names (tasks.<name>.data.path and test_path of an hf source): readable, and read as the
     prepare_data job will read them (local_data_error)."""
     import os
     out = []
-    vllm = sorted(n for n in config["tasks"]
-                  if n in TASKS and generating_backend(config, n) == "vllm")
-    if vllm:
-        from ..evaluate.vllm_env import find_worker_python
-        py, why = find_worker_python()
-        if py is None:
-            out.append(f"config key evaluate.backend: vllm generates {', '.join(vllm)}, but {why}")
+    by: dict[str, list[str]] = {}  # backend -> the tasks it generates
+    for n in sorted(config["tasks"]):
+        if n in TASKS and (backend := generating_backend(config, n)) is not None:
+            by.setdefault(backend, []).append(n)
+    for backend, tasks in by.items():
+        out += get_backend(backend).lacks(tasks)
     for name, task in config["tasks"].items():
         data = task.get("data") or {}
         if data.get("source") != "hf":

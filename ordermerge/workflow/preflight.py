@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..evaluate.backends import get_backend
 from .config import eval_section, generating_backend
 from .memory import GIB, Shape, describe, generation_peak, sft_peak
 
@@ -56,9 +57,9 @@ class Preflight:
             for t in self.models[m]["tasks"]:
                 tr, ev = self.config["tasks"][t]["train"], eval_section(self.config, t)
                 tokens = tr["micro_batch_tokens"] or tr["micro_batch_size"] * tr["max_length"]
-                # vLLM takes its share of the GPU and fills what the weights leave with KV
-                # cache: it needs room for one whole sequence; transformers for the batch
-                vllm = generating_backend(self.config, t) == "vllm"
+                # the batch of sequences the generating backend holds at once, its share of
+                # the GPU, what to change (backends.py); scoring runs on transformers
+                batch, share, fix = get_backend(generating_backend(self.config, t) or "hf").memory(ev)
                 # stage: (estimate, share of the GPU it may take, what to change)
                 jobs = {"sft": (sft_peak(shape, micro_batch=1, seq_len=tokens, processes=processes,
                                          sharded=sharded,
@@ -66,13 +67,10 @@ class Preflight:
                                 None, "shard it (an FSDP sft.accelerate_config and "
                                 "sft.num_processes), or lower train.micro_batch_size / "
                                 "micro_batch_tokens"),
-                        "evaluate": (generation_peak(shape, batch=1 if vllm else ev["batch_size"],
-                                                     prompt_len=tr["max_length"],
+                        "evaluate": (generation_peak(shape, batch=batch, prompt_len=tr["max_length"],
                                                      new_tokens=ev.get("max_new_tokens") or 0,
                                                      dtype=self.models[m]["spec"]["dtype"]),
-                                     ev["vllm"]["gpu_memory_utilization"] if vllm else None,
-                                     "raise evaluate.vllm.gpu_memory_utilization or shorten "
-                                     "max_new_tokens" if vllm else "lower evaluate.batch_size")}
+                                     share, fix)}
                 for stage, (est, share, fix) in jobs.items():
                     if limits[stage] is None or est["total"] <= limits[stage] * (share or 1.0) * GIB:
                         continue
