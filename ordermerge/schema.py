@@ -75,7 +75,7 @@ def fill_defaults(config: dict, schema: dict) -> None:
     check_properties = base.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, sub):
-        for key, subschema in properties.items():
+        for key, subschema in properties.items() if isinstance(instance, dict) else ():
             if "default" in subschema and key not in instance:
                 # a copy: the config's object is filled in (and may be changed) later, and the
                 # schema is cached for the process (the next config would see it changed)

@@ -25,6 +25,7 @@ import torch
 
 from . import sharding as fsdp
 from .layouts import layout_for
+from .lora import is_adapter, save_adapter
 from .schema import train_defaults, train_errors
 from .provenance import now, write_record
 from .objectives import objective_for, sample_losses
@@ -293,6 +294,9 @@ class SFTRun:
         if cfg.get("gradient_checkpointing"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
+        if is_adapter(model) and self.layout.identity() is not None:
+            raise TrainError("train.adapter (LoRA) with a sharded (FSDP2) launch: not supported; "
+                             "train LoRA runs in one process or with DDP")
         model = self.layout.place(model)
         opt, self.sched = make_optimizer(model, cfg, len(self.steps), fused=torch.cuda.is_available())
         self.model, self.opt = self.layout.prepare(model, opt)
@@ -381,8 +385,11 @@ class SFTRun:
             # a checkpoint of this run (its provenance.json) may be replaced, nothing else
             check_output_dir(final, what="checkpoint", previous=not_a_checkpoint)
             with atomic_dir(final) as tmp:
-                save_model(acc.unwrap_model(self.model), self.tokenizer, tmp, self.save_dtype,
-                           state_dict=state)
+                model = acc.unwrap_model(self.model)
+                if is_adapter(model):  # a LoRA run's checkpoint is its adapter (lora.py)
+                    save_adapter(model, self.tokenizer, tmp)
+                else:
+                    save_model(model, self.tokenizer, tmp, self.save_dtype, state_dict=state)
                 write_record(tmp, final=final, start=start,
                              **{**self.provenance, "derived": {**self.provenance.get("derived", {}),
                                                                "checkpoint": name}})
@@ -624,6 +631,15 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
     else:
         # fp32 master weights; checkpoints go back to the base's dtype (fails fast offline)
         model, tokenizer = load_pretrained_source(str(base), "float32", "base")
+    if cfg["adapter"] is not None:  # LoRA: every run of the task starts from the same adapters
+        from .lora import wrap
+        if task.family != "decoder":
+            raise TrainError(f"train.adapter: LoRA runs are for decoder tasks; {task_name} "
+                             f"trains an encoder's head")
+        try:
+            model = wrap(model, cfg["adapter"], derive_seed(order.get("seed", 0), task_name, "lora"))
+        except InputError as e:
+            raise TrainError(str(e)) from None
     return SFTRun(model, tokenizer, train_rows=rows["train"],
                   validation_rows=rows["validation"], task=task,
                   order=epochs, cfg=cfg, save_dtype=stored_dtype(base), out_dir=out_dir,

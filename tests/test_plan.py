@@ -192,7 +192,7 @@ def test_the_readme_table_of_reruns_is_the_plans():
         "docs/reruns.md's rerun table is stale: paste `python -m ordermerge.workflow.reruns` into it"
     row = next(line for line in table.splitlines() if "`merge/ties.py`" in line)
     assert "the merges of ties, ties_select only" in row
-    assert any(line.startswith("| `layouts.py`, `schema.py`, `sft.py`, `sharding.py`, `train_args.py` | sft |")
+    assert any(line.startswith("| `layouts.py`, `lora.py`, `schema.py`, `sft.py`, `sharding.py`, `train_args.py` | sft |")
                for line in table.splitlines())
     every = next(line for line in table.splitlines() if line.endswith("| every rule |"))
     assert "`utils.py`" in every

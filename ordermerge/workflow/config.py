@@ -260,6 +260,11 @@ def semantic_errors(config: dict) -> list[str]:
                        f"scored by running the model's completions as Python ({t.evaluator}); "
                        f"set it to true to allow that (the sandbox is not a container)")
         out += train_errors(task.get("train", {}), f"tasks.{name}.train")
+        if (task.get("train") or {}).get("adapter") is not None:
+            # before any job: the runs would train, then every merge and evaluation fail
+            out.append(f"config key tasks.{name}.train.adapter: LoRA runs train through "
+                       f"`ordermerge train` (docs/train.md); the workflow does not merge or "
+                       f"evaluate adapters yet, so a config with one cannot run")
     out += _backend_errors(config)
     for e in config["merge"]["epochs"] or []:
         if e > config["epochs"]:
