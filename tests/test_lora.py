@@ -2,11 +2,8 @@
 checkpoint, exactly the update B A x alpha / r on the targeted layers, resume after SIGKILL
 to the same bytes, and the settings it refuses by name."""
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -93,22 +90,9 @@ def test_the_adapter_is_the_update_b_a_alpha_over_r_of_its_layers(setup, lora_ru
 
 
 def test_a_killed_lora_run_resumes_to_the_bytes_of_the_uninterrupted_one(setup, lora_run, tmp_path):
+    from test_sft import kill_and_resume
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *lora_cmd(setup, out)], env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = out / "resume" / "latest"
-    deadline = time.time() + 300
-    while not (latest.is_file() and latest.read_text().strip() >= "state-00000008"):
-        assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    resumed_at = int(latest.read_text().strip().split("-")[1])
-    for p in out.iterdir():  # as Snakemake removes a failed job's outputs
-        if p.name != "resume":
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    subprocess.run([sys.executable, str(SCRIPT), *lora_cmd(setup, out)], check=True, env=env(),
-                   capture_output=True)
+    resumed_at = kill_and_resume(lora_cmd(setup, out), out)
     assert json.loads((out / "run.json").read_text())["resumed_from_steps"] == [resumed_at]
     for name in ("steps/step4", "epoch1", "epoch2", "epoch3"):
         assert sha(out / name / "adapter_model.safetensors") == \

@@ -202,26 +202,32 @@ def test_checkpoints_run_record_and_validation_steps(setup, single):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_after_sigkill_gives_the_bytes_of_an_uninterrupted_run(setup, single, tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *script_cmd(setup, out)], env=env(),
+def kill_and_resume(cmd: list[str], out: Path) -> int:
+    """Run the SFT script with `cmd` (its run into `out`), SIGKILL it once its first
+    epoch-end state is written (after step 8, epoch 1), remove what the run wrote but its
+    resume state (as Snakemake deletes a failed job's outputs before it runs it again), and
+    run it again to the end; returns the step it resumed from."""
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *cmd], env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = out / "resume" / "latest"
     deadline = time.time() + 300
-    # the first state written at an epoch end is after step 8 (epoch 1)
     while not (latest.is_file() and latest.read_text().strip() >= "state-00000008"):
         assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     resumed_at = int(latest.read_text().strip().split("-")[1])
-    assert 8 <= resumed_at < 24
-    # Snakemake deletes a failed job's outputs before it runs it again
     for p in out.iterdir():
         if p.name != "resume":
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    subprocess.run([sys.executable, str(SCRIPT), *script_cmd(setup, out)], check=True, env=env(),
-                   capture_output=True)
+    subprocess.run([sys.executable, str(SCRIPT), *cmd], check=True, env=env(), capture_output=True)
+    return resumed_at
+
+
+def test_resume_after_sigkill_gives_the_bytes_of_an_uninterrupted_run(setup, single, tmp_path):
+    out = tmp_path / "run"
+    resumed_at = kill_and_resume(script_cmd(setup, out), out)
+    assert 8 <= resumed_at < 24
     run = json.loads((out / "run.json").read_text())
     assert run["resumed_from_steps"] == [resumed_at]
     for name in ("steps/step4", "epoch1", "epoch2", "epoch3"):
