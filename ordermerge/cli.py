@@ -242,7 +242,7 @@ OWN_COMMANDS = {"greedy_soup.py": merge_soup}
 
 def run_merge(args) -> int:
     from .merge.methods import METHODS, parse_method_id
-    from .workflow.rundata import RUN_DATA, run_data
+    from .merge.rundata import RUN_DATA, run_data
 
     def fail(msg: str) -> int:
         print(f"ordermerge merge: {msg}", file=sys.stderr)
@@ -273,7 +273,7 @@ def run_merge(args) -> int:
         if n not in {s.name for s in m.settings}:
             return fail(f"--{n} is not a setting of {name} (its settings: "
                         f"{', '.join(s.name for s in m.settings) or 'none'})")
-    data = run_data(m)  # the per-run data the method reads (workflow/rundata.py), if any
+    data = run_data(m)  # the per-run data the method reads (merge/rundata.py), if any
     for other in RUN_DATA.values():  # the flags of data it does not read
         given = [f for f in other.flags if getattr(args, f.lstrip("-").replace("-", "_"))]
         if other is not data and given:

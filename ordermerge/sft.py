@@ -591,6 +591,9 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
         task = get_task(task_name)
     except KeyError as e:
         raise TrainError(e.args[0]) from None
+    if cfg["adapter"] is not None and task.family != "decoder":
+        raise TrainError(f"train.adapter: LoRA runs are for decoder tasks; {task_name} trains "
+                         f"an encoder's head")
     # where the run writes: a new or empty directory, or an earlier run's (nothing else's
     # files are overwritten), never the current directory, one above it or an input's
     try:
@@ -633,9 +636,6 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
         model, tokenizer = load_pretrained_source(str(base), "float32", "base")
     if cfg["adapter"] is not None:  # LoRA: every run of the task starts from the same adapters
         from .lora import wrap
-        if task.family != "decoder":
-            raise TrainError(f"train.adapter: LoRA runs are for decoder tasks; {task_name} "
-                             f"trains an encoder's head")
         try:
             model = wrap(model, cfg["adapter"], derive_seed(order.get("seed", 0), task_name, "lora"))
         except InputError as e:

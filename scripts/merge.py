@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.merge.methods import get, parse_method_id
 from ordermerge.merge.engine import merge
+from ordermerge.merge.rundata import run_data
 from ordermerge.provenance import now
 from ordermerge.runner import log, parser, record, start
 
@@ -23,10 +24,11 @@ if len(args.method_id) != len(args.out_dir):
 t0 = start(args, models=False)
 for mid, out in zip(args.method_id, args.out_dir):
     method, settings = parse_method_id(mid)
-    if get(method).data == "validation_records":
-        p.error(f"{mid} evaluates candidate soups: scripts/greedy_soup.py makes it")
+    data = run_data(get(method))  # the per-run data it reads, if any (merge/rundata.py)
+    if data is not None and data.script != Path(__file__).name:
+        p.error(f"{mid}: scripts/{data.script} makes it")
     base = args.base if get(method).needs_base else None
-    aux = args.fisher if get(method).data == "diagonal_fisher" else None
+    aux = args.fisher if data is not None and data.open is not None else None
     # the record is written inside merge(), in this iteration
     recipe = merge(method, args.sub_models, out, overwrite=True, base=base, aux=aux,
                    weights=args.params.get("weights"), **settings,

@@ -170,7 +170,7 @@ def test_the_command_line_makes_a_soup_from_validation_records(tmp_path, capsys)
     assert (out / "merge.json").read_bytes() == before
     assert main(["merge", "--method", "greedy_soup", "-o", str(tmp_path / "x"), *map(str, runs)]) == 2
     assert "greedy_soup needs --validation" in capsys.readouterr().err
-    # the per-run data of another method (workflow/rundata.py), each named with its readers
+    # the per-run data of another method (merge/rundata.py), each named with its readers
     for method, extra, message in [
             ("greedy_soup", ["--fisher", str(runs[0]), str(runs[1])],
              "--fisher: diagonal_fisher of fisher; greedy_soup reads validation_records"),

@@ -111,6 +111,9 @@ def test_what_a_lora_run_refuses_is_named(setup, tmp_path, monkeypatch):
     with pytest.raises(TrainError, match=r"train parameter adapter.kind: 'qlora' is not one of"):
         load_run("gsm8k", base, data, order_file, tmp_path / "b",
                  {**LORA, "adapter": {"kind": "qlora"}}, "sft", print)
+    with pytest.raises(TrainError, match=r"train.adapter: LoRA runs are for decoder tasks; "
+                                         r"glue_sst2 trains an encoder's head"):
+        load_run("glue_sst2", base, data, order_file, tmp_path / "e", LORA, "sft", print)
     # a sharded launch: the run is refused before it trains
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "LlamaDecoderLayer")

@@ -298,10 +298,10 @@ def test_every_log_path_mirrors_its_benchmark_path():
 
 
 def test_each_data_aware_method_names_its_data_once():
-    """workflow/rundata.py declares each kind of per-run data a method reads; the plan takes
+    """merge/rundata.py declares each kind of per-run data a method reads; the plan takes
     a merge's extra inputs, arguments and params from it."""
     from ordermerge.merge.methods import METHODS, parse_method_id
-    from ordermerge.workflow.rundata import RUN_DATA, held_by, run_data
+    from ordermerge.merge.rundata import RUN_DATA, held_by, run_data
     readers = {m.data for m in METHODS.values() if m.data}
     assert readers == set(RUN_DATA) == {"diagonal_fisher", "validation_records"}
     assert all(d.rule in RULES and (ROOT / "scripts" / d.script).is_file() for d in RUN_DATA.values())

@@ -21,6 +21,7 @@ import torch
 from ..models import DTYPES as TORCH_DTYPES
 from . import rng
 from .methods import Chunk, Method, get
+from .rundata import run_data
 from .st_io import (COPIED, EMBEDDING_SUFFIXES, TORCH_TO_ST, Checkpoint, CheckpointError,
                     MergeError, ShardedWriter)
 
@@ -170,88 +171,23 @@ class _Plan:
 
 
 def _open_aux(m: Method, aux, subs: list[Checkpoint], settings: dict) -> list[Checkpoint]:
-    """The per-sub-model data files a method reads (Method.data "diagonal_fisher": one checkpoint
-    directory of float32 tensors per sub-model, the sub-models' float tensors by name and
-    shape). Greedy soup's validation records are read before the merge (greedy_soup.build),
-    not here."""
-    if m.data != "diagonal_fisher":
+    """The per-sub-model data files a method reads beside the sub-models, opened and checked
+    by its data kind's reader (rundata.py); greedy soup's validation records are read before
+    the merge (greedy_soup.build), not here."""
+    data = run_data(m)
+    if data is None or data.open is None:
         if aux:
             raise MergeError(f"{m.name} reads no per-sub-model data, but some was given "
                              f"({aux[0]}, ...)")
         return []
-    if aux is None or len(aux) != len(subs):
-        raise MergeError(f"{m.name} needs --fisher with one file per sub-model "
-                         f"({len(subs)}), got {0 if aux is None else len(aux)}")
-    try:
-        out = [Checkpoint(p) for p in aux]
-    except CheckpointError as e:
-        raise MergeError(f"--fisher: {e}") from None
-    for a, sub in zip(out, subs):
-        for name, t in sub.tensors.items():
-            if not t.is_float:
-                continue
-            u = a.tensors.get(name)
-            if u is None:
-                raise MergeError(f"--fisher {a.path}: no tensor {name!r} (sub-model {sub.path} has it)")
-            if tuple(u.shape) != tuple(t.shape) or u.dtype != "F32":
-                raise MergeError(f"--fisher {a.path}: tensor {name!r} is {list(u.shape)} {u.dtype}, "
-                                 f"expected {list(t.shape)} F32 (as {sub.path})")
-    _check_fisher_identity(out, subs, settings)
-    return out
-
-
-def _fisher_meta(a: Checkpoint) -> dict:
-    """A Fisher directory's fisher.json (fisher_info.fisher_meta), checked for what the
-    merge compares."""
-    f = a.path / "fisher.json"
-    try:
-        meta = json.loads(f.read_text())
-        assert isinstance(meta, dict) and isinstance(meta["model"], str)
-        assert isinstance(meta["model_sha256"], dict) and isinstance(meta["rows"], int)
-        assert isinstance(meta.get("row_ids", []), list)
-    except (OSError, ValueError, KeyError, AssertionError) as e:
-        why = "missing" if isinstance(e, FileNotFoundError) else "not readable or lacks a field"
-        raise MergeError(f"--fisher {a.path}: fisher.json {why} (model, model_sha256, rows: what "
-                         "the Fisher was made from, as the diagonal_fisher rule writes it): the "
-                         "merge cannot check that it is its sub-model's") from None
-    return meta
-
-
-def _check_fisher_identity(fishers: list[Checkpoint], subs: list[Checkpoint], settings) -> None:
-    """Each Fisher was made from the very sub-model it is given with (the sha256 of its
-    weight files, taken from the sub-model's record where its files are unchanged), over
-    the method's rows, the same rows for every sub-model."""
-    from ..provenance import file_hashes
-    metas = [_fisher_meta(a) for a in fishers]
-    hashes = [file_hashes(s.path, [f.name for f in s.files()]) for s in subs]
-    for i, (a, meta) in enumerate(zip(fishers, metas)):
-        if meta["model_sha256"] != hashes[i]:
-            j = next((j for j, h in enumerate(hashes) if h == meta["model_sha256"]), None)
-            if j is not None:
-                raise MergeError(f"--fisher {a.path} is the Fisher of sub-model {j + 1} "
-                                 f"({subs[j].path}), given for sub-model {i + 1} ({subs[i].path}): "
-                                 "give the Fishers in the sub-models' order")
-            raise MergeError(f"--fisher {a.path} was made from {meta['model']}, whose weights "
-                             f"are not those of sub-model {i + 1} ({subs[i].path})")
-        if settings.get("rows") is not None and meta["rows"] != settings["rows"]:
-            raise MergeError(f"--fisher {a.path} is over {meta['rows']} rows, but the method's "
-                             f"rows setting is {settings['rows']}")
-        if meta.get("row_ids") != metas[0].get("row_ids"):
-            raise MergeError(f"--fisher {a.path} is over other rows than {fishers[0].path}: the "
-                             "Fishers of one merge weigh the runs on the same rows")
+    return data.open(m.name, aux, subs, settings)
 
 
 def _check_aux(plan: "_Plan", info, start: int, n: int) -> None:
-    """A diagonal Fisher is finite and non-negative (a mean of squares): a NaN or a negative
-    value would weigh the runs wrongly without an error. One min/max per Fisher chunk."""
-    for a in plan.aux:
-        v = a.view(info.name, start, n)
-        low, high = (x.item() for x in torch.aminmax(v))
-        if not (low >= 0 and math.isfinite(high)):  # NaN fails both
-            bad = int((~(v >= 0) | ~torch.isfinite(v)).nonzero()[0, 0])
-            raise MergeError(f"--fisher {a.path}: tensor {info.name!r} holds {v[bad].item()} at "
-                             f"flat index {start + bad}: a diagonal Fisher is finite and "
-                             "non-negative")
+    """What each chunk of the method's per-sub-model data must hold (rundata.py)."""
+    check = run_data(plan.method).check_chunk
+    if check is not None:
+        check(plan.aux, info.name, start, n)
 
 
 def _validate(method: str, inputs, base, weights, settings: dict, dtype, device):

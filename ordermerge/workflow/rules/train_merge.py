@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...merge.methods import get as merge_method, parse_method_id
 from ..common import as_json
-from ..rundata import held_by, run_data
+from ...merge.rundata import held_by, run_data
 
 
 class TrainMergeRules:
