@@ -8,7 +8,7 @@ has, for what differs between them:
   made), then the model and the optimizer as the layout trains them;
 - ``sync``: the context of one micro-batch's backward (gradients synchronised on the step's
   last micro-batch only);
-- ``forwards``: how many forwards a process runs when its share has `n` (a sharded
+- ``forwards``: how many forwards a process runs for its share (a sharded
   model's forward gathers from every process, so each runs as many as the one with the
   most);
 - ``clip``: the gradient norm clipping (over all shards where sharded);
@@ -50,10 +50,10 @@ class Layout:
         """What accelerate's resume state holds besides the model and optimizer."""
         self.acc.register_for_checkpointing(sched)
 
-    def forwards(self, n_of_rank) -> int:
-        """The forwards this process runs when process r's share needs n_of_rank(r): its
-        own (the sharded layout: the most of any process)."""
-        return n_of_rank(self.acc.process_index)
+    def forwards(self, own: int, n_of_rank) -> int:
+        """The forwards this process runs when its share needs `own` and process r's needs
+        n_of_rank(r): its own (the sharded layout: the most of any process)."""
+        return own
 
     def sync(self, model, last: bool):
         """The context of a micro-batch's forward and backward; `last`: the step's last."""
@@ -111,7 +111,7 @@ class FSDP2(Layout):
     def register(self, sched) -> None:
         """The scheduler's position is in the sharded state (sharding.save_state)."""
 
-    def forwards(self, n_of_rank) -> int:
+    def forwards(self, own: int, n_of_rank) -> int:
         return max(n_of_rank(r) for r in range(self.acc.num_processes))
 
     def sync(self, model, last: bool):

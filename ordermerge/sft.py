@@ -331,7 +331,7 @@ class SFTRun:
                                  self.micro_tokens) or [[]]
         cut = cut_of(mine)
         # empty micro-batches up to the forwards the layout runs (sharded: the most of any process)
-        most = self.layout.forwards(lambda r: len(cut_of(share(step.ids, r, acc.num_processes))))
+        most = self.layout.forwards(len(cut), lambda r: len(cut_of(share(step.ids, r, acc.num_processes))))
         cut += [[]] * (most - len(cut))
         records, real, processed, loss_sum = [], 0, 0, 0.0
         for k, idx in enumerate(cut):
@@ -364,7 +364,8 @@ class SFTRun:
         out = sample_losses(self.model, self.obj, examples, mine, self.mB, self.acc.device,
                             self.acc.autocast)
         # one-row forwards up to the forwards the layout runs (sharded: the most of any process)
-        most = self.layout.forwards(lambda r: len(share(tuple(examples), r, self.acc.num_processes)))
+        most = self.layout.forwards(len(mine),
+                                    lambda r: len(share(tuple(examples), r, self.acc.num_processes)))
         extra = -(-most // self.mB) - -(-len(mine) // self.mB)
         some = [next(iter(examples))] if examples else []
         for _ in range(extra if some else 0):

@@ -44,13 +44,9 @@ class HFGenerator:
 
 class _HFSession:
     """transformers needs nothing per job: each model generates in this process."""
-    last: dict = {}
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
+    def __init__(self):
+        self.last: dict = {}  # no timings to report (vLLM's session keeps its engine's)
 
     def close(self) -> None:
         return None
