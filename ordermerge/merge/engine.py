@@ -21,6 +21,7 @@ import torch
 from ..models import DTYPES as TORCH_DTYPES
 from . import rng
 from .methods import Chunk, Method, get
+from .lora_runs import ComposingWriter, LoraRuns, check_svd_rank, is_adapter_dir, write_svd_adapter
 from .rundata import run_data
 from .st_io import (COPIED, EMBEDDING_SUFFIXES, TORCH_TO_ST, Checkpoint, CheckpointError,
                     MergeError, ShardedWriter)
@@ -57,10 +58,16 @@ def bytes_per_element(k: int, itemsize: int, method: str, fused_path: bool = Fal
     return 2 * k * itemsize + 2 * itemsize + get(method).temp_bytes
 
 
+def _opened(p):
+    """A checkpoint path opened as one; an object already read as one (a LoRA run's ΔW,
+    lora_runs.py) as it is."""
+    return Checkpoint(p) if isinstance(p, (str, Path)) else p
+
+
 def _open_all(inputs, base) -> tuple[list[Checkpoint], Checkpoint | None]:
     try:
-        subs = [Checkpoint(p) for p in inputs]
-        base_ckpt = Checkpoint(base) if base is not None else None
+        subs = [_opened(p) for p in inputs]
+        base_ckpt = _opened(base) if base is not None else None
     except CheckpointError as e:
         raise MergeError(str(e)) from None
     ref = subs[0]
@@ -448,7 +455,8 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
                dtype: str | None = None, device: str = "cpu",
                memory_budget: int = DEFAULT_BUDGET, max_shard_bytes: int = DEFAULT_SHARD,
                chunk_elements: int | None = None, allow_nonfinite: bool = False,
-               aux: list[str | Path] | None = None, **settings) -> dict:
+               aux: list[str | Path] | None = None, adapter_rank: int | None = None,
+               **settings) -> dict:
     """Merge `inputs` into the existing empty directory `out_dir` with the registry's
     method `method` and its `settings` (seed=, rounds=, density=, ...); returns the recipe.
     `aux`: the per-sub-model data of a method that reads some (Method.data; Fisher
@@ -458,15 +466,33 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     weights, as the method's entry says. `chunk_elements` overrides the chunk size the
     budget gives (for tests of chunk invariance). The bytes depend neither on it nor on the
     thread count.
+
+    LoRA runs (adapter directories) are merged exactly, on their updates ΔW_k, into a dense
+    model (lora_runs.py); their base is `base` or, when None, the one their adapters name.
+    `adapter_rank`: also write the merged update as an adapter of that rank (truncated SVD).
     """
     t0 = time.perf_counter()
     anon_at_start = _peak_memory().get("RssAnon")
     m, settings, w, out_dtype, dev = _validate(method, inputs, base, weights, settings, dtype, device)
-    sources = _file_sources(inputs, base if m.needs_base else None)
-    plan = _plan(m, settings, w, inputs, base, out_dtype, dev, out_dir, memory_budget,
-                 max_shard_bytes, chunk_elements, aux)
+    lora = None
+    if any(is_adapter_dir(p) for p in inputs):
+        lora = LoraRuns(inputs, base)
+        base = lora.base_path
+        check_svd_rank(adapter_rank, lora)
+    elif adapter_rank is not None:
+        raise MergeError("adapter_rank: the sub-models are full checkpoints, not LoRA runs")
+    sources = _file_sources(inputs, base if m.needs_base or lora else None)
+    if lora is None:
+        plan = _plan(m, settings, w, inputs, base, out_dtype, dev, out_dir, memory_budget,
+                     max_shard_bytes, chunk_elements, aux)
+    else:  # the ΔW_k against zeros, in float32; the writer adds the base (lora_runs.py)
+        plan = _plan(m, settings, w, lora.runs, lora.zero if m.needs_base else None, None, dev,
+                     out_dir, memory_budget, max_shard_bytes, chunk_elements, aux)
+        plan.writer = ComposingWriter(Path(out_dir), lora.base, lora.runs[0].tensors, out_dtype,
+                                      max_shard_bytes, adapter_rank)
     plan.allow_nonfinite = bool(allow_nonfinite)
-    checkpoints = plan.subs + ([plan.base] if plan.base is not None else []) + plan.aux
+    checkpoints = plan.subs + ([plan.base] if plan.base is not None else []) + plan.aux \
+        + ([lora.base] if lora else [])
     # the kernels fault the mapped pages in as they read them, on every thread at once
     # (pre-faulting them all at open, MAP_POPULATE, was one thread's serial work: with the
     # kernels of 2026-12-06 it cost a quarter of an average's time at K=8, AMD EPYC 2 cores)
@@ -477,8 +503,14 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
     finally:
         for c in checkpoints:
             c.close()
-    return _finish(plan, Path(out_dir), sources, inputs, base if m.needs_base else None, dtype,
-                   memory_budget, t0, anon_at_start)
+    recipe = _finish(plan, Path(out_dir), sources, inputs, base if m.needs_base or lora else None,
+                     dtype, memory_budget, t0, anon_at_start)
+    if lora is not None:
+        recipe["lora"] = lora.record()
+        if adapter_rank is not None:
+            recipe["lora"]["svd"] = write_svd_adapter(Path(out_dir), lora, plan.writer.factors,
+                                                      adapter_rank)
+    return recipe
 
 
 def model_card(recipe: dict) -> str:
@@ -525,7 +557,7 @@ def merge(method: str, inputs: list[str | Path], out_dir: str | Path, *, overwri
     with atomic_dir(out_dir) as tmp:
         recipe = merge_into(tmp, method, inputs, **kw)
         recipe.update(extra or {})
-        sources = [*inputs, *([kw["base"]] if recipe["base"] is not None else []),
+        sources = [*inputs, *([recipe["base"]] if recipe["base"] is not None else []),
                    *(kw.get("aux") or [])]
         recipe["provenance"] = {"inputs_sha256": hash_inputs(sources), "code": code_version(),
                                 "packages": package_versions()}
