@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def _require_checkpoint(path: str | os.PathLike) -> None:
-    if not Path(path, "config.json").is_file():
+    from .merge.lora_runs import is_adapter_dir
+    if not Path(path, "config.json").is_file() and not is_adapter_dir(path):
         raise FileNotFoundError(f"{path}: not a checkpoint directory (no config.json)")
 
 
@@ -21,7 +22,8 @@ def tokenizer_of(path: str | os.PathLike):
 
 def load_for_task(task, path: str | os.PathLike, dtype=None):
     """(model, tokenizer) of a checkpoint of `task`'s family, in float32 unless `dtype`: a
-    causal LM, or the encoder with the task's head."""
+    causal LM (a LoRA run's: its update folded into the base, lora_runs.folded), or the
+    encoder with the task's head."""
     import torch
     dtype = dtype or torch.float32
     if task.family == "encoder":
@@ -29,5 +31,10 @@ def load_for_task(task, path: str | os.PathLike, dtype=None):
         tokenizer = tokenizer_of(path)
         return head_class(task).from_pretrained(path, dtype=dtype), tokenizer
     _require_checkpoint(path)
+    from .merge.lora_runs import folded
     from .models import load_model
-    return load_model(path, dtype=dtype)
+    with folded(path) as dense:
+        model, tokenizer = load_model(dense, dtype=dtype)
+    if dense != Path(path):  # the run's own tokenizer files (the same as the base's)
+        tokenizer = tokenizer_of(path)
+    return model, tokenizer

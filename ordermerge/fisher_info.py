@@ -46,17 +46,21 @@ def fisher_of_checkpoint(task, model_path: str | os.PathLike, train: list[dict],
     """The Fisher of the checkpoint `model_path` over the first `n` of `train`, named as its
     stored float tensors, and the ids of the rows used."""
     from .checkpoints import load_for_task
+    from .merge.lora_runs import folded
     from .merge.st_io import Checkpoint
     from .objectives import objective_for
     if n > len(train):
         raise InputError(f"fisher: {n} rows asked for (the method's rows setting), but the "
                          f"training split has {len(train)}")
     rows = train[:n]
-    model, tokenizer = load_for_task(task, model_path, dtype=torch.float32)
+    # a LoRA run: the Fisher of its folded model, every weight (the merge reads the layers
+    # the runs adapt)
+    with folded(model_path) as dense:
+        model, tokenizer = load_for_task(task, dense, dtype=torch.float32)
+        stored = Checkpoint(dense).tensors
     if torch.cuda.is_available():  # float32 on the GPU: a 7B and its gradients, 56 GB
         model = model.to("cuda")
     fisher = diagonal_fisher(model, objective_for(task, tokenizer, max_length), rows)
-    stored = Checkpoint(model_path).tensors
     out = {}
     for name, info in sorted(stored.items()):
         if info.is_float:
@@ -71,11 +75,11 @@ def fisher_meta(task, model_path, train, rows: int, ids: list[str]) -> dict:
     """fisher.json: what the Fisher is of. The merge checks `model_sha256` (the sha256 of
     the checkpoint's weight files) against the sub-model it is given with, and `rows`
     against the method's."""
-    from .merge.st_io import Checkpoint
+    from .merge.lora_runs import weight_files
     from .provenance import file_hashes
     return {"model": str(model_path), "task": task.name, "rows": rows, "row_ids": ids,
             "train": str(train),
-            "model_sha256": file_hashes(model_path, [f.name for f in Checkpoint(model_path).files()])}
+            "model_sha256": file_hashes(model_path, [f.name for f in weight_files(model_path)])}
 
 
 def write_fisher(out_dir: Path, fisher: dict[str, torch.Tensor], meta: dict) -> None:

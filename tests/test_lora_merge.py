@@ -24,6 +24,22 @@ SETTINGS = {"average": {}, "select": {"seed": 1}, "resample": {"seed": 1, "round
             "dare_resample": {"drop": 0.5, "rounds": 1, "lambda": 1.0, "seed": 1}}
 
 
+def random_adapter(base, out, seed: int, std: float, targets=("q_proj", "v_proj")):
+    """A LoRA adapter (r 4, alpha 8) of the checkpoint `base` with both factors drawn
+    normal(0, std) from `seed` (a trained adapter's B is not zero), saved in PEFT's format."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    m = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+                       LoraConfig(r=4, lora_alpha=8, target_modules=list(targets)))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    m.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A float32 tiny Llama base and K LoRA adapters of it (r 4, alpha 8: scale 2) whose

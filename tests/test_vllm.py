@@ -200,6 +200,35 @@ def test_the_tiny_base_generates_the_same_greedy_answers_through_vllm(session, t
     _assert_agree(differ, ties, near, tie, scores)
 
 
+def test_a_lora_run_generates_the_same_greedy_answers_through_both_backends(session, tiny_base,
+                                                                           rows, tmp_path):
+    """A LoRA run is evaluated as its update folded into the base (lora_runs.folded), by
+    transformers and by vLLM alike: the folded model agrees across the backends as any
+    checkpoint does, and the evaluation of the adapter generates what the folded model does."""
+    from safetensors.torch import load_file
+    from test_lora_merge import random_adapter
+
+    from ordermerge.data.registry import get_task
+    from ordermerge.evaluate.run import evaluate_model
+    from ordermerge.merge.lora_runs import folded
+    adapter = random_adapter(tiny_base, tmp_path / "adapter", seed=5, std=0.1)
+    ctx = json.loads((tiny_base / "config.json").read_text())["max_position_embeddings"]
+    with folded(adapter) as dense:
+        w, w0 = load_file(dense / "model.safetensors"), load_file(tiny_base / "model.safetensors")
+        q = "model.layers.0.self_attn.q_proj.weight"
+        assert not torch.equal(w[q], w0[q])  # the update moved the bfloat16 weights
+        assert torch.equal(w["model.embed_tokens.weight"], w0["model.embed_tokens.weight"])
+        rows_, differ, ties, near, tie, scores, _ = compare(dense, rows, session,
+                                                            max_new_tokens=40, limit_prompt=ctx)
+    _assert_agree(differ, ties, near, tie, scores)
+    cfg = {"kind": "sft", "epoch": 1, "scheme": "shuffle", "model": "tiny", "name": "run0",
+           "max_new_tokens": 40, "batch_size": 32, "backend": "hf"}
+    rec = evaluate_model(get_task("gsm8k"), adapter, rows_, cfg)
+    hf = [e["output"] for e in scores[0]["examples"]]
+    assert [e["output"] for e in rec["examples"]] == hf
+    assert rec["model_path"] == str(adapter)
+
+
 def test_a_prompt_beyond_the_context_is_refused_naming_its_row(session, tiny_base, rows):
     from transformers import AutoTokenizer
 

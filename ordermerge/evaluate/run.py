@@ -83,25 +83,29 @@ def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: d
     import torch
 
     from ..checkpoints import load_for_task, tokenizer_of
+    from ..merge.lora_runs import folded
     from .backends import Sessions, get_backend
     judge, annotators = judge or load_judge(task, cfg, judge_model)
     name = cfg["name"] if name is None else name
     scoring = cfg.get("choice_scoring", "loglik")
     generating = generates(get_evaluator(task.evaluator), scoring)
     backend = get_backend(cfg.get("backend", "hf"))
-    if generating and not backend.loads_model:
-        model, tokenizer = None, tokenizer_of(model_path)
-    else:
-        model, tokenizer = load_for_task(task, model_path)
-        if task.family == "decoder" and torch.cuda.is_available():
-            model = model.to("cuda", torch.bfloat16)
-    with contextlib.nullcontext(sessions) if sessions is not None else Sessions() as held:
-        generator = (held[backend.name].generator(model_path, model, tokenizer, rows, cfg)
-                     if generating else None)
-        record = evaluate_rows(model, tokenizer, task, rows, max_new_tokens=cfg.get("max_new_tokens"),
-                               batch_size=cfg["batch_size"], choice_scoring=scoring,
-                               judge=judge, annotators_config=annotators, generator=generator,
-                               name=f"{cfg['kind']}-{name}", max_length=cfg.get("max_length"))
+    # a LoRA run: both backends read its update folded into the base (lora_runs.folded)
+    with folded(model_path) as dense:
+        if generating and not backend.loads_model:
+            model, tokenizer = None, tokenizer_of(dense)
+        else:
+            model, tokenizer = load_for_task(task, dense)
+            if task.family == "decoder" and torch.cuda.is_available():
+                model = model.to("cuda", torch.bfloat16)
+        with contextlib.nullcontext(sessions) if sessions is not None else Sessions() as held:
+            generator = (held[backend.name].generator(dense, model, tokenizer, rows, cfg)
+                         if generating else None)
+            record = evaluate_rows(model, tokenizer, task, rows,
+                                   max_new_tokens=cfg.get("max_new_tokens"),
+                                   batch_size=cfg["batch_size"], choice_scoring=scoring,
+                                   judge=judge, annotators_config=annotators, generator=generator,
+                                   name=f"{cfg['kind']}-{name}", max_length=cfg.get("max_length"))
     record.update({k: cfg[k] for k in ("kind", "epoch", "scheme", "model")}, name=name,
                   model_path=str(model_path), settings=scoring_settings(cfg))
     return record

@@ -24,9 +24,11 @@ r′ by truncated SVD, with each layer's relative reconstruction error in ``merg
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import tempfile
 from pathlib import Path
 
 import torch
@@ -44,6 +46,29 @@ def is_adapter_dir(path) -> bool:
     """A LoRA run's checkpoint: PEFT's adapter files, no model weights."""
     p = Path(path)
     return (p / ADAPTER_CONFIG).is_file() and not (p / "config.json").is_file()
+
+
+@contextlib.contextmanager
+def folded(path):
+    """The checkpoint directory `path` as a full model: itself, or for a LoRA run, its
+    update folded into the base (W0 + ΔW, float32, then the base's dtype: the merge of one
+    run, the arithmetic of every LoRA merge) in a temporary directory, removed on exit.
+    Every loader of a LoRA run's weights (evaluation with either backend, scoring, Fisher)
+    reads this model."""
+    if not is_adapter_dir(path):
+        yield Path(path)
+        return
+    from .engine import merge_into
+    with tempfile.TemporaryDirectory(prefix="ordermerge-lora-") as tmp:
+        merge_into(tmp, "average", [path])
+        yield Path(tmp)
+
+
+def weight_files(path) -> list[Path]:
+    """A checkpoint's weight files: the adapter's for a LoRA run, else its safetensors."""
+    if is_adapter_dir(path):
+        return [Path(path) / ADAPTER_WEIGHTS]
+    return Checkpoint(path).files()
 
 
 def read_adapter_config(path) -> dict:
