@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.merge.methods import get, parse_method_id
 from ordermerge.merge.engine import merge
+from ordermerge.merge.lora_runs import is_adapter_dir
 from ordermerge.merge.rundata import run_data
 from ordermerge.provenance import now
 from ordermerge.runner import log, parser, record, start
@@ -27,7 +28,8 @@ for mid, out in zip(args.method_id, args.out_dir):
     data = run_data(get(method))  # the per-run data it reads, if any (merge/rundata.py)
     if data is not None and data.script != Path(__file__).name:
         p.error(f"{mid}: scripts/{data.script} makes it")
-    base = args.base if get(method).needs_base else None
+    # LoRA runs: their merge adds the base to the merged update (merge/lora_runs.py)
+    base = args.base if get(method).needs_base or is_adapter_dir(args.sub_models[0]) else None
     aux = args.fisher if data is not None and data.open is not None else None
     # the record is written inside merge(), in this iteration
     recipe = merge(method, args.sub_models, out, overwrite=True, base=base, aux=aux,

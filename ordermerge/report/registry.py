@@ -48,7 +48,8 @@ def _table2_records(p) -> list:
         return []
     from ..data.tasks import TASKS
     wanted = t2["tasks"] or [t for t in p.tasks if TASKS[t].table2]
-    out = [(m, r) for m in p.encoders + p.decoders for t in p.models[m]["tasks"] if t in wanted
+    models = [m for m in p.encoders + p.decoders if "lora" not in p.models[m]]  # LoRA: table1L
+    out = [(m, r) for m in models for t in p.models[m]["tasks"] if t in wanted
            for r in p.eval_records(t, p.schemes[0], [p.report_epoch], t2["methods"], model=m)]
     return out if len({m for m, _ in out}) >= 2 else []
 
@@ -61,6 +62,19 @@ def _table3_records(p) -> list:
             out.append((group, p.single_record(group, t)))
             out += [(group, f"results/eval/multitask/{group}/{t}/{mid}.json") for mid in p.group_ids(group)]
     return out
+
+
+def _lora(p) -> dict | None:
+    return next((v["lora"] for v in p.models.values() if "lora" in v), None)
+
+
+def _table1l_records(p) -> list:
+    """The LoRA runs (the lora section) of each of its tasks and their merges."""
+    lo = _lora(p)
+    if lo is None:
+        return []
+    return [(None, r) for t in lo["tasks"]
+            for r in p.eval_records(t, p.schemes[0], [p.report_epoch], lo["methods"], model=lo["name"])]
 
 
 def _table4_records(p) -> list:
@@ -83,6 +97,17 @@ TABLES: dict[str, TableSpec] = {t.number: t for t in [
         "model) and each merge's paired sign-flip p-value against single SFT on the same test "
         "items; stars in the Markdown and LaTeX: ``*`` p < 0.05, ``**`` p < 0.01, ``***`` p < 0.001.",
         always=True),
+    TableSpec(
+        "1L", "Table 1 for LoRA runs: single LoRA SFT vs the exact merges of its K LoRA runs",
+        "table1", "to_markdown", "numbered_latex", "method_cells", _table1l_records,
+        lambda p: {"epoch": p.report_epoch, "scheme": p.schemes[0], "stats": _stats(p),
+                   "models": {t: _lora(p)["name"] for t in _lora(p)["tasks"]}},
+        "Table 1 for the LoRA runs of the ``lora`` section: the primary decoder's base "
+        "fine-tuned K times per task with LoRA adapters, on the orders of the full runs; single "
+        "SFT (mean ± std over the K LoRA runs, each evaluated as its update folded into the "
+        "base) against the merges of the K runs' updates ΔW = B A · alpha / r (exact, not PEFT's "
+        "combination of A and B; ``merge/lora_runs.py``), in percent at the report epoch. The "
+        "CSV has the 95% intervals and the paired sign-flip p-values against single LoRA SFT."),
     TableSpec(
         "2", "the same per model (encoders and decoders), columns by dataset", "table2",
         "table2_markdown", "table2_latex", "table2_cells", _table2_records,

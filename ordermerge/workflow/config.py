@@ -61,6 +61,59 @@ def model_specs(config: dict) -> dict[str, dict]:
             spec = _entry_spec(config, block, e)
             tasks = family_tasks[fam] if e.get("tasks") is None else list(e["tasks"])
             out.setdefault(e["name"], {"family": fam, "spec": spec, "tasks": tasks, "primary": False})
+    lo = lora_spec(config)
+    if lo is not None:  # the primary decoder, fine-tuned with adapters
+        out.setdefault(lo["name"], {"family": "decoder", "spec": config["model"],
+                                    "tasks": lo["tasks"], "primary": False, "lora": lo,
+                                    "base_of": config["model"]["name"]})
+    return out
+
+
+# the LoRA runs' merges unless lora.methods names others: the paper's three
+LORA_METHODS = [{"method": "average"}, {"method": "select"}, {"method": "resample"}]
+
+
+def lora_spec(config: dict) -> dict | None:
+    """The `lora` section with its defaults: adapter (lora.py DEFAULTS, kind lora), train
+    changes, methods; None when there is none."""
+    lo = config.get("lora")
+    if lo is None:
+        return None
+    from ..lora import settings
+    return {"name": lo["name"], "tasks": list(lo["tasks"]),
+            "adapter": {"kind": "lora", **settings(lo.get("adapter") or {})},
+            "train": dict(lo.get("train") or {}), "methods": lo.get("methods") or LORA_METHODS}
+
+
+def lora_train(config: dict, task: str) -> dict:
+    """A LoRA run's train section: the task's, with the lora section's changes and adapter."""
+    lo = lora_spec(config)
+    return {**config["tasks"][task]["train"], **lo["train"], "adapter": lo["adapter"]}
+
+
+def _lora_errors(config: dict) -> list[str]:
+    lo = lora_spec(config)
+    if lo is None:
+        return []
+    out = []
+    taken = {config["model"]["name"], config["encoder"]["name"]} | {
+        e["name"] for key in ("decoders", "encoders") for e in (config.get("models") or {}).get(key, [])}
+    if lo["name"] in taken:
+        out.append(f"config key lora.name: {lo['name']!r} is taken (names are the {{model}} path "
+                   "wildcard)")
+    for t in lo["tasks"]:
+        if t not in config["tasks"]:
+            out.append(f"config key lora.tasks: {t!r} is not configured under tasks")
+        elif t in TASKS and TASKS[t].family != "decoder":
+            out.append(f"config key lora.tasks: {t!r} is an {TASKS[t].family} task (LoRA runs "
+                       "adapt the decoder)")
+        elif t in TASKS:
+            tr = lora_train(config, t)
+            out += [e.replace("config key ", "config key lora.train.", 1).replace(
+                        "lora.train.adapter", "lora.adapter", 1)
+                    for e in schema_errors(tr, schema()["$defs"]["train"])]
+            out += train_errors(tr, "lora.train")
+    out += _method_errors(lo["methods"], config["merge"]["seeds"], "lora.methods")
     return out
 
 
@@ -261,10 +314,10 @@ def semantic_errors(config: dict) -> list[str]:
                        f"set it to true to allow that (the sandbox is not a container)")
         out += train_errors(task.get("train", {}), f"tasks.{name}.train")
         if (task.get("train") or {}).get("adapter") is not None:
-            # before any job: the runs would train, then every merge and evaluation fail
-            out.append(f"config key tasks.{name}.train.adapter: LoRA runs train through "
-                       f"`ordermerge train` (docs/train.md); the workflow does not merge or "
-                       f"evaluate adapters yet, so a config with one cannot run")
+            # the workflow's LoRA runs are their own model beside the full ones
+            out.append(f"config key tasks.{name}.train.adapter: the workflow trains LoRA runs "
+                       f"through the `lora` section (lora: {{name, tasks: [{name}], adapter}}), "
+                       f"beside the full runs")
     out += _backend_errors(config)
     for e in config["merge"]["epochs"] or []:
         if e > config["epochs"]:
@@ -276,6 +329,7 @@ def semantic_errors(config: dict) -> list[str]:
         elif config["merge"]["epochs"] is not None and rep not in config["merge"]["epochs"]:
             out.append(f"config key report.epoch: {rep} is not among merge.epochs")
     out += _method_errors(config["merge"]["methods"], config["merge"]["seeds"], "merge.methods")
+    out += _lora_errors(config)
     out += _analysis_errors(config)
     for gname, group in config.get("multitask", {}).get("groups", {}).items():
         if group is None:  # removed by a layered config file

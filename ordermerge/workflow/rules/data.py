@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ...data.registry import SPLITS, TASKS
 from ..common import as_json
+from ..config import lora_train
 
 
 class DataRules:
@@ -40,4 +41,16 @@ class DataRules:
         (results/base/{encoder}/init/{task}: one head initialisation shared by all K runs)."""
         if TASKS[wildcards.task].family == "encoder":
             return f"results/base/{wildcards.model}/init/{wildcards.task}"
-        return f"results/base/{wildcards.model}/model"
+        # LoRA runs (the lora section) adapt the primary decoder's base
+        return f"results/base/{self.models[wildcards.model].get('base_of', wildcards.model)}/model"
+
+    def is_lora(self, wildcards) -> bool:
+        """Whether the {model} wildcard names the LoRA runs (the lora section)."""
+        return "lora" in self.models[wildcards.model]
+
+    def train_cfg(self, wildcards) -> dict:
+        """An SFT run's train section: the task's, or for LoRA runs with the lora section's
+        changes and adapter."""
+        if self.is_lora(wildcards):
+            return lora_train(self.config, wildcards.task)
+        return self.task_cfg(wildcards)["train"]

@@ -37,10 +37,12 @@ class EvaluateRules:
 
     def eval_inputs(self, models):
         """An evaluation job's inputs besides its script: `models(wildcards)` (the
-        checkpoints it evaluates), the task's test split and the local judge where it has one."""
+        checkpoints it evaluates), the task's test split, the local judge where it has one,
+        and for LoRA runs the base their adapters are folded into."""
         def inputs(wildcards):
+            base = {"base": self.start_model(wildcards)} if self.is_lora(wildcards) else {}
             return {**self.judge_input(wildcards), "models": models(wildcards),
-                    "test": self.data(wildcards.task, "test")}
+                    "test": self.data(wildcards.task, "test"), **base}
         return inputs
 
     def eval_outputs(self, names) -> dict:

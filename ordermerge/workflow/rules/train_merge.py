@@ -27,14 +27,15 @@ class TrainMergeRules:
 
     def merge_inputs(self, wildcards, mid=None) -> dict:
         """A Table 1 merge (method id `mid`, default the {method} wildcard): the script, its
-        code, the K runs, and the base where the method needs one."""
+        code, the K runs, and the base where the method needs one (always for LoRA runs:
+        their merge adds the base to the merged update)."""
         mid = mid or wildcards.method
         name, settings = parse_method_id(mid)
         method = merge_method(name)
         data = run_data(method)  # the per-run data it reads (rundata.py), if any
         out = {"lib": self.merge_code(mid, data.script if data else "merge.py"),
                "sub_models": self.sub_models(wildcards)}
-        if method.needs_base:
+        if method.needs_base or self.is_lora(wildcards):
             out["base"] = self.start_model(wildcards)
         if data:
             out |= data.inputs(self, wildcards, settings)
