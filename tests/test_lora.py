@@ -121,12 +121,28 @@ def test_what_a_lora_run_refuses_is_named(setup, tmp_path, monkeypatch):
         load_run("gsm8k", base, data, order_file, tmp_path / "c", LORA, "sft", print)
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
     monkeypatch.delenv("ACCELERATE_USE_FSDP")
-    # the workflow refuses it before any job (it cannot merge or evaluate adapters yet)
+    # in the workflow: a task's own adapter makes its runs LoRA runs, not an encoder's, and
+    # not where multi-task merging would align their checkpoints as full models
     layer = tmp_path / "lora.yaml"
-    layer.write_text("tasks: {gsm8k: {train: {adapter: {kind: lora}}}}\n")
-    with pytest.raises(ConfigError, match=r"config key tasks.gsm8k.train.adapter: LoRA runs train "
-                                          r"through `ordermerge train`"):
+    layer.write_text("tasks: {gsm8k: {train: {adapter: {kind: lora}}},"
+                     " glue_sst2: {train: {adapter: {kind: lora}}}}\n")
+    with pytest.raises(ConfigError) as e:
         load(layer)
+    assert "config key tasks.glue_sst2.train.adapter: LoRA runs adapt a decoder" in str(e.value)
+    assert "config key multitask.groups.tiny.tasks: 'gsm8k' trains LoRA runs" in str(e.value)
+    layer.write_text("tasks: {gsm8k: {train: {adapter: {kind: lora}}}}\nmultitask: {groups: {tiny: null}}\n")
+    assert load(layer)["tasks"]["gsm8k"]["train"]["adapter"] == {"kind": "lora"}
+    # the lora section: its name, tasks, adapter and train changes checked by key
+    layer.write_text("lora: {name: tiny-llama, tasks: [gsm8k, glue_sst2, nope], adapter: {r: 0},"
+                     " train: {lrr: 1}}\n")
+    with pytest.raises(ConfigError) as e:
+        load(layer)
+    for said in ["config key lora.name: 'tiny-llama' is taken",
+                 "config key lora.tasks: 'glue_sst2' is an encoder task",
+                 "config key lora.tasks: 'nope' is not configured under tasks",
+                 "config key lora.adapter.r: 0 is less than the minimum of 1",
+                 "config key lora.train.lrr: unknown key"]:
+        assert said in str(e.value), said
 
 
 def test_two_processes_train_a_lora_run_on_the_same_rows_per_step(setup, lora_run, tmp_path):

@@ -51,3 +51,35 @@ def test_generation_holds_the_weights_and_the_kv_cache():
     # keys and values: 22 layers x 64 sequences x 256 tokens x 4 heads x 64 dims x 2 bytes
     assert est["kv_cache"] == 2 * 22 * 64 * 256 * 256 * 2
     assert est["total"] == pytest.approx(sum(v for k, v in est.items() if k != "total"))
+
+
+def test_a_lora_run_holds_the_frozen_base_and_the_adapters_states():
+    """LoRA (memory.lora_parameters): r x (in + out) per targeted layer, the count PEFT's
+    own wrapping gives on a small Llama with grouped key-value heads; the 7B LoRA run keeps
+    the float32 base without gradients or AdamW moments: within one 80 GB GPU where the full
+    run is not."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ordermerge.workflow.memory import lora_parameters
+    cfg = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=64)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    adapter = {"r": 4, "target_modules": targets}
+    torch.manual_seed(0)
+    m = get_peft_model(LlamaForCausalLM(LlamaConfig(**cfg)), LoraConfig(r=4, target_modules=targets))
+    trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
+    assert lora_parameters(Shape.from_config(cfg), adapter) == trainable
+    qv = {"r": 8, "target_modules": ["q_proj", "v_proj"]}
+    assert lora_parameters(LLAMA_7B, qv) == 32 * 2 * 8 * (4096 + 4096)  # 4,194,304
+    qkvo = {"r": 8, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+    lora = sft_peak(LLAMA_7B, micro_batch=1, seq_len=2048, gradient_checkpointing=True, adapter=qkvo)
+    full = sft_peak(LLAMA_7B, micro_batch=1, seq_len=2048, gradient_checkpointing=True)
+    a = lora_parameters(LLAMA_7B, qkvo)
+    assert (lora["gradients"], lora["optimizer"]) == (4.0 * a, 8.0 * a)
+    assert lora["weights"] == LLAMA_7B.parameters() * 4 + 4.0 * a
+    assert lora["activations"] == full["activations"]
+    assert lora["total"] < 80 * GIB < full["total"]
+    with pytest.raises(ValueError, match="target module 'query'"):
+        lora_parameters(LLAMA_7B, {"r": 8, "target_modules": ["query"]})

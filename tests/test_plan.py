@@ -215,7 +215,7 @@ def test_a_new_table_is_one_registry_entry(monkeypatch, tmp_path):
         params=lambda p: {"stats": {"resamples": 200, "bootstrap": 100, "seed": 0}})
     monkeypatch.setitem(registry.TABLES, "5", spec)
     p = Plan(load())
-    assert p.tables() == ["1", "2", "3", "4", "5"] and set(p.table_files("5")) <= set(p.all_targets())
+    assert p.tables() == ["1", "1L", "2", "3", "4", "5"] and set(p.table_files("5")) <= set(p.all_targets())
     assert stage_of("table5") == "report" and p.resources("table5") == p.resources("table1")
     assert len(p.table_records("5")) == 4 + len(p.method_ids("gsm8k"))
     # its records, read back and placed in cells, and the table built from them

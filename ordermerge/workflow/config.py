@@ -313,11 +313,9 @@ def semantic_errors(config: dict) -> list[str]:
                        f"scored by running the model's completions as Python ({t.evaluator}); "
                        f"set it to true to allow that (the sandbox is not a container)")
         out += train_errors(task.get("train", {}), f"tasks.{name}.train")
-        if (task.get("train") or {}).get("adapter") is not None:
-            # the workflow's LoRA runs are their own model beside the full ones
-            out.append(f"config key tasks.{name}.train.adapter: the workflow trains LoRA runs "
-                       f"through the `lora` section (lora: {{name, tasks: [{name}], adapter}}), "
-                       f"beside the full runs")
+        if (task.get("train") or {}).get("adapter") is not None and t.family != "decoder":
+            out.append(f"config key tasks.{name}.train.adapter: LoRA runs adapt a decoder; "
+                       f"{name} trains an encoder's head")
     out += _backend_errors(config)
     for e in config["merge"]["epochs"] or []:
         if e > config["epochs"]:
@@ -345,6 +343,12 @@ def semantic_errors(config: dict) -> list[str]:
         if families - {"decoder"}:
             out.append(f"config key {key}.tasks: multi-task groups merge decoder models; "
                        f"encoder tasks cannot join")
+        lora = [t for t in group["tasks"] if t in config["tasks"]
+                and config["tasks"][t]["train"].get("adapter") is not None]
+        if lora and not all(t in group["models"] for t in lora):
+            out.append(f"config key {key}.tasks: {lora[0]!r} trains LoRA runs (train.adapter), "
+                       "and multi-task merging aligns full models: give it a model under "
+                       f"{key}.models, or take it out of the group")
         for t in group["models"]:
             if t not in group["tasks"]:
                 out.append(f"config key {key}.models.{t}: not a task of the group")

@@ -92,7 +92,8 @@ def dry_run(workdir: str | os.PathLike, configfiles=(), targets=(),
     of this Python's environment (its bin/ first on PATH, for the rules' own commands)."""
     cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--printshellcmds",
            "--nocolor", "--cores", "1",
-           *[a for f in configfiles for a in ("--configfile", str(f))], "--", *targets]
+           # one --configfile with every file: a second --configfile replaces the first
+           *(["--configfile", *map(str, configfiles)] if configfiles else []), "--", *targets]
     env = {**os.environ, PLAN_ONLY: "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,

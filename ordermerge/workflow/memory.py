@@ -71,9 +71,22 @@ class Shape:
         return 20 * h + 6 * h + 6 * h * self.kv_ratio + 4 * h * (1 - self.kv_ratio) + 8 * i
 
 
+def lora_parameters(shape: Shape, adapter: dict) -> int:
+    """The trainable parameters of LoRA adapters of rank r on `target_modules`: r x (in +
+    out) per targeted linear layer of every decoder layer."""
+    h, i, kv = shape.hidden_size, shape.intermediate_size, int(shape.hidden_size * shape.kv_ratio)
+    sides = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+             "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    unknown = [t for t in adapter["target_modules"] if t not in sides]
+    if unknown:
+        raise ValueError(f"target module {unknown[0]!r}: not a linear layer of a Llama-shaped "
+                         f"decoder ({', '.join(sides)})")
+    return shape.num_hidden_layers * sum(adapter["r"] * sum(sides[t]) for t in adapter["target_modules"])
+
+
 def sft_peak(shape: Shape, *, micro_batch: int, seq_len: int, master: str = "float32",
-             processes: int = 1, sharded: bool = False, gradient_checkpointing: bool = False
-             ) -> dict[str, float]:
+             processes: int = 1, sharded: bool = False, gradient_checkpointing: bool = False,
+             adapter: dict | None = None) -> dict[str, float]:
     """Peak bytes of one SFT process during a step of `micro_batch` rows of `seq_len`
     tokens: weights, gradients, optimizer (AdamW), activations, logits and the total
     (weights + optimizer + the larger of gradients and activations + logits). `sharded`:
@@ -92,9 +105,13 @@ def sft_peak(shape: Shape, *, micro_batch: int, seq_len: int, master: str = "flo
         act = tokens * (shape.num_hidden_layers * 4 * shape.hidden_size + layer)
     else:
         act = tokens * shape.num_hidden_layers * layer
-    parts = {"weights": n * b / share, "gradients": n * b / share,
-             "optimizer": 2 * n * b / share, "activations": float(act),
-             "logits": float(tokens * shape.vocab_size * 6)}
+    if adapter is None:
+        parts = {"weights": n * b / share, "gradients": n * b / share,
+                 "optimizer": 2 * n * b / share}
+    else:
+        a = lora_parameters(shape, adapter)
+        parts = {"weights": n * b + a * 4.0, "gradients": a * 4.0, "optimizer": 2 * a * 4.0}
+    parts |= {"activations": float(act), "logits": float(tokens * shape.vocab_size * 6)}
     if sharded and processes > 1:
         parts["gathered"] = float(2 * shape.layer_parameters() * b)
     total = (parts["weights"] + parts["optimizer"] + max(parts["gradients"], parts["activations"])

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..evaluate.backends import get_backend
-from .config import eval_section, generating_backend
+from .config import eval_section, generating_backend, lora_train
 from .memory import GIB, Shape, describe, generation_peak, sft_peak
 
 
@@ -54,8 +54,10 @@ class Preflight:
                            f"config.json's hidden_size, intermediate_size, num_hidden_layers, "
                            f"num_attention_heads, num_key_value_heads, vocab_size)")
                 continue
+            lora = self.models[m].get("lora")
             for t in self.models[m]["tasks"]:
-                tr, ev = self.config["tasks"][t]["train"], eval_section(self.config, t)
+                tr = lora_train(self.config, t) if lora else self.config["tasks"][t]["train"]
+                ev = eval_section(self.config, t)
                 tokens = tr["micro_batch_tokens"] or tr["micro_batch_size"] * tr["max_length"]
                 # the batch of sequences the generating backend holds at once, its share of
                 # the GPU, what to change (backends.py); scoring runs on transformers
@@ -63,7 +65,8 @@ class Preflight:
                 # stage: (estimate, share of the GPU it may take, what to change)
                 jobs = {"sft": (sft_peak(shape, micro_batch=1, seq_len=tokens, processes=processes,
                                          sharded=sharded,
-                                         gradient_checkpointing=tr["gradient_checkpointing"]),
+                                         gradient_checkpointing=tr["gradient_checkpointing"],
+                                         adapter=tr.get("adapter")),
                                 None, "shard it (an FSDP sft.accelerate_config and "
                                 "sft.num_processes), or lower train.micro_batch_size / "
                                 "micro_batch_tokens"),

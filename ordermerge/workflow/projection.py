@@ -34,6 +34,7 @@ import json
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from . import dryrun
 from .dryrun import DryJob
@@ -316,7 +317,7 @@ class Projector:
         """One SFT run: every epoch's tokens trained, the validation passes, the checkpoints
         saved (what temporary_checkpoints removes), over the processes."""
         cfg, model = self.config, self._model_of(job)
-        tr = cfg["tasks"][job.wildcards["task"]]["train"]
+        tr = self.plan.train_cfg(SimpleNamespace(**job.wildcards))
         s = self.sizes.task(model, job.wildcards["task"])
         m = self.sizes.model(model)
         epochs = cfg["epochs"]
@@ -324,12 +325,20 @@ class Projector:
         passes = epochs + len(tr.get("eval_steps") or [])
         trained = epochs * s["tokens"]["train"]
         procs = cfg["sft"]["num_processes"]
+        # a token's training FLOPs: forward 2N, backward 2N to the activations and 2N to the
+        # weights; a LoRA run's frozen base takes no weight gradient (its adapters' r-sized
+        # products are not counted), and its checkpoints are the adapters (float32)
+        flops, saved = 6 * m["params"], m["bytes"]
+        if tr.get("adapter") is not None:
+            from .memory import lora_parameters
+            flops, saved = 4 * m["params"], 4 * lora_parameters(self.plan.model_shape(model), tr["adapter"])
         out["trained_tokens"] = trained
         out["scored_tokens"] = passes * s["tokens"]["validation"]
-        out["work_s"] = ((6 * m["params"] * trained / self.cal["train_flops_per_s"]
+        out["work_s"] = ((flops * trained / self.cal["train_flops_per_s"]
                           + self.forward_s(model, out["scored_tokens"])) / procs
-                         + self.io_s(model, 1 + checkpoints))
-        out["written_bytes"] = checkpoints * m["bytes"]
+                         + self.io_s(model, 1)
+                         + checkpoints * (self.cal["load_s"] + saved / self.cal["io_bytes_per_s"]))
+        out["written_bytes"] = checkpoints * saved
         out["temporary_bytes"] = out["written_bytes"]  # what temporary_checkpoints removes
 
     def cost_merge(self, job: DryJob, out: dict) -> None:

@@ -45,12 +45,13 @@ class DataRules:
         return f"results/base/{self.models[wildcards.model].get('base_of', wildcards.model)}/model"
 
     def is_lora(self, wildcards) -> bool:
-        """Whether the {model} wildcard names the LoRA runs (the lora section)."""
-        return "lora" in self.models[wildcards.model]
+        """Whether the wildcards' runs are LoRA runs: the lora section's, or a task whose
+        own train section has an adapter."""
+        return self.train_cfg(wildcards).get("adapter") is not None
 
     def train_cfg(self, wildcards) -> dict:
         """An SFT run's train section: the task's, or for LoRA runs with the lora section's
         changes and adapter."""
-        if self.is_lora(wildcards):
+        if "lora" in self.models[wildcards.model]:
             return lora_train(self.config, wildcards.task)
         return self.task_cfg(wildcards)["train"]
