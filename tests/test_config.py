@@ -149,18 +149,20 @@ def test_a_malformed_local_data_copy_fails_the_config_check_once_read(tmp_path, 
 
 def test_config_overrides_change_the_plan(project):
     jobs = planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml", "--config", "num_sub_models=3")
-    # two tasks (gsm8k, sst2), gsm8k under fix-batch orders too (Table 4), and the second
-    # decoder on sst2 (Table 2; the orders are the task's)
-    assert len(jobs["sft"]) == 4 * 3 and len(jobs["order"]) == 3 * 3
+    # two tasks (gsm8k, sst2), gsm8k under fix-batch orders too (Table 4), the second
+    # decoder on sst2 (Table 2) and the LoRA runs on gsm8k (Table 1L; the orders are the task's)
+    assert len(jobs["sft"]) == 5 * 3 and len(jobs["order"]) == 3 * 3
     # 2 tasks x 2 epochs x (3 sub-models + avg + 2 select + 2 resample + model stock +
     # fisher + greedy soup + ties), and Table 4's fix-batch runs and resample merges at the
     # report epoch, and Table 2's second decoder (3 runs, 2 selection seeds): the K runs in
     # one job, a method's 2 seeds in one job
     runs, seeds, single = jobs["evaluate_runs"], jobs["evaluate_seeds"], jobs["evaluate"]
-    assert len(runs) == 2 * 2 + 1 + 1 and all(p.endswith("/sft/run0.json") for p in runs)
-    assert len(seeds) == 2 * 2 * 2 + 1 + 1 and all(p.endswith("-s0.json") for p in seeds)
-    assert len(single) == 2 * 2 * 5 and all("/merged/" in p for p in single)
-    assert 3 * len(runs) + 2 * len(seeds) + len(single) == 2 * 2 * (3 + 1 + 2 + 2 + 4) + 3 + 2 + 3 + 2
+    # Table 1L: the LoRA runs on gsm8k at the report epoch, their avg, select and resample
+    assert len(runs) == 2 * 2 + 1 + 1 + 1 and all(p.endswith("/sft/run0.json") for p in runs)
+    assert len(seeds) == 2 * 2 * 2 + 1 + 1 + 2 and all(p.endswith("-s0.json") for p in seeds)
+    assert len(single) == 2 * 2 * 5 + 1 and all("/merged/" in p for p in single)
+    assert 3 * len(runs) + 2 * len(seeds) + len(single) == \
+        2 * 2 * (3 + 1 + 2 + 2 + 4) + 3 + 2 + 3 + 2 + (3 + 1 + 2 + 2)
     # Fisher merging's data: each run's Fisher per task and epoch; greedy soup's: the runs'
     # validation records, K per job
     assert len(jobs["diagonal_fisher"]) == 2 * 2 * 3 and len(jobs["merge_soup"]) == 2 * 2
@@ -170,7 +172,7 @@ def test_config_overrides_change_the_plan(project):
     assert all(p.startswith("results/eval/multitask/pair/gsm8k/") for p in jobs["evaluate_multitask_pair"])
     # the figures: the 3 runs and 2 merges scored on the training rows; 3 curves
     assert len(jobs["score"]) == 3 + 2 and len(jobs["curve"]) == 3
-    assert len(planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml")["sft"]) == 4 * 2
+    assert len(planned_jobs(project, "--configfile", "config.yaml", "reduced.yaml")["sft"]) == 5 * 2
 
 
 def test_slurm_profile_dry_run(project):
@@ -280,7 +282,7 @@ def test_accelerate_launch_and_temporary_checkpoints_in_the_plan(tmp_path):
     proc = snakemake(wd, "-n", "-p", "--configfile", "config.yaml", "reduced.yaml", "launch.yaml")
     out = proc.stdout + proc.stderr
     assert out.count("accelerate launch --config_file config/accelerate/ddp-4gpu.yaml "
-                     "--num_processes 4 scripts/sft.py") == 2 * 4  # K runs x (2 tasks + fix-batch gsm8k + xs sst2)
+                     "--num_processes 4 scripts/sft.py") == 2 * 5  # K runs x (2 tasks + fix-batch gsm8k + xs sst2 + LoRA gsm8k)
     temp = {Path(f).name: t for f, t in rule_outputs(wd, "sft", "config.yaml", "reduced.yaml",
                                                      "launch.yaml")}
     assert temp["epoch1"] and temp["epoch2"] and temp["steps"] and not temp["samples.csv"]

@@ -219,3 +219,22 @@ def test_lora_merges_refuse_what_they_cannot_read(runs, tmp_path):
     out = tmp_path / "named"
     rec = merge("average", adapters, out)
     assert rec["base"] == str(base) and (out / "config.json").is_file()
+
+
+def test_a_folded_run_is_the_merge_of_that_one_run(runs, tmp_path):
+    """Evaluation and scoring read a LoRA run folded into its base (lora_runs.folded),
+    without the merge engine: the bytes of the engine's merge of that run alone."""
+    from ordermerge.merge.lora_runs import fold_into, folded
+    base, adapters, _ = runs
+    (tmp_path / "fold").mkdir()
+    (tmp_path / "merge").mkdir()
+    fold_into(tmp_path / "fold", adapters[1])  # its base: the one its adapter_config names
+    merge_into(tmp_path / "merge", "average", [adapters[1]], base=base)
+    for f in ("model.safetensors", "config.json"):
+        assert (tmp_path / "fold" / f).read_bytes() == (tmp_path / "merge" / f).read_bytes(), f
+    with folded(adapters[1]) as d:
+        assert (d / "model.safetensors").read_bytes() == (tmp_path / "fold" / "model.safetensors").read_bytes()
+        kept = d
+    assert not kept.exists()  # the temporary model is removed
+    with folded(base) as d:  # a full checkpoint is read where it is
+        assert d == base

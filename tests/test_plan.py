@@ -71,7 +71,19 @@ def test_dropping_a_task_removes_exactly_its_targets(tmp_path):
 def test_the_default_config_plans_its_dimensions_and_paths():
     p = Plan(load())
     assert p.tasks == ["gsm8k", "sst2", "agnews", "glue_sst2"] and p.encoder_tasks == ["glue_sst2"]
-    assert p.decoders == ["tiny-llama", "tiny-llama-s"] and p.encoders == ["tiny-bert", "tiny-bert-l"]
+    assert p.decoders == ["tiny-llama", "tiny-llama-s", "tiny-llama-lora"]
+    assert p.encoders == ["tiny-bert", "tiny-bert-l"]
+    # the LoRA runs (the lora section): the primary base, its adapter, the base an input of
+    # every merge (the merge adds it to the merged update) and evaluation (the run folded in)
+    lw = W(model="tiny-llama-lora", task="gsm8k", scheme="shuffle", run="0", epoch="3",
+           kind="sft", method="avg")
+    assert p.start_model(lw) == "results/base/tiny-llama/model" and p.is_lora(lw)
+    assert p.train_cfg(lw)["adapter"]["r"] == 8 and p.train_cfg(lw)["lr"] == 2e-3
+    assert p.merge_inputs(lw)["base"] == "results/base/tiny-llama/model"
+    assert p.eval_inputs(lambda w: [])(lw)["base"] == "results/base/tiny-llama/model"
+    assert "base" not in p.merge_inputs(W(model="tiny-llama", task="gsm8k", scheme="shuffle",
+                                          epoch="3", method="avg"))
+    assert len(p.table_records("1L")) == 4 + 1 + 3 + 3  # the runs, avg, select and resample seeds
     assert p.all_schemes == ["shuffle", "fix-batch"] and p.merge_epochs == [3] and p.report_epoch == 3
     w = W(model="tiny-bert", task="glue_sst2", scheme="shuffle", run="1", epoch="3", kind="sft",
           method="resample-n1-s0", name="run1")
@@ -192,7 +204,7 @@ def test_the_readme_table_of_reruns_is_the_plans():
         "docs/reruns.md's rerun table is stale: paste `python -m ordermerge.workflow.reruns` into it"
     row = next(line for line in table.splitlines() if "`merge/ties.py`" in line)
     assert "the merges of ties, ties_select only" in row
-    assert any(line.startswith("| `layouts.py`, `lora.py`, `schema.py`, `sft.py`, `sharding.py`, `train_args.py` | sft |")
+    assert any(line.startswith("| `layouts.py`, `schema.py`, `sft.py`, `sharding.py`, `train_args.py` | sft |")
                for line in table.splitlines())
     every = next(line for line in table.splitlines() if line.endswith("| every rule |"))
     assert "`utils.py`" in every

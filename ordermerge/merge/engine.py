@@ -23,11 +23,10 @@ from . import rng
 from .methods import Chunk, Method, get
 from .lora_runs import ComposingWriter, LoraRuns, check_svd_rank, is_adapter_dir, write_svd_adapter
 from .rundata import run_data
-from .st_io import (COPIED, EMBEDDING_SUFFIXES, TORCH_TO_ST, Checkpoint, CheckpointError,
-                    MergeError, ShardedWriter)
+from .st_io import (COPIED, DEFAULT_SHARD, EMBEDDING_SUFFIXES, TORCH_TO_ST, Checkpoint,
+                    CheckpointError, MergeError, ShardedWriter)
 
 DEFAULT_BUDGET = 1 << 30
-DEFAULT_SHARD = 5 * 10**9
 # elements per chunk at most. The torch path's temporaries are per chunk: small enough to
 # stay in cache (on 2 cores 2**16 to 2**18 were fastest, 2**25 about 1.8x slower); the
 # fused kernels block inside a chunk, so their chunks are larger (fewer calls)

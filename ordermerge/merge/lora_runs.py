@@ -28,14 +28,15 @@ import contextlib
 import json
 import math
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
 from ..lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from .st_io import DTYPES, TORCH_TO_ST, Checkpoint, CheckpointError, MergeError, ShardedWriter, \
-    TensorInfo, read_header
+from .st_io import COPIED, DEFAULT_SHARD, DTYPES, TORCH_TO_ST, Checkpoint, CheckpointError, \
+    MergeError, ShardedWriter, TensorInfo, read_header
 
 # PEFT's saved key of a LoRA factor (no adapter name in the file): the module, A or B
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
@@ -58,10 +59,35 @@ def folded(path):
     if not is_adapter_dir(path):
         yield Path(path)
         return
-    from .engine import merge_into
     with tempfile.TemporaryDirectory(prefix="ordermerge-lora-") as tmp:
-        merge_into(tmp, "average", [path])
+        fold_into(Path(tmp), path)
         yield Path(tmp)
+
+
+def fold_into(out_dir: Path, path, base=None) -> None:
+    """The LoRA run `path` as a full model in the existing empty directory `out_dir`: the
+    base's tensors, W0 + ΔW on the layers it adapts (ComposingWriter, as a merge writes its
+    merged update: the bytes of the merge of this one run), the base's config and the run's
+    tokenizer files. Not the merge engine: evaluation and scoring do not depend on it."""
+    runs = LoraRuns([path], base)
+    run = runs.runs[0]
+    writer = ComposingWriter(out_dir, runs.base, run.tensors, None, DEFAULT_SHARD)
+    step = 1 << 22
+    try:
+        runs.base.open()
+        for name in sorted(run.tensors):
+            d = run.delta(name)
+            for start in range(0, d.numel(), step):
+                writer.write(name, d[start:start + step])
+        writer.close()
+    finally:
+        runs.base.close()
+        run.close()
+    for f in COPIED:  # the base's config, the run's own tokenizer where it has one
+        source = next((s for s in (Path(path), runs.base_path) if (s / f).is_file()
+                       and not (f == "config.json" and s == Path(path))), None)
+        if source is not None:
+            shutil.copy2(source / f, out_dir / f)
 
 
 def weight_files(path) -> list[Path]:

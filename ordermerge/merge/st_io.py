@@ -41,6 +41,7 @@ DTYPES = {
 }
 TORCH_TO_ST = {v[0]: k for k, v in DTYPES.items()}
 SINGLE = "model.safetensors"
+DEFAULT_SHARD = 5 * 10**9  # bytes per output shard at most (save_pretrained's default)
 INDEX = "model.safetensors.index.json"
 MAX_HEADER = 100 * 1024 * 1024
 # views of the read-only mappings are never written to
