@@ -21,6 +21,13 @@ ratio, and whether both runs trained every step on the same rows (steps.jsonl).
     python bench/train.py                          # CPU: the tiny suite's model
     python bench/train.py --shape alpaca           # CPU: the two cuts, Alpaca-shaped lengths
     python bench/train.py --preset tinyllama       # GPU: 1.1B (TinyLlama shape), 16 x 800
+    python bench/train.py --adapter lora --preset smollm2   # LoRA against full fine-tuning
+
+--adapter lora: full fine-tuning against LoRA (lora.py's defaults: r 8, alpha 16, the
+attention projections), both `ordermerge train` on the same rows, alternating: real
+tokens per second and peak memory of each run (on a GPU the allocator's peak; on the CPU
+the growth of the resident set over the run, each run in a process of its own, so
+that one run's peak does not hide the other's).
 
 Prints the figures and writes results/bench/train.json (or train-<shape>.json).
 """
@@ -67,6 +74,12 @@ SHAPES = {"gsm8k": {"median": 180.0, "sigma": 0.344, "lo": 72, "hi": 800},
 SHAPED = {"batch": 64, "micro": 8, "rows": 512}
 
 PRESETS = {
+    # SmolLM2-135M's shape (the real-model tier's model: tied embeddings, 3 key-value heads)
+    "smollm2": {"arch": {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                         "num_attention_heads": 9, "num_key_value_heads": 3,
+                         "max_position_embeddings": 2048, "tie_word_embeddings": True,
+                         "vocab_size": 49152},
+                "vocab": 384, "rows": 64, "length": 192, "batch": 8, "micro": 8},
     # the tiny suite's model (config.yaml)
     "tiny": {"arch": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
                       "num_attention_heads": 4, "max_position_embeddings": 256,
@@ -141,9 +154,13 @@ def plain_loop(base: Path, rows: list[dict], tokenizer, cfg: dict, device: torch
 
 def ordermerge_run(base: Path, rows: list[dict], val: list[dict], tokenizer, cfg: dict,
                    out: Path) -> dict:
-    """One `ordermerge train` run (one epoch in data order); its run.json summary."""
+    """One `ordermerge train` run (one epoch in data order); its run.json summary. With
+    cfg["adapter"], a LoRA run (lora.wrap, as sft.load_run does)."""
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if cfg.get("adapter") is not None:
+        from ordermerge.lora import wrap
+        model = wrap(model, cfg["adapter"], seed=0)
     run = SFTRun(model, tokenizer, train_rows=rows, validation_rows=val, task=TASK,
                  order=[[r["id"] for r in rows]], cfg=cfg, save_dtype=torch.bfloat16, out_dir=out,
                  provenance={"rule": "bench", "params": cfg, "seeds": {}, "inputs": []},
@@ -243,6 +260,73 @@ def compare_cuts(args, preset: dict, shape_name: str) -> dict:
     return report
 
 
+def _rss_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measured_run(base, rows, val, tokenizer, cfg, out, device) -> dict:
+    """ordermerge_run with its peak memory: on a GPU the allocator's peak (GiB); on the CPU
+    in a child process of its own, the growth of its resident set over the run (MB)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        summary = ordermerge_run(base, rows, val, tokenizer, cfg, out)
+        return {"tokens_per_s": summary["tokens_per_s"],
+                "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")  # a fork of a process whose OpenMP threads ran can hang
+    q = ctx.Queue()
+    proc = ctx.Process(target=_child_run, args=(q, base, rows, val, tokenizer, cfg, out,
+                                                torch.get_num_threads()))
+    proc.start()
+    result = q.get()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"the measured run exited with {proc.exitcode}")
+    return result
+
+
+def _child_run(q, base, rows, val, tokenizer, cfg, out, threads) -> None:
+    torch.set_num_threads(threads)
+    start = _rss_mb("VmRSS")
+    summary = ordermerge_run(base, rows, val, tokenizer, cfg, out)
+    q.put({"tokens_per_s": summary["tokens_per_s"], "peak_growth_mb": _rss_mb("VmHWM") - start})
+
+
+def compare_adapter(args, preset: dict, device: torch.device) -> dict:
+    """Full fine-tuning against LoRA: the same rows, `ordermerge train`, alternating."""
+    from ordermerge.lora import settings
+    rows = digit_rows((args.rows or preset["rows"]) + 16, preset["length"], seed=0)
+    train, val = rows[:-16], rows[-16:]
+    tokenizer = digits_tokenizer(rows, preset["vocab"])
+    cfg = {**train_defaults(), "lr": 1e-4, "batch_size": preset["batch"], "micro_batch_size": preset["micro"],
+           "max_length": preset["length"], "warmup_ratio": 0.03}
+    adapter = {"kind": "lora", **settings({})}
+    kinds = {"full": cfg, "lora": {**cfg, "lr": 1e-3, "adapter": adapter}}
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        build_base(preset, tokenizer, base, cfg["max_length"])
+        for r in range(args.repeats):
+            for name, c in kinds.items():
+                runs[name].append(measured_run(base, train, val, tokenizer, c, Path(tmp) / f"{name}{r}", device))
+            print(f"repeat {r}: " + ", ".join(f"{n} {runs[n][-1]}" for n in kinds), flush=True)
+    mem = "peak_gib" if device.type == "cuda" else "peak_growth_mb"
+    report = {"rows": len(train), "batch_size": cfg["batch_size"], "micro_batch_size": cfg["micro_batch_size"],
+              "max_length": cfg["max_length"], "adapter": adapter, "memory": mem}
+    for name in kinds:
+        report[name] = {"tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs[name]),
+                        mem: statistics.median(x[mem] for x in runs[name]), "runs": runs[name]}
+    report["speed_ratio"] = report["lora"]["tokens_per_s"] / report["full"]["tokens_per_s"]
+    report["memory_ratio"] = report["lora"][mem] / report["full"][mem]
+    print(f"full {report['full']['tokens_per_s']:.0f} real tokens/s, {mem} {report['full'][mem]:.1f}; "
+          f"LoRA {report['lora']['tokens_per_s']:.0f}, {report['lora'][mem]:.1f}; LoRA/full: speed "
+          f"{report['speed_ratio']:.2f}x, memory {report['memory_ratio']:.2f}x")
+    return report
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
@@ -254,6 +338,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, help="training rows (one epoch)")
     p.add_argument("--batch", type=int, help=f"global batch (shaped runs; default {SHAPED['batch']})")
     p.add_argument("--micro", type=int, help=f"micro_batch_size (shaped runs; default {SHAPED['micro']})")
+    p.add_argument("--adapter", choices=["lora"], help="compare full fine-tuning with LoRA runs")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, help="default results/bench/train[-<shape>].json")
     args = p.parse_args()
@@ -261,7 +346,9 @@ def main() -> None:
     preset_name = args.preset or ("tinyllama" if device.type == "cuda" else "tiny")
     preset = PRESETS[preset_name]
     torch.set_num_threads(args.threads)
-    if args.shape == "uniform":
+    if args.adapter:
+        report = compare_adapter(args, preset, device)
+    elif args.shape == "uniform":
         report = compare_loop(args, preset, device)
     else:
         report = compare_cuts(args, preset, args.shape)
@@ -271,6 +358,7 @@ def main() -> None:
     if device.type == "cuda":
         report["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     out = args.json or ROOT / "results/bench" / (
+        f"train-{args.adapter}.json" if args.adapter else
         "train.json" if args.shape == "uniform" else f"train-{args.shape}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

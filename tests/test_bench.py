@@ -80,6 +80,18 @@ def test_bench_train_runs_at_toy_size(tmp_path):
     assert "ordermerge train" in proc.stdout
 
 
+def test_bench_train_compares_lora_with_full_fine_tuning_at_toy_size(tmp_path):
+    out = tmp_path / "train-lora.json"
+    proc = _run("train.py", "--adapter", "lora", "--preset", "tiny", "--rows", "32", "--repeats", "1",
+                "--json", str(out))
+    res = json.loads(out.read_text())
+    assert res["adapter"]["r"] == 8 and res["memory"] == "peak_growth_mb"
+    for kind in ("full", "lora"):
+        assert res[kind]["tokens_per_s"] > 0 and res[kind]["peak_growth_mb"] > 0
+    assert res["speed_ratio"] == pytest.approx(res["lora"]["tokens_per_s"] / res["full"]["tokens_per_s"])
+    assert "LoRA/full: speed" in proc.stdout
+
+
 def test_bench_train_compares_the_two_cuts_at_toy_size(tmp_path):
     out = tmp_path / "train-alpaca.json"
     proc = _run("train.py", "--shape", "alpaca", "--rows", "32", "--batch", "16", "--micro", "4",
