@@ -239,7 +239,11 @@ def _plan(m: Method, settings, w, inputs, base, out_dtype, dev, out_dir, memory_
                            max_shard_bytes)
     impl = m.impl()
     can_fuse = getattr(impl, "fused_available", None)
-    fused_names = set() if dev.type == "cuda" or can_fuse is None else {
+    # a LoRA merge's inputs are ΔW made per tensor in memory: the torch path (the fused
+    # kernels' float32 variants would be compiled for it, about 10 CPU-s once per checkout,
+    # more than the whole merge of the tiny suite's LoRA runs)
+    lora = not all(isinstance(s, (str, Path)) for s in inputs)
+    fused_names = set() if dev.type == "cuda" or can_fuse is None or lora else {
         i.name for i in infos if i.is_float and can_fuse(i.torch_dtype, out_dtype, m.name)}
     fused_path = all(i.name in fused_names for i in infos if i.is_float)
     max_item = max((i.itemsize for i in infos), default=1)
