@@ -189,13 +189,17 @@ def digits_tokenizer(rows: list[dict], vocab: int):
                            vocab)
 
 
-def compare_loop(args, preset: dict, device: torch.device) -> dict:
-    """`ordermerge train` against the plain loop, uniform lengths."""
+def uniform_setup(args, preset: dict):
+    """The uniform comparisons' rows (train, 16 validation), tokenizer and train settings."""
     rows = digit_rows((args.rows or preset["rows"]) + 16, preset["length"], seed=0)
-    train, val = rows[:-16], rows[-16:]
-    tokenizer = digits_tokenizer(rows, preset["vocab"])
     cfg = {**train_defaults(), "lr": 1e-4, "batch_size": preset["batch"], "micro_batch_size": preset["micro"],
            "max_length": preset["length"], "warmup_ratio": 0.03}
+    return rows[:-16], rows[-16:], digits_tokenizer(rows, preset["vocab"]), cfg
+
+
+def compare_loop(args, preset: dict, device: torch.device) -> dict:
+    """`ordermerge train` against the plain loop, uniform lengths."""
+    train, val, tokenizer, cfg = uniform_setup(args, preset)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
         build_base(preset, tokenizer, base, cfg["max_length"])
@@ -298,11 +302,7 @@ def _child_run(q, base, rows, val, tokenizer, cfg, out, threads) -> None:
 def compare_adapter(args, preset: dict, device: torch.device) -> dict:
     """Full fine-tuning against LoRA: the same rows, `ordermerge train`, alternating."""
     from ordermerge.lora import settings
-    rows = digit_rows((args.rows or preset["rows"]) + 16, preset["length"], seed=0)
-    train, val = rows[:-16], rows[-16:]
-    tokenizer = digits_tokenizer(rows, preset["vocab"])
-    cfg = {**train_defaults(), "lr": 1e-4, "batch_size": preset["batch"], "micro_batch_size": preset["micro"],
-           "max_length": preset["length"], "warmup_ratio": 0.03}
+    train, val, tokenizer, cfg = uniform_setup(args, preset)
     adapter = {"kind": "lora", **settings({})}
     kinds = {"full": cfg, "lora": {**cfg, "lr": 1e-3, "adapter": adapter}}
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
