@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from test_sft import PARAMS, SCRIPT, env, read_steps, script_cmd, setup, sha, single  # noqa: F401
-from workflow_helpers import made_once
+from workflow_helpers import ROOT, made_once
 
 ADAPTER = {"kind": "lora", "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
 LORA = {**PARAMS, "lr": 1e-2, "adapter": ADAPTER}
@@ -132,6 +132,14 @@ def test_what_a_lora_run_refuses_is_named(setup, tmp_path, monkeypatch):
     assert "config key multitask.groups.tiny.tasks: 'gsm8k' trains LoRA runs" in str(e.value)
     layer.write_text("tasks: {gsm8k: {train: {adapter: {kind: lora}}}}\nmultitask: {groups: {tiny: null}}\n")
     assert load(layer)["tasks"]["gsm8k"]["train"]["adapter"] == {"kind": "lora"}
+    # a sharded launch is refused before any job, naming the LoRA runs (sft.py would refuse
+    # each run once started)
+    monkeypatch.chdir(ROOT)
+    layer.write_text("sft: {accelerate_config: config/accelerate/fsdp-7b-8gpu.yaml, num_processes: 8}\n")
+    with pytest.raises(ConfigError, match=r"config key sft.accelerate_config: config/accelerate/"
+                                          r"fsdp-7b-8gpu.yaml shards the model \(FSDP2\), and LoRA "
+                                          r"runs \(lora \(agnews\)\) are not sharded"):
+        load(layer)
     # the lora section: its name, tasks, adapter and train changes checked by key
     layer.write_text("lora: {name: tiny-llama, tasks: [gsm8k, glue_sst2, nope], adapter: {r: 0},"
                      " train: {lrr: 1}}\n")

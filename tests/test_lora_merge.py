@@ -238,3 +238,37 @@ def test_a_folded_run_is_the_merge_of_that_one_run(runs, tmp_path):
     assert not kept.exists()  # the temporary model is removed
     with folded(base) as d:  # a full checkpoint is read where it is
         assert d == base
+
+
+def test_the_data_aware_merges_read_lora_runs_too(runs, tmp_path):
+    """Fisher merging with each run's Fisher (of its folded model: every weight of the base,
+    fisher_info; made here from seeded draws, with the record the merge checks: the
+    adapter's weight file hashed), and greedy soup's merge of the runs it keeps (the
+    uniform average of those runs), against the dense merges of the merged-and-unloaded runs."""
+    from ordermerge.fisher_info import write_fisher
+    from ordermerge.merge.lora_runs import weight_files
+    from ordermerge.provenance import file_hashes
+    base, adapters, dense = runs
+    w0 = _weights(base)
+    fishers = {"lora": [], "dense": []}
+    for k in range(K):
+        g = torch.Generator().manual_seed(7 + k)
+        f = {n: torch.rand(t.shape, generator=g) + 0.01 for n, t in w0.items()}
+        for kind, run in (("lora", adapters[k]), ("dense", dense[k])):
+            d = tmp_path / f"fisher-{kind}{k}"
+            d.mkdir()
+            write_fisher(d, f, {"model": str(run), "task": "gsm8k", "rows": 4, "row_ids": ["a"],
+                                "train": "t", "model_sha256": file_hashes(run, [x.name for x in weight_files(run)])})
+            fishers[kind].append(d)
+    for method, kw in (("fisher", {"rows": 4}), ("greedy_soup", {"weights": [0.5, 0.5, 0.0]})):
+        outs = {}
+        for kind, subs in (("lora", adapters), ("dense", dense)):
+            outs[kind] = tmp_path / f"{method}-{kind}"
+            outs[kind].mkdir()
+            extra = {"aux": fishers[kind]} if method == "fisher" else {}
+            merge_into(outs[kind], method, subs, **kw, **extra)
+        ours, theirs = _weights(outs["lora"]), _weights(outs["dense"])
+        for n in w0:
+            ws = torch.stack([_weights(d)[n] for d in dense])
+            bound = (K + 1) * EPS32 * (w0[n].abs() + (ws - w0[n]).abs().amax(0))
+            assert ((ours[n] - theirs[n]).abs() <= bound).all(), (method, n)

@@ -57,7 +57,7 @@ def test_the_paper_config_plans_every_table1_evaluation():
 
 
 def test_dropping_a_task_removes_exactly_its_targets(tmp_path):
-    off = layer(tmp_path, "multitask: {groups: {tiny: null}}\ntable2: null\n")
+    off = layer(tmp_path, "multitask: {groups: {tiny: null}}\ntable2: null\nlora: null\n")
     before = Plan(load(off))
     cfg = load(off)
     del cfg["tasks"]["agnews"]
@@ -75,10 +75,10 @@ def test_the_default_config_plans_its_dimensions_and_paths():
     assert p.encoders == ["tiny-bert", "tiny-bert-l"]
     # the LoRA runs (the lora section): the primary base, its adapter, the base an input of
     # every merge (the merge adds it to the merged update) and evaluation (the run folded in)
-    lw = W(model="tiny-llama-lora", task="gsm8k", scheme="shuffle", run="0", epoch="3",
+    lw = W(model="tiny-llama-lora", task="agnews", scheme="shuffle", run="0", epoch="3",
            kind="sft", method="avg")
     assert p.start_model(lw) == "results/base/tiny-llama/model" and p.is_lora(lw)
-    assert p.train_cfg(lw)["adapter"]["r"] == 8 and p.train_cfg(lw)["lr"] == 2e-3
+    assert p.train_cfg(lw)["adapter"]["r"] == 8 and p.train_cfg(lw)["lr"] == 5e-3
     assert p.merge_inputs(lw)["base"] == "results/base/tiny-llama/model"
     assert p.eval_inputs(lambda w: [])(lw)["base"] == "results/base/tiny-llama/model"
     assert "base" not in p.merge_inputs(W(model="tiny-llama", task="gsm8k", scheme="shuffle",

@@ -69,10 +69,6 @@ def model_specs(config: dict) -> dict[str, dict]:
     return out
 
 
-# the LoRA runs' merges unless lora.methods names others: the paper's three
-LORA_METHODS = [{"method": "average"}, {"method": "select"}, {"method": "resample"}]
-
-
 def lora_spec(config: dict) -> dict | None:
     """The `lora` section with its defaults: adapter (lora.py DEFAULTS, kind lora), train
     changes, methods; None when there is none."""
@@ -82,7 +78,9 @@ def lora_spec(config: dict) -> dict | None:
     from ..lora import settings
     return {"name": lo["name"], "tasks": list(lo["tasks"]),
             "adapter": {"kind": "lora", **settings(lo.get("adapter") or {})},
-            "train": dict(lo.get("train") or {}), "methods": lo.get("methods") or LORA_METHODS}
+            "train": dict(lo.get("train") or {}),
+            # unless it names its merges, those merge.methods defaults to (the paper's three)
+            "methods": lo.get("methods") or schema()["properties"]["merge"]["properties"]["methods"]["default"]}
 
 
 def lora_train(config: dict, task: str) -> dict:
@@ -375,9 +373,17 @@ def semantic_errors(config: dict) -> list[str]:
         from ..sharding import ShardingError, from_accelerate_config
         import yaml
         try:
-            from_accelerate_config(yaml.safe_load(Path(sft["accelerate_config"]).read_text()) or {})
+            sharded = from_accelerate_config(
+                yaml.safe_load(Path(sft["accelerate_config"]).read_text()) or {}) is not None
         except ShardingError as e:
             out.append(f"config key sft.accelerate_config: {sft['accelerate_config']}: {e}")
+            sharded = False
+        lora = [t for t, v in config["tasks"].items() if v["train"].get("adapter") is not None]
+        lora += [f"lora ({', '.join(config['lora']['tasks'])})"] if config.get("lora") else []
+        if sharded and lora:  # sft.py refuses it too, but only once the run has started
+            out.append(f"config key sft.accelerate_config: {sft['accelerate_config']} shards the "
+                       f"model (FSDP2), and LoRA runs ({', '.join(lora)}) are not sharded: train "
+                       "them in one process or with DDP (config/accelerate/ddp-4gpu.yaml)")
     if sft["num_processes"] > 1 and sft["accelerate_config"] is None:
         out.append(f"config key sft.num_processes: {sft['num_processes']} processes need "
                    f"sft.accelerate_config (e.g. config/accelerate/ddp-4gpu.yaml)")

@@ -93,7 +93,8 @@ def dry_run(workdir: Path, configfiles: list[str], targets: list[str] = ()) -> l
 
 # ------------------------------------------------------------------ sizes
 def _tokenizer_dir(plan, model: str) -> Path | None:
-    for d in (Path("results/base") / model / "model", Path(plan.models[model]["spec"]["source"])):
+    base = plan.models[model].get("base_of", model)  # LoRA runs: their base's tokenizer
+    for d in (Path("results/base") / base / "model", Path(plan.models[model]["spec"]["source"])):
         if (d / "tokenizer_config.json").is_file():
             return d
     return None
