@@ -248,7 +248,8 @@ def test_the_config_check_reads_the_fsdp_config_before_any_job(tmp_path, monkeyp
     shipped = yaml.safe_load(FSDP_CONFIG.read_text())
     assert from_accelerate_config(shipped) == requested({"ACCELERATE_USE_FSDP": "true"})
     assert from_accelerate_config({"distributed_type": "MULTI_GPU"}) is None
-    check_with(sft={"accelerate_config": str(FSDP_CONFIG), "num_processes": 8})
+    # (without config.yaml's LoRA block: LoRA runs are not sharded, test_lora.py)
+    check_with(sft={"accelerate_config": str(FSDP_CONFIG), "num_processes": 8}, lora=None)
     shipped["fsdp_config"]["fsdp_offload_params"] = True
     bad = tmp_path / "offload.yaml"
     bad.write_text(yaml.safe_dump(shipped))
@@ -256,4 +257,4 @@ def test_the_config_check_reads_the_fsdp_config_before_any_job(tmp_path, monkeyp
     with pytest.raises(ConfigError, match=r"config key sft.accelerate_config: .*offload.yaml: "
                                           r"accelerate config fsdp_config.fsdp_offload_params: "
                                           r"'true' is not supported"):
-        check_with(sft={"accelerate_config": str(bad), "num_processes": 8})
+        check_with(sft={"accelerate_config": str(bad), "num_processes": 8}, lora=None)
