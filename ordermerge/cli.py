@@ -139,12 +139,18 @@ def merge_parser(sub) -> None:
         description="Merge K sub-models: the paper's weighted average, parameter selection and "
                     "selection with resampling (Ju et al. 2024), Model Stock, Fisher merging "
                     "(--fisher), greedy soup (--validation, --validation-split, --task) and the "
-                    "task-vector baselines.",
+                    "task-vector baselines. LoRA runs (PEFT adapter directories) are merged "
+                    "exactly, on their updates B A alpha/r, into a dense model (docs/merge.md, "
+                    "'LoRA runs').",
         epilog="methods (name, id with default settings, formula):\n" + methods
                + "\n\n--method takes a name (settings from the flags) or an id (settings from it).")
     p.add_argument("--method", required=True, metavar="NAME|ID",
                    help="a method name or id: " + ", ".join(METHODS))
-    p.add_argument("--base", help="base model directory (needed by resample and the task-vector methods)")
+    p.add_argument("--base", help="base model directory (needed by resample and the task-vector "
+                                  "methods; for LoRA runs, default: the base their adapter_config.json names)")
+    p.add_argument("--adapter-rank", type=int, metavar="R",
+                   help="LoRA runs: also write the merged update as a PEFT adapter of rank R "
+                        "(truncated SVD) in OUT/adapter, its reconstruction errors in merge.json")
     p.add_argument("--fisher", nargs="+", metavar="DIR",
                    help="fisher: each input's diagonal Fisher, in input order: a directory of "
                         "float32 tensors named as the input's and a fisher.json naming the input "
@@ -298,7 +304,8 @@ def run_merge(args) -> int:
         recipe = merge(name, args.inputs, args.out, overwrite=args.overwrite, base=args.base,
                        weights=args.weights or args.probs, dtype=args.dtype, device=args.device,
                        memory_budget=args.memory_budget, max_shard_bytes=args.max_shard_size,
-                       allow_nonfinite=args.allow_nonfinite, aux=args.fisher, **settings)
+                       allow_nonfinite=args.allow_nonfinite, aux=args.fisher,
+                       adapter_rank=args.adapter_rank, **settings)
     except MergeError as e:
         print(f"ordermerge merge: {e}", file=sys.stderr)
         return 1

@@ -272,3 +272,21 @@ def test_the_data_aware_merges_read_lora_runs_too(runs, tmp_path):
             ws = torch.stack([_weights(d)[n] for d in dense])
             bound = (K + 1) * EPS32 * (w0[n].abs() + (ws - w0[n]).abs().amax(0))
             assert ((ours[n] - theirs[n]).abs() <= bound).all(), (method, n)
+
+
+def test_ordermerge_merge_takes_lora_runs_and_writes_their_adapter(runs, tmp_path):
+    import subprocess
+    import sys
+    base, adapters, _ = runs
+    out = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "merge", "--method", "select",
+                           "--seed", "2", "--adapter-rank", "3", "--out", str(out), *map(str, adapters)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads((out / "merge.json").read_text())
+    assert rec["base"] == str(base) and rec["lora"]["svd"]["rank"] == 3
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 3
+    direct = tmp_path / "direct"
+    direct.mkdir()
+    merge_into(direct, "select", adapters, seed=2)
+    assert (out / "model.safetensors").read_bytes() == (direct / "model.safetensors").read_bytes()
