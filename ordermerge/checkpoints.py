@@ -33,8 +33,5 @@ def load_for_task(task, path: str | os.PathLike, dtype=None):
     _require_checkpoint(path)
     from .merge.lora_runs import folded
     from .models import load_model
-    with folded(path) as dense:
-        model, tokenizer = load_model(dense, dtype=dtype)
-    if dense != Path(path):  # the run's own tokenizer files (the same as the base's)
-        tokenizer = tokenizer_of(path)
-    return model, tokenizer
+    with folded(path) as dense:  # it carries the run's own tokenizer files
+        return load_model(dense, dtype=dtype)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +20,10 @@ import torch
 from ..models import DTYPES as TORCH_DTYPES
 from . import rng
 from .methods import Chunk, Method, get
-from .lora_runs import ComposingWriter, LoraRuns, check_svd_rank, is_adapter_dir, write_svd_adapter
+from .lora_runs import ComposingWriter, DeltaCheckpoint, LoraRuns, check_svd_rank, is_adapter_dir, write_svd_adapter
 from .rundata import run_data
-from .st_io import (COPIED, DEFAULT_SHARD, EMBEDDING_SUFFIXES, TORCH_TO_ST, Checkpoint,
-                    CheckpointError, MergeError, ShardedWriter)
+from .st_io import (DEFAULT_SHARD, EMBEDDING_SUFFIXES, TORCH_TO_ST, Checkpoint,
+                    CheckpointError, MergeError, ShardedWriter, copy_model_files)
 
 DEFAULT_BUDGET = 1 << 30
 # elements per chunk at most. The torch path's temporaries are per chunk: small enough to
@@ -225,7 +224,9 @@ def _validate(method: str, inputs, base, weights, settings: dict, dtype, device)
 
 
 def _plan(m: Method, settings, w, inputs, base, out_dtype, dev, out_dir, memory_budget,
-          max_shard_bytes, chunk_elements, aux=None) -> _Plan:
+          max_shard_bytes, chunk_elements, aux=None, writer=None) -> _Plan:
+    """`writer`: where the merged tensors go (default a ShardedWriter of them into out_dir;
+    a LoRA merge's adds the base, lora_runs.ComposingWriter)."""
     k = len(inputs)
     subs, base_ckpt = _open_all(inputs, base if m.needs_base else None)
     aux_ckpts = _open_aux(m, aux, subs, settings)
@@ -235,14 +236,14 @@ def _plan(m: Method, settings, w, inputs, base, out_dtype, dev, out_dir, memory_
     def out_dtype_of(info):
         return TORCH_TO_ST[out_dtype] if (out_dtype and info.is_float) else info.dtype
 
-    writer = ShardedWriter(Path(out_dir), [(i.name, out_dtype_of(i), i.shape) for i in infos],
-                           max_shard_bytes)
+    writer = writer or ShardedWriter(Path(out_dir), [(i.name, out_dtype_of(i), i.shape)
+                                                      for i in infos], max_shard_bytes)
     impl = m.impl()
     can_fuse = getattr(impl, "fused_available", None)
     # a LoRA merge's inputs are ΔW made per tensor in memory: the torch path (the fused
     # kernels' float32 variants would be compiled for it, about 10 CPU-s once per checkout,
     # more than the whole merge of the tiny suite's LoRA runs)
-    lora = not all(isinstance(s, (str, Path)) for s in inputs)
+    lora = isinstance(subs[0], DeltaCheckpoint)
     fused_names = set() if dev.type == "cuda" or can_fuse is None or lora else {
         i.name for i in infos if i.is_float and can_fuse(i.torch_dtype, out_dtype, m.name)}
     fused_path = all(i.name in fused_names for i in infos if i.is_float)
@@ -421,10 +422,7 @@ def _file_sources(inputs, base) -> list[Path]:
 
 def _finish(plan: _Plan, out_dir: Path, sources: list[Path], inputs, base, dtype,
             memory_budget, t0, anon_at_start) -> dict:
-    for f in COPIED:  # each file from the first source that has it
-        source = next((s for s in sources if (s / f).is_file()), None)
-        if source is not None:
-            shutil.copy2(source / f, out_dir / f)
+    copy_model_files(out_dir, sources)
     if dtype is not None and (out_dir / "config.json").is_file():
         cfg = json.loads((out_dir / "config.json").read_text())
         cfg["dtype"] = dtype
@@ -489,10 +487,10 @@ def merge_into(out_dir: str | Path, method: str, inputs: list[str | Path], *,
         plan = _plan(m, settings, w, inputs, base, out_dtype, dev, out_dir, memory_budget,
                      max_shard_bytes, chunk_elements, aux)
     else:  # the ΔW_k against zeros, in float32; the writer adds the base (lora_runs.py)
+        writer = ComposingWriter(Path(out_dir), lora.base, lora.runs[0].tensors, out_dtype,
+                                 max_shard_bytes, adapter_rank)
         plan = _plan(m, settings, w, lora.runs, lora.zero if m.needs_base else None, None, dev,
-                     out_dir, memory_budget, max_shard_bytes, chunk_elements, aux)
-        plan.writer = ComposingWriter(Path(out_dir), lora.base, lora.runs[0].tensors, out_dtype,
-                                      max_shard_bytes, adapter_rank)
+                     out_dir, memory_budget, max_shard_bytes, chunk_elements, aux, writer)
     plan.allow_nonfinite = bool(allow_nonfinite)
     checkpoints = plan.subs + ([plan.base] if plan.base is not None else []) + plan.aux \
         + ([lora.base] if lora else [])

@@ -28,15 +28,14 @@ import contextlib
 import json
 import math
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
 from ..lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from .st_io import COPIED, DEFAULT_SHARD, DTYPES, TORCH_TO_ST, Checkpoint, CheckpointError, \
-    MergeError, ShardedWriter, TensorInfo, read_header
+from .st_io import DEFAULT_SHARD, DTYPES, TORCH_TO_ST, Checkpoint, CheckpointError, \
+    MergeError, ShardedWriter, TensorInfo, copy_model_files, read_header
 
 # PEFT's saved key of a LoRA factor (no adapter name in the file): the module, A or B
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
@@ -83,11 +82,8 @@ def fold_into(out_dir: Path, path, base=None) -> None:
     finally:
         runs.base.close()
         run.close()
-    for f in COPIED:  # the base's config, the run's own tokenizer where it has one
-        source = next((s for s in (Path(path), runs.base_path) if (s / f).is_file()
-                       and not (f == "config.json" and s == Path(path))), None)
-        if source is not None:
-            shutil.copy2(source / f, out_dir / f)
+    # the run's own tokenizer files, the base's config (an adapter directory has none)
+    copy_model_files(out_dir, [Path(path), runs.base_path])
 
 
 def weight_files(path) -> list[Path]:

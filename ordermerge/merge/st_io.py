@@ -13,6 +13,7 @@ import json
 import math
 import mmap
 import os
+import shutil
 import struct
 import warnings
 from dataclasses import dataclass
@@ -226,6 +227,14 @@ class Checkpoint:
             except BufferError:  # a view is still alive; the mapping goes with it
                 pass
         self._maps.clear()
+
+
+def copy_model_files(out_dir: Path, sources: list[Path]) -> None:
+    """Each of COPIED into `out_dir` from the first of `sources` that has it."""
+    for f in COPIED:
+        source = next((s for s in sources if (Path(s) / f).is_file()), None)
+        if source is not None:
+            shutil.copy2(Path(source) / f, Path(out_dir) / f)
 
 
 def shard_plan(tensors: list[tuple[str, str, tuple[int, ...]]], max_shard_bytes: int) -> list[list]:

@@ -94,9 +94,7 @@ def _lora_errors(config: dict) -> list[str]:
     if lo is None:
         return []
     out = []
-    taken = {config["model"]["name"], config["encoder"]["name"]} | {
-        e["name"] for key in ("decoders", "encoders") for e in (config.get("models") or {}).get(key, [])}
-    if lo["name"] in taken:
+    if lo["name"] in model_specs({**config, "lora": None}):  # every other model's name
         out.append(f"config key lora.name: {lo['name']!r} is taken (names are the {{model}} path "
                    "wildcard)")
     for t in lo["tasks"]:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..evaluate.backends import get_backend
-from .config import eval_section, generating_backend, lora_train
+from .config import eval_section, generating_backend
 from .memory import GIB, Shape, describe, generation_peak, sft_peak
 
 
@@ -54,10 +54,8 @@ class Preflight:
                            f"config.json's hidden_size, intermediate_size, num_hidden_layers, "
                            f"num_attention_heads, num_key_value_heads, vocab_size)")
                 continue
-            lora = self.models[m].get("lora")
             for t in self.models[m]["tasks"]:
-                tr = lora_train(self.config, t) if lora else self.config["tasks"][t]["train"]
-                ev = eval_section(self.config, t)
+                tr, ev = self.train_of(m, t), eval_section(self.config, t)
                 tokens = tr["micro_batch_tokens"] or tr["micro_batch_size"] * tr["max_length"]
                 # the batch of sequences the generating backend holds at once, its share of
                 # the GPU, what to change (backends.py); scoring runs on transformers

@@ -34,7 +34,6 @@ import json
 import math
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 from . import dryrun
 from .dryrun import DryJob
@@ -240,10 +239,11 @@ class Projector:
     def forward_s(self, model: str, tokens: float) -> float:
         return 2 * self.sizes.model(model)["params"] * tokens / self.cal["forward_flops_per_s"]
 
-    def io_s(self, model: str, n_models: float) -> float:
-        """Loading or saving n_models checkpoints: a fixed cost each, and their bytes."""
-        return n_models * (self.cal["load_s"]
-                           + self.sizes.model(model)["bytes"] / self.cal["io_bytes_per_s"])
+    def io_s(self, model: str, n_models: float, nbytes: float | None = None) -> float:
+        """Loading or saving n_models checkpoints: a fixed cost each, and their bytes (the
+        model's, or `nbytes` each: a LoRA run's adapters)."""
+        nbytes = self.sizes.model(model)["bytes"] if nbytes is None else nbytes
+        return n_models * (self.cal["load_s"] + nbytes / self.cal["io_bytes_per_s"])
 
     def evaluate_one(self, model: str, task: str, params: dict,
                      split: str = "test") -> tuple[float, dict]:
@@ -318,7 +318,7 @@ class Projector:
         """One SFT run: every epoch's tokens trained, the validation passes, the checkpoints
         saved (what temporary_checkpoints removes), over the processes."""
         cfg, model = self.config, self._model_of(job)
-        tr = self.plan.train_cfg(SimpleNamespace(**job.wildcards))
+        tr = self.plan.train_of(model, job.wildcards["task"])
         s = self.sizes.task(model, job.wildcards["task"])
         m = self.sizes.model(model)
         epochs = cfg["epochs"]
@@ -337,8 +337,7 @@ class Projector:
         out["scored_tokens"] = passes * s["tokens"]["validation"]
         out["work_s"] = ((flops * trained / self.cal["train_flops_per_s"]
                           + self.forward_s(model, out["scored_tokens"])) / procs
-                         + self.io_s(model, 1)
-                         + checkpoints * (self.cal["load_s"] + saved / self.cal["io_bytes_per_s"]))
+                         + self.io_s(model, 1) + self.io_s(model, checkpoints, saved))
         out["written_bytes"] = checkpoints * saved
         out["temporary_bytes"] = out["written_bytes"]  # what temporary_checkpoints removes
 

@@ -50,8 +50,11 @@ class DataRules:
         return self.train_cfg(wildcards).get("adapter") is not None
 
     def train_cfg(self, wildcards) -> dict:
+        return self.train_of(wildcards.model, wildcards.task)
+
+    def train_of(self, model: str, task: str) -> dict:
         """An SFT run's train section: the task's, or for LoRA runs with the lora section's
         changes and adapter."""
-        if "lora" in self.models[wildcards.model]:
-            return lora_train(self.config, wildcards.task)
-        return self.task_cfg(wildcards)["train"]
+        if "lora" in self.models[model]:
+            return lora_train(self.config, task)
+        return self.config["tasks"][task]["train"]
