@@ -83,6 +83,12 @@ def _table4_records(p) -> list:
             for r in p.eval_records(t, scheme, [p.report_epoch], p.table4["methods"])]
 
 
+def _table5_records(p) -> list:
+    """Every Table 1 model of general_eval's fine-tuned tasks (the base, the K runs, each merge)
+    on each general benchmark (plan.general_records)."""
+    return p.general_records()
+
+
 TABLES: dict[str, TableSpec] = {t.number: t for t in [
     TableSpec(
         "1", "single SFT vs the merges of its K runs, per task", "table1", "to_markdown",
@@ -145,6 +151,20 @@ TABLES: dict[str, TableSpec] = {t.number: t for t in [
         "sign-flip test against single SFT (shuffled) on the same test items; intervals and "
         "p-values are in the CSV.",
         keep_scheme=True),
+    TableSpec(
+        "5", "what fine-tuning and merging cost on general benchmarks (lm-eval)", "table5",
+        "table5_markdown", "table5_latex", "table5_cells", _table5_records,
+        lambda p: {"epoch": p.report_epoch, "scheme": p.schemes[0], "stats": _stats(p),
+                   "benchmarks": p.general["tasks"], "finetuned": p.general_finetuned()},
+        "General capabilities (beyond the paper): per fine-tuning task, the base model, single "
+        "SFT (mean ± std over the K runs) and each merge at the report epoch on the general "
+        "benchmarks of ``general_eval`` through lm-evaluation-harness (one column each: the "
+        "mean of the task's per-item metric, in percent). The CSV has each cell's 95% interval "
+        "and each row's paired sign-flip p-value against single SFT on the same benchmark "
+        "items; stars: * p < 0.05, ** p < 0.01, *** p < 0.001. Every record names lm-eval's "
+        "version, the task versions and config hashes, n-shot, seeds, batch size and backend "
+        "(docs/general.md).",
+        block="finetuned"),
 ]}
 
 

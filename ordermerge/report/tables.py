@@ -52,7 +52,8 @@ def method_rows(df: pd.DataFrame) -> pd.Series:
     """Each record's row: single for SFT runs; for merges the registry label, or label (row
     id) where a task has several settings of one method."""
     out = pd.Series("single", index=df.index)
-    merged = df["kind"] != "sft"
+    out[df["kind"] == "base"] = "base"
+    merged = ~df["kind"].isin(["sft", "base"])
     for _, part in df[merged].groupby("task"):
         names = row_names(list(dict.fromkeys(part["name"])))
         out[part.index] = [names[n] for n in part["name"]]
@@ -62,9 +63,9 @@ def method_rows(df: pd.DataFrame) -> pd.Series:
 def _row_order(df: pd.DataFrame) -> list[str]:
     key = {}
     for row, name, kind in zip(df["row"], df["name"], df["kind"]):
-        if kind != "sft":
+        if kind not in ("sft", "base"):
             key.setdefault(row, (_ORDER[parse_method_id(name)[0]], row))
-    return ["single"] + sorted(key, key=key.get)
+    return ["base"] * bool((df["kind"] == "base").any()) + ["single"] + sorted(key, key=key.get)
 
 
 def _items_mean(item_dicts) -> pd.Series:
@@ -158,6 +159,16 @@ def _blocks(df: pd.DataFrame, key: str, stat: dict | None) -> pd.DataFrame:
         block.insert(0, key, value)
         blocks.append(block)
     return pd.concat(blocks)
+
+
+def table5(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
+    """`records`: dicts with finetuned (the Table 1 task whose models they are), task (a
+    general benchmark: lm-eval's task), kind (base | sft | merged), name, score, items. One
+    block of rows per fine-tuning task: base (the model before fine-tuning), single (the K
+    runs), each merge; a column per benchmark. Every row is tested against single SFT."""
+    if not records:
+        raise ValueError("table5: no general-benchmark records")
+    return _blocks(pd.DataFrame(records), "finetuned", stat)
 
 
 def table4(records: list[dict], stat: dict | None = None) -> pd.DataFrame:
@@ -273,6 +284,10 @@ def table3_cells(df: pd.DataFrame) -> list[tuple]:
     return _block_cells(df, "group")
 
 
+def table5_cells(df: pd.DataFrame) -> list[tuple]:
+    return _block_cells(df, "finetuned")
+
+
 def table2_markdown(table: pd.DataFrame) -> str:
     """The paper's layout: a row per model and merge, each cell single → merge (stars: the
     merge's paired test against single)."""
@@ -300,7 +315,7 @@ def table2_latex(table: pd.DataFrame, number: str = "2") -> str:
 
 def task_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns
-            if not c.endswith(SUFFIXES) and c not in ("avg_delta", "group", "model",
+            if not c.endswith(SUFFIXES) and c not in ("avg_delta", "group", "model", "finetuned",
                                                        "test_resamples", "test_seed")]
 
 
@@ -372,6 +387,15 @@ def table3_markdown(table: pd.DataFrame) -> str:
 
 def table3_latex(table: pd.DataFrame, number: str = "3") -> str:
     return grouped(table, lambda g, b: to_latex(b, caption=f"Multi-task merging, group {g}"))
+
+
+def table5_markdown(table: pd.DataFrame) -> str:
+    return grouped(table, lambda t, b: f"### fine-tuned on {t}\n\n" + to_markdown(b), key="finetuned")
+
+
+def table5_latex(table: pd.DataFrame, number: str = "5") -> str:
+    return grouped(table, lambda t, b: to_latex(b, caption=f"General benchmarks, fine-tuned on {t}"),
+                   key="finetuned")
 
 
 def build(table_no: str, records: list[dict], stat: dict | None = None) -> tuple[pd.DataFrame, str, str]:

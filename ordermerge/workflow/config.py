@@ -26,7 +26,7 @@ def _method_errors(specs: list[dict], seeds: list[int], key: str) -> list[str]:
 
 
 # sections a config may set to null to turn them off
-NULLABLE = ("table2", "table4", "figures")
+NULLABLE = ("table2", "table4", "figures", "general_eval")
 _BLOCK = {"decoder": ("model", "decoders"), "encoder": ("encoder", "encoders")}
 
 
@@ -165,6 +165,60 @@ def _analysis_errors(config: dict) -> list[str]:
             if t not in config["tasks"]:
                 out.append(f"config key table4.tasks: {t!r} is not configured under tasks")
         out += _method_errors(t4["methods"], config["merge"]["seeds"], "table4.methods")
+    return out
+
+
+def _lm_eval_task_names_text() -> str | None:
+    """The text of every task YAML lm-eval ships (None: lm-eval is not installed here)."""
+    import importlib.util
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0]) / "tasks"
+    return "\n".join(f.read_text(errors="replace") for f in sorted(root.rglob("*.yaml")))
+
+
+def _general_errors(config: dict) -> list[str]:
+    """What the workflow's config check refuses of the general_eval section, before any job:
+    finetuned tasks that are not Table 1 decoder tasks, include paths that are not
+    directories or hold unreadable YAML, metrics of unconfigured tasks, and task names that
+    neither a local YAML nor any task file of lm-eval's names (a cheap text search, 0.4 s,
+    made only for names that are not local; lm-eval's own index takes 14 s)."""
+    import re
+
+    from ..general_eval import local_tasks
+    g = config.get("general_eval")
+    if g is None:
+        return []
+    out = []
+    decoders = [t for t in config["tasks"] if t in TASKS and TASKS[t].family == "decoder"
+                and (config["tasks"][t].get("train") or {}).get("adapter") is None]
+    for t in g["finetuned"] or []:
+        if t not in decoders:
+            out.append(f"config key general_eval.finetuned: {t!r} is not a decoder task of Table 1 "
+                       f"(full fine-tuning) configured under tasks")
+    if not (g["finetuned"] if g["finetuned"] is not None else decoders):
+        out.append("config key general_eval: no Table 1 decoder task to evaluate the models of "
+                   "(set general_eval: null)")
+    try:
+        local = local_tasks(g["include_path"])
+    except ValueError as e:
+        return out + [f"config key {e}" if str(e).startswith("general_eval") else str(e)]
+    for t in g["metrics"]:
+        if t not in g["tasks"]:
+            out.append(f"config key general_eval.metrics.{t}: not one of general_eval.tasks")
+    remote = [t for t in g["tasks"] if t not in local]
+    if remote:
+        text = _lm_eval_task_names_text()
+        if text is None:
+            out.append(f"config key general_eval.tasks: {', '.join(remote)} are not local tasks "
+                       f"(include_path) and lm-eval is not installed here (pip install "
+                       f"lm-eval==0.4.13)")
+        else:
+            for t in remote:
+                if not re.search(rf"(?<![A-Za-z0-9_.-]){re.escape(t)}(?![A-Za-z0-9_.-])", text):
+                    out.append(f"config key general_eval.tasks: {t!r}: no task of that name in "
+                               f"lm-eval's task files or under general_eval.include_path")
     return out
 
 
@@ -325,6 +379,7 @@ def semantic_errors(config: dict) -> list[str]:
     out += _method_errors(config["merge"]["methods"], config["merge"]["seeds"], "merge.methods")
     out += _lora_errors(config)
     out += _analysis_errors(config)
+    out += _general_errors(config)
     for gname, group in config.get("multitask", {}).get("groups", {}).items():
         if group is None:  # removed by a layered config file
             continue

@@ -20,6 +20,7 @@ from .preflight import Preflight
 from .resources import Resources
 from .rules.data import DataRules
 from .rules.evaluate import EvaluateRules
+from .rules.general import GeneralRules
 from .rules.multitask import MultitaskRules
 from .rules.report import ReportRules
 from .rules.train_merge import TrainMergeRules
@@ -27,7 +28,7 @@ from .stages import STAGES, stage_of  # noqa: F401  (the Snakefile's check)
 
 
 class Plan(Dimensions, Paths, Code, Resources, Preflight, DataRules, TrainMergeRules,
-           EvaluateRules, MultitaskRules, ReportRules):
+           EvaluateRules, GeneralRules, MultitaskRules, ReportRules):
     """Everything the rules need to know of one config (already checked and defaulted)."""
 
     def __init__(self, config: dict):
