@@ -253,6 +253,7 @@ def evaluate_general(model_path, settings: dict, tasks=None, tm=None) -> dict[st
     if settings["backend"] != "hf":
         raise InputError(f"general_eval.backend: {settings['backend']!r}: only hf is "
                          f"implemented (lm-eval's HFLM)")
+    lean_lm_eval()
     tm = tm or task_manager(settings)
     tasks = tasks or load_tasks(tm, settings)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -276,6 +277,29 @@ def evaluate_general(model_path, settings: dict, tasks=None, tm=None) -> dict[st
         rec["generation"] = generation
         rec["model_path"] = str(model_path)
     return out
+
+
+def lean_lm_eval() -> None:
+    """Two of lm-eval's per-call costs that change no result, removed (idempotent):
+    simple_evaluate's environment report (torch's collect_env: about ten subprocesses, 0.4 s
+    a model) is not made, since the records keep their own versions (``generation``) and not
+    lm-eval's report; Jinja templates are compiled once per template text, not once per
+    document and field (0.3 s a model on the tiny tasks). tests/test_general.py checks that
+    the records are the same as without this."""
+    import functools
+
+    import lm_eval.evaluator as ev
+    import lm_eval.utils as lu
+    if getattr(lu.apply_template, "ordermerge_cached", False):
+        return
+    compiled = functools.lru_cache(maxsize=4096)(lu.env.from_string)
+
+    def apply_template(template: str, doc: dict) -> str:
+        return compiled(template).render(**doc)
+
+    apply_template.ordermerge_cached = True
+    ev.add_env_info = lambda results: None
+    lu.apply_template = apply_template
 
 
 class _Preloaded:
