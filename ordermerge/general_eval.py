@@ -78,6 +78,45 @@ def data_files(include_path: list, tasks: list) -> list[str]:
                   and "__pycache__" not in f.parts)
 
 
+# What `ordermerge plan` prices a hub benchmark at (lm-eval 0.4.13's task configs): items in
+# the split it evaluates, options per item (0: generation), a mean item's prompt tokens at
+# zero shots and per few-shot example, a mean option's (or answer's) tokens, the task's own
+# n-shot, and for generation its max_gen_toks. Item counts are the datasets'; token counts
+# are estimates at about 4 characters a token (Llama-2's tokenizer). A benchmark not here is
+# priced at mmlu's per-item sizes with a warning line in the projection.
+BENCHMARK_SIZES = {
+    "mmlu": {"items": 14042, "options": 4, "prompt": 95, "shot": 95, "answer": 1, "shots": 0},
+    "arc_challenge": {"items": 1172, "options": 4, "prompt": 45, "shot": 55, "answer": 8, "shots": 0},
+    "arc_easy": {"items": 2376, "options": 4, "prompt": 40, "shot": 50, "answer": 8, "shots": 0},
+    "hellaswag": {"items": 10042, "options": 4, "prompt": 65, "shot": 95, "answer": 30, "shots": 0},
+    "truthfulqa_mc2": {"items": 817, "options": 7, "prompt": 240, "shot": 0, "answer": 12, "shots": 0},
+    "winogrande": {"items": 1267, "options": 2, "prompt": 25, "shot": 30, "answer": 8, "shots": 0},
+    "gsm8k": {"items": 1319, "options": 0, "prompt": 80, "shot": 150, "answer": 130, "shots": 5,
+              "max_gen": 256},
+}
+
+
+def benchmark_size(name: str, include_path: list) -> dict:
+    """BENCHMARK_SIZES' entry of benchmark `name`: a local task's from its YAML and rows (items:
+    the test split's lines; prompt: a row's characters / 4; options: 4 for multiple choice),
+    a hub task's from the table (``estimated``: not in the table)."""
+    import yaml
+    local = local_tasks(include_path)
+    if name in local:
+        doc = yaml.load(local[name].read_text(), Loader=_Loader) or {}
+        files = ((doc.get("dataset_kwargs") or {}).get("data_files") or {}).get(doc.get("test_split"))
+        files = [files] if isinstance(files, str) else list(files or [])
+        lines = [x for f in files if Path(f).is_file() for x in Path(f).read_text().splitlines() if x]
+        gen = doc.get("output_type", "generate_until") == "generate_until"
+        return {"items": len(lines), "options": 0 if gen else 4,
+                "prompt": sum(map(len, lines)) / max(len(lines), 1) / 4, "shot": 0, "answer": 2,
+                "shots": doc.get("num_fewshot") or 0,
+                "max_gen": (doc.get("generation_kwargs") or {}).get("max_gen_toks", 256)}
+    if name in BENCHMARK_SIZES:
+        return dict(BENCHMARK_SIZES[name])
+    return {**BENCHMARK_SIZES["mmlu"], "estimated": True}
+
+
 def _config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -165,7 +204,7 @@ def records_of(results: dict, settings: dict, run: dict) -> dict[str, dict]:
             "examples": examples,
             "lm_eval": {
                 **run,
-                "version": results.get("lm_eval_version"),
+                "version": run.get("version", results.get("lm_eval_version")),
                 "aggregate": results["results"][name].get(f"{metric},{filt}"),
                 "tasks": {leaf: {"version": (results.get("versions") or {}).get(leaf),
                                  "config_sha256": _config_hash(configs.get(leaf, {})),
@@ -267,7 +306,7 @@ def evaluate_general(model_path, settings: dict, tasks=None, tm=None) -> dict[st
             bootstrap_iters=0, apply_chat_template=settings["apply_chat_template"],
             random_seed=settings["seed"], numpy_random_seed=settings["seed"],
             torch_random_seed=settings["seed"], fewshot_random_seed=settings["seed"])
-    run = {"backend": "hf", "model_args": {**args, "pretrained": str(model_path)},
+    run = {"backend": "hf", "version": lm_eval.__version__, "model_args": {**args, "pretrained": str(model_path)},
            "command": command_line({**args, "pretrained": str(model_path)}, settings)}
     out = records_of(results, settings, run)
     generation = {"backend": "hf", "lm_eval": lm_eval.__version__,

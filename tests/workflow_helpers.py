@@ -17,7 +17,7 @@ COPIED = ("Snakefile", "config.yaml", "config", "rules", "scripts", "ordermerge"
 
 def copy_project(dest: Path, bare: bool = True) -> Path:
     """A copy of the project; `bare`: its config.yaml without tasks, multi-task groups, Table 4,
-    figures and LoRA runs,
+    figures, LoRA runs and general benchmarks,
     so that the test's own config file decides them (layered files cannot remove keys)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
@@ -33,7 +33,8 @@ def copy_project(dest: Path, bare: bool = True) -> Path:
         cfg = yaml.safe_load((dest / "config.yaml").read_text())
         cfg["tasks"] = {}
         cfg.pop("multitask", None)
-        cfg["table4"] = cfg["figures"] = cfg["lora"] = None  # they name tasks of config.yaml
+        # they name tasks of config.yaml (general_eval: its tiny benchmarks on every task)
+        cfg["table4"] = cfg["figures"] = cfg["lora"] = cfg["general_eval"] = None
         cfg.pop("models", None)
         (dest / "config.yaml").write_text(yaml.safe_dump(cfg))
         shutil.copystat(ROOT / "config.yaml", dest / "config.yaml")

@@ -413,6 +413,36 @@ class Projector:
             for k, v in counts.items():
                 out[k] += n_models * v
 
+    def cost_general_eval(self, job: DryJob, out: dict) -> None:
+        """Each model on every general benchmark (general_eval.benchmark_size; the config's
+        limit and num_fewshot): its load, then per item every option scored after the prompt
+        and its few-shot examples, or the prompt prefilled and the answer decoded in batches
+        of batch_size."""
+        from ..general_eval import benchmark_size
+        g, model = job.params(), self._model_of(job)
+        n_models = max(len(_models_in(job.inputs)), 1)
+        m, work = self.sizes.model(model), self.io_s(model, 1)
+        scored = generated = 0.0
+        for name in g["tasks"]:
+            b = benchmark_size(name, g["include_path"])
+            items = min(b["items"], g["limit"] or b["items"])
+            shots = b["shots"] if g["num_fewshot"] is None else g["num_fewshot"]
+            prompt = b["prompt"] + shots * b["shot"]
+            if b["options"]:
+                tokens = items * b["options"] * (prompt + b["answer"])
+                scored += tokens
+                work += self.forward_s(model, tokens)
+            else:
+                scored += items * prompt
+                steps = min(b.get("max_gen", 256), 2 * b["answer"])
+                step_s = (self.cal["decode_step_s"] + m["layers"] * self.cal["decode_layer_s"]
+                          + 2 * m["params"] * g["batch_size"] / self.cal["forward_flops_per_s"])
+                work += (self.forward_s(model, items * prompt)
+                         + math.ceil(items / g["batch_size"]) * steps * step_s)
+                generated += items * b["answer"]
+        out["work_s"] = n_models * work
+        out["scored_tokens"], out["generated_tokens"] = n_models * scored, n_models * generated
+
     def cost_score(self, job: DryJob, out: dict) -> None:
         """A forward pass over one split."""
         model = self._model_of(job)
