@@ -335,7 +335,8 @@ def audit_parser(sub) -> None:
     p.add_argument("path", help="an output under results/ (file or directory)")
     p.add_argument("--cell", nargs=2, metavar=("TASK", "ROW"),
                    help="for a table: only the chain behind one cell, e.g. gsm8k resample")
-    p.add_argument("--block", help="with --cell on Tables 2 and 3: the model or group")
+    p.add_argument("--block", help="with --cell on Tables 2, 3 and 5: the model, group or "
+                                   "fine-tuned task")
     p.add_argument("--verify", action="store_true",
                    help="re-check hashes, staleness, code and params (runs a Snakemake dry run)")
     p.add_argument("--rehash", action="store_true",

@@ -122,19 +122,27 @@ def test_the_config_check_refuses_by_key(tmp_path, monkeypatch, general, message
 
 
 def test_a_hub_task_offline_fails_in_one_line(tmp_path):
-    """No network here: loading a hub dataset fails at once, in one line naming the task."""
+    """No network here: a task whose data is a hub dataset fails at once, in one line naming
+    the task and the dataset's error (a local YAML naming the hub's ARC: lm-eval's own index
+    of 14,000 task files is not needed to show it)."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "arc_hub.yaml").write_text(
+        "task: arc_hub\ndataset_path: allenai/ai2_arc\ndataset_name: ARC-Easy\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
+        "doc_to_choice: '{{choices.text}}'\ndoc_to_target: 0\n")
     code = ("import sys; sys.path.insert(0, %r)\n"
             "from ordermerge.general_eval import task_manager, load_tasks\n"
-            "s = {'tasks': ['arc_easy'], 'include_path': []}\n"
-            "load_tasks(task_manager(s), s)\n") % str(ROOT)
+            "s = {'tasks': ['arc_hub'], 'include_path': [%r]}\n"
+            "load_tasks(task_manager(s), s)\n") % (str(ROOT), str(tmp_path / "tasks"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf")}
-    p = subprocess.run([sys.executable, "-c", f"{code}"], capture_output=True, text=True,
-                       env=env, timeout=300)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300)
     assert p.returncode != 0
     last = p.stderr.strip().splitlines()[-1]
-    assert "general_eval.tasks: the data of arc_easy cannot be loaded (offline: HF_HUB_OFFLINE " \
-           "is set)" in last, p.stderr[-2000:]
+    assert last.startswith("ordermerge.utils.InputError: general_eval.tasks: the data of arc_hub "
+                           "cannot be loaded (offline: HF_HUB_OFFLINE is set): "), p.stderr[-2000:]
+    assert "allenai/ai2_arc" in last
 
 
 def _record(finetuned, kind, name, task, items, path):

@@ -170,7 +170,11 @@ def _assert_only_resample(jobs, rounds, tasks):
     evaluations, GSM8K's resample curve and training-set score (the figures), and the
     tables and figures that show resample."""
     assert set(jobs) == {"merge_seeds", "evaluate_seeds", "score", "curve", "table1", "table1L",
-                         "table4", "figure1", "figure3", "figure4", "cost", "all"}, jobs
+                         "table4", "figure1", "figure3", "figure4", "general_eval_seeds",
+                         "table5", "cost", "all"}, jobs
+    # GSM8K's resample merges at the report epoch on the general benchmarks (Table 5)
+    assert jobs["general_eval_seeds"] == [
+        f"results/general/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/merged/resample-n{rounds}-s0/tiny_facts.json"]
     # every epoch of both tasks under shuffled orders, Table 4's report epoch under fix-batch,
     # and the LoRA runs' report epoch (Table 1L, on GSM8K)
     n_merges = len(tasks) * EPOCHS * SEEDS + SEEDS + SEEDS
@@ -218,7 +222,9 @@ def test_editing_the_ties_source_reruns_only_ties(done):
         src.write_text(text)
         snakemake(done, *config_args("--touch"))
     assert set(jobs) == {"merge", "multitask_merge", "evaluate", "evaluate_multitask_pair",
-                         "table1", "table3", "cost", "all"}, jobs
+                         "general_eval", "table1", "table3", "table5", "cost", "all"}, jobs
+    assert jobs["general_eval"] == [f"results/general/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/"
+                                    f"merged/ties-d0.3-l1.0/tiny_facts.json"]
     assert len(jobs["merge"]) == len(TASKS) * EPOCHS and all("/ties-d0.3-l1.0" in p for p in jobs["merge"])
     assert jobs["multitask_merge"] == ["results/multitask/pair/ties-d0.3-l1.0"]
     assert len(jobs["evaluate"]) == len(TASKS) * EPOCHS
@@ -454,6 +460,38 @@ def test_audit_names_tampered_stale_and_edited_records(done, tmp_path):
     assert all(f.startswith((f"{merged}/select-s0/", f"{merged}/select-s1/")) for f, _ in got["stale"])
     assert got["params"] == {("results/orders/sst2/shuffle/run1.json", str(order.relative_to(wd)))}
     assert doc["summary"]["tampered"] == 2 and doc["summary"]["params"] == 1
+
+
+def test_table5_general_benchmarks_and_the_audit_of_a_cell(done):
+    """GSM8K's models (base, K runs, every merge at the report epoch) on the first 12 items of
+    the tiny lm-eval benchmarks; each cell's records and its audit chain down to the runs."""
+    table = pd.read_csv(done / "results/tables/table5.csv", index_col="row")
+    assert set(table["finetuned"]) == {"gsm8k"}
+    assert list(table.index[:2]) == ["base", "single"] and "param-selection" in table.index
+    assert table.loc["single", "tiny_facts_n"] == K and table.loc["param-selection", "tiny_sums_n"] == SEEDS
+    assert table.loc["base", "tiny_facts_n"] == 1
+    for col in ("tiny_facts", "tiny_sums"):
+        assert table[col].between(0, 100).all() and table[f"{col}_p"].drop("single").notna().all()
+    gen = done / f"results/general/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}"
+    recs = [json.loads((gen / f"sft/run{r}/tiny_facts.json").read_text()) for r in range(K)]
+    assert all(r["n"] == 12 and len(r["examples"]) == 12 for r in recs)
+    assert table.loc["single", "tiny_facts"] == pytest.approx(
+        100 * sum(r["score"] for r in recs) / K)
+    lm = recs[0]["lm_eval"]
+    assert lm["batch_size"] == 16 and lm["limit"] == 12 and lm["backend"] == "hf"
+    assert lm["tasks"]["tiny_facts"]["n_shot"] == 0 and len(lm["tasks"]["tiny_facts"]["config_sha256"]) == 64
+    assert lm["command"].startswith("lm_eval --model hf --model_args pretrained=results/sft/")
+    rc, out = _audit(done, "results/tables/table5.csv", "--cell", "tiny_facts", "resample",
+                     "--block", "gsm8k", "--json")
+    assert rc == 0, out
+    by_rule = {}
+    for r in json.loads(out)["records"]:
+        by_rule.setdefault(r["rule"], set()).add(r["output"])
+    assert by_rule["general_eval_seeds"] == {f"{gen}/merged/resample-n1-s{s}/tiny_facts.json"
+                                             .replace(f"{done}/", "") for s in range(SEEDS)}
+    assert "general_eval_runs" not in by_rule and "evaluate_seeds" not in by_rule
+    assert by_rule["sft"] == {f"results/sft/tiny-llama/gsm8k/shuffle/run{r}/epoch{EPOCHS}"
+                              for r in range(K)}
 
 
 def test_every_job_imported_only_the_code_its_rule_declares(done):
