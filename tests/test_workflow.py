@@ -475,8 +475,9 @@ def test_table5_general_benchmarks_and_the_audit_of_a_cell(done):
     gen = done / f"results/general/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}"
     recs = [json.loads((gen / f"sft/run{r}/tiny_facts.json").read_text()) for r in range(K)]
     assert all(r["n"] == 12 and len(r["examples"]) == 12 for r in recs)
+    # the CSV's four decimals: half a unit of the last
     assert table.loc["single", "tiny_facts"] == pytest.approx(
-        100 * sum(r["score"] for r in recs) / K)
+        100 * sum(r["score"] for r in recs) / K, abs=5e-5)
     lm = recs[0]["lm_eval"]
     assert lm["batch_size"] == 16 and lm["limit"] == 12 and lm["backend"] == "hf"
     assert lm["tasks"]["tiny_facts"]["n_shot"] == 0 and len(lm["tasks"]["tiny_facts"]["config_sha256"]) == 64
