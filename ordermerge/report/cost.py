@@ -38,6 +38,8 @@ def purpose(rule: str, rel: Path) -> str:
         return "Table 3"
     if rule in ("score", "curve"):
         return "Figures 1, 3, 4"
+    if rule == "general_eval":
+        return "Table 5"
     if "fix-batch" in parts:
         return "Table 4"
     return "Table 1"

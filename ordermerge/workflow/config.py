@@ -191,12 +191,11 @@ def _general_errors(config: dict) -> list[str]:
     if g is None:
         return []
     out = []
-    decoders = [t for t in config["tasks"] if t in TASKS and TASKS[t].family == "decoder"
-                and (config["tasks"][t].get("train") or {}).get("adapter") is None]
+    decoders = [t for t in config["tasks"] if t in TASKS and TASKS[t].family == "decoder"]
     for t in g["finetuned"] or []:
         if t not in decoders:
             out.append(f"config key general_eval.finetuned: {t!r} is not a decoder task of Table 1 "
-                       f"(full fine-tuning) configured under tasks")
+                       f"configured under tasks")
     if not (g["finetuned"] if g["finetuned"] is not None else decoders):
         out.append("config key general_eval: no Table 1 decoder task to evaluate the models of "
                    "(set general_eval: null)")

@@ -19,14 +19,12 @@ class GeneralRules:
 
     def general_finetuned(self) -> list[str]:
         """The Table 1 tasks whose models are evaluated: general_eval.finetuned, else every
-        decoder task trained in full."""
+        decoder task (LoRA runs of a task's own train.adapter included: each evaluated as its
+        update folded into the base)."""
         g = self.general
         if g is None:
             return []
-        if g["finetuned"] is not None:
-            return list(g["finetuned"])
-        return [t for t in self.decoder_tasks
-                if self.config["tasks"][t]["train"].get("adapter") is None]
+        return list(g["finetuned"]) if g["finetuned"] is not None else list(self.decoder_tasks)
 
     @staticmethod
     def general_dir(model, task, scheme, epoch, kind, name) -> str:
@@ -52,13 +50,15 @@ class GeneralRules:
         return out
 
     def general_inputs(self, models):
-        """A general-benchmark job's inputs besides its script: `models(wildcards)` and the
-        files of the local task YAMLs it reads (their directories under include_path)."""
+        """A general-benchmark job's inputs besides its script: `models(wildcards)`, the
+        files of the local task YAMLs it reads (their directories under include_path), and
+        for LoRA runs the base their updates are folded into."""
         g = self.general
 
         def inputs(wildcards):
-            return {"models": models(wildcards),
-                    "tasks": data_files(g["include_path"], g["tasks"])}
+            lora = hasattr(wildcards, "task") and self.is_lora(wildcards)
+            return {"models": models(wildcards), "tasks": data_files(g["include_path"], g["tasks"]),
+                    **({"base": self.start_model(wildcards)} if lora else {})}
         return inputs
 
     def general_outputs(self, names, base: bool = False) -> dict:
