@@ -405,8 +405,11 @@ class Projector:
     def cost_evaluate(self, job: DryJob, out: dict) -> None:
         """Each model on the test split of each of its tasks (a group's evaluation on all)."""
         model, params = self._model_of(job), job.params()
-        n_models = max(len(_models_in(job.inputs)), 1)
-        for task in self._tasks(job):
+        tasks = self._tasks(job)
+        # each task's models: its --candidate (not a LoRA run's base, also an input; a
+        # group's evaluation: one candidate per task)
+        n_models = max(len(job.values("--candidate")) // len(tasks), 1)
+        for task in tasks:
             p = (params.get("tasks") or {}).get(task, params)
             secs, counts = self.evaluate_one(model, task, p)
             out["work_s"] += n_models * secs
@@ -420,7 +423,7 @@ class Projector:
         of batch_size."""
         from ..general_eval import benchmark_size
         g, model = job.params(), self._model_of(job)
-        n_models = max(len(_models_in(job.inputs)), 1)
+        n_models = len(job.values("--candidate"))  # not a LoRA job's base, also an input
         m, work = self.sizes.model(model), self.io_s(model, 1)
         scored = generated = 0.0
         for name in g["tasks"]:
