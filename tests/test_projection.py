@@ -121,6 +121,37 @@ def test_the_paper_grid_is_projected_job_by_job(paper):
     assert k == 20
 
 
+def test_the_paper_grids_general_benchmarks_are_priced_per_model(paper):
+    """Table 5's jobs (config/paper.yaml's five lm-eval benchmarks): one job of the K runs of
+    GSM8K by hand from general_eval.BENCHMARK_SIZES, and the base's job, one model."""
+    from ordermerge.general_eval import BENCHMARK_SIZES
+    wd, out = paper
+    jobs = pd.read_csv(wd / "results" / "plan" / "jobs.csv")
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    g = cfg["general_eval"]
+    general = jobs[jobs["rule"] == "general_eval"]
+    assert set(general["purpose"]) == {"Table 5"}
+    runs = general[general["path"] == "general_eval/llama-2-7b/gsm8k/shuffle/epoch3/sft/runs.tsv"].iloc[0]
+    base = general[general["path"] == "general_eval/llama-2-7b/base.tsv"].iloc[0]
+    scored = generated = 0
+    for name in g["tasks"]:
+        b = BENCHMARK_SIZES[name]
+        prompt = b["prompt"] + b["shots"] * b["shot"]
+        if b["options"]:
+            scored += b["items"] * b["options"] * (prompt + b["answer"])
+        else:
+            scored += b["items"] * prompt
+            generated += b["items"] * b["answer"]
+    k = cfg["num_sub_models"]
+    assert runs["scored_tokens"] == pytest.approx(k * scored) and base["scored_tokens"] == pytest.approx(scored)
+    assert runs["generated_tokens"] == pytest.approx(k * generated)
+    # K models' work against one model's, the job's fixed cost once
+    o = load_calibration()["overhead_s"]
+    fixed = float(o.get("general_eval_runs", o.get("evaluate", o["default"])))
+    assert runs["wall_s"] - fixed == pytest.approx(k * (base["wall_s"] - fixed), rel=1e-9)
+    assert "| purpose: Table 5 |" in out
+
+
 def test_the_help_names_the_calibration():
     proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "plan", "--help"],
                           capture_output=True, text=True, cwd=ROOT)
