@@ -50,7 +50,8 @@ def reduced_run(tmp_path_factory) -> Path:
 # xdist the order changes nothing
 LONGEST_FIRST = ("tests/test_slurm.py", "tests/test_vllm.py", "tests/test_slurm_limits.py",
                  "tests/test_smollm2.py", "tests/test_workflow.py", "tests/test_bench.py",
-                 "tests/test_fsdp_cpu.py", "tests/test_workflow_tasks.py", "tests/test_sft.py",
+                 "tests/test_fsdp_cpu.py", "tests/test_workflow_tasks.py", "tests/test_general.py",
+                 "tests/test_sft.py",
                  "tests/test_overwrite.py", "tests/test_config.py")
 
 

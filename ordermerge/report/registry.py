@@ -161,7 +161,7 @@ TABLES: dict[str, TableSpec] = {t.number: t for t in [
         "benchmarks of ``general_eval`` through lm-evaluation-harness (one column each: the "
         "mean of the task's per-item metric, in percent). The CSV has each cell's 95% interval "
         "and each row's paired sign-flip p-value against single SFT on the same benchmark "
-        "items; stars: * p < 0.05, ** p < 0.01, *** p < 0.001. Every record names lm-eval's "
+        "items; stars: ``*`` p < 0.05, ``**`` p < 0.01, ``***`` p < 0.001. Every record names lm-eval's "
         "version, the task versions and config hashes, n-shot, seeds, batch size and backend "
         "(docs/general.md).",
         block="finetuned"),
