@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_helpers import ROOT, copy_project, made_once, snakemake
+from workflow_helpers import ROOT, copy_project, made_once, planned_jobs, snakemake
 
 TINY = ROOT / "config" / "lm_eval" / "tiny"
 SETTINGS = {"tasks": ["tiny_facts", "tiny_sums"], "include_path": [str(TINY)], "metrics": {},
@@ -119,6 +119,26 @@ def test_the_config_check_refuses_by_key(tmp_path, monkeypatch, general, message
     f.write_text(_config(tasks=["mmlu", "arc_challenge", "hellaswag", "truthfulqa_mc2", "gsm8k"],
                          include_path=[]))
     assert load(f)["general_eval"]["tasks"][0] == "mmlu"
+
+
+def test_a_null_or_absent_section_makes_no_table5(tmp_path, monkeypatch):
+    """general_eval: null (config/smollm2.yaml, the tests' bare projects) or absent: no
+    general jobs and no Table 5, through Snakemake's own default filler too (which fills a
+    section's keys wherever the section has a default)."""
+    from ordermerge.workflow.config import load
+    from ordermerge.workflow.plan import Plan
+    monkeypatch.chdir(ROOT)
+    f = tmp_path / "n.yaml"
+    f.write_text("general_eval: null\n")
+    cfg = load(f)
+    assert cfg["general_eval"] is None
+    plan = Plan(cfg)
+    assert plan.general_records() == [] and "5" not in plan.tables()
+    wd = copy_project(tmp_path / "project")  # bare: config.yaml's general_eval is null
+    (wd / "t.yaml").write_text("tasks: {sst2: {data: {source: toy, n_train: 16, n_validation: 4, "
+                               "n_test: 4}}}\n")
+    jobs = planned_jobs(wd, "--configfile", "config.yaml", "t.yaml")
+    assert jobs and not [r for r in jobs if r.startswith("general_eval") or r == "table5"]
 
 
 def test_a_hub_task_offline_fails_in_one_line(tmp_path):
