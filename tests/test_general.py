@@ -309,3 +309,18 @@ def test_lm_eval_multiple_choice_agrees_with_the_choice_scorer_on_smollm2(tmp_pa
     rows, rec, ours, theirs = _agreement(ckpt, tmp_path)
     flips, acc = _check_agreement(rows, rec, ours, theirs, 5e-2)
     assert flips <= 1 and abs(acc - rec["score"]) <= 1 / len(rows)
+
+
+def test_the_preflight_refuses_a_batch_that_cannot_fit(tmp_path, monkeypatch):
+    """config/paper.yaml's benchmarks fit an H200 at batch 32; at 4,096 sequences of GSM8K's
+    5-shot contexts the KV cache alone is over 2 TB, named before any job."""
+    from ordermerge.workflow.config import load
+    from ordermerge.workflow.plan import Plan
+    monkeypatch.chdir(ROOT)
+    assert Plan(load(ROOT / "config" / "paper.yaml")).preflight() == []
+    f = tmp_path / "big.yaml"
+    f.write_text("general_eval: {batch_size: 4096}\n")
+    errors = Plan(load(ROOT / "config" / "paper.yaml", f)).preflight()
+    assert any(e.startswith("general_eval of llama-2-7b on gsm8k needs about ") and
+               "over resources.evaluate.gpu_mem_gb = 139: lower general_eval.batch_size" in e
+               for e in errors), errors

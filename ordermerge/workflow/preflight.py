@@ -80,4 +80,32 @@ class Preflight:
                         said = f"evaluate.vllm.gpu_memory_utilization {share} of {said}"
                     out.append(f"{stage} of {m} on {t} needs about {describe(est)}, over "
                                f"{said}: {fix}")
+        return out + self._general_preflight(limits["evaluate"])
+
+    def _general_preflight(self, limit) -> list[str]:
+        """Table 5's jobs: lm-eval's HFLM holds general_eval.batch_size sequences of a
+        benchmark's longest context (prompt, few-shot examples and answer; the estimates of
+        general_eval.benchmark_size, or max_length) on the evaluate stage's GPU."""
+        from ..general_eval import benchmark_size
+        g = self.general
+        if g is None or limit is None:
+            return []
+        out = []
+        for name in g["tasks"]:
+            b = benchmark_size(name, g["include_path"])
+            shots = b["shots"] if g["num_fewshot"] is None else g["num_fewshot"]
+            context = int(b["prompt"] + shots * b["shot"])
+            new = 0 if b["options"] else b.get("max_gen", 256)
+            if g["max_length"] is not None:
+                context = min(context, g["max_length"])
+            for m in self.general_models():
+                shape = self.model_shape(m)
+                if shape is None:
+                    continue  # named by the loop above
+                est = generation_peak(shape, batch=g["batch_size"], prompt_len=context + b["answer"],
+                                      new_tokens=new, dtype=self.models[m]["spec"]["dtype"])
+                if est["total"] > limit * GIB:
+                    out.append(f"general_eval of {m} on {name} needs about {describe(est)}, over "
+                               f"resources.evaluate.gpu_mem_gb = {limit}: lower "
+                               f"general_eval.batch_size")
         return out
