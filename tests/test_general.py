@@ -245,17 +245,17 @@ def test_lean_lm_eval_changes_no_record(tiny_base, monkeypatch):
     assert lean["tiny_facts"]["n"] == 12 and lean["tiny_sums"]["n"] == 12
 
 
-def _agreement(model_dir, tmp_path):
+def _agreement(model_dir, tmp_path, limit=None):
     """lm-eval's multiple_choice accuracy and the project's option log-likelihood scorer
-    (evaluate/choice.py) on the same items and prompts: the options' summed log-likelihoods
-    and the chosen option, item by item."""
+    (evaluate/choice.py) on the same items and prompts (the first `limit`): the options'
+    summed log-likelihoods and the chosen option, item by item."""
     import torch
 
     from ordermerge.evaluate.choice import option_logliks
     from ordermerge.general_eval import evaluate_general
     from ordermerge.models import load_model
-    rows = [json.loads(x) for x in (TINY / "tiny_facts.jsonl").read_text().splitlines()]
-    s = {**SETTINGS, "tasks": ["tiny_facts"]}
+    rows = [json.loads(x) for x in (TINY / "tiny_facts.jsonl").read_text().splitlines()][:limit]
+    s = {**SETTINGS, "tasks": ["tiny_facts"], "limit": limit}
     rec = evaluate_general(model_dir, s)["tiny_facts"]
     model, tok = load_model(model_dir, dtype=torch.float32)
     ours = option_logliks(model, tok, [r["question"] for r in rows], [r["choices"] for r in rows],
@@ -306,7 +306,9 @@ def test_lm_eval_multiple_choice_agrees_with_the_choice_scorer_on_smollm2(tmp_pa
         assert main(["gguf", "--file", str(gguf), "--out", str(out)]) == 0
     ckpt = made_once(tmp_path_factory, "SmolLM2-135M-Instruct", convert)
     monkeypatch.chdir(ROOT)
-    rows, rec, ours, theirs = _agreement(ckpt, tmp_path)
+    # 20 items: the agreement is per item (135M parameters score 80 options in about 20 s)
+    rows, rec, ours, theirs = _agreement(ckpt, tmp_path, limit=20)
+    assert len(rows) == rec["n"] == 20
     flips, acc = _check_agreement(rows, rec, ours, theirs, 5e-2)
     assert flips <= 1 and abs(acc - rec["score"]) <= 1 / len(rows)
 
