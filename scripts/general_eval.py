@@ -2,6 +2,7 @@
 --candidate and benchmark (config general_eval's tasks), with every item's result and what
 lm-eval ran (ordermerge/general_eval.py). The benchmarks' data are read once for all the
 candidates of a job."""
+import contextlib
 import sys
 from pathlib import Path
 
@@ -23,13 +24,20 @@ tm = task_manager(settings)
 tasks = load_tasks(tm, settings)
 labels = {k: settings.get(k) for k in ("model", "finetuned", "scheme", "epoch", "kind")}
 local = [Path(f) for f in settings["include_path"]]
-for name, model, out_dir in args.candidate:
-    records = evaluate_general(model, settings, tasks, tm)
-    for task, rec in records.items():
-        rec.update(labels, name=name)
-        out = Path(out_dir) / f"{task}.json"
-        write_json(out, rec)
-        record(args, out, t0, [model, *local], {"lm_eval": settings["seed"]})
-        log(f"{labels['kind']}/{name} ({labels['finetuned'] or 'base'}): {task} "
-            f"{rec['metric']} {rec['score']:.4f} over {rec['n']}")
-    t0 = now()
+# backend vllm: one worker and engine for the job's models (weights reloaded in place)
+if settings["backend"] == "vllm":
+    from ordermerge.evaluate.vllm_backend import VLLMSession
+    session = VLLMSession(threads=args.threads)
+else:
+    session = contextlib.nullcontext()
+with session as held:
+    for name, model, out_dir in args.candidate:
+        records = evaluate_general(model, settings, tasks, tm, session=held)
+        for task, rec in records.items():
+            rec.update(labels, name=name)
+            out = Path(out_dir) / f"{task}.json"
+            write_json(out, rec)
+            record(args, out, t0, [model, *local], {"lm_eval": settings["seed"]})
+            log(f"{labels['kind']}/{name} ({labels['finetuned'] or 'base'}): {task} "
+                f"{rec['metric']} {rec['score']:.4f} over {rec['n']}")
+        t0 = now()

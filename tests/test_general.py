@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from workflow_helpers import ROOT, copy_project, made_once, planned_jobs, snakemake
+from workflow_helpers import ROOT, copy_project, made_once, planned_jobs
+from workflow_helpers import tiny_base as made_tiny_base
 
 TINY = ROOT / "config" / "lm_eval" / "tiny"
 SETTINGS = {"tasks": ["tiny_facts", "tiny_sums"], "include_path": [str(TINY)], "metrics": {},
             "num_fewshot": None, "limit": None, "batch_size": 8, "backend": "hf", "seed": 1234,
-            "apply_chat_template": False, "add_bos_token": True, "max_length": None}
+            "apply_chat_template": False, "add_bos_token": True, "max_length": None, "vllm": None}
 
 
 def test_the_tiny_task_files_are_what_the_generator_writes():
@@ -213,16 +214,8 @@ def test_table5_refuses_mixed_backends():
 # ------------------------------------------------------------------ on real checkpoints
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    """The tiny suite's base (tokenizer and 60 pretraining steps), made by the workflow."""
-    def make(out):
-        import shutil
-
-        import yaml
-        wd = copy_project(out.parent / "tinybase-project", bare=False)
-        (wd / "short.yaml").write_text(yaml.safe_dump({"model": {"pretrain": {"steps": 60}}}))
-        snakemake(wd, "results/base/tiny-llama/model", "--configfile", "config.yaml", "short.yaml")
-        shutil.copytree(wd / "results/base/tiny-llama/model", out)
-    return made_once(tmp_path_factory, "tiny-base-60", make)
+    """The tiny suite's base, pretrained 60 steps by the workflow (shared with test_vllm)."""
+    return made_tiny_base(tmp_path_factory)
 
 
 def test_lean_lm_eval_changes_no_record(tiny_base, monkeypatch):
@@ -326,3 +319,19 @@ def test_the_preflight_refuses_a_batch_that_cannot_fit(tmp_path, monkeypatch):
     assert any(e.startswith("general_eval of llama-2-7b on gsm8k needs about ") and
                "over resources.evaluate.gpu_mem_gb = 139: lower general_eval.batch_size" in e
                for e in errors), errors
+
+
+def test_a_vllm_backend_without_vllm_is_named_before_any_job(tmp_path, monkeypatch):
+    """general_eval.backend vllm on a machine without the vLLM environment: the config check
+    names the key (what tasks.<t>.evaluate.backend vllm gets too), before any job."""
+    from ordermerge.evaluate import vllm_env
+    from ordermerge.workflow.config import environment_errors, load
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(vllm_env, "find_worker_python", lambda: (None, "no vLLM here"))
+    f = tmp_path / "v.yaml"
+    f.write_text("general_eval: {backend: vllm}\n")
+    cfg = load(f)
+    assert cfg["general_eval"]["backend"] == "vllm"
+    assert environment_errors(cfg) == ["config key general_eval.backend: vllm generates the "
+                                       "general benchmarks, but no vLLM here"]
+    assert environment_errors(load()) == []

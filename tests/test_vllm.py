@@ -36,7 +36,7 @@ import torch
 from ulps import near_tie
 
 from test_smollm2 import checkpoint  # noqa: F401  (SmolLM2-135M-Instruct, converted from its GGUF)
-from workflow_helpers import ROOT, copy_project, snakemake
+from workflow_helpers import ROOT, copy_project, snakemake, tiny_base as made_tiny_base
 
 SLICE = ROOT / "tests" / "data" / "gsm8k-slice"
 STOP = ["\nQuestion:"]
@@ -74,10 +74,6 @@ def rows():
     return prepare("gsm8k", cfg, 0, "tasks.gsm8k.data")["test"]
 
 
-# the tiny base's pretraining, shortened from config.yaml's 300 steps: the backends are
-# compared on the tiny suite's architecture, tokenizer and checkpoint format, which the length
-# of its pretraining does not change (the 300 steps were 49 of the module's 390 CPU-s)
-PRETRAIN_STEPS = 60
 # SmolLM2's prompts: one transformers batch (32) of 96 new tokens, 3,072 greedy choices. A
 # backend that computes another function (weights, tokenization, masks, positions) differs
 # at choices that are no near tie, on most prompts; the check below does not need a share of
@@ -88,12 +84,8 @@ SMOLLM2_PROMPTS = 32
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    """The tiny suite's base: tokenizer trained and model pretrained by the workflow."""
-    import yaml
-    wd = copy_project(tmp_path_factory.mktemp("tinybase") / "project", bare=False)
-    (wd / "short.yaml").write_text(yaml.safe_dump({"model": {"pretrain": {"steps": PRETRAIN_STEPS}}}))
-    snakemake(wd, "results/base/tiny-llama/model", "--configfile", "config.yaml", "short.yaml")
-    return wd / "results/base/tiny-llama/model"
+    """The tiny suite's base, pretrained 60 steps by the workflow (shared with test_general)."""
+    return made_tiny_base(tmp_path_factory)
 
 
 class Given:
@@ -387,3 +379,61 @@ def test_the_table_refuses_records_of_different_backends(tmp_path):
         check_backends(recs, "1")
     check_backends(recs, "1", allow_mixed=True)
     check_backends(recs[:2], "1")
+
+
+def test_general_benchmarks_through_vllm_agree_with_lm_evals_hf(session, tiny_base, monkeypatch):
+    """Table 5's vllm backend (the project's worker behind lm-eval's model interface,
+    general_eval.vllm_lm) against lm-eval's HFLM, on the tiny base and the tiny lm-eval tasks:
+    every option's log-likelihood within float32's reordering bound, the same choices except
+    between options nearer than that, and the same generated answers except where greedy
+    decoding meets a near tie; each record names its backend."""
+    from ordermerge.general_eval import evaluate_general
+    from ordermerge.models import load_model
+    monkeypatch.chdir(ROOT)
+    s = {"tasks": ["tiny_facts", "tiny_sums"], "include_path": ["config/lm_eval/tiny"],
+         "metrics": {}, "num_fewshot": None, "limit": 30, "batch_size": 8, "backend": "hf",
+         "seed": 1234, "apply_chat_template": False, "add_bos_token": True, "max_length": None,
+         "vllm": None}
+    hf = evaluate_general(tiny_base, s)
+    vl = evaluate_general(tiny_base, {**s, "backend": "vllm", "vllm": SETTINGS}, session=session)
+    assert hf["tiny_facts"]["generation"]["backend"] == "hf"
+    assert vl["tiny_facts"]["generation"]["backend"] == "vllm"
+    assert vl["tiny_sums"]["lm_eval"]["backend"] == "vllm" and vl["tiny_sums"]["n"] == 30
+    # two float32 computations of the same tokens by different kernels: a summed
+    # log-likelihood of c <= 2 tokens moves by at most about c * (L + 1) * d * 2^-24 * |logit|
+    # (d 128, L 4, |logit| < 30 on the tiny base): under 1e-3
+    tol = 1e-3
+    for a, b in zip(hf["tiny_facts"]["examples"], vl["tiny_facts"]["examples"]):
+        assert a["id"] == b["id"]
+        assert max(abs(x - y) for x, y in zip(a["logliks"], b["logliks"])) <= tol, (a, b)
+        if a["correct"] != b["correct"]:
+            top = sorted(a["logliks"])[-2:]
+            assert top[1] - top[0] <= 2 * tol, (a, b)
+    facts = list(zip(hf["tiny_facts"]["examples"], vl["tiny_facts"]["examples"]))
+    sums = list(zip(hf["tiny_sums"]["examples"], vl["tiny_sums"]["examples"]))
+    print(f"general benchmarks, hf against vllm: largest log-likelihood difference "
+          f"{max(abs(x - y) for a, b in facts for x, y in zip(a['logliks'], b['logliks'])):.2e}, "
+          f"{sum(a['correct'] != b['correct'] for a, b in facts)} of {len(facts)} choices and "
+          f"{sum(a['output'] != b['output'] for a, b in sums)} of {len(sums)} answers differ; "
+          f"scores hf {hf['tiny_facts']['score']:.3f} {hf['tiny_sums']['score']:.3f}, vllm "
+          f"{vl['tiny_facts']['score']:.3f} {vl['tiny_sums']['score']:.3f}")
+    model, tok = load_model(tiny_base, torch.float32)
+    rows = {str(r["id"]): r for r in map(json.loads, (ROOT / "config/lm_eval/tiny/tiny_sums.jsonl")
+                                        .read_text().splitlines())}
+    tie = near_tie(model.config.to_dict(), 32)
+    for a, b in zip(hf["tiny_sums"]["examples"], vl["tiny_sums"]["examples"]):
+        if a["output"] == b["output"]:
+            assert a["correct"] == b["correct"]
+            continue
+        prompt = [tok.bos_token_id] + tok(rows[a["id"]]["question"], add_special_tokens=False)["input_ids"]
+        x, y = (tok(o, add_special_tokens=False)["input_ids"] for o in (a["output"], b["output"]))
+        if x[:len(y)] == y or y[:len(x)] == x:
+            # one stopped where the other went on: the stop (the "." of `until`, or EOS) was
+            # the shorter one's next token
+            short, long_ = sorted((x, y), key=len)
+            gaps = [first_gap(model, prompt, short + [stop], long_)[1]
+                    for stop in (tok(".", add_special_tokens=False)["input_ids"][0], tok.eos_token_id)]
+            gap = min(gaps)
+        else:
+            _, gap = first_gap(model, prompt, x, y)
+        assert gap < tie, (a["output"], b["output"], gap, tie)

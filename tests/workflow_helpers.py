@@ -187,3 +187,23 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
             make(out)
             done.touch()
     return out
+
+
+# the tiny base's pretraining for the tests that compare backends and scorers on it,
+# shortened from config.yaml's 300 steps: they compare on the tiny suite's architecture,
+# tokenizer and checkpoint format, which the length of its pretraining does not change
+TINY_BASE_STEPS = 60
+
+
+def tiny_base(tmp_path_factory) -> Path:
+    """The tiny suite's base (tokenizer trained and model pretrained TINY_BASE_STEPS steps by
+    the workflow), made once per test session for every module that reads it (test_vllm.py,
+    test_general.py)."""
+    def make(out: Path) -> None:
+        import yaml
+        wd = copy_project(out.parent / "tiny-base-project", bare=False)
+        (wd / "short.yaml").write_text(yaml.safe_dump({"model": {"pretrain": {"steps": TINY_BASE_STEPS}}}))
+        snakemake(wd, "results/base/tiny-llama/model", "--configfile", "config.yaml", "short.yaml")
+        shutil.copytree(wd / "results/base/tiny-llama/model", out)
+        shutil.rmtree(wd)
+    return made_once(tmp_path_factory, f"tiny-base-{TINY_BASE_STEPS}", make)

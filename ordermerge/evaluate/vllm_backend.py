@@ -122,14 +122,10 @@ class VLLMSession:
                             f"{code} before answering; its log is above")
         return json.loads(line)
 
-    def generate(self, model_path, tokenizer, prompts: list[str], *, max_new_tokens: int,
-                 stop=(), settings: dict, ids: list | None = None) -> list[str]:
-        """Greedy completions of `prompts` by the checkpoint `model_path`, cut at the first
-        stop string, as `generate_greedy` gives them. `ids`: each prompt's name for errors."""
-        encoded = encode_prompts(tokenizer, prompts)
-        rep = self.request({"model": str(Path(model_path).resolve()), "prompts": encoded,
-                            "max_new_tokens": max_new_tokens, "stop": list(stop),
-                            "stop_token_ids": [tokenizer.eos_token_id],
+    def _ask(self, model_path, req: dict, settings: dict, ids: list | None) -> dict:
+        """The worker's reply to `req` on the checkpoint `model_path`; VLLMError naming the
+        prompt (by `ids`) that it refused."""
+        rep = self.request({**req, "model": str(Path(model_path).resolve()),
                             "engine": engine_settings(settings)})
         if not rep["ok"]:
             where = ""
@@ -138,7 +134,27 @@ class VLLMSession:
             raise VLLMError(f"vllm backend, {model_path}{where}: {rep['error']}")
         self.last = rep
         self.info = generation_info("vllm", **rep["versions"])
+        return rep
+
+    def generate(self, model_path, tokenizer, prompts: list[str], *, max_new_tokens: int,
+                 stop=(), settings: dict, ids: list | None = None,
+                 encoded: list[list[int]] | None = None) -> list[str]:
+        """Greedy completions of `prompts` by the checkpoint `model_path`, cut at the first
+        stop string, as `generate_greedy` gives them. `ids`: each prompt's name for errors.
+        `encoded`: the prompts' token ids, where the caller tokenizes them itself."""
+        encoded = encode_prompts(tokenizer, prompts) if encoded is None else encoded
+        rep = self._ask(model_path, {"prompts": encoded, "max_new_tokens": max_new_tokens,
+                                     "stop": list(stop), "stop_token_ids": [tokenizer.eos_token_id]},
+                        settings, ids)
         return [completion_text(tokenizer, out, stop) for out in rep["outputs"]]
+
+    def logprobs(self, model_path, prompts: list[list[int]], starts: list[int], *,
+                 settings: dict) -> list[tuple[float, bool]]:
+        """Each token-id prompt's summed log-probability of its tokens from `starts[i]` on,
+        and whether each was the greedy choice (lm-eval's log-likelihood requests)."""
+        rep = self._ask(model_path, {"kind": "logprobs", "prompts": prompts, "starts": starts},
+                        settings, None)
+        return [(float(a), bool(b)) for a, b in rep["scores"]]
 
     def generator(self, model_path, model, tokenizer, rows: list[dict], cfg: dict) -> "VLLMGenerator":
         """The checkpoint `model_path`'s generator in this session (backends.py's interface;

@@ -11,7 +11,9 @@ engine; a request for another checkpoint of the same architecture and tokenizer 
 weights in place (vLLM's `reload_weights`), which takes seconds where a new engine takes
 tens of them; anything else starts a new engine. The reply, one JSON line on file
 descriptor N (stdout and stderr stay free for vLLM's logs): every prompt's generated token
-ids and finish reason, or the error in one line. End of input ends the worker.
+ids and finish reason, or the error in one line. A request of kind `logprobs` asks instead
+for each prompt's summed prompt log-probabilities from a token on (lm-eval's
+log-likelihoods, ordermerge/general_eval.py). End of input ends the worker.
 
 Decoding is greedy (temperature 0), with the end-of-sequence token given by the caller
 (`ignore_eos` and `stop_token_ids`, and no generation_config.json defaults), so that it
@@ -123,6 +125,40 @@ class Worker:
                 "device": (torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")}
 
 
+    def logprobs(self, req: dict) -> dict:
+        """Each prompt's summed log-probability of its tokens from index `starts[i]` on, each
+        given the tokens before it (vLLM's prompt log-probabilities), and whether each of those
+        tokens is the greedy choice: what lm-eval's log-likelihood requests ask of a model."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        t0 = time.perf_counter()
+        how = self.engine_for(req["model"], req["engine"])
+        t1 = time.perf_counter()
+        max_len = self.llm.llm_engine.model_config.max_model_len
+        for i, p in enumerate(req["prompts"]):
+            if len(p) > max_len or not 0 < req["starts"][i] < len(p):
+                return {"ok": False, "prompt": i,
+                        "error": f"prompt {i} has {len(p)} tokens (the model's context: "
+                                 f"{max_len}) and scores from token {req['starts'][i]}"}
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1, seed=0,
+                                detokenize=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in req["prompts"]],
+                                 params, use_tqdm=False)
+        scores = []
+        for p, start, o in zip(req["prompts"], req["starts"], outs):
+            picked = [o.prompt_logprobs[j][p[j]] for j in range(start, len(p))]
+            scores.append([sum(lp.logprob for lp in picked), all(lp.rank == 1 for lp in picked)])
+        t2 = time.perf_counter()
+        import torch
+        import vllm
+        return {"ok": True, "scores": scores, "load": how, "load_s": t1 - t0,
+                "generate_s": t2 - t1,
+                "versions": {"vllm": vllm.__version__, "torch": torch.__version__}}
+
+    def serve(self, req: dict) -> dict:
+        return self.logprobs(req) if req.get("kind") == "logprobs" else self.generate(req)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reply-fd", type=int, required=True)
@@ -135,7 +171,7 @@ def main() -> None:
                 continue
             req = json.loads(line)
             try:
-                out = worker.generate(req)
+                out = worker.serve(req)
             except Exception as e:  # the caller raises it, named, in its own process
                 out = {"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
             reply.write(json.dumps(out) + "\n")

@@ -288,6 +288,10 @@ def environment_errors(config: dict) -> list[str]:
             by.setdefault(backend, []).append(n)
     for backend, tasks in by.items():
         out += get_backend(backend).lacks(tasks)
+    g = config.get("general_eval")
+    if g is not None and g["backend"] != "hf" and g["backend"] not in by:
+        out += [e.replace("config key evaluate.backend:", "config key general_eval.backend:")
+                for e in get_backend(g["backend"]).lacks(["the general benchmarks"])]
     for name, task in config["tasks"].items():
         data = task.get("data") or {}
         if data.get("source") != "hf":

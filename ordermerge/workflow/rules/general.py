@@ -78,7 +78,9 @@ class GeneralRules:
                    "kind": "base"} if not hasattr(w, "task") else
                   {"model": w.model, "finetuned": w.task, "scheme": w.scheme,
                    "epoch": int(w.epoch), "kind": w.kind})
-        return as_json({**{k: self.general[k] for k in KEYS}, **labels})
+        # the engine's settings where vLLM runs the models (editing them reruns those only)
+        vllm = self.config["evaluate"]["vllm"] if self.general["backend"] == "vllm" else None
+        return as_json({**{k: self.general[k] for k in KEYS}, "vllm": vllm, **labels})
 
     def general_candidates(self, wildcards, input, output) -> str:
         """--candidate NAME MODEL DIR for each model of a job: DIR/<benchmark>.json are its
