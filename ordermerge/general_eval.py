@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .utils import InputError
 
-# the settings a record depends on (config general_eval; ordermerge/schema.py defaults them)
+# the settings a record depends on (config general_eval; config/schema.yaml defaults them)
 KEYS = ("tasks", "include_path", "metrics", "num_fewshot", "limit", "batch_size", "backend",
         "seed", "apply_chat_template", "add_bos_token", "max_length")
 
@@ -81,9 +81,9 @@ def data_files(include_path: list, tasks: list) -> list[str]:
 # What `ordermerge plan` prices a hub benchmark at (lm-eval 0.4.13's task configs): items in
 # the split it evaluates, options per item (0: generation), a mean item's prompt tokens at
 # zero shots and per few-shot example, a mean option's (or answer's) tokens, the task's own
-# n-shot, and for generation its max_gen_toks. Item counts are the datasets'; token counts
-# are estimates at about 4 characters a token (Llama-2's tokenizer). A benchmark not here is
-# priced at mmlu's per-item sizes with a warning line in the projection.
+# n-shot, and for generation its max_gen_toks (256 where not given). Item counts are the
+# datasets'; token counts are estimates at about 4 characters a token (Llama-2's tokenizer). A
+# benchmark not here is priced at mmlu's sizes, and the projection's sizes line says so.
 BENCHMARK_SIZES = {
     "mmlu": {"items": 14042, "options": 4, "prompt": 95, "shot": 95, "answer": 1, "shots": 0},
     "arc_challenge": {"items": 1172, "options": 4, "prompt": 45, "shot": 55, "answer": 8, "shots": 0},
@@ -96,10 +96,12 @@ BENCHMARK_SIZES = {
 }
 
 
-def benchmark_size(name: str, include_path: list) -> dict:
+def benchmark_size(name: str, include_path: list, num_fewshot: int | None = None) -> dict:
     """BENCHMARK_SIZES' entry of benchmark `name`: a local task's from its YAML and rows (items:
     the test split's lines; prompt: a row's characters / 4; options: 4 for multiple choice),
-    a hub task's from the table (``estimated``: not in the table)."""
+    a hub task's from the table. Added: ``context``, an item's mean context in tokens (the
+    prompt and its few-shot examples, at `num_fewshot` or the task's own n-shot), and
+    ``source``, where the sizes came from."""
     import yaml
     local = local_tasks(include_path)
     if name in local:
@@ -108,13 +110,19 @@ def benchmark_size(name: str, include_path: list) -> dict:
         files = [files] if isinstance(files, str) else list(files or [])
         lines = [x for f in files if Path(f).is_file() for x in Path(f).read_text().splitlines() if x]
         gen = doc.get("output_type", "generate_until") == "generate_until"
-        return {"items": len(lines), "options": 0 if gen else 4,
-                "prompt": sum(map(len, lines)) / max(len(lines), 1) / 4, "shot": 0, "answer": 2,
-                "shots": doc.get("num_fewshot") or 0,
-                "max_gen": (doc.get("generation_kwargs") or {}).get("max_gen_toks", 256)}
-    if name in BENCHMARK_SIZES:
-        return dict(BENCHMARK_SIZES[name])
-    return {**BENCHMARK_SIZES["mmlu"], "estimated": True}
+        b = {"items": len(lines), "options": 0 if gen else 4,
+             "prompt": sum(map(len, lines)) / max(len(lines), 1) / 4, "shot": 0, "answer": 2,
+             "shots": doc.get("num_fewshot") or 0,
+             "max_gen": (doc.get("generation_kwargs") or {}).get("max_gen_toks", 256),
+             "source": f"{local[name]} and its rows (characters / 4)"}
+    elif name in BENCHMARK_SIZES:
+        b = {"max_gen": 256, **BENCHMARK_SIZES[name],
+             "source": "general_eval.BENCHMARK_SIZES (tokens estimated)"}
+    else:
+        b = {"max_gen": 256, **BENCHMARK_SIZES["mmlu"],
+             "source": "not in general_eval.BENCHMARK_SIZES: priced at mmlu's sizes"}
+    shots = b["shots"] if num_fewshot is None else num_fewshot
+    return {**b, "context": b["prompt"] + shots * b["shot"]}
 
 
 def _config_hash(cfg: dict) -> str:

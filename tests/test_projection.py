@@ -150,6 +150,7 @@ def test_the_paper_grids_general_benchmarks_are_priced_per_model(paper):
     fixed = float(o.get("general_eval_runs", o.get("evaluate", o["default"])))
     assert runs["wall_s"] - fixed == pytest.approx(k * (base["wall_s"] - fixed), rel=1e-9)
     assert "| purpose: Table 5 |" in out
+    assert "general_eval mmlu: general_eval.BENCHMARK_SIZES (tokens estimated)" in out
 
 
 def test_the_help_names_the_calibration():

@@ -92,10 +92,9 @@ class Preflight:
             return []
         out = []
         for name in g["tasks"]:
-            b = benchmark_size(name, g["include_path"])
-            shots = b["shots"] if g["num_fewshot"] is None else g["num_fewshot"]
-            context = int(b["prompt"] + shots * b["shot"])
-            new = 0 if b["options"] else b.get("max_gen", 256)
+            b = benchmark_size(name, g["include_path"], g["num_fewshot"])
+            context = int(b["context"])
+            new = 0 if b["options"] else b["max_gen"]
             if g["max_length"] is not None:
                 context = min(context, g["max_length"])
             for m in self.general_models():

@@ -427,17 +427,16 @@ class Projector:
         m, work = self.sizes.model(model), self.io_s(model, 1)
         scored = generated = 0.0
         for name in g["tasks"]:
-            b = benchmark_size(name, g["include_path"])
-            items = min(b["items"], g["limit"] or b["items"])
-            shots = b["shots"] if g["num_fewshot"] is None else g["num_fewshot"]
-            prompt = b["prompt"] + shots * b["shot"]
+            b = benchmark_size(name, g["include_path"], g["num_fewshot"])
+            self.sizes.sources[f"general_eval {name}"] = b["source"]
+            items, prompt = min(b["items"], g["limit"] or b["items"]), b["context"]
             if b["options"]:
                 tokens = items * b["options"] * (prompt + b["answer"])
                 scored += tokens
                 work += self.forward_s(model, tokens)
             else:
                 scored += items * prompt
-                steps = min(b.get("max_gen", 256), 2 * b["answer"])
+                steps = min(b["max_gen"], 2 * b["answer"])
                 step_s = (self.cal["decode_step_s"] + m["layers"] * self.cal["decode_layer_s"]
                           + 2 * m["params"] * g["batch_size"] / self.cal["forward_flops_per_s"])
                 work += (self.forward_s(model, items * prompt)

@@ -5,9 +5,9 @@ method in one, each other merge alone), so that editing one merge method reruns 
 own evaluations."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-from ...data.registry import TASKS
 from ...general_eval import KEYS, data_files
 from ..common import as_json
 
@@ -53,13 +53,17 @@ class GeneralRules:
         """A general-benchmark job's inputs besides its script: `models(wildcards)`, the
         files of the local task YAMLs it reads (their directories under include_path), and
         for LoRA runs the base their updates are folded into."""
-        g = self.general
-
         def inputs(wildcards):
             lora = hasattr(wildcards, "task") and self.is_lora(wildcards)
-            return {"models": models(wildcards), "tasks": data_files(g["include_path"], g["tasks"]),
+            return {"models": models(wildcards), "tasks": self.general_files,
                     **({"base": self.start_model(wildcards)} if lora else {})}
         return inputs
+
+    @functools.cached_property
+    def general_files(self) -> list[str]:
+        """The local task files every general-benchmark job reads: found once per plan, not
+        once per job."""
+        return data_files(self.general["include_path"], self.general["tasks"])
 
     def general_outputs(self, names, base: bool = False) -> dict:
         """The records of `names` (wildcard templates) on every benchmark, and their
@@ -91,6 +95,6 @@ class GeneralRules:
                         for n, m, d in zip(names, input.models, dirs, strict=True))
 
     def general_models(self) -> list[str]:
-        """The decoder models whose base is evaluated (rule general_eval_base)."""
-        return list(dict.fromkeys(self.model_of(t) for t in self.general_finetuned()
-                                  if TASKS[t].family == "decoder"))
+        """The decoder models whose base is evaluated (rule general_eval_base): those of the
+        fine-tuned tasks (decoder tasks, by the config check)."""
+        return list(dict.fromkeys(self.model_of(t) for t in self.general_finetuned()))
