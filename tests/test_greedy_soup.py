@@ -3,11 +3,12 @@ runs on a case computed by hand, the validation records' checks, and the final s
 engine writes it. The workflow's soups (validation records, candidate evaluations) are
 checked on the reduced run in tests/test_workflow.py."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from ordermerge.merge.greedy_soup import greedy, validation_scores
+from ordermerge.merge.greedy_soup import RunningSoup, greedy, soup_order, validation_scores
 from ordermerge.merge.methods import METHODS, method_id, parse_method_id
 from ordermerge.utils import InputError
 from test_taskvec import load, make
@@ -90,6 +91,66 @@ def test_records_of_another_task_other_rows_or_other_settings_are_refused(tmp_pa
                                "examples": [{"id": "a"}, {"id": "b"}]}))
     (tmp_path / "v0.json.prov.json").write_text(json.dumps({"params": {**made, "kind": "sft"}}))
     assert validation_scores([sub], [rec], "gsm8k", rows) == ([0.5], [made])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_candidates_in_two_reads_are_the_running_float32_sum_over_m(tmp_path, dtype):
+    """Each candidate: (float32 sum of the soup's runs in joining order + the run) / m,
+    rounded once; the same arithmetic as the engine's uniform average (sum, then one
+    division) but in joining order, so within (m - 1) float32 roundings of the sum of
+    each other before the division, and bit-equal when the joining order is ascending. The
+    sums of rejected candidates and replaced sums are removed as they go."""
+    from ordermerge.merge.engine import merge_into
+    _, subs = make(tmp_path, k=4, dtype=dtype, step=0.05, moved=0.9)
+    runs = [load(s) for s in subs]
+    work = tmp_path / "work"
+    work.mkdir()
+    soup = RunningSoup(subs, 2, work)  # the best run: 2
+    kept = [2]
+    for new, keep in [(0, True), (3, False), (1, True)]:
+        members = sorted(kept + [new])
+        d = soup.candidate(members)
+        got = load(d)
+        order = kept + [new]  # joining order
+        for n, x in got.items():
+            acc = runs[order[0]][n].float()
+            for i in order[1:]:
+                acc = acc + runs[i][n].float()
+            want = (acc / len(order)).to(dtype)
+            assert got[n].dtype == dtype and torch.equal(got[n], want), (n, members)
+            # beside the engine's uniform average of the same runs (ascending order)
+            ref = tmp_path / ("ref-" + d.name)
+            ref.mkdir(exist_ok=True)
+            merge_into(ref, "average", [subs[i] for i in members])
+            r = load(ref)[n].double()
+            total = sum(runs[i][n].double().abs() for i in members) / len(members)
+            ulp32 = torch.finfo(torch.float32).eps / 2
+            tol = (len(members) - 1) * ulp32 * total * 2 + torch.finfo(dtype).eps * r.abs()
+            assert ((got[n].double() - r).abs() <= tol).all(), n
+        assert (d / "config.json").is_file() or not (Path(subs[0]) / "config.json").is_file()
+        if keep:
+            soup.kept(members)
+            kept.append(new)
+        on_disk = sorted(p.name for p in work.iterdir())
+        assert len([p for p in on_disk if p.startswith("sum-")]) <= 2 and d.name in on_disk
+    # bit-equal to the ascending-order average where joining order is ascending
+    soup = RunningSoup(subs, 0, tmp_path / "work2")
+    (tmp_path / "work2").mkdir()
+    ref = tmp_path / "ref01"
+    ref.mkdir()
+    merge_into(ref, "average", [subs[0], subs[1]])
+    a, b = load(soup.candidate([0, 1])), load(ref)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    with pytest.raises(ValueError, match="not the soup"):
+        soup.candidate([2, 3])
+
+
+def test_greedy_tells_the_running_sum_of_each_kept_candidate():
+    told = []
+    scores = [0.5, 0.7, 0.6]
+    assert soup_order(scores) == [1, 2, 0]
+    kept, _ = greedy(scores, lambda m: {(1, 2): 0.65, (0, 1): 0.8}[tuple(m)], told.append)
+    assert kept == [0, 1] and told == [[0, 1]]
 
 
 def test_the_final_soup_is_the_uniform_average_of_the_kept_runs(tmp_path):

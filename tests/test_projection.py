@@ -121,6 +121,25 @@ def test_the_paper_grid_is_projected_job_by_job(paper):
     assert k == 20
 
 
+def test_greedy_soups_candidates_are_priced_at_two_reads(paper):
+    """A candidate soup reads the run and the soup's float32 sum and writes both
+    (greedy_soup.RunningSoup), whatever its size: K - 1 candidates of one pass each, beside
+    K - 1 validation evaluations and the final merge of K runs."""
+    wd, _ = paper
+    jobs = pd.read_csv(wd / "results" / "plan" / "jobs.csv")
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    cal = load_calibration()
+    k, n = cfg["num_sub_models"], Shape.from_config(cfg["model"]["shape"]).parameters()
+    soup = jobs[jobs["path"] == "merge_soup/llama-2-7b/gsm8k/shuffle/epoch3/greedy-soup.tsv"].iloc[0]
+    val = jobs[jobs["path"] == "validate_runs/llama-2-7b/gsm8k/shuffle/epoch3/runs.tsv"].iloc[0]
+    io = lambda b: cal["load_s"] + b / cal["io_bytes_per_s"]  # noqa: E731
+    merge = k * 2 * n / cal["merge_bytes_per_s"] + io(2 * n)
+    candidate = (2 * n + 4 * n) / cal["merge_bytes_per_s"] + io(2 * n) + io(4 * n)
+    one_eval = (val["wall_s"] - cal["overhead_s"].get("validate_runs", cal["overhead_s"]["default"])) / k
+    fixed = cal["overhead_s"].get("merge_soup", cal["overhead_s"]["default"])
+    assert soup["wall_s"] == pytest.approx(fixed + merge + (k - 1) * (one_eval + candidate), rel=1e-6)
+
+
 def test_the_paper_grids_general_benchmarks_are_priced_per_model(paper):
     """Table 5's jobs (config/paper.yaml's five lm-eval benchmarks): one job of the K runs of
     GSM8K by hand from general_eval.BENCHMARK_SIZES, and the base's job, one model."""
@@ -150,6 +169,12 @@ def test_the_paper_grids_general_benchmarks_are_priced_per_model(paper):
     fixed = float(o.get("general_eval_runs", o.get("evaluate", o["default"])))
     assert runs["wall_s"] - fixed == pytest.approx(k * (base["wall_s"] - fixed), rel=1e-9)
     assert "| purpose: Table 5 |" in out
+    # every Table 1 decoder task's models, not the default run's GSM8K only (paper.yaml
+    # extends config.yaml, which names finetuned: [gsm8k]): one runs job per task at least
+    finetuned = {p.split("/")[2] for p in general["path"] if p.endswith("/runs.tsv")}
+    llama_sft = {p.split("/")[2] for p in jobs.loc[jobs["job_rule"] == "sft", "path"]
+                 if p.startswith("sft/llama-2-7b/")}
+    assert finetuned == llama_sft and len(finetuned) == 12
     assert "general_eval mmlu: general_eval.BENCHMARK_SIZES (tokens estimated)" in out
 
 

@@ -7,9 +7,20 @@ out. The result is the uniform average of the runs kept.
 
 The runs' validation scores come from their validation records (the workflow's
 `validate_runs` rule: the same evaluation as the test split's, on the task's validation
-rows). Each candidate soup is merged (uniform average) into a temporary directory and
-evaluated on the same rows with the same settings, inside the merge job (`build`). The
-final soup is written by the engine as this method: the weighted average with weight
+rows). Each candidate soup is written into a temporary directory and evaluated on the same
+rows with the same settings, inside the merge job (`build`).
+
+A candidate is made in two reads (`RunningSoup`): the float32 sum of the runs kept so far
+(in the order they joined the soup, best first) and the run tried. The candidate is
+(sum + run) / m rounded once to the runs' dtype, and the new sum (sum + run, float32) is
+written in the same pass, to be the soup's sum if the run is kept. So the j-th candidate
+reads two checkpoints (one of them float32), not j: at K = 20 and bf16, 19 candidates read
+the bytes of 57 checkpoints, not 209. Its elements are the uniform average's arithmetic
+(a float32 sum, then one division), with the terms added in joining order rather than in
+run-index order (a different rounding of the same sum: within (m - 1) float32 ulps of the
+sum before the division).
+
+The final soup is written by the engine as this method: the weighted average with weight
 1/|soup| on the kept runs and 0 on the others, so that merge.json lists all K runs and
 which were kept, and its `soup` field every step: the run tried, the candidate soup, its
 validation score and whether it was kept.
@@ -21,16 +32,26 @@ from pathlib import Path
 
 from ..evaluate.settings import scoring_settings
 from ..utils import InputError
+import torch
+
 from .average import run as average_run
+from .rounding import to_output
 
 run = average_run  # the soup: the weighted average, weights 1/|soup| on the kept runs, 0 else
 
 
-def greedy(scores: list[float], soup_score) -> tuple[list[int], list[dict]]:
+def soup_order(scores: list[float]) -> list[int]:
+    """The runs in the order greedy soup tries them: best validation score first, ties by
+    the lower run index."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+
+
+def greedy(scores: list[float], soup_score, on_kept=None) -> tuple[list[int], list[dict]]:
     """The runs kept (indices, ascending) and the steps. `scores`: each run's validation
     score; `soup_score(indices)`: the validation score of the uniform average of those runs
-    (called once per candidate, with ascending indices)."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    (called once per candidate, with ascending indices); `on_kept(indices)`: told of each
+    candidate kept (the running sum's bookkeeping), after its score."""
+    order = soup_order(scores)
     soup, best = [order[0]], scores[order[0]]
     steps = [{"run": order[0], "soup": list(soup), "score": best, "kept": True}]
     for i in order[1:]:
@@ -40,7 +61,99 @@ def greedy(scores: list[float], soup_score) -> tuple[list[int], list[dict]]:
         steps.append({"run": i, "soup": candidate, "score": s, "kept": kept})
         if kept:
             soup, best = candidate, s
+            if on_kept is not None:
+                on_kept(candidate)
     return sorted(soup), steps
+
+
+class RunningSoup:
+    """Candidate soups in two reads each: the float32 sum of the runs kept so far and the run
+    tried (module docstring). Candidates and sums are written under `tmp` (the caller's
+    temporary directory). Each is removed once it is no longer needed: a candidate when the
+    next is made, a sum when its candidate is left out or a later sum replaces it. At most
+    one candidate and two sums are on disk at a time."""
+
+    CHUNK = 1 << 20  # elements per step of the pass (a float32 temporary of 4 MB)
+
+    def __init__(self, sub_models: list, first: int, tmp: Path):
+        from .engine import _open_all
+        self.paths = [Path(p) for p in sub_models]
+        self.subs, _ = _open_all(self.paths, None)  # the same tensors, shapes and dtypes
+        self.tmp = Path(tmp)
+        self.members = [first]  # the soup's runs, in joining order
+        self.sum = None  # directory of the float32 sum of `members`; None: one run, read as it is
+        self._last: tuple[list[int], Path, Path] | None = None  # candidate, its dir, its sum
+
+    def candidate(self, members: list[int]) -> Path:
+        """The uniform average of `members` (the soup's runs and one more) in a directory of
+        its own, as the runs' checkpoint (their dtypes, config and tokenizer files)."""
+        import shutil
+
+        from .st_io import DEFAULT_SHARD, Checkpoint, ShardedWriter, copy_model_files
+        new = sorted(set(members) - set(self.members))
+        if len(new) != 1 or sorted(self.members + new) != sorted(members):
+            raise ValueError(f"candidate {members} is not the soup {self.members} and one run")
+        new = new[0]
+        self._drop_last()
+        name = "-".join(map(str, members))
+        out, total = self.tmp / name, self.tmp / f"sum-{name}"
+        out.mkdir()
+        total.mkdir()
+        self._last = (sorted(members), out, total)
+        run = self.subs[new]
+        held = Checkpoint(self.sum) if self.sum is not None else self.subs[self.members[0]]
+        infos = [run.tensors[n] for n in sorted(run.tensors)]
+        writer = ShardedWriter(out, [(i.name, i.dtype, i.shape) for i in infos], DEFAULT_SHARD)
+        sums = ShardedWriter(total, [(i.name, "F32" if i.is_float else i.dtype, i.shape)
+                                     for i in infos], DEFAULT_SHARD)
+        m = len(members)
+        try:
+            for c in (run, held):
+                c.open()
+            for info in infos:
+                for start in range(0, info.numel, self.CHUNK) or [0]:
+                    n = min(self.CHUNK, info.numel - start)
+                    x = run.view(info.name, start, n)
+                    if not info.is_float:  # the engine's final merge checks they agree
+                        writer.write(info.name, x)
+                        sums.write(info.name, x)
+                        continue
+                    acc = held.view(info.name, start, n).to(torch.float32, copy=True).add_(x)
+                    if not bool(torch.isfinite(acc).all()):
+                        bad = int((~torch.isfinite(acc)).nonzero()[0, 0]) + start
+                        raise InputError(
+                            f"greedy_soup: the candidate soup of runs {sorted(members)} is NaN or "
+                            f"Inf in tensor {info.name!r} at flat index {bad} ({self.paths[new]} "
+                            "or a run of the soup holds one, or their float32 sum overflowed)")
+                    sums.write(info.name, acc)
+                    writer.write(info.name, to_output(acc.div_(m), info.torch_dtype))
+            writer.close()
+            sums.close()
+        finally:
+            for c in (run, held):
+                c.close()
+        copy_model_files(out, [self.paths[new]])
+        return out
+
+    def kept(self, members: list[int]) -> None:
+        """The last candidate (of `members`) is the soup now: its sum is the running sum."""
+        import shutil
+        if self._last is None or self._last[0] != sorted(members):
+            raise ValueError(f"kept({members}): not the last candidate")
+        (new,) = sorted(set(members) - set(self.members))
+        old, self.sum = self.sum, self._last[2]
+        self.members.append(new)
+        self._last = (self._last[0], self._last[1], None)
+        if old is not None:
+            shutil.rmtree(old)
+
+    def _drop_last(self) -> None:
+        import shutil
+        if self._last is not None:
+            for d in self._last[1:]:
+                if d is not None:
+                    shutil.rmtree(d)
+            self._last = None
 
 
 def record_settings(path: Path, record: dict) -> dict | None:
@@ -118,7 +231,7 @@ def build(sub_models: list, records: list, task_name: str, validation: Path, cfg
     from ..evaluate.run import evaluate_model
     from ..evaluate.backends import Sessions
     from ..utils import read_jsonl
-    from .engine import merge, merge_into
+    from .engine import merge
     task = get_task(task_name)
     try:
         rows = read_jsonl(validation)
@@ -131,17 +244,15 @@ def build(sub_models: list, records: list, task_name: str, validation: Path, cfg
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with Sessions(threads=threads) as sessions, \
             tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".soup-") as tmp:
+        running = RunningSoup(sub_models, soup_order(scores)[0], Path(tmp))
+
         def soup_score(members: list[int]) -> float:
-            d = Path(tmp) / "-".join(map(str, members))
-            d.mkdir()
-            # this method with uniform weights: the uniform average of the members
-            merge_into(d, "greedy_soup", [sub_models[i] for i in members],
-                       weights=[1.0 / len(members)] * len(members))
+            d = running.candidate(members)
             rec = evaluate_model(task, d, rows, cfg, name="soup", sessions=sessions)
             log(f"greedy soup: runs {members} score {rec['score']:.4f} on {len(rows)} "
                 f"validation rows")
             return rec["score"]
-        soup, steps = greedy(scores, soup_score)
+        soup, steps = greedy(scores, soup_score, running.kept)
     weights = [1.0 / len(soup) if i in soup else 0.0 for i in range(len(sub_models))]
     soup_record = {"validation_scores": scores, "steps": steps, "kept": soup,
                    "validation": str(validation), "records": [str(r) for r in records],

@@ -351,17 +351,21 @@ class Projector:
         out["written_bytes"] = n_out * m["bytes"]
 
     def cost_merge_soup(self, job: DryJob, out: dict) -> None:
-        """Greedy soup: the merge, and K - 1 candidate soups, each merged and evaluated on
-        the validation split; at most j runs in the j-th candidate (all kept: the upper
-        bound)."""
+        """Greedy soup: the merge, and K - 1 candidate soups, each evaluated on the
+        validation split. A candidate is one pass (greedy_soup.RunningSoup) that reads the
+        run tried and the soup's float32 sum and writes the candidate and the new sum:
+        whatever was kept, two reads and two writes (inside the job's temporary directory,
+        removed as it goes: not in the written bytes)."""
         self.cost_merge(job, out)
         model = self._model_of(job)
         m = self.sizes.model(model)
         k = len(_models_in(job.inputs))
         secs, counts = self.evaluate_one(model, job.wildcards["task"],
                                          job.params().get("evaluate") or {}, "validation")
-        reads = sum(range(2, k + 1))
-        out["work_s"] += (k - 1) * secs + reads * m["bytes"] / self.cal["merge_bytes_per_s"]
+        sum_bytes = 4 * m["params"]
+        candidate = ((m["bytes"] + sum_bytes) / self.cal["merge_bytes_per_s"]
+                     + self.io_s(model, 1) + self.io_s(model, 1, sum_bytes))
+        out["work_s"] += (k - 1) * (secs + candidate)
         for key, v in counts.items():
             out[key] += (k - 1) * v
 
