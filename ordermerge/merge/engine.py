@@ -136,8 +136,13 @@ def _peak_memory(anon_at_start: float | None = None) -> dict:
 def check_weights(values: list[float] | None, k: int, kind: str) -> list[float]:
     """A method's weights, read as its registry entry says (kind): `average` and
     `probabilities` are uniform by default and must sum to 1; `task` (one per task vector)
-    default to 1 each and must be finite."""
+    default to 1 each and must be finite; `none`: the method weighs the runs itself (the
+    recipe records 1/K), weights given are refused."""
     what = "weights" if kind != "probabilities" else "probabilities"
+    if kind == "none":
+        if values is not None:
+            raise MergeError("weights: this method weighs the runs itself; give none")
+        return [1.0 / k] * k
     if kind == "task":
         if values is None:
             return [1.0] * k

@@ -109,6 +109,17 @@ NORMALIZE = Setting("normalize", "n", "bool", True, omit_default=True,
 DARE_NORMALIZE = Setting("normalize", "n", "bool", False, omit_default=True,
                          doc="divide the agreeing sum by the sum of the agreeing weights (off by default, as in mergekit's dare_ties)")
 ROUNDS = Setting("rounds", "n", "int", 1, doc="resample rounds")
+SCE_SELECT = Setting("select", "t", "float", 0.1, interval=(0, 1, False, False),
+                     doc="SCE: fraction of the positions of nonzero variance across the runs kept (the highest variances), in [0, 1]; 1 keeps all (mergekit's default)")
+MAX_ITER = Setting("max_iter", "i", "int", 10, omit_default=True, doc="Karcher mean: iterations at most")
+TOL = Setting("tol", "e", "float", 1e-5, omit_default=True,
+              doc="Karcher mean: the norm and angle below which a vector or step counts as zero")
+EPSILON = Setting("epsilon", "e", "float", 0.1, interval=(0, 0.5, False, True),
+                  doc="DELLA: keep probabilities range over density +- epsilon by magnitude rank in each row")
+BC_DENSITY = Setting("density", "d", "float", 0.9, interval=(0, 1, False, False),
+                     doc="Breadcrumbs: fraction of each task vector's entries kept per tensor, below the outliers, in [0, 1]")
+GAMMA = Setting("gamma", "g", "float", 0.01, interval=(0, 1, False, False),
+                doc="Breadcrumbs: fraction of each task vector's largest magnitudes dropped as outliers")
 FISHER_ROWS = Setting("rows", "n", "int", 32,
                       doc="Fisher merging: training rows whose squared log-likelihood gradients estimate each run's diagonal Fisher")
 
@@ -124,7 +135,8 @@ class Method:
     needs_base: bool = False
     min_models: int = 1
     # how weights are read: average (sum 1, default 1/K), probabilities (sum 1, default
-    # 1/K), task (one per task vector, default 1 each)
+    # 1/K), task (one per task vector, default 1 each), none (the method weighs the runs
+    # itself: weights given are refused)
     weights: str = "average"
     # files of this package its bytes depend on that its module does not import (loaded by
     # name); those it imports are found by reading them (`sources`)
@@ -141,6 +153,8 @@ class Method:
     # memory budget's estimate, engine.bytes_per_element): fp32 accumulator, term and input
     # for the average, indices and draws for the drawing methods
     temp_bytes: int = 5 * 8
+    # a check across settings (ValueError naming them), beyond each setting's own
+    constraint: Any = field(default=None, compare=False, repr=False)
     _regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -162,7 +176,8 @@ class Method:
         """This entry as JSON-able data: what a merge of the method depends on in the
         registry (the workflow's merge rules take it as a param, so that editing one entry
         reruns that method's merges only)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_regex"}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("_regex", "constraint")}
         out["settings"] = [asdict(s) for s in self.settings]
         return out
 
@@ -182,6 +197,11 @@ class Method:
             if value is None:
                 raise ValueError(f"merge method {self.name!r}: setting {s.name!r} is required")
             out[s.name] = s.check(value)
+        if self.constraint is not None:
+            try:
+                self.constraint(out)
+            except ValueError as e:
+                raise ValueError(f"merge method {self.name!r}: {e}") from None
         return out
 
     def method_id(self, **settings) -> str:
@@ -269,7 +289,43 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("dare_resample", "dare-resample", "DARE-resample", "dare",
            "selection over DARE-dropped task vectors: redraw where the drawn tau is dropped or zero",
            (DROP, RESCALE, ROUNDS, LAMBDA, SEED), needs_base=True, min_models=2, weights="task"),
+    Method("sce", "sce", "SCE", "sce",
+           "keep the positions of highest variance across the task vectors, weigh run i by its "
+           "mean squared tau_i, erase entries against the elected sign; theta_base + the "
+           "weighted mean of the rest (Wan et al. 2024)",
+           (SCE_SELECT,), needs_base=True, min_models=2, weights="none", temp_bytes=16 * 8),
+    Method("karcher", "karcher", "Karcher mean", "sphere",
+           "per tensor, the weighted Karcher (Riemannian) mean of the runs' unit weight vectors, "
+           "scaled by their weighted mean norm",
+           (MAX_ITER, TOL), min_models=2, temp_bytes=3 * 4),
+    Method("multislerp", "multislerp", "Multi-SLERP", "sphere",
+           "per tensor, spherical interpolation of the task vectors: the direction of the "
+           "weighted mean of their unit vectors at their weighted mean norm, plus theta_base",
+           needs_base=True, min_models=2, temp_bytes=4 * 4),
+    Method("breadcrumbs", "breadcrumbs", "Breadcrumbs", "sparse",
+           "drop each tau_i's largest gamma and smallest magnitudes, keep density; "
+           "theta_base + lambda sum_i w_i tau_i (Davari and Belilovsky 2024)",
+           (BC_DENSITY, GAMMA, LAMBDA), needs_base=True, weights="task"),
+    Method("breadcrumbs_ties", "breadcrumbs-ties", "Breadcrumbs-TIES", "sparse",
+           "Breadcrumbs' sparsification, then TIES' sign election and disjoint sum",
+           (BC_DENSITY, GAMMA, LAMBDA, DARE_NORMALIZE), needs_base=True, weights="task"),
+    Method("della", "della", "DELLA", "sparse",
+           "drop each tau_i entry with a probability that falls with its magnitude rank in its "
+           "row, rescale the kept, TIES' sign election and disjoint mean (Deep et al. 2024)",
+           (DENSITY, EPSILON, RESCALE, LAMBDA, NORMALIZE, SEED), needs_base=True, weights="task",
+           constraint=lambda s: _della_check(s)),
+    Method("della_linear", "della-linear", "DELLA-linear", "sparse",
+           "DELLA's drop and rescale, then theta_base + lambda sum_i w_i tau'_i",
+           (DENSITY, EPSILON, RESCALE, LAMBDA, SEED), needs_base=True, weights="task",
+           constraint=lambda s: _della_check(s)),
 ]}
+
+
+def _della_check(s: dict) -> None:
+    """DELLA's keep probabilities must stay in (0, 1), as mergekit requires."""
+    if s["density"] < 1 and not (s["density"] - s["epsilon"] > 0 and s["density"] + s["epsilon"] < 1):
+        raise ValueError(f"density {s['density']:g} and epsilon {s['epsilon']:g}: density - "
+                         "epsilon must be > 0 and density + epsilon < 1")
 
 def get(name: str) -> Method:
     try:
