@@ -15,7 +15,7 @@ U32 = unit_roundoff(torch.float32)
 
 
 def test_the_ids_settings_and_refusals():
-    assert method_id("sce") == "sce-t0.1" and parse_method_id("sce-t0.5") == ("sce", {"select": 0.5})
+    assert method_id("sce") == "sce-t0.1" and parse_method_id("sce-t0.5") == ("sce", {"select_topk": 0.5})
     assert method_id("karcher") == "karcher" and method_id("karcher", max_iter=3) == "karcher-i3"
     assert method_id("multislerp") == "multislerp"
     assert method_id("breadcrumbs") == "breadcrumbs-d0.9-g0.01-l1.0"
@@ -25,8 +25,8 @@ def test_the_ids_settings_and_refusals():
     assert METHODS["della"].random and not METHODS["sce"].random and not METHODS["karcher"].needs_base
     with pytest.raises(ValueError, match="'della': density 0.2 and epsilon 0.3: density - epsilon must be > 0"):
         method_id("della", epsilon=0.3, seed=0)
-    with pytest.raises(ValueError, match="setting 'select': 1.5 is outside"):
-        method_id("sce", select=1.5)
+    with pytest.raises(ValueError, match="setting 'select_topk': 1.5 is outside"):
+        method_id("sce", select_topk=1.5)
 
 
 def test_sce_takes_no_weights(tmp_path):
@@ -99,8 +99,8 @@ def test_the_sphere_coefficients_at_their_limits():
 
 
 @pytest.mark.parametrize("ours,theirs,settings,shared,per_model,weights", [
-    ("sce", "sce", {"select": 0.3}, {"select_topk": 0.3}, {}, None),
-    ("sce", "sce", {"select": 1.0}, {"select_topk": 1.0}, {}, None),
+    ("sce", "sce", {"select_topk": 0.3}, {"select_topk": 0.3}, {}, None),
+    ("sce", "sce", {"select_topk": 1.0}, {"select_topk": 1.0}, {}, None),
     ("breadcrumbs", "breadcrumbs", {"density": 0.8, "gamma": 0.05, "lambda": 0.9},
      {"lambda": 0.9}, {"density": 0.8, "gamma": 0.05}, [1.0, 0.5, 0.8]),
     ("breadcrumbs_ties", "breadcrumbs_ties", {"density": 0.7, "gamma": 0.1, "lambda": 1.0},
@@ -141,13 +141,13 @@ def test_sce_selects_the_highest_variances_and_weighs_by_mean_square(tmp_path):
     base = write(tmp_path / "base", [0.0, 0.0, 0.0, 0.0])
     a = write(tmp_path / "a", [1.0, 0.25, 2.0, 0.0])
     b = write(tmp_path / "b", [-1.0, 0.25, 0.5, 0.0])
-    merge("sce", [a, b], tmp_path / "o", base=base, select=0.5)
+    merge("sce", [a, b], tmp_path / "o", base=base, select_topk=0.5)
     got = load(tmp_path / "o")["w"]
     # variances 1, 0, 0.5625, 0: int(0.5 x 2 nonzero) = 1 position kept, the first (the
     # largest variance); mean squares of the selected over the 4 positions: a 1/4, b 1/4,
     # weights 1/2 each; position 0's signs sum to 0 (>= 0 is +): only a agrees, 1 x 0.5 / 0.5
     assert got.tolist() == [1.0, 0.0, 0.0, 0.0]
-    merge("sce", [a, b], tmp_path / "o2", base=base, select=1.0)
+    merge("sce", [a, b], tmp_path / "o2", base=base, select_topk=1.0)
     got = load(tmp_path / "o2")["w"]
     # all kept; mean squares a (1 + 1/16 + 4) / 4, b (1 + 1/16 + 1/4) / 4
     wa, wb = 5.0625 / 4, 1.3125 / 4
@@ -157,7 +157,7 @@ def test_sce_selects_the_highest_variances_and_weighs_by_mean_square(tmp_path):
 
 
 @pytest.mark.parametrize("method,settings", [
-    ("sce", {"select": 0.3}), ("karcher", {}), ("multislerp", {}), ("breadcrumbs", {}),
+    ("sce", {"select_topk": 0.3}), ("karcher", {}), ("multislerp", {}), ("breadcrumbs", {}),
     ("breadcrumbs_ties", {"density": 0.6, "gamma": 0.1}), ("della", {"density": 0.5, "epsilon": 0.2, "seed": 1}),
     ("della_linear", {"rescale": "l1", "seed": 2})])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -109,7 +109,7 @@ NORMALIZE = Setting("normalize", "n", "bool", True, omit_default=True,
 DARE_NORMALIZE = Setting("normalize", "n", "bool", False, omit_default=True,
                          doc="divide the agreeing sum by the sum of the agreeing weights (off by default, as in mergekit's dare_ties)")
 ROUNDS = Setting("rounds", "n", "int", 1, doc="resample rounds")
-SCE_SELECT = Setting("select", "t", "float", 0.1, interval=(0, 1, False, False),
+SCE_SELECT = Setting("select_topk", "t", "float", 0.1, interval=(0, 1, False, False),
                      doc="SCE: fraction of the positions of nonzero variance across the runs kept (the highest variances), in [0, 1]; 1 keeps all (mergekit's default)")
 MAX_ITER = Setting("max_iter", "i", "int", 10, omit_default=True, doc="Karcher mean: iterations at most")
 TOL = Setting("tol", "e", "float", 1e-5, omit_default=True,

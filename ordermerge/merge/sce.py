@@ -2,7 +2,7 @@
 
 Per tensor, with task vectors tau_i = theta_i - theta_base of the K runs:
 
-1. select: where `select` < 1, keep the positions whose variance across the K runs
+1. select: where `select_topk` < 1, keep the positions whose variance across the K runs
    (population variance, torch.var(unbiased=False) of the K values) is among the
    k = int(select x (positions of nonzero variance)) largest; zero the rest in every tau_i.
 2. calculate: run i's weight is the mean of its (selected) tau_i squared over the
@@ -20,7 +20,7 @@ hash of the element index) and the K sums of squares (float64); `run` mixes each
 Where this differs from mergekit: ties at the k-th largest variance are kept by the
 fixed rule above (mergekit: torch.topk's arbitrary choice); tau_i is float32 (mergekit
 subtracts in the checkpoint's dtype); the sums of squares are float64 over the whole
-tensor and the weights float32 (mergekit: float32 means). The default `select` is 0.1
+tensor and the weights float32 (mergekit: float32 means). The default `select_topk` is 0.1
 (mergekit's default 1.0 selects nothing: the variance step is what makes SCE SCE); the
 1e-6 floor on the sum of the weights is mergekit's, an absolute threshold: task vectors
 whose mean square is below about 1e-6 / K (small fine-tuning updates) get uniform weights.
@@ -45,7 +45,7 @@ def variance(tau: torch.Tensor) -> torch.Tensor:
 
 
 def prepare(chunks, info, name: str, plan) -> dict:
-    select = plan.settings["select"]
+    select = plan.settings["select_topk"]
     threshold = topk.KEEP_ALL
     if select < 1:
         nonzero = 0
