@@ -33,8 +33,10 @@ submitting a change to the merge engine or its kernels:
     python bench/merge.py --against HEAD~1 --k 8 --methods average select resample
 
 Each of our methods is compared with mergekit 0.1.5's counterpart (MERGEKIT): linear for
-the average and the selections (mergekit has no selection), task_arithmetic, ties,
-dare_ties, dare_linear and model_stock for ours.
+the average and the selections (mergekit has no selection), and mergekit's method of the
+same name for task_arithmetic, ties, dare_ties, dare_linear, model_stock, sce, karcher,
+multislerp, breadcrumbs, breadcrumbs_ties, della and della_linear. (Fisher merging, RegMean
+and greedy soup read per-run data and have no mergekit counterpart.)
 
 Prints a table and writes results/bench/merge.json.
 """
@@ -67,6 +69,29 @@ METHODS = {
     "dare_linear": ({"drop": 0.5, "lambda": 1.0, "seed": 1}, "dare_linear"),
     "dare_ties": ({"drop": 0.5, "lambda": 1.0, "seed": 1}, "dare_ties"),
     "model_stock": ({}, "model_stock"),
+    "sce": ({"select_topk": 0.1}, "sce"),
+    "karcher": ({}, "karcher"),
+    "multislerp": ({}, "multislerp"),
+    "breadcrumbs": ({"density": 0.9, "gamma": 0.01, "lambda": 1.0}, "breadcrumbs"),
+    "breadcrumbs_ties": ({"density": 0.9, "gamma": 0.01, "lambda": 1.0}, "breadcrumbs_ties"),
+    "della": ({"density": 0.5, "epsilon": 0.1, "lambda": 1.0, "seed": 1}, "della"),
+    "della_linear": ({"density": 0.5, "epsilon": 0.1, "lambda": 1.0, "seed": 1}, "della_linear"),
+}
+# mergekit's parameters for its counterpart: (per model, shared, reads the base)
+MERGEKIT = {
+    "linear": ({"weight": 1.0}, {}, False),
+    "task_arithmetic": ({"weight": 1.0}, {}, True),
+    "ties": ({"weight": 1.0, "density": 0.2}, {}, True),
+    "dare_linear": ({"weight": 1.0, "density": 0.5}, {}, True),
+    "dare_ties": ({"weight": 1.0, "density": 0.5}, {}, True),
+    "model_stock": ({}, {}, True),  # unweighted
+    "sce": ({}, {"select_topk": 0.1}, True),
+    "karcher": ({}, {}, False),  # raw weights, uniform
+    "multislerp": ({"weight": 1.0}, {}, True),
+    "breadcrumbs": ({"weight": 1.0, "density": 0.9, "gamma": 0.01}, {}, True),
+    "breadcrumbs_ties": ({"weight": 1.0, "density": 0.9, "gamma": 0.01}, {}, True),
+    "della": ({"weight": 1.0, "density": 0.5, "epsilon": 0.1}, {}, True),
+    "della_linear": ({"weight": 1.0, "density": 0.5, "epsilon": 0.1}, {}, True),
 }
 
 
@@ -172,12 +197,10 @@ def child(args) -> None:
         from mergekit.merge import run_merge
         from mergekit.options import MergeOptions
         method = args.child.removeprefix("mergekit_")
-        params = {} if method == "model_stock" else {"weight": 1.0}  # Model Stock: unweighted
-        params.update({"density": 0.2} if method == "ties" else
-                      {"density": 0.5} if method.startswith("dare") else {})
-        spec = {"merge_method": method, "dtype": "bfloat16",
+        params, shared, uses_base = MERGEKIT[method]
+        spec = {"merge_method": method, "dtype": "bfloat16", "parameters": shared,
                 "models": [{"model": str(p), "parameters": params} for p in inputs]}
-        if method != "linear":
+        if uses_base:
             spec["base_model"] = str(base)
         config = MergeConfiguration.model_validate(spec)
         options = MergeOptions(copy_tokenizer=False, quiet=True, write_model_card=False,
@@ -190,11 +213,13 @@ def child(args) -> None:
             floor_once(inputs, out)
     else:
         from ordermerge.merge.engine import merge_into
+        from ordermerge.merge.methods import get
         method, _, variant = args.child.partition(":")
 
         def once(out, unchecked=variant == "unchecked"):
             out.mkdir()
-            merge_into(out, method, inputs, base=base, **METHODS[method][0],
+            merge_into(out, method, inputs, base=base if get(method).needs_base else None,
+                       **METHODS[method][0],
                        **({"allow_nonfinite": True} if unchecked else {}))  # older trees lack it
         if variant == "both":  # checked and unchecked alternating, each run after the other's
             return _alternate(once, args)

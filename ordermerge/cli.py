@@ -138,7 +138,7 @@ def merge_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Merge K sub-models: the paper's weighted average, parameter selection and "
                     "selection with resampling (Ju et al. 2024), Model Stock, Fisher merging "
-                    "(--fisher), greedy soup (--validation, --validation-split, --task) and the "
+                    "(--fisher), RegMean (--gram), greedy soup (--validation, --validation-split, --task) and the "
                     "task-vector baselines. LoRA runs (PEFT adapter directories) are merged "
                     "exactly, on their updates B A alpha/r, into a dense model (docs/merge.md, "
                     "'LoRA runs').",
@@ -156,6 +156,11 @@ def merge_parser(sub) -> None:
                         "float32 tensors named as the input's and a fisher.json naming the input "
                         "it was made from (model, the sha256 of its weight files, rows), as the "
                         "workflow's diagonal_fisher rule writes it; checked before merging")
+    p.add_argument("--gram", nargs="+", metavar="DIR",
+                   help="regmean: each input's linear-layer input Grams, in input order: a "
+                        "directory of float32 [in, in] tensors named as the input's linear weights "
+                        "and a gram.json naming the input it was made from, as the workflow's "
+                        "input_gram rule writes it; checked before merging")
     p.add_argument("--validation", nargs="+", metavar="RECORD",
                    help="greedy_soup: each input's evaluation record on the validation split "
                         "(the workflow's validate_runs), in input order")
@@ -304,7 +309,7 @@ def run_merge(args) -> int:
         recipe = merge(name, args.inputs, args.out, overwrite=args.overwrite, base=args.base,
                        weights=args.weights or args.probs, dtype=args.dtype, device=args.device,
                        memory_budget=args.memory_budget, max_shard_bytes=args.max_shard_size,
-                       allow_nonfinite=args.allow_nonfinite, aux=args.fisher,
+                       allow_nonfinite=args.allow_nonfinite, aux=args.fisher or args.gram,
                        adapter_rank=args.adapter_rank, **settings)
     except MergeError as e:
         print(f"ordermerge merge: {e}", file=sys.stderr)

@@ -41,26 +41,33 @@ def diagonal_fisher(model, objective, rows: list[dict]) -> dict[str, torch.Tenso
     return {n: t.div_(len(rows)).cpu() for n, t in acc.items()}
 
 
-def fisher_of_checkpoint(task, model_path: str | os.PathLike, train: list[dict], n: int,
-                         max_length: int) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The Fisher of the checkpoint `model_path` over the first `n` of `train`, named as its
-    stored float tensors, and the ids of the rows used."""
+def model_over_rows(task, model_path, train: list[dict], n: int, max_length: int, what: str):
+    """What a per-run statistic over the first `n` training rows needs: the checkpoint
+    loaded for the task in float32 (a LoRA run folded into its base; on the GPU where there
+    is one), its objective, the rows, and its stored tensors (name -> info). `what` names
+    the statistic in errors (the method's rows setting asks for the rows)."""
     from .checkpoints import load_for_task
     from .merge.lora_runs import folded
     from .merge.st_io import Checkpoint
     from .objectives import objective_for
     if n > len(train):
-        raise InputError(f"fisher: {n} rows asked for (the method's rows setting), but the "
+        raise InputError(f"{what}: {n} rows asked for (the method's rows setting), but the "
                          f"training split has {len(train)}")
-    rows = train[:n]
-    # a LoRA run: the Fisher of its folded model, every weight (the merge reads the layers
-    # the runs adapt)
     with folded(model_path) as dense:
         model, tokenizer = load_for_task(task, dense, dtype=torch.float32)
         stored = Checkpoint(dense).tensors
     if torch.cuda.is_available():  # float32 on the GPU: a 7B and its gradients, 56 GB
         model = model.to("cuda")
-    fisher = diagonal_fisher(model, objective_for(task, tokenizer, max_length), rows)
+    return model, objective_for(task, tokenizer, max_length), train[:n], stored
+
+
+def fisher_of_checkpoint(task, model_path: str | os.PathLike, train: list[dict], n: int,
+                         max_length: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The Fisher of the checkpoint `model_path` over the first `n` of `train`, named as its
+    stored float tensors, and the ids of the rows used. A LoRA run: the Fisher of its folded
+    model, every weight (the merge reads the layers the runs adapt)."""
+    model, objective, rows, stored = model_over_rows(task, model_path, train, n, max_length, "diagonal_fisher")
+    fisher = diagonal_fisher(model, objective, rows)
     out = {}
     for name, info in sorted(stored.items()):
         if info.is_float:
@@ -71,19 +78,22 @@ def fisher_of_checkpoint(task, model_path: str | os.PathLike, train: list[dict],
     return out, [r["id"] for r in rows]
 
 
-def fisher_meta(task, model_path, train, rows: int, ids: list[str]) -> dict:
-    """fisher.json: what the Fisher is of. The merge checks `model_sha256` (the sha256 of
-    the checkpoint's weight files) against the sub-model it is given with, and `rows`
-    against the method's."""
+def run_meta(task, model_path, train, rows: int, ids: list[str], **extra) -> dict:
+    """fisher.json / gram.json: what a per-run statistic is of. The merge checks
+    `model_sha256` (the sha256 of the checkpoint's weight files) against the sub-model it is
+    given with, and `rows` against the method's."""
     from .merge.lora_runs import weight_files
     from .provenance import file_hashes
     return {"model": str(model_path), "task": task.name, "rows": rows, "row_ids": ids,
-            "train": str(train),
+            "train": str(train), **extra,
             "model_sha256": file_hashes(model_path, [f.name for f in weight_files(model_path)])}
 
 
-def write_fisher(out_dir: Path, fisher: dict[str, torch.Tensor], meta: dict) -> None:
-    """`out_dir` (an existing, empty directory): model.safetensors and fisher.json."""
+
+def write_run_data(out_dir: Path, tensors: dict[str, torch.Tensor], meta: dict,
+                   meta_name: str = "fisher.json") -> None:
+    """`out_dir` (an existing, empty directory): model.safetensors and the meta file."""
     from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in fisher.items()}, str(out_dir / "model.safetensors"))
-    (out_dir / "fisher.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "model.safetensors"))
+    (out_dir / meta_name).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+

@@ -117,3 +117,36 @@ rule diagonal_fisher:
         "{PY} {input.script} --rule {rule} --threads {threads} --task {wildcards.task}"
         " --model {input.model} --train {input.train} --rows {wildcards.rows}"
         " --out-dir {output} --params {params.json:q} > {log} 2>&1"
+
+
+# RegMean's data: one run's linear-layer input Grams at one epoch over the first {rows}
+# training rows (ordermerge/gram_info.py), computed once and read by every RegMean merge of
+# that run's epoch with that many rows.
+rule input_gram:
+    input:
+        model=lambda w: P.sft_dir(w.model, w.task, w.scheme, w.run, w.epoch),
+        train=lambda w: P.data(w.task, "train"),
+        **P.script_inputs("gram.py"),
+    output:
+        # float32, in x in per linear weight (28.7 GB for a Llama-2-7b: 32 layers of six
+        # 4096^2 and one 11008^2): deleted with the temporary checkpoints
+        (temp if config["sft"]["temporary_checkpoints"] else lambda d: d)(
+            directory("results/gram/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}")),
+    wildcard_constraints:
+        run=r"\d+",
+        rows=r"\d+",
+    params:
+        json=P.fisher_params,
+    threads: P.threads("input_gram")
+    log:
+        "results/logs/input_gram/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}.log",
+    benchmark:
+        "results/benchmarks/input_gram/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}.tsv"
+    resources:
+        **P.resources("input_gram"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "{PY} {input.script} --rule {rule} --threads {threads} --task {wildcards.task}"
+        " --model {input.model} --train {input.train} --rows {wildcards.rows}"
+        " --out-dir {output} --params {params.json:q} > {log} 2>&1"

@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ordermerge.data.registry import get_task
-from ordermerge.fisher_info import fisher_meta, fisher_of_checkpoint, write_fisher
+from ordermerge.fisher_info import fisher_of_checkpoint, run_meta, write_run_data
 from ordermerge.runner import log, parser, record, start
 from ordermerge.utils import atomic_dir, read_jsonl
 
@@ -23,7 +23,7 @@ task = get_task(args.task)
 fisher, ids = fisher_of_checkpoint(task, args.model, read_jsonl(args.train), args.rows,
                                    args.params["max_length"])
 with atomic_dir(args.out_dir) as tmp:
-    write_fisher(tmp, fisher, fisher_meta(task, args.model, args.train, args.rows, ids))
+    write_run_data(tmp, fisher, run_meta(task, args.model, args.train, args.rows, ids))
     record(args, tmp, t0, [args.model, args.train], final=args.out_dir)
 total = sum(float(t.sum()) for t in fisher.values())
 log(f"fisher of {args.model} over {args.rows} rows: {len(fisher)} tensors, sum {total:.4g}")

@@ -16,7 +16,7 @@ from ulps import forward_error, gamma
 
 def fisher_dir(path, tensors, sub, rows=32, row_ids=("t:0",)):
     """A Fisher directory as the diagonal_fisher rule writes it: the tensors and fisher.json
-    naming the sub-model (fisher_info.fisher_meta)."""
+    naming the sub-model (fisher_info.run_meta)."""
     from ordermerge.provenance import file_hashes
     write(path, tensors)
     (path / "fisher.json").write_text(json.dumps({

@@ -245,7 +245,7 @@ def test_the_data_aware_merges_read_lora_runs_too(runs, tmp_path):
     fisher_info; made here from seeded draws, with the record the merge checks: the
     adapter's weight file hashed), and greedy soup's merge of the runs it keeps (the
     uniform average of those runs), against the dense merges of the merged-and-unloaded runs."""
-    from ordermerge.fisher_info import write_fisher
+    from ordermerge.fisher_info import write_run_data
     from ordermerge.merge.lora_runs import weight_files
     from ordermerge.provenance import file_hashes
     base, adapters, dense = runs
@@ -257,7 +257,7 @@ def test_the_data_aware_merges_read_lora_runs_too(runs, tmp_path):
         for kind, run in (("lora", adapters[k]), ("dense", dense[k])):
             d = tmp_path / f"fisher-{kind}{k}"
             d.mkdir()
-            write_fisher(d, f, {"model": str(run), "task": "gsm8k", "rows": 4, "row_ids": ["a"],
+            write_run_data(d, f, {"model": str(run), "task": "gsm8k", "rows": 4, "row_ids": ["a"],
                                 "train": "t", "model_sha256": file_hashes(run, [x.name for x in weight_files(run)])})
             fishers[kind].append(d)
     for method, kw in (("fisher", {"rows": 4}), ("greedy_soup", {"weights": [0.5, 0.5, 0.0]})):

@@ -69,10 +69,12 @@ def env_with_python() -> dict[str, str]:
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900,
               env: dict[str, str] | None = None):
-    """`env`: variables added to the jobs' environment."""
+    """`env`: variables added to the jobs' environment. The local executor only: SLURM_CONF
+    is /dev/null (dryrun.NO_SLURM: the SLURM plugin's import-time scontrol fails at once)."""
+    from ordermerge.workflow.dryrun import NO_SLURM
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
-                          env={**env_with_python(), **(env or {})})
+                          env={**env_with_python(), **NO_SLURM, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -117,8 +119,9 @@ def plain(pattern: str) -> str:
 
 def rule_outputs(workdir: Path, rule: str, *configfiles: str) -> list[tuple[str, bool]]:
     """(output pattern, marked temp) of `rule` under the given config files."""
+    from ordermerge.workflow.dryrun import NO_SLURM
     proc = subprocess.run([sys.executable, "-c", _RULE_OUTPUTS, rule, *configfiles], cwd=workdir,
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env={**os.environ, **NO_SLURM})
     return [tuple(x) for x in __import__("json").loads(proc.stdout.strip().splitlines()[-1])]
 
 

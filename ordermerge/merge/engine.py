@@ -365,9 +365,9 @@ def _merge_one(plan: _Plan, info, start: int, n: int, slot: int, state) -> tuple
             chunk.subs = stack.to(plan.dev, non_blocking=True)
         if plan.base is not None:
             chunk.base = plan.base.view(info.name, start, n).to(plan.dev, non_blocking=True)
-        if plan.aux:
+        if plan.aux and run_data(plan.method).elementwise:  # else the method's prepare() reads it
             _check_aux(plan, info, start, n)
-        chunk.aux = [a.view(info.name, start, n).to(plan.dev) for a in plan.aux] or None
+            chunk.aux = [a.view(info.name, start, n).to(plan.dev) for a in plan.aux]
         out, counts = plan.impl.run(chunk)
         if plan.out_dtype is not None:
             out = out.to(plan.out_dtype)

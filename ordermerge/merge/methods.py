@@ -120,6 +120,12 @@ BC_DENSITY = Setting("density", "d", "float", 0.9, interval=(0, 1, False, False)
                      doc="Breadcrumbs: fraction of each task vector's entries kept per tensor, below the outliers, in [0, 1]")
 GAMMA = Setting("gamma", "g", "float", 0.01, interval=(0, 1, False, False),
                 doc="Breadcrumbs: fraction of each task vector's largest magnitudes dropped as outliers")
+GRAM_ROWS = Setting("rows", "n", "int", 32,
+                    doc="RegMean: training rows whose linear-layer inputs make each run's Gram matrices")
+ALPHA = Setting("alpha", "a", "float", 0.9, interval=(0, 1, False, False),
+                doc="RegMean: the Grams' off-diagonal entries scaled by alpha (1: exact least squares)")
+RIDGE = Setting("ridge", "r", "float", 0.0, omit_default=True,
+                doc="RegMean: ridge, times the mean diagonal of the summed Gram (0: a singular sum is refused)")
 FISHER_ROWS = Setting("rows", "n", "int", 32,
                       doc="Fisher merging: training rows whose squared log-likelihood gradients estimate each run's diagonal Fisher")
 
@@ -146,6 +152,7 @@ class Method:
     fused_tv_mode: int | None = None
     # per-sub-model data the method reads, made by a rule of its own: "diagonal_fisher" (one
     # float32 checkpoint per sub-model, read by the engine beside it: `--fisher`),
+    # "input_gram" (one float32 [in, in] Gram per linear weight and sub-model: `--gram`),
     # "validation_records" (each run's validation record: greedy soup evaluates candidate
     # soups before merging)
     data: str | None = None
@@ -267,6 +274,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "(mean squared gradient of the log-likelihood over n training rows; Matena and Raffel 2022); "
            "the weighted average where every F_i is 0",
            (FISHER_ROWS,), min_models=2, data="diagonal_fisher", temp_bytes=4 * 4),
+    Method("regmean", "regmean", "RegMean", "regmean",
+           "per linear layer W* = (sum_i w_i G~_i)^-1 sum_i w_i G~_i W_i (G~_i run i's input Gram "
+           "over n training rows, off-diagonal x alpha; Jin et al. 2023); every other tensor "
+           "the weighted average",
+           (GRAM_ROWS, ALPHA, RIDGE), min_models=2, data="input_gram", temp_bytes=3 * 4),
     Method("greedy_soup", "greedy-soup", "greedy soup", "greedy_soup",
            "runs by validation score, best first; each added to the soup if the uniform average "
            "does not score lower on the validation split (Wortsman et al. 2022); theta = the "

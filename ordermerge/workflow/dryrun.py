@@ -83,6 +83,14 @@ def parse_dry_run(text: str) -> list[DryJob]:
     return jobs
 
 
+# Every Snakemake process imports its SLURM executor plugin, which runs `scontrol show config`
+# at import: where a SLURM client is installed but no controller answers (a machine after
+# slurm/local/stop.sh), that waits 9 s, up to the plugin's 10 s timeout. A process that
+# never submits to SLURM (the plan's dry run, the tests' local runs) points SLURM_CONF at
+# /dev/null: scontrol then fails at once and the plugin carries on without the value.
+NO_SLURM = {"SLURM_CONF": "/dev/null"}
+
+
 def dry_run(workdir: str | os.PathLike, configfiles=(), targets=(),
             timeout: float | None = None) -> list[DryJob]:
     """Every job that makes `targets` (default the workflow's) and everything upstream, as
@@ -94,7 +102,7 @@ def dry_run(workdir: str | os.PathLike, configfiles=(), targets=(),
            "--nocolor", "--cores", "1",
            # one --configfile with every file: a second --configfile replaces the first
            *(["--configfile", *map(str, configfiles)] if configfiles else []), "--", *targets]
-    env = {**os.environ, PLAN_ONLY: "1",
+    env = {**os.environ, PLAN_ONLY: "1", **NO_SLURM,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                           env=env)

@@ -42,6 +42,11 @@ class Paths:
         """One run's diagonal Fisher at one epoch over `rows` training rows (rule diagonal_fisher)."""
         return f"results/fisher/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}"
 
+    @staticmethod
+    def gram_dir(model, task, scheme, run, epoch, rows) -> str:
+        """One run's linear-layer input Grams at one epoch over `rows` training rows (rule input_gram)."""
+        return f"results/gram/{model}/{task}/{scheme}/epoch{epoch}/run{run}-n{rows}"
+
     def eval_dir(self) -> str:
         return self.eval_record("{model}", "{task}", "{scheme}", "{epoch}", "{kind}", "x").rsplit("/", 1)[0]
 

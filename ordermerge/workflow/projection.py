@@ -120,29 +120,36 @@ class Sizes:
                 raise ProjectionError(f"model {name}: no sizes (set its `shape`, or a local "
                                       f"source with a config.json)")
             params, layers = shape.parameters(), shape.num_hidden_layers
+            h, i = shape.hidden_size, shape.intermediate_size
+            # RegMean's Grams, in x in per linear weight: q, k, v, o, gate, up (in h), down
+            # (in i), and the LM head
+            grams = layers * (6 * h * h + i * i) + h * h
         else:
-            params, layers = self._encoder_params(name, spec)
-        out = {"params": params, "layers": layers,
+            params, layers, grams = self._encoder_params(name, spec)
+        out = {"params": params, "layers": layers, "gram_elements": grams,
                "bytes": params * DTYPE_BYTES[spec.get("dtype", "bfloat16")]}
         self.cache["model", name] = out
         return out
 
-    def _encoder_params(self, name: str, spec: dict) -> tuple[int, int]:
+    def _encoder_params(self, name: str, spec: dict) -> tuple[int, int, int]:
+        """Parameters, layers and RegMean's Gram elements (q, k, v, o and the FFN's first
+        weight take h inputs, its second i; the pooler and head h) of an encoder."""
         if spec["source"] == "tiny":
             cfg = {**spec["tiny"], "vocab_size": (spec.get("tokenizer") or {}).get("vocab_size", 384)}
         else:
             f = Path(spec["source"]) / "config.json"
             if not f.is_file():
                 if spec["source"] in KNOWN_PARAMS:
-                    big = "large" in spec["source"]
-                    return KNOWN_PARAMS[spec["source"]], 24 if big else 12
+                    h, i, n = (1024, 4096, 24) if "large" in spec["source"] else (768, 3072, 12)
+                    return KNOWN_PARAMS[spec["source"]], n, n * (5 * h * h + i * i) + 2 * h * h
                 raise ProjectionError(f"encoder {name}: no config.json at {spec['source']} to "
                                       f"size it from (give a local source)")
             cfg = json.loads(f.read_text())
         h, i, n = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
         # a BERT layer: attention 4h^2 + FFN 2hi (+ biases and norms, 9h); embeddings: the
         # vocabulary, 512 positions and 2 token types
-        return n * (4 * h * h + 2 * h * i + 9 * h) + (cfg.get("vocab_size", 384) + 514) * h, n
+        return (n * (4 * h * h + 2 * h * i + 9 * h) + (cfg.get("vocab_size", 384) + 514) * h, n,
+                n * (5 * h * h + i * i) + 2 * h * h)
 
     def task(self, model: str, task: str) -> dict:
         key = ("task", model, task)
@@ -388,6 +395,19 @@ class Projector:
         out["work_s"] = (6 * self.sizes.model(model)["params"] * tokens
                          / self.cal["train_flops_per_s"] + self.io_s(model, 1))
         out["written_bytes"] = self.sizes.model(model)["params"] * 4
+        out["temporary_bytes"] = out["written_bytes"]  # temp() with the checkpoints
+
+    def cost_input_gram(self, job: DryJob, out: dict) -> None:
+        """A forward pass per row, and per token an outer product per linear weight (2 in^2
+        FLOPs each); the Grams saved in fp32 (temp(), with the checkpoints)."""
+        model = self._model_of(job)
+        m = self.sizes.model(model)
+        s = self.sizes.task(model, job.wildcards["task"])
+        tokens = int(job.wildcards["rows"]) * s["tokens"]["train"] / max(s["rows"]["train"], 1)
+        out["scored_tokens"] = tokens
+        out["work_s"] = ((2 * m["params"] + 2 * m["gram_elements"]) * tokens
+                         / self.cal["train_flops_per_s"] + self.io_s(model, 1))
+        out["written_bytes"] = 4 * m["gram_elements"]
         out["temporary_bytes"] = out["written_bytes"]  # temp() with the checkpoints
 
     def _group(self, job: DryJob) -> tuple[str, dict, int]:

@@ -37,6 +37,7 @@ RULES = {
     "multitask_align": Rule("merge", "multitask_align.py", "multitask_align"),
     "multitask_merge": Rule("merge", "merge.py", "multitask_merge"),
     "diagonal_fisher": Rule("evaluate", "fisher.py", "diagonal_fisher"),
+    "input_gram": Rule("evaluate", "gram.py", "input_gram"),
     "validate_runs": Rule("evaluate", "evaluate.py", "validate_runs"),
     "merge_soup": Rule("evaluate", "greedy_soup.py", "merge_soup"),
     "evaluate": Rule("evaluate", "evaluate.py", "evaluate"),
