@@ -17,6 +17,7 @@ p = parser(__doc__)
 p.add_argument("--method-id", required=True, action="append")
 p.add_argument("--base", type=Path)
 p.add_argument("--fisher", nargs="+", type=Path, help="each sub-model's Fisher (method fisher)")
+p.add_argument("--gram", nargs="+", type=Path, help="each sub-model's input Grams (method regmean)")
 p.add_argument("--out-dir", required=True, type=Path, action="append", help="one per --method-id")
 p.add_argument("sub_models", nargs="+", type=Path)
 args = p.parse_args()
@@ -30,7 +31,7 @@ for mid, out in zip(args.method_id, args.out_dir):
         p.error(f"{mid}: scripts/{data.script} makes it")
     # LoRA runs: their merge adds the base to the merged update (merge/lora_runs.py)
     base = args.base if get(method).needs_base or is_adapter_dir(args.sub_models[0]) else None
-    aux = args.fisher if data is not None and data.open is not None else None
+    aux = (args.fisher or args.gram) if data is not None and data.open is not None else None
     # the record is written inside merge(), in this iteration
     recipe = merge(method, args.sub_models, out, overwrite=True, base=base, aux=aux,
                    weights=args.params.get("weights"), **settings,
