@@ -69,6 +69,27 @@ use rule evaluate as evaluate_seeds with:
 ruleorder: evaluate_seeds > evaluate
 
 
+# The ensemble of the K runs (merge.ensemble): their averaged next-token distributions,
+# evaluated as one model (ordermerge/evaluate/ensemble.py): not a merge, the bound Table 1
+# reads the merges against.
+use rule evaluate as evaluate_ensemble with:
+    input:
+        unpack(P.eval_inputs(lambda w: [P.sft_dir(w.model, w.task, w.scheme, r, w.epoch) for r in P.runs])),
+        **P.script_inputs("evaluate.py"),
+    output:
+        **P.eval_outputs(["runs"]),
+    wildcard_constraints:
+        kind="ensemble",
+    params:
+        json=P.eval_params,
+        judge=P.judge_arg,
+        candidates=P.ensemble_args,
+    log:
+        "results/logs/evaluate/{model}/{task}/{scheme}/epoch{epoch}/{kind}/runs.log",
+    benchmark:
+        "results/benchmarks/evaluate/{model}/{task}/{scheme}/epoch{epoch}/{kind}/runs.tsv"
+
+
 # The K runs on the task's validation split, as the test split's evaluations are made: what
 # greedy soup (ordermerge/merge/greedy_soup.py) orders the runs by.
 rule validate_runs:

@@ -69,13 +69,15 @@ def load_judge(task, cfg: dict, judge_model: str | os.PathLike | None = None):
     return judge, annotators
 
 
-def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: dict,
+def evaluate_model(task, model_path: str | os.PathLike | list, rows: list[dict], cfg: dict,
                    judge_model: str | os.PathLike | None = None, *, name: str | None = None,
                    judge: tuple | None = None, sessions=None) -> dict:
     """The evaluate rule's record of the checkpoint `model_path` on `rows`, with the rule's
     params `cfg` (the task's `evaluate` section plus kind, epoch, scheme, model, the train
     max_length, and the candidate's name unless `name` gives it). `judge`: what
-    `load_judge` gave, for a job that evaluates several models with one judge. Decoders
+    `load_judge` gave, for a job that evaluates several models with one judge. A list of
+    checkpoints is their ensemble (evaluate/ensemble.py: the averaged distributions; the
+    transformers backend). Decoders
     generate in bf16 on a GPU, in float32 on the CPU. Generating evaluators generate through
     cfg's backend (backends.py), in `sessions` (the job's backends.Sessions; one of its own
     where None); a backend that loads the weights itself (vLLM) has only the tokenizer
@@ -90,14 +92,30 @@ def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: d
     scoring = cfg.get("choice_scoring", "loglik")
     generating = generates(get_evaluator(task.evaluator), scoring)
     backend = get_backend(cfg.get("backend", "hf"))
+    ensemble = isinstance(model_path, (list, tuple))
+    paths = list(model_path) if ensemble else [model_path]
+    if ensemble and backend.name != "hf":
+        raise InputError(f"evaluate {task.name}: the ensemble of the runs is evaluated with "
+                         f"transformers (backend hf), not {backend.name}")
     # a LoRA run: both backends read its update folded into the base (lora_runs.folded)
-    with folded(model_path) as dense:
+    with contextlib.ExitStack() as stack:
+        denses = [stack.enter_context(folded(p)) for p in paths]
+        dense = denses[0]
         if generating and not backend.loads_model:
             model, tokenizer = None, tokenizer_of(dense)
         else:
-            model, tokenizer = load_for_task(task, dense)
-            if task.family == "decoder" and torch.cuda.is_available():
-                model = model.to("cuda", torch.bfloat16)
+            models = []
+            for d in denses:
+                m, tokenizer = load_for_task(task, d)
+                if task.family == "decoder" and torch.cuda.is_available():
+                    m = m.to("cuda", torch.bfloat16)
+                models.append(m)
+            if ensemble:  # evaluate/ensemble.py: the runs' averaged distributions
+                from .ensemble import Ensemble
+                _same_tokenizers(denses)
+                model = Ensemble(models)
+            else:
+                model = models[0]
         with contextlib.nullcontext(sessions) if sessions is not None else Sessions() as held:
             generator = (held[backend.name].generator(dense, model, tokenizer, rows, cfg)
                          if generating else None)
@@ -107,8 +125,21 @@ def evaluate_model(task, model_path: str | os.PathLike, rows: list[dict], cfg: d
                                    judge=judge, annotators_config=annotators, generator=generator,
                                    name=f"{cfg['kind']}-{name}", max_length=cfg.get("max_length"))
     record.update({k: cfg[k] for k in ("kind", "epoch", "scheme", "model")}, name=name,
-                  model_path=str(model_path), settings=scoring_settings(cfg))
+                  model_path=[str(p) for p in paths] if ensemble else str(model_path),
+                  settings=scoring_settings(cfg))
     return record
+
+
+def _same_tokenizers(dirs: list) -> None:
+    """The runs of an ensemble share one vocabulary: their tokenizer files are the same."""
+    from ..provenance import file_hashes
+    names = [f for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+             if (Path(dirs[0]) / f).is_file()]
+    ref = file_hashes(dirs[0], names)
+    for d in dirs[1:]:
+        if file_hashes(d, names) != ref:
+            raise InputError(f"evaluate: the ensemble's runs {dirs[0]} and {d} have different "
+                             "tokenizer files: their distributions cannot be averaged")
 
 
 def evaluation_jobs(tasks: list[str], tests: list, candidates: list, params: dict):

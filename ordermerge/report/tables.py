@@ -35,6 +35,8 @@ from .registry import get as get_table
 
 _ORDER = {name: i for i, name in enumerate(METHODS)}
 SUFFIXES = ("_std", "_n", "_lo", "_hi", "_p")
+# the K runs' ensemble (merge.ensemble): the last row, not a merge
+ENSEMBLE = "ensemble (not a merge)"
 DEFAULT_STATS = {"resamples": 10000, "bootstrap": 2000, "seed": 0}
 
 
@@ -53,7 +55,8 @@ def method_rows(df: pd.DataFrame) -> pd.Series:
     id) where a task has several settings of one method."""
     out = pd.Series("single", index=df.index)
     out[df["kind"] == "base"] = "base"
-    merged = ~df["kind"].isin(["sft", "base"])
+    out[df["kind"] == "ensemble"] = ENSEMBLE
+    merged = ~df["kind"].isin(["sft", "base", "ensemble"])
     for _, part in df[merged].groupby("task"):
         names = row_names(list(dict.fromkeys(part["name"])))
         out[part.index] = [names[n] for n in part["name"]]
@@ -63,9 +66,10 @@ def method_rows(df: pd.DataFrame) -> pd.Series:
 def _row_order(df: pd.DataFrame) -> list[str]:
     key = {}
     for row, name, kind in zip(df["row"], df["name"], df["kind"]):
-        if kind not in ("sft", "base"):
+        if kind not in ("sft", "base", "ensemble"):
             key.setdefault(row, (_ORDER[parse_method_id(name)[0]], row))
-    return ["base"] * bool((df["kind"] == "base").any()) + ["single"] + sorted(key, key=key.get)
+    return (["base"] * bool((df["kind"] == "base").any()) + ["single"] + sorted(key, key=key.get)
+            + [ENSEMBLE] * bool((df["kind"] == "ensemble").any()))
 
 
 def _items_mean(item_dicts) -> pd.Series:

@@ -383,6 +383,11 @@ def semantic_errors(config: dict) -> list[str]:
     out += _lora_errors(config)
     out += _analysis_errors(config)
     out += _general_errors(config)
+    if config["merge"]["ensemble"]:
+        out += [f"config key merge.ensemble: task {t} generates with evaluate.backend vllm; the "
+                "ensemble of the runs is evaluated with transformers (hf), and a table refuses "
+                "mixed backends" for t in config["tasks"]
+                if config["tasks"][t] is not None and generating_backend(config, t) == "vllm"]
     for gname, group in config.get("multitask", {}).get("groups", {}).items():
         if group is None:  # removed by a layered config file
             continue

@@ -72,13 +72,22 @@ class Preflight:
                                                      new_tokens=ev.get("max_new_tokens") or 0,
                                                      dtype=self.models[m]["spec"]["dtype"]),
                                      share, fix)}
+                if self.config["merge"]["ensemble"] and t in self.tasks:
+                    # the K runs' ensemble: K models' weights at once beside one's activations
+                    e = dict(jobs["evaluate"][0])
+                    e["weights"] *= self.config["num_sub_models"]
+                    e["total"] = sum(v for k, v in e.items() if k != "total")
+                    jobs["ensemble"] = (e, None, "set merge.ensemble: false (the ensemble of the "
+                                        f"{self.config['num_sub_models']} runs holds them all)")
                 for stage, (est, share, fix) in jobs.items():
-                    if limits[stage] is None or est["total"] <= limits[stage] * (share or 1.0) * GIB:
+                    limit = limits["evaluate" if stage == "ensemble" else stage]
+                    if limit is None or est["total"] <= limit * (share or 1.0) * GIB:
                         continue
-                    said = f"resources.{stage}.gpu_mem_gb = {limits[stage]}"
+                    said = f"resources.{'evaluate' if stage == 'ensemble' else stage}.gpu_mem_gb = {limit}"
                     if share is not None:
                         said = f"evaluate.vllm.gpu_memory_utilization {share} of {said}"
-                    out.append(f"{stage} of {m} on {t} needs about {describe(est)}, over "
+                    what = "the ensemble (merge.ensemble)" if stage == "ensemble" else stage
+                    out.append(f"{what} of {m} on {t} needs about {describe(est)}, over "
                                f"{said}: {fix}")
         return out + self._general_preflight(limits["evaluate"])
 

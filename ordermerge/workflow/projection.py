@@ -431,8 +431,11 @@ class Projector:
         model, params = self._model_of(job), job.params()
         tasks = self._tasks(job)
         # each task's models: its --candidate (not a LoRA run's base, also an input; a
-        # group's evaluation: one candidate per task)
+        # group's evaluation: one candidate per task); an --ensemble: its K models' forward
+        # passes at every step (the same work as K evaluations)
         n_models = max(len(job.values("--candidate")) // len(tasks), 1)
+        if job.values("--ensemble"):
+            n_models = len(_models_in(job.inputs))
         for task in tasks:
             p = (params.get("tasks") or {}).get(task, params)
             secs, counts = self.evaluate_one(model, task, p)

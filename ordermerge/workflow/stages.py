@@ -43,6 +43,7 @@ RULES = {
     "evaluate": Rule("evaluate", "evaluate.py", "evaluate"),
     "evaluate_runs": Rule("evaluate", "evaluate.py", "evaluate"),
     "evaluate_seeds": Rule("evaluate", "evaluate.py", "evaluate"),
+    "evaluate_ensemble": Rule("evaluate", "evaluate.py", "evaluate"),
     "evaluate_multitask": Rule("evaluate", "evaluate.py", "evaluate"),
     "general_eval": Rule("evaluate", "general_eval.py", "general_eval"),
     "general_eval_runs": Rule("evaluate", "general_eval.py", "general_eval"),

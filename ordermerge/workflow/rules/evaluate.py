@@ -58,6 +58,12 @@ class EvaluateRules:
         return as_json(self.eval_cfg(w.task, w.kind, w.epoch, w.scheme, w.model))
 
     @staticmethod
+    def ensemble_args(wildcards, input, output) -> str:
+        """--ensemble NAME RECORD MODEL...: one record of the job's models' ensemble."""
+        (rec,) = output.records
+        return f"--ensemble {Path(rec).name.removesuffix('.json')} {rec} " + " ".join(input.models)
+
+    @staticmethod
     def candidate_args(wildcards, input, output) -> str:
         """--candidate NAME MODEL RECORD for each model of an evaluation job (the name is the
         record's file name)."""
