@@ -23,8 +23,8 @@ def test_bench_merge_runs_every_method_at_toy_size(tmp_path):
     out = tmp_path / "merge.json"
     proc = _run("merge.py", "--tiny", "--k", "2", "--repeats", "1", "--workdir",
                 str(tmp_path / "w"), "--json", str(out),
-                "--methods", "average", "resample", "ties", "dare_ties", "model_stock",
-                "--finite-check", "ties")
+                "--methods", "average", "resample", "ties", "dare_ties", "model_stock", "karcher",
+                "sce", "della", "--finite-check", "ties")
     rep = json.loads(out.read_text())["by_k"]["2"]
     assert "ties:unchecked" in rep and "average:unchecked" not in rep
     assert rep["ties"]["finite_check_cost"] == pytest.approx(
@@ -33,7 +33,8 @@ def test_bench_merge_runs_every_method_at_toy_size(tmp_path):
     assert len(rep["ties"]["runs_s"]) == len(rep["ties:unchecked"]["runs_s"]) == 1
     assert "NaN/Inf check: ties checked / unchecked = " in proc.stdout
     assert {"floor", "average", "resample", "ties", "dare_ties", "model_stock", "mergekit_linear",
-            "mergekit_ties", "mergekit_dare_ties", "mergekit_model_stock"} <= set(rep)
+            "mergekit_ties", "mergekit_dare_ties", "mergekit_model_stock", "karcher",
+            "mergekit_karcher", "sce", "mergekit_sce", "della", "mergekit_della"} <= set(rep)
     assert rep["model_stock"]["peak_anon_mb"] > 0 and rep["mergekit_model_stock"]["peak_anon_mb"] > 0
     assert rep["ties"]["mergekit"] == "mergekit_ties" and rep["ties"]["speedup_vs_mergekit"] > 0
     assert "x floor" in proc.stdout

@@ -117,7 +117,14 @@ def test_the_paper_grid_is_projected_job_by_job(paper):
     fisher = jobs[jobs["job_rule"] == "diagonal_fisher"]
     llama = fisher[fisher["path"].str.startswith("diagonal_fisher/llama-2-7b/")]
     assert len(fisher) == 15 * k * 3 and len(llama) > 0 and (llama["written_bytes"] == 4 * n).all()
-    assert jobs["temporary_bytes"].sum() == sft["written_bytes"].sum() + fisher["written_bytes"].sum()
+    # and RegMean's Grams: in^2 float32 per linear weight (Llama-2-7b: 32 layers of six
+    # 4096^2 and one 11008^2, and the LM head's 4096^2)
+    gram = jobs[jobs["job_rule"] == "input_gram"]
+    llama_gram = gram[gram["path"].str.startswith("input_gram/llama-2-7b/")]
+    h, i = shape.hidden_size, shape.intermediate_size
+    assert len(llama_gram) > 0 and (llama_gram["written_bytes"] == 4 * (32 * (6 * h * h + i * i) + h * h)).all()
+    assert jobs["temporary_bytes"].sum() == (sft["written_bytes"].sum() + fisher["written_bytes"].sum()
+                                             + gram["written_bytes"].sum())
     assert k == 20
 
 

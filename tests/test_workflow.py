@@ -34,7 +34,8 @@ def config_args(*extra):
 def test_table1_rows_columns_and_ranges(done):
     table = pd.read_csv(done / "results/tables/table1.csv", index_col="row")
     assert list(table.index) == ["single", "weighted-avg", "param-selection", "resample",
-                                 "Model Stock", "Fisher", "greedy soup", "TIES"]
+                                 "Model Stock", "Fisher", "RegMean", "greedy soup", "TIES",
+                                 "ensemble (not a merge)"]
     assert {"gsm8k", "gsm8k_std", "gsm8k_n", "gsm8k_lo", "gsm8k_hi", "gsm8k_p", "avg_delta",
             "test_resamples", "test_seed"} <= set(table.columns)
     for t in TASKS:  # each interval holds its mean; a p-value for every merge row
@@ -49,16 +50,24 @@ def test_table1_rows_columns_and_ranges(done):
     assert math.isnan(table.loc["single", "avg_delta"])
     assert table.loc["TIES", "gsm8k_n"] == 1
     assert table.loc["Model Stock", "gsm8k_n"] == table.loc["Fisher", "gsm8k_n"] == 1
-    assert table.loc["greedy soup", "gsm8k_n"] == 1
+    assert table.loc["greedy soup", "gsm8k_n"] == table.loc["RegMean", "gsm8k_n"] == 1
+    # the ensemble: one record of the K runs (evaluate_ensemble), tested like the merges
+    assert table.loc["ensemble (not a merge)", "gsm8k_n"] == 1
+    ens = json.loads((done / f"results/eval/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/ensemble/runs.json").read_text())
+    assert ens["kind"] == "ensemble" and len(ens["model_path"]) == K
+    assert table.loc["ensemble (not a merge)", "gsm8k"] == pytest.approx(100 * ens["score"], abs=1e-3)
+    # RegMean read each run's Grams over 4 training rows (the input_gram rule)
+    recipe = json.loads((done / f"results/merged/tiny-llama/gsm8k/shuffle/epoch{EPOCHS}/regmean-n4-a0.9/merge.json").read_text())
+    assert len(recipe["input_gram"]) == K and all("/gram/" in g and g.endswith("-n4") for g in recipe["input_gram"])
     for row in ("weighted-avg", "param-selection", "resample", "Model Stock", "Fisher",
-                "greedy soup", "TIES"):
+                "RegMean", "greedy soup", "TIES", "ensemble (not a merge)"):
         assert table.loc[row, "avg_delta"] == pytest.approx(
             (table.loc[row, TASKS] - table.loc["single", TASKS]).mean(), abs=1e-3)
     md = (done / "results/tables/table1.md").read_text()
     assert md.splitlines()[0] == "| | gsm8k | sst2 | Avg Δ |"
-    assert md.count("\n") == 12  # header, rule, 8 rows, a blank line and the legend
+    assert md.count("\n") == 14  # header, rule, 10 rows, a blank line and the legend
     tex = (done / "results/tables/table1.tex").read_text()
-    assert tex.count(r"\\") == 9 and r"\begin{tabular}{lrrr}" in tex
+    assert tex.count(r"\\") == 11 and r"\begin{tabular}{lrrr}" in tex
 
 
 def test_scores_match_the_evaluation_records(done):

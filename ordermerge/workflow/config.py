@@ -203,6 +203,8 @@ def _general_errors(config: dict) -> list[str]:
         local = local_tasks(g["include_path"])
     except ValueError as e:
         return out + [f"config key {e}" if str(e).startswith("general_eval") else str(e)]
+    if g.get("methods") is not None:
+        out += _method_errors(g["methods"], config["merge"]["seeds"], "general_eval.methods")
     for t in g["metrics"]:
         if t not in g["tasks"]:
             out.append(f"config key general_eval.metrics.{t}: not one of general_eval.tasks")

@@ -37,7 +37,8 @@ class GeneralRules:
 
     def general_records(self) -> list[tuple[str, str]]:
         """(fine-tuned task, record) of every Table 5 record, in the table's order: per task,
-        the base, the K runs and each merge (merge.methods), each on every benchmark."""
+        the base, the K runs and each merge (general_eval.methods, default merge.methods),
+        each on every benchmark."""
         if self.general is None:
             return []
         out, gtasks, e, scheme = [], self.general["tasks"], self.report_epoch, self.schemes[0]
@@ -45,7 +46,8 @@ class GeneralRules:
             model = self.model_of(t)
             dirs = [self.general_base_dir(model)] if self.general["base"] else []
             dirs += [self.general_dir(model, t, scheme, e, "sft", f"run{r}") for r in self.runs]
-            dirs += [self.general_dir(model, t, scheme, e, "merged", m) for m in self.method_ids(t)]
+            dirs += [self.general_dir(model, t, scheme, e, "merged", m)
+                     for m in self.method_ids(t, self.general["methods"])]
             out += [(t, f"{d}/{g}.json") for d in dirs for g in gtasks]
         return out
 
