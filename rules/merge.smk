@@ -94,7 +94,7 @@ rule diagonal_fisher:
     input:
         model=lambda w: P.sft_dir(w.model, w.task, w.scheme, w.run, w.epoch),
         train=lambda w: P.data(w.task, "train"),
-        **P.script_inputs("fisher.py"),
+        **P.script_inputs("run_data.py"),
     output:
         # float32, the model's size (27 GB for a 7B): deleted with the temporary checkpoints
         (temp if config["sft"]["temporary_checkpoints"] else lambda d: d)(
@@ -126,7 +126,7 @@ rule input_gram:
     input:
         model=lambda w: P.sft_dir(w.model, w.task, w.scheme, w.run, w.epoch),
         train=lambda w: P.data(w.task, "train"),
-        **P.script_inputs("gram.py"),
+        **P.script_inputs("run_data.py"),
     output:
         # float32, in x in per linear weight (28.7 GB for a Llama-2-7b: 32 layers of six
         # 4096^2 and one 11008^2): deleted with the temporary checkpoints
