@@ -16,7 +16,7 @@ sys.path.insert(0, workflow.basedir)
 from ordermerge import warm
 from ordermerge.workflow import runlock
 from ordermerge.workflow.config import PLAN_ONLY, ConfigError, check as check_config, environment_errors
-from ordermerge.merge.methods import id_pattern, seeded_row_pattern
+from ordermerge.merge.methods import id_pattern
 from ordermerge.workflow.plan import SPLITS, Plan, PlanError, as_json, one_of, stage_of
 from ordermerge.workflow.stages import check_rules
 from ordermerge.report.registry import get as table_spec

@@ -58,7 +58,7 @@ use rule evaluate as evaluate_seeds with:
         **P.eval_outputs([f"{{method}}-s{s}" for s in P.seeds]),
     wildcard_constraints:
         kind="merged",
-        method=seeded_row_pattern(),
+        method=P.seeded_rows_pattern(),
     log:
         "results/logs/evaluate/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{method}-seeds.log",
     benchmark:

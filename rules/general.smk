@@ -55,7 +55,7 @@ if P.general is not None:
             **P.general_outputs([f"{{method}}-s{s}" for s in P.seeds]),
         wildcard_constraints:
             kind="merged",
-            method=seeded_row_pattern(),
+            method=P.seeded_rows_pattern(),
         log:
             "results/logs/general_eval/{model}/{task}/{scheme}/epoch{epoch}/{kind}/{method}-seeds.log",
         benchmark:

@@ -40,7 +40,7 @@ use rule merge as merge_seeds with:
         [directory(f"results/merged/{{model}}/{{task}}/{{scheme}}/epoch{{epoch}}/{{method}}-s{s}")
          for s in P.seeds],
     wildcard_constraints:
-        method=seeded_row_pattern(),
+        method=P.seeded_rows_pattern(),
     params:
         base=P.base_arg,
         json=lambda w: P.merge_params(w, f"{w.method}-s{P.seeds[0]}"),

@@ -25,6 +25,15 @@ def merge_kernels(tmp_path_factory):
     made_once(tmp_path_factory, "merge-kernels", compile_kernels)
 
 
+@pytest.fixture(autouse=True)
+def fused_kernels_at_any_size(monkeypatch):
+    """The tests' checkpoints are small: merge them with the fused kernels as large ones are
+    (merge/engine.py FUSED_MIN_ELEMENTS sends merges this small to the torch path; the
+    workflow's jobs, other processes, keep it)."""
+    from ordermerge.merge import engine
+    monkeypatch.setattr(engine, "FUSED_MIN_ELEMENTS", 0)
+
+
 @pytest.fixture(scope="session")
 def reduced_run(tmp_path_factory) -> Path:
     """The reduced tiny suite (tests/data/reduced.yaml) run once per test session in a copy

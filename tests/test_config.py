@@ -90,7 +90,7 @@ def test_what_this_machine_lacks_fails_the_config_check_before_any_job(project, 
     errors, named by key, before any job; `ordermerge plan`'s dry run (a plan for another
     machine) skips them."""
     layer = tmp_path / "vllm.yaml"
-    layer.write_text("evaluate: {backend: vllm}\ntasks:\n  gsm8k:\n    data: {source: hf, "
+    layer.write_text("evaluate: {backend: vllm}\nmerge: {ensemble: false}\ntasks:\n  gsm8k:\n    data: {source: hf, "
                      f"path: {tmp_path / 'no-gsm8k'}}}\n")
     missing = str(tmp_path / "no-python")
     kept = project / "results" / "eval" / "mine.json"
@@ -153,16 +153,20 @@ def test_config_overrides_change_the_plan(project):
     # decoder on sst2 (Table 2) and the LoRA runs on gsm8k (Table 1L; the orders are the task's)
     assert len(jobs["sft"]) == 5 * 3 and len(jobs["order"]) == 3 * 3
     # 2 tasks x 2 epochs x (3 sub-models + avg + 2 select + 2 resample + model stock +
-    # fisher + greedy soup + ties), and Table 4's fix-batch runs and resample merges at the
+    # fisher + regmean + greedy soup + ties), and Table 4's fix-batch runs and resample merges at the
     # report epoch, and Table 2's second decoder (3 runs, 2 selection seeds): the K runs in
     # one job, a method's 2 seeds in one job
     runs, seeds, single = jobs["evaluate_runs"], jobs["evaluate_seeds"], jobs["evaluate"]
     # Table 1L: the LoRA runs on gsm8k at the report epoch, their avg, select and resample
     assert len(runs) == 2 * 2 + 1 + 1 + 1 and all(p.endswith("/sft/run0.json") for p in runs)
     assert len(seeds) == 2 * 2 * 2 + 1 + 1 + 2 and all(p.endswith("-s0.json") for p in seeds)
-    assert len(single) == 2 * 2 * 5 + 1 and all("/merged/" in p for p in single)
+    assert len(single) == 2 * 2 * 6 + 1 and all("/merged/" in p for p in single)
     assert 3 * len(runs) + 2 * len(seeds) + len(single) == \
-        2 * 2 * (3 + 1 + 2 + 2 + 4) + 3 + 2 + 3 + 2 + (3 + 1 + 2 + 2)
+        2 * 2 * (3 + 1 + 2 + 2 + 5) + 3 + 2 + 3 + 2 + (3 + 1 + 2 + 2)
+    # the ensemble of the 3 runs of each task at the report epoch (Table 1's last row), and
+    # RegMean's Grams: each run's per task and epoch
+    assert len(jobs["evaluate_ensemble"]) == 2 and all(p.endswith("/ensemble/runs.json") for p in jobs["evaluate_ensemble"])
+    assert len(jobs["input_gram"]) == 2 * 2 * 3
     # Fisher merging's data: each run's Fisher per task and epoch; greedy soup's: the runs'
     # validation records, K per job
     assert len(jobs["diagonal_fisher"]) == 2 * 2 * 3 and len(jobs["merge_soup"]) == 2 * 2

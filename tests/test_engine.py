@@ -470,3 +470,18 @@ def test_finite_inputs_that_overflow_are_named_in_the_output(tmp_path, monkeypat
     assert not (tmp_path / "out").exists()
     merge(method, subs, tmp_path / "allowed", base=base, allow_nonfinite=True)
     assert torch.isinf(all_tensors(tmp_path / "allowed")["w"][5:]).all()
+
+
+def test_a_small_merge_takes_the_torch_path_with_the_same_bytes(tmp_path, monkeypatch):
+    """Below engine.FUSED_MIN_ELEMENTS float elements per sub-model the torch path merges
+    (no kernel to compile); the bytes are the fused kernels'."""
+    from ordermerge.merge import engine
+    from ordermerge.merge.engine import merge
+    from test_taskvec import load, make
+    base, subs = make(tmp_path, k=3, dtype=torch.bfloat16)
+    fused = merge("average", subs, tmp_path / "fused")
+    monkeypatch.setattr(engine, "FUSED_MIN_ELEMENTS", 1 << 22)  # the default
+    small = merge("average", subs, tmp_path / "torch")
+    assert fused["fused_tensors"] > 0 and small["fused_tensors"] == 0
+    a, b = load(tmp_path / "fused"), load(tmp_path / "torch")
+    assert all(torch.equal(a[n].view(torch.int16), b[n].view(torch.int16)) for n in a)

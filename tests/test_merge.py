@@ -242,22 +242,6 @@ def test_fused_kernels_do_not_depend_on_threads_or_where_a_chunk_is_cut(method):
         assert 0 < left < n // 10  # some elements are still at the base after 3 rounds
 
 
-def test_seeded_row_pattern_is_every_seeded_id_without_its_seed():
-    """The evaluate_seeds rule's {method}: the row id of a seeded method (its id less the
-    trailing -s<seed>); never an unseeded method's id nor a full seeded id."""
-    import re
-
-    from ordermerge.merge.methods import METHODS, seeded_row_pattern
-    pattern = seeded_row_pattern()
-    for m in METHODS.values():
-        if m.random:
-            assert m.method_id(seed=7) == m.row_id() + "-s7"
-            assert re.fullmatch(pattern, m.row_id()), m.name
-            assert not re.fullmatch(pattern, m.method_id(seed=7)), m.name
-        else:
-            assert not re.fullmatch(pattern, m.method_id()), m.name
-
-
 def test_no_method_name_is_branched_on_outside_the_registry_and_its_own_module():
     """A method's variants (its fused kernel's mode, its memory estimate) are data on its
     registry entry: no other file of the package names a method (no comparison with a name,
@@ -316,3 +300,13 @@ def test_where_compresses_the_flagged_positions_in_order(density):
         assert c == len(want) and (dst[:c] == want).all()
         inplace = src.copy()
         assert where(inplace, flags.copy(), m, inplace) == c and (inplace[:c] == want).all()
+
+
+def test_every_seeded_method_takes_its_seed_last():
+    """The seeds jobs name their merges `{row id}-s{seed}` (rules/merge.smk): the seed is
+    every seeded method's last setting, so that row id + -s + seed is the method id."""
+    from ordermerge.merge.methods import METHODS
+    for m in METHODS.values():
+        if m.random:
+            assert m.settings[-1].name == "seed", m.name
+            assert m.method_id(seed=3) == m.row_id(seed=3) + "-s3", m.name

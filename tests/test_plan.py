@@ -40,15 +40,18 @@ def layer(tmp_path, text: str) -> Path:
 
 
 def test_the_paper_config_plans_every_table1_evaluation():
-    """15 tasks x (20 runs + the merges: average, 5 seeds of selection, 5 of resample, and
-    Model Stock, Fisher merging and greedy soup)."""
+    """15 tasks x (20 runs + the merges: average, 5 seeds of selection, 5 of resample, Model
+    Stock, Fisher merging, greedy soup, RegMean, SCE, the Karcher mean, Multi-SLERP,
+    Breadcrumbs and 5 seeds of DELLA-linear; no ensemble: 20 7B models at once)."""
     p = Plan(load(ROOT / "config/paper.yaml"))
     assert len(p.tasks) == 15 and p.runs == list(range(20)) and p.seeds == [0, 1, 2, 3, 4]
     ids = p.method_ids("gsm8k")
-    assert ids[0] == "avg" and len(ids) == 14 and sum(i.startswith("select-") for i in ids) == 5
-    assert ids[-3:] == ["model-stock", "fisher-n256", "greedy-soup"]
+    assert ids[0] == "avg" and len(ids) == 24 and sum(i.startswith("select-") for i in ids) == 5
+    assert ids[11:18] == ["model-stock", "fisher-n256", "greedy-soup", "regmean-n256-a0.9",
+                          "sce-t0.1", "karcher", "multislerp"]
+    assert sum(i.startswith("della-linear-") for i in ids) == 5 and not p.config["merge"]["ensemble"]
     records = [path for _, path in p.table_records("1")]
-    assert len(records) == len(set(records)) == 15 * 34
+    assert len(records) == len(set(records)) == 15 * 44
     gsm = [r for r in records if "/gsm8k/" in r]
     assert gsm[0] == "results/eval/llama-2-7b/gsm8k/shuffle/epoch3/sft/run0.json"
     # every record the tables read is a target or made for a table the default target asks for
@@ -315,11 +318,11 @@ def test_each_data_aware_method_names_its_data_once():
     from ordermerge.merge.methods import METHODS, parse_method_id
     from ordermerge.merge.rundata import RUN_DATA, held_by, run_data
     readers = {m.data for m in METHODS.values() if m.data}
-    assert readers == set(RUN_DATA) == {"diagonal_fisher", "validation_records"}
+    assert readers == set(RUN_DATA) == {"diagonal_fisher", "input_gram", "validation_records"}
     assert all(d.rule in RULES and (ROOT / "scripts" / d.script).is_file() for d in RUN_DATA.values())
     p = Plan(load())
     w = W(model="tiny-llama", task="gsm8k", scheme="shuffle", epoch="3", method="fisher-n16")
-    for mid in ("fisher-n16", "greedy-soup", "avg"):
+    for mid in ("fisher-n16", "regmean-n8-a0.9", "greedy-soup", "avg"):
         data = run_data(METHODS[parse_method_id(mid)[0]])
         inputs = p.merge_inputs(w, mid)
         extra = set(inputs) - {"lib", "sub_models", "base"}
@@ -330,4 +333,27 @@ def test_each_data_aware_method_names_its_data_once():
     assert fisher == [f"results/fisher/tiny-llama/gsm8k/shuffle/epoch3/run{r}-n16" for r in p.runs]
     assert p.base_arg(w, W(keys=lambda: ["fisher_dirs"], fisher_dirs=fisher[:2])) == \
         f"--fisher {fisher[0]} {fisher[1]}"
+    grams = p.merge_inputs(w, "regmean-n8-a0.9")["gram_dirs"]
+    assert grams == [f"results/gram/tiny-llama/gsm8k/shuffle/epoch3/run{r}-n8" for r in p.runs]
+    assert p.base_arg(w, W(keys=lambda: ["gram_dirs"], gram_dirs=grams[:2])) == f"--gram {grams[0]} {grams[1]}"
     assert '"evaluate": {' in p.merge_params(w, "greedy-soup") and '"weights"' not in p.merge_params(w, "greedy-soup")
+
+
+def test_the_seeds_jobs_make_the_seeds_a_spec_expands_over_and_no_other():
+    """merge_seeds, evaluate_seeds and general_eval_seeds match the row ids some spec expands
+    over merge.seeds; a spec naming its seed is one merge of the single-merge rules (the
+    seeds job made every seed before, for one read)."""
+    import re
+    cfg = load()
+    cfg["merge"]["methods"] = [{"method": "select"}, {"method": "della_linear", "seed": 0},
+                               {"method": "resample"}]
+    pattern = Plan(cfg).seeded_rows_pattern()
+    assert re.fullmatch(pattern, "select") and re.fullmatch(pattern, "resample-n1")
+    assert not re.fullmatch(pattern, "della-linear-d0.2-e0.1-l1.0") and not re.fullmatch(pattern, "dare-ties-p0.5-l1.0")
+    cfg["merge"]["methods"] = [{"method": "average"}]
+    cfg["table4"] = None
+    cfg["figures"] = None
+    cfg["general_eval"] = None
+    cfg["lora"] = None
+    cfg["table2"] = None
+    assert re.fullmatch(Plan(cfg).seeded_rows_pattern(), "") is None

@@ -31,6 +31,12 @@ DEFAULT_BUDGET = 1 << 30
 # fused kernels block inside a chunk, so their chunks are larger (fewer calls)
 CHUNK_CAP = 1 << 17
 FUSED_CHUNK_CAP = 1 << 22
+# a merge of fewer float elements per sub-model runs the torch path: the fused kernels'
+# numba compilation, once per checkout and kernel and dtype (3 to 8 CPU-s each; the default
+# run compiled four, 18 CPU-s), costs more than such a merge (tens of milliseconds for the
+# tiny suite's 0.75M elements). The two paths give the same bytes (tests/test_engine.py,
+# test_taskvec.py, test_model_stock.py); the tests lower it to 0 to reach the kernels.
+FUSED_MIN_ELEMENTS = 1 << 22
 
 
 def check_probs(values: list[float] | None, k: int, what: str) -> list[float]:
@@ -249,7 +255,8 @@ def _plan(m: Method, settings, w, inputs, base, out_dtype, dev, out_dir, memory_
     # kernels' float32 variants would be compiled for it, about 10 CPU-s once per checkout,
     # more than the whole merge of the tiny suite's LoRA runs)
     lora = isinstance(subs[0], DeltaCheckpoint)
-    fused_names = set() if dev.type == "cuda" or can_fuse is None or lora else {
+    small = sum(i.numel for i in infos if i.is_float) < FUSED_MIN_ELEMENTS
+    fused_names = set() if dev.type == "cuda" or can_fuse is None or lora or small else {
         i.name for i in infos if i.is_float and can_fuse(i.torch_dtype, out_dtype, m.name)}
     fused_path = all(i.name in fused_names for i in infos if i.is_float)
     max_item = max((i.itemsize for i in infos), default=1)

@@ -372,18 +372,6 @@ def id_pattern() -> str:
     return "|".join(_unnamed(m._regex.pattern) for m in METHODS.values())
 
 
-def seeded_row_pattern() -> str:
-    """A regular expression matching the id of every seeded method without its seed (its
-    row id, ``resample-n4``): the seed is every seeded method's last setting, so that
-    ``row id + "-s" + seed`` is the method id (an evaluation job of all seeds of one merge)."""
-    parts = []
-    for m in METHODS.values():
-        if m.random:
-            assert m.settings[-1].name == "seed", f"{m.name}: the seed must be its last setting"
-            parts.append(_unnamed(re.escape(m.prefix) + "".join(s.pattern() for s in m.settings[:-1])))
-    return "|".join(parts)
-
-
 def expand(specs: list[dict], seeds: list[int], rounds: int | None = None) -> list[str]:
     """The method ids of config method specs (``{method: ties, density: 0.2}``): a method
     with a seed gets one id per seed unless the spec names one; a `rounds` setting left

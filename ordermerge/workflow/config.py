@@ -388,8 +388,9 @@ def semantic_errors(config: dict) -> list[str]:
     if config["merge"]["ensemble"]:
         out += [f"config key merge.ensemble: task {t} generates with evaluate.backend vllm; the "
                 "ensemble of the runs is evaluated with transformers (hf), and a table refuses "
-                "mixed backends" for t in config["tasks"]
-                if config["tasks"][t] is not None and generating_backend(config, t) == "vllm"]
+                "mixed backends: set merge.ensemble: false" for t in config["tasks"]
+                if t in TASKS and config["tasks"][t] is not None
+                and generating_backend(config, t) == "vllm"]
     for gname, group in config.get("multitask", {}).get("groups", {}).items():
         if group is None:  # removed by a layered config file
             continue

@@ -51,3 +51,23 @@ class Dimensions:
         resample_rounds."""
         return expand_methods(self.config["merge"]["methods"] if specs is None else specs,
                               self.seeds, rounds=self.config["tasks"][task]["resample_rounds"])
+
+    def seeded_rows_pattern(self) -> str:
+        """The wildcard constraint of the jobs that make (or evaluate) every merge seed of
+        one seeded setting (merge_seeds, evaluate_seeds, general_eval_seeds): the row ids
+        some spec of the config expands over merge.seeds. A spec that names its seed makes
+        that one merge with the single-merge rules (before, the seeds job made every seed
+        and only one was read). Any other row id matches none, so its merges fall to the
+        single-merge rules: correct whichever spec list asks for it."""
+        import re
+
+        from ..merge.methods import get, row_of
+        lists = [self.config["merge"]["methods"], self.table4["methods"]]
+        lists += [(self.config.get(k) or {}).get("methods") or [] for k in ("table2", "lora", "general_eval")]
+        if self.figures:
+            lists.append(self.figures["methods"])
+        rounds = {self.config["tasks"][t]["resample_rounds"] for t in self.tasks} or {None}
+        rows = {row_of(mid)[0] for specs in lists for spec in specs
+                if get(spec["method"]).random and "seed" not in spec
+                for r in rounds for mid in expand_methods([spec], self.seeds, rounds=r)}
+        return "|".join(re.escape(r) for r in sorted(rows)) or r"(?!x)x"
