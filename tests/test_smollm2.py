@@ -150,7 +150,7 @@ def test_evaluation_uses_the_real_tokenizer_and_the_task_format(done):
     assert len(tok) == 49152
     records = [f for f in (done / f"results/eval/{MODEL}/gsm8k").rglob("*.json")
                if not f.name.endswith(".prov.json")]
-    assert len(records) == 2 + len(METHODS)  # the two runs and every merge
+    assert len(records) == 2 + len(METHODS) + 1  # the two runs, every merge and their ensemble
     for f in records:
         rec = json.loads(f.read_text())
         assert rec["n"] == 6 and 0 <= rec["score"] <= 1
@@ -165,7 +165,9 @@ def test_evaluation_uses_the_real_tokenizer_and_the_task_format(done):
              for ex in run0["examples"]]
     assert sum(ended) >= 3, [ex["output"] for ex in run0["examples"]]
     table = (done / "results/tables/table1.md").read_text().splitlines()
-    assert len([line for line in table if line.startswith("| ") and "---" not in line]) == 2 + len(METHODS)
+    # the header, single, every merge and the ensemble
+    assert len([line for line in table if line.startswith("| ") and "---" not in line]) == 2 + len(METHODS) + 1
+    assert table[-3].startswith("| ensemble (not a merge) |")
 
 
 def test_bench_generate_runs_on_the_checkpoint(checkpoint, tmp_path):

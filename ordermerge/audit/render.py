@@ -192,7 +192,8 @@ def cell(chain: Chain, task: str, row: str, block: str | None = None) -> Chain:
     chosen, seen_cells = [], set()
     for r, (b, col, label) in zip(records, cells):
         seen_cells.add((b, col, label))
-        method = {"sft": "single", "base": "base"}.get(r["kind"]) or parse_method_id(r["name"])[0]
+        method = ({"sft": "single", "base": "base", "ensemble": "ensemble"}.get(r["kind"])
+                  or parse_method_id(r["name"])[0])
         if col == task and (label == row or method == row) and block in (None, b):
             chosen.append(Path(r["path"]).relative_to(chain.root))
     if not chosen:

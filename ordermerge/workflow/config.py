@@ -385,10 +385,11 @@ def semantic_errors(config: dict) -> list[str]:
     out += _lora_errors(config)
     out += _analysis_errors(config)
     out += _general_errors(config)
-    if config["merge"]["ensemble"]:
+    if config["merge"]["ensemble"] and not config["evaluate"]["mixed_backends"]:
         out += [f"config key merge.ensemble: task {t} generates with evaluate.backend vllm; the "
                 "ensemble of the runs is evaluated with transformers (hf), and a table refuses "
-                "mixed backends: set merge.ensemble: false" for t in config["tasks"]
+                "mixed backends: set merge.ensemble: false (or evaluate.mixed_backends: true)"
+                for t in config["tasks"]
                 if t in TASKS and config["tasks"][t] is not None
                 and generating_backend(config, t) == "vllm"]
     for gname, group in config.get("multitask", {}).get("groups", {}).items():
