@@ -62,9 +62,15 @@ def _prepare_breadcrumbs(chunks, info, name: str, plan) -> list[tuple[int, int]]
         for start, subs, base in chunks():
             yield start, topk.magnitude_bits(tau_of(subs, base))
     salts = _salts(name, k)
-    high = topk.kth_largest(mags, info.numel, [h] * k, salts)
-    low = topk.kth_largest(mags, info.numel, [end] * k, salts)
-    return list(zip(high, low))
+
+    def cut(ks):  # TIES' search: numba's band pass on the CPU, else topk's radix passes
+        from . import fused_tv
+        if plan.dev.type == "cpu" and fused_tv.available(info.torch_dtype, None):
+            found = fused_tv.kth_largest(chunks, info.numel, ks, salts, info.torch_dtype)
+            if found is not None:
+                return found
+        return topk.kth_largest(mags, info.numel, ks, salts)
+    return list(zip(cut([h] * k), cut([end] * k)))
 
 
 def _breadcrumbs(c) -> tuple[torch.Tensor, int]:
