@@ -101,8 +101,10 @@ def test_accelerate_does_not_shard_on_cpu_processes(tmp_path):
 
 def sharded_cmd(*flags: str) -> list[str]:
     """accelerate launch of the SFT script with the shipped FSDP config, on 2 CPU processes."""
+    from workflow_helpers import free_port
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP_CONFIG),
-            "--num_processes", "2", "--mixed_precision", "no", *flags, str(SCRIPT)]
+            "--num_processes", "2", "--main_process_port", str(free_port()), "--mixed_precision",
+            "no", *flags, str(SCRIPT)]
 
 
 def launch(cmd: list[str]) -> None:

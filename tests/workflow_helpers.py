@@ -210,3 +210,13 @@ def tiny_base(tmp_path_factory) -> Path:
         shutil.copytree(wd / "results/base/tiny-llama/model", out)
         shutil.rmtree(wd)
     return made_once(tmp_path_factory, f"tiny-base-{TINY_BASE_STEPS}", make)
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now: each distributed launch of the tests takes its
+    own (accelerate's default, 29500, is shared by every launch, and two at once from two
+    test workers meet in one rendezvous: a rank then waits forever for a peer that left)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
