@@ -476,6 +476,22 @@ def band_kth_largest(chunks, numel: int, ks: list[int], salts: list[int],
     return [o if o is not None else int(found[i]) for i, o in enumerate(out)]
 
 
+def magnitude_cuts(chunks, info, ks: list[int], salts: list[int], plan) -> list[int]:
+    """Each sub-model's ks[i]-th largest |tau| key over the tensor (topk.kth_largest), for
+    TIES' trim and Breadcrumbs' cuts: this module's band pass or histogram passes on the
+    CPU, else topk's radix passes in torch."""
+    from .taskvec import tau_of
+    if plan.dev.type == "cpu" and available(info.torch_dtype, None):
+        found = kth_largest(chunks, info.numel, ks, salts, info.torch_dtype)
+        if found is not None:
+            return found
+
+    def mags():
+        for start, subs, base in chunks():
+            yield start, topk.magnitude_bits(tau_of(subs, base))
+    return topk.kth_largest(mags, info.numel, ks, salts)
+
+
 def kth_largest(chunks, numel: int, ks: list[int], salts: list[int], dtype: torch.dtype,
                 limit: int = 1 << 24) -> list[int] | None:
     """topk.kth_largest over the raw chunks (start, K views, base view): the band search

@@ -31,7 +31,7 @@ import torch
 
 from . import topk
 from .rounding import to_output
-from .taskvec import f32, ordered_sum, task_vectors, tau_of
+from .taskvec import elect_and_mix, f32, ordered_sum, task_vectors, tau_of
 from ..utils import derive_seed
 
 
@@ -78,8 +78,7 @@ def _selected(tau: torch.Tensor, start: int, name: str, threshold: int) -> torch
 def run(c):
     tau = _selected(task_vectors(c), c.start, c.name, c.state["threshold"])
     w = c.state["weights"]
-    positive = ordered_sum(list(tau)) >= 0
-    agree = torch.stack([torch.where(positive, x > 0, x < 0) for x in tau])
+    _, agree = elect_and_mix(tau, [1.0] * len(w), False)  # the unweighted election
     mixed = ordered_sum([tau[i] * (agree[i] * w[i]) for i in range(len(w))])
     divisor = ordered_sum([agree[i].to(torch.float32) * w[i] for i in range(len(w))]).clamp_(min=1e-6)
     out = c.base.to(torch.float32) + mixed / divisor

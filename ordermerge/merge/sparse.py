@@ -58,18 +58,11 @@ def _prepare_breadcrumbs(chunks, info, name: str, plan) -> list[tuple[int, int]]
     if plan.settings["density"] >= 1:
         return [(topk.KEEP_NONE, topk.KEEP_ALL)] * k
 
-    def mags():
-        for start, subs, base in chunks():
-            yield start, topk.magnitude_bits(tau_of(subs, base))
+    from .fused_tv import magnitude_cuts
     salts = _salts(name, k)
 
-    def cut(ks):  # TIES' search: numba's band pass on the CPU, else topk's radix passes
-        from . import fused_tv
-        if plan.dev.type == "cpu" and fused_tv.available(info.torch_dtype, None):
-            found = fused_tv.kth_largest(chunks, info.numel, ks, salts, info.torch_dtype)
-            if found is not None:
-                return found
-        return topk.kth_largest(mags, info.numel, ks, salts)
+    def cut(ks):  # TIES' search: the same thresholds whichever path finds them
+        return magnitude_cuts(chunks, info, ks, salts, plan)
     return list(zip(cut([h] * k), cut([end] * k)))
 
 

@@ -25,7 +25,7 @@ import torch
 
 from . import topk
 from .rng import BITS, draws
-from .taskvec import elect_and_mix, f32, finish, task_vectors, tau_of
+from .taskvec import elect_and_mix, f32, finish, task_vectors
 from ..utils import derive_seed
 
 
@@ -47,18 +47,9 @@ def _thresholds(chunks, info, name: str, plan) -> list[int]:
     density = plan.settings["density"]
     # as mergekit: at least one element when density > 0, all of them at density >= 1
     keep = numel if density >= 1 else (0 if density <= 0 else max(1, int(density * numel)))
-    ks = [keep] * k
-    salts = _salts(name, k)
-    from . import fused_tv
-    if plan.dev.type == "cpu" and fused_tv.available(info.torch_dtype, None):
-        found = fused_tv.kth_largest(chunks, numel, ks, salts, info.torch_dtype)
-        if found is not None:
-            return found
+    from .fused_tv import magnitude_cuts
+    return magnitude_cuts(chunks, info, [keep] * k, _salts(name, k), plan)
 
-    def mags():
-        for start, subs, base in chunks():
-            yield start, topk.magnitude_bits(tau_of(subs, base))
-    return topk.kth_largest(mags, numel, ks, salts)
 
 
 def trimmed(c) -> tuple[torch.Tensor, int]:
