@@ -27,6 +27,7 @@ from . import sharding as fsdp
 from .layouts import layout_for
 from .lora import is_adapter, save_adapter
 from .schema import train_defaults, train_errors
+from .progress import DEFAULT_TRACKERS, EVERY_S, Progress
 from .provenance import now, write_record
 from .objectives import objective_for, sample_losses
 from .train import make_optimizer, micro_batches
@@ -110,13 +111,16 @@ def _mixed_precision(cfg: dict) -> str:
     return mp
 
 
-def make_accelerator(cfg: dict):
-    """The run's processes, device, autocast and gathers. Under an FSDP launch accelerate
-    is not given the FSDP request: the run shards the model itself (sharding.py)."""
+def make_accelerator(cfg: dict, trackers=(), out_dir=None):
+    """The run's processes, device, autocast and gathers, and the experiment trackers its
+    scalars go to (`trackers`, writing under `out_dir`). Under an FSDP launch accelerate is
+    not given the FSDP request: the run shards the model itself (sharding.py)."""
     from accelerate import Accelerator
     held = os.environ.pop(fsdp.ENV, None)
     try:
-        return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(cfg))
+        return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(cfg),
+                           log_with=list(trackers) or None,
+                           project_dir=str(out_dir) if trackers else None)
     finally:
         if held is not None:
             os.environ[fsdp.ENV] = held
@@ -248,14 +252,22 @@ class SFTRun:
 
     def __init__(self, model, tokenizer, *, train_rows, validation_rows, task, order, cfg,
                  save_dtype, out_dir, provenance, log, fingerprint_files=(), accelerator=None,
-                 objective=None, seed: int = 0, sharding: fsdp.Sharding | None = None):
+                 objective=None, seed: int = 0, sharding: fsdp.Sharding | None = None,
+                 monitor: dict | None = None):
         """sharding: FSDP2 units and strategy (sharding.py); default what the launch asks
         for (an FSDP accelerate config), else None: the whole model on each process (DDP
-        when there are several)."""
+        when there are several). monitor: {"trackers": accelerate trackers the scalars go to
+        (default none; the workflow's default is tensorboard, written to out_dir/tensorboard),
+        "progress_s": seconds between progress lines (progress.EVERY_S)}."""
         self.cfg, self.log, self.provenance = cfg, log, provenance
         self.out_dir = Path(out_dir)
         self.tokenizer, self.save_dtype = tokenizer, save_dtype
-        self.acc = accelerator or make_accelerator(cfg)
+        monitor = monitor or {}
+        self.trackers = list(monitor.get("trackers") or [])
+        self.progress_s = monitor.get("progress_s", EVERY_S)
+        if accelerator is not None and self.trackers:
+            raise TrainError("monitor trackers are set up with the run's own accelerator")
+        self.acc = accelerator or make_accelerator(cfg, self.trackers, self.out_dir)
         # one process, DDP or FSDP2: what differs between them (layouts.py)
         self.layout = layout_for(self.acc, fsdp.requested() if sharding is None else sharding)
         self.B, self.mB = cfg["batch_size"], cfg["micro_batch_size"]
@@ -405,9 +417,19 @@ class SFTRun:
         progress = self.resume.begin(self.acc, self.points, self.seed, self.log)
         self.model.train()
         t0 = time.perf_counter() - progress["wall_s"]
+        if self.trackers:  # scalars beside steps.jsonl (out_dir/tensorboard for TensorBoard)
+            self.acc.init_trackers(TRACKER_DIR)
+        lines = Progress(len(self.steps), self.log, every_s=self.progress_s,
+                         done=progress["steps_done"], elapsed=progress["wall_s"])
         for step in self.steps[progress["steps_done"]:]:
             self._log_step(progress, step, self._train_step(step))
             done = step.index + 1
+            last = progress["step_log"][-1]
+            lines.update(done, epoch=step.epoch, loss=last["loss"], lr=f"{last['lr']:.3g}",
+                         count=progress["real_tokens"], count_name="real tokens")
+            if self.trackers:
+                self.acc.log({"train/loss": last["loss"], "train/lr": last["lr"],
+                              "train/real_tokens": progress["real_tokens"]}, step=done)
             if done in self.eval_at:
                 self._validate(progress, step)
             if done in self.points:
@@ -423,6 +445,8 @@ class SFTRun:
                 if done < len(self.steps):
                     self.resume.save(self.acc, done, progress)
         wall = time.perf_counter() - t0
+        if self.trackers:
+            self.acc.end_training()
         summary = None
         if self.acc.is_main_process:
             summary = self._write_logs(progress, wall, start)
@@ -448,6 +472,8 @@ class SFTRun:
         progress["history"].append({"step": step.index + 1, "epoch": step.epoch,
                                     "validation_loss": v})
         self.log(f"epoch {step.epoch} step {step.index + 1} validation loss {v:.4f}")
+        if self.trackers:
+            self.acc.log({"validation/loss": v}, step=step.index + 1)
 
     def _write_logs(self, progress: dict, wall: float, start: str) -> dict:
         # each sample's loss when its step trained on it; its loss after training is the
@@ -500,6 +526,9 @@ def train_from_args(args, params: dict, rule: str, log) -> dict | None:
 
 # the run's logs in its output directory, each beside its provenance record
 RUN_LOGS = ("samples.csv", "steps.jsonl", "run.json")
+# the TensorBoard event files of the run's scalars (accelerate's tracker; steps.jsonl is the
+# record, these are for watching)
+TRACKER_DIR = "tensorboard"
 
 
 def not_a_run_dir(path: Path) -> str | None:
@@ -519,7 +548,7 @@ def not_a_run_dir(path: Path) -> str | None:
             if why:
                 return f"it holds {name}, not a run's record ({why})"
         elif entry.is_dir() and not entry.is_symlink() and (
-                name in ("steps", RESUME) or re.fullmatch(r"epoch\d+", name)):
+                name in ("steps", RESUME, TRACKER_DIR) or re.fullmatch(r"epoch\d+", name)):
             continue
         elif not (name.startswith(".") and ".tmp-" in name):  # a killed write's (Resume.begin)
             return f"it holds {name!r}, which a run does not write"
@@ -552,6 +581,9 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
     from .models import load_pretrained_source, stored_dtype
     from .utils import read_jsonl
 
+    # how the run reports (the workflow's sft.trackers and sft.progress_s): not a train setting
+    params = dict(params)
+    monitor = params.pop("monitor", {"trackers": DEFAULT_TRACKERS})
     defaults = train_defaults()
     unknown = sorted(set(params) - set(defaults))
     if unknown:
@@ -649,4 +681,5 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
                               "seeds": {"order_seed": order.get("seed"), "run": order.get("run")},
                               "inputs": [base, files["train"], files["validation"], order_file]},
                   log=log, fingerprint_files=[base, files["train"], files["validation"]],
-                  seed=derive_seed(order.get("seed", 0), task_name, "sft", order.get("run", 0)))
+                  seed=derive_seed(order.get("seed", 0), task_name, "sft", order.get("run", 0)),
+                  monitor=monitor)

@@ -19,9 +19,16 @@ args = p.parse_args()
 start = now()
 cfg = args.params
 ids = [r["id"] for r in read_jsonl(args.train)]
-epochs = make_order(ids, scheme=args.scheme, run=args.run, epochs=cfg["epochs"], seed=cfg["seed"],
-                    task=args.task, batch_size=cfg["batch_size"])
-write_json(args.out, {"task": args.task, "scheme": args.scheme, "run": args.run,
-                      "seed": cfg["seed"], "batch_size": cfg["batch_size"], "epochs": epochs})
-write_record(args.out, rule=args.rule, params=cfg, seeds={"seed": cfg["seed"], "run": args.run},
+# a control of Figure 1 (control-repeat, control-reseed) is the order of run `run` of the
+# control's scheme, drawn from the global seed; its "seed" (what seeds the SFT run) is the
+# control's: the global one again, or another
+control = cfg.get("control")
+epochs = make_order(ids, scheme=control["scheme"] if control else args.scheme, run=args.run,
+                    epochs=cfg["epochs"], seed=cfg["seed"], task=args.task,
+                    batch_size=cfg["batch_size"])
+seed = control["seed"] if control else cfg["seed"]
+write_json(args.out, {"task": args.task, "scheme": args.scheme, "run": args.run, "seed": seed,
+                      "batch_size": cfg["batch_size"], "epochs": epochs}
+           | ({"order_of": {"scheme": control["scheme"], "seed": cfg["seed"]}} if control else {}))
+write_record(args.out, rule=args.rule, params=cfg, seeds={"seed": seed, "run": args.run},
              inputs=[args.train], start=start)

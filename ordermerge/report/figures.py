@@ -15,6 +15,7 @@ PNG and SVG (byte-stable: no dates, a fixed SVG hash salt) and the CSV beside th
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -65,10 +66,16 @@ def binned(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndar
 
 
 def figure1(samples: dict[str, pd.DataFrame], merged: dict[str, dict[str, float]], anchor: str,
-            panels: int = 4, bins: int = 10):
+            panels: int = 4, bins: int = 10, controls: dict[str, pd.DataFrame] | None = None,
+            resamples: int = 2000, seed: int = 0):
     """`samples`: run name -> with_final_loss(read_samples()); `merged`: merge id -> {id:
     loss on the training sample}; `anchor`: the run whose order positions the merges are
-    read against.
+    read against; `controls`: control name -> its samples like a run's (the anchor's order
+    trained again; in the rho table, not drawn).
+    The rho table: each run against its own positions and the anchor's, each merge against
+    the anchor's, each control against its own, and the runs' order effect (stats.order_effect:
+    mean rho against own positions, against the other runs', and their difference, with
+    bootstrap intervals over the training rows from `seed`).
     Returns (data, rho table, figure)."""
     plt = _plt()
     runs = list(samples)
@@ -85,6 +92,26 @@ def figure1(samples: dict[str, pd.DataFrame], merged: dict[str, dict[str, float]
         if r != anchor:
             st = stats.spearman(pos, s["final_loss"].reindex(pos.index))
             rho.append({"model": r, "kind": "sft", "positions_of": anchor, **vars(st)})
+    if len(runs) >= 2:
+        for r in runs:
+            if set(samples[r].index) != set(pos.index):
+                raise ValueError(f"{r}: its training rows are not {anchor}'s")
+        eff = stats.order_effect([samples[r]["position"].reindex(pos.index) for r in runs],
+                                 [samples[r]["final_loss"].reindex(pos.index) for r in runs],
+                                 resamples=resamples, seed=seed)
+        mean = f"mean of {eff.runs} runs"
+        rho += [{"model": mean, "kind": "order effect: own", "positions_of": "own",
+                 "rho": eff.own, "low": eff.own_ci[0], "high": eff.own_ci[1], "p": math.nan, "n": eff.n},
+                {"model": mean, "kind": "order effect: cross", "positions_of": "other runs'",
+                 "rho": eff.cross, "low": eff.cross_ci[0], "high": eff.cross_ci[1], "p": math.nan,
+                 "n": eff.n},
+                {"model": mean, "kind": "order effect: own - cross", "positions_of": "own - other runs'",
+                 "rho": eff.diff, "low": eff.diff_ci[0], "high": eff.diff_ci[1], "p": eff.p, "n": eff.n}]
+    for name, s in (controls or {}).items():
+        data.append(pd.DataFrame({"model": name, "id": s.index, "position": s["position"].to_numpy(),
+                                  "loss": s["final_loss"].to_numpy()}))
+        rho.append({"model": name, "kind": "control", "positions_of": name,
+                    **vars(stats.spearman(s["position"], s["final_loss"]))})
     for name, losses in merged.items():
         loss = pd.Series(losses).reindex(pos.index)
         if loss.isna().any():
@@ -207,6 +234,29 @@ def save(fig, data: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
     return out
 
 
+def control_line(name: str, path: str, anchor_path: str, control: pd.DataFrame,
+                 anchor: pd.DataFrame, anchor_name: str) -> str:
+    """One sentence on a control against the anchor run: is its training log (samples.csv:
+    every step's loss of every row) the anchor's, byte for byte, and how far apart are the
+    losses after training (the largest difference, and Spearman's rho between the two)."""
+    same_log = Path(path).read_bytes() == Path(anchor_path).read_bytes()
+    if not same_log:  # where they part: the first row whose loss when seen differs
+        a, c = pd.read_csv(anchor_path), pd.read_csv(path)
+        differ = (a["loss_seen"] != c["loss_seen"]) | (a["id"] != c["id"])
+        first = a[differ].iloc[0] if differ.any() else None
+    loss = control["final_loss"].reindex(anchor.index)
+    delta = (loss - anchor["final_loss"]).abs()
+    same = int((delta == 0).sum())
+    st = stats.spearman(anchor["final_loss"], loss)
+    log = ("its training log (samples.csv, every row's loss at every step) is the same bytes "
+           f"as {anchor_name}'s" if same_log else
+           f"its training log differs from {anchor_name}'s"
+           + (f" from epoch {first['epoch']} step {first['step']} on" if first is not None else ""))
+    return (f"- **{name}** ({anchor_name}'s order again): {log}; losses after training: "
+            f"{same} of {len(delta)} rows equal to {anchor_name}'s, largest difference "
+            f"{delta.max():.3g}, ρ between them {st.rho:.4f}.")
+
+
 def parse_named(args: list[str]) -> list[tuple[str, str]]:
     """NAME=PATH arguments as (name, path); a ValueError names those without '='."""
     named = [a.split("=", 1) for a in args]
@@ -226,22 +276,27 @@ def make(figure: str, named: list[tuple[str, str]], stem: Path, anchor: str, cfg
     from ..scoring import read_losses
     from ..utils import atomic_file
     is_run = re.compile(r"run\d+$").match
+    is_control = re.compile(r"control-").match
     samples = {n: read_samples(path) for n, path in named if path.endswith("samples.csv")}
     scores = {n: read_losses(path) for n, path in named if path.endswith(".csv") and "/scores/" in path}
     outs = []
     if figure == "1":
-        merged = {n: v for n, v in scores.items() if not is_run(n)}
+        merged = {n: v for n, v in scores.items() if not is_run(n) and not is_control(n)}
         samples = {n: with_final_loss(s, scores.get(n), n) for n, s in samples.items()}
+        controls = {n: samples.pop(n) for n in list(samples) if is_control(n)}
         data, rho, fig = figure1(samples, merged, anchor, panels=cfg.get("panels", 4),
-                                 bins=cfg.get("bins", 10))
+                                 bins=cfg.get("bins", 10), controls=controls)
         rho_stem = stem.with_name(stem.name + "_rho")
         with atomic_file(rho_stem.with_suffix(".csv")) as fh:
             rho.to_csv(fh, index=False, float_format="%.4f")
         md = ["| model | kind | positions of | ρ | 95% CI | p | n |", "|---|---|---|---|---|---|---|"]
         md += [f"| {r.model} | {r.kind} | {r.positions_of} | {r.rho:.3f} | [{r.low:.3f}, {r.high:.3f}] "
-               f"| {r.p:.2g} | {r.n} |" for r in rho.itertuples()]
+               f"| {'' if math.isnan(r.p) else f'{r.p:.2g}'} | {r.n} |" for r in rho.itertuples()]
+        paths = dict(named)
+        md += [""] + [control_line(n, paths[n], paths[anchor], controls[n], samples[anchor], anchor)
+                      for n in controls]
         with atomic_file(rho_stem.with_suffix(".md")) as fh:
-            fh.write("\n".join(md) + "\n")
+            fh.write("\n".join(md).rstrip("\n") + "\n")
         outs += [rho_stem.with_suffix(".csv"), rho_stem.with_suffix(".md")]
     elif figure == "3":
         kinds = {n: "sft" if is_run(n) else "merged" for n in scores}

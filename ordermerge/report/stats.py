@@ -126,3 +126,63 @@ def spearman(x, y) -> Spearman:
         return Spearman(rho, rho, rho, float(res.pvalue), n)
     z, se = math.atanh(rho), math.sqrt(1.06 / (n - 3))
     return Spearman(rho, math.tanh(z - Z95 * se), math.tanh(z + Z95 * se), float(res.pvalue), n)
+
+
+@dataclass
+class OrderEffect:
+    """Figure 1's question split in two. `own`: the mean over runs of rho(run r's epoch-1
+    positions, run r's losses after training); `cross`: the mean over ordered pairs r != s of
+    rho(run s's positions, run r's losses). Item difficulty alone (some rows are hard whatever
+    the order) gives own = cross; an order effect makes own differ from cross. `diff` = own -
+    cross. Intervals: percentile bootstrap over training rows (the same rows resampled for
+    every run, so that the runs' shared difficulty stays paired); p: two-sided bootstrap
+    p-value of diff = 0, (1 + #{draws on the other side of 0}) * 2 / (1 + B), at most 1."""
+    own: float
+    own_ci: tuple[float, float]
+    cross: float
+    cross_ci: tuple[float, float]
+    diff: float
+    diff_ci: tuple[float, float]
+    p: float
+    runs: int
+    n: int
+
+
+def _rank_corr(pos: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """(K, K) Spearman's rho of loss row r against position row s, at [r, s] (average ranks
+    for ties), for (K, n) arrays."""
+    def z(a):
+        r = _st.rankdata(a, axis=1)
+        r = r - r.mean(axis=1, keepdims=True)
+        return r / np.sqrt((r * r).sum(axis=1, keepdims=True))
+    return z(loss) @ z(pos).T
+
+
+def order_effect(positions, losses, *, resamples: int = 2000, seed: int = 0) -> OrderEffect:
+    """`positions`, `losses`: (K, n) arrays over the same n training rows (column j is one
+    row in every run), K >= 2. See OrderEffect."""
+    pos = np.asarray(positions, dtype=np.float64)
+    loss = np.asarray(losses, dtype=np.float64)
+    if pos.shape != loss.shape or pos.ndim != 2 or pos.shape[0] < 2 or pos.shape[1] < 4:
+        raise ValueError(f"order effect: positions {pos.shape} and losses {loss.shape} must be "
+                         "the same (K >= 2 runs, n >= 4 rows)")
+    if np.isnan(pos).any() or np.isnan(loss).any():
+        raise ValueError("order effect: NaN among the positions or losses")
+    k, n = pos.shape
+    off = ~np.eye(k, dtype=bool)
+
+    def parts(c):
+        own, cross = float(np.mean(np.diag(c))), float(np.mean(c[off]))
+        return own, cross, own - cross
+    own, cross, diff = parts(_rank_corr(pos, loss))
+    rng = np.random.default_rng(seed)
+    draws = np.empty((resamples, 3))
+    for b in range(resamples):
+        idx = rng.integers(0, n, n)
+        draws[b] = parts(_rank_corr(pos[:, idx], loss[:, idx]))
+    draws = np.nan_to_num(draws)  # a draw of constant rows has no rank correlation: 0
+    lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
+    other = int(np.sum(draws[:, 2] <= 0)) if diff > 0 else int(np.sum(draws[:, 2] >= 0))
+    p = min(1.0, 2 * (1 + other) / (1 + resamples))
+    return OrderEffect(own, (float(lo[0]), float(hi[0])), cross, (float(lo[1]), float(hi[1])),
+                       diff, (float(lo[2]), float(hi[2])), p, k, n)

@@ -152,6 +152,10 @@ def _analysis_errors(config: dict) -> list[str]:
             out.append("config key figures: the figures compare sub-models; num_sub_models must be"
                        " >= 2 (or set figures: null)")
         out += _method_errors(fig["methods"], config["merge"]["seeds"], "figures.methods")
+        reseed = fig["controls"]["reseed"]
+        if reseed is not None and reseed == config["seed"]:
+            out.append(f"config key figures.controls.reseed: {reseed} is the global seed: that "
+                       "run would be the repeat control (controls.repeat); name another seed")
     t2 = config.get("table2")
     if t2 is not None and t2["tasks"] is not None:
         for t in t2["tasks"]:
@@ -294,6 +298,8 @@ def environment_errors(config: dict) -> list[str]:
     if g is not None and g["backend"] != "hf" and g["backend"] not in by:
         out += [e.replace("config key evaluate.backend:", "config key general_eval.backend:")
                 for e in get_backend(g["backend"]).lacks(["the general benchmarks"])]
+    from ..progress import tracker_errors
+    out += tracker_errors(config["sft"]["trackers"])
     for name, task in config["tasks"].items():
         data = task.get("data") or {}
         if data.get("source") != "hf":
@@ -465,11 +471,12 @@ def semantic_errors(config: dict) -> list[str]:
 
 def check(config: dict, schema: dict, fill_defaults) -> None:
     """Raise ConfigError listing every problem; `fill_defaults(config)` sets schema defaults.
-    A multi-task group set to null (by a config file layered on config.yaml) is removed."""
-    groups = (config.get("multitask") or {}).get("groups")
-    if isinstance(groups, dict):
-        for name in [n for n, g in groups.items() if g is None]:
-            del groups[name]
+    A task or a multi-task group set to null (by a config file layered on config.yaml) is
+    removed."""
+    for section in (config.get("tasks"), (config.get("multitask") or {}).get("groups")):
+        if isinstance(section, dict):
+            for name in [n for n, g in section.items() if g is None]:
+                del section[name]
     errors = schema_errors(config, schema)
     if not errors:
         # a section set to null (no Table 2 / Table 4 / figures) keeps its null: the default

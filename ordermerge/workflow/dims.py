@@ -24,8 +24,13 @@ class Dimensions:
         # Table 4: tasks also run under fix-batch orders, compared with their shuffled runs
         self.table4 = c["table4"] or {"tasks": [], "methods": []}
         self.table4_tasks = self.table4["tasks"]
+        self.figures = c["figures"] if c["tasks"] else None
+        # Figure 1's negative controls: the anchor's order trained again, each its own scheme
+        ctl = (self.figures or {}).get("controls") or {}
+        self.controls = ((["control-repeat"] if ctl.get("repeat") else [])
+                         + (["control-reseed"] if ctl.get("reseed") is not None else []))
         self.all_schemes = list(dict.fromkeys(
-            self.schemes + (["shuffle", "fix-batch"] if self.table4_tasks else [])))
+            self.schemes + (["shuffle", "fix-batch"] if self.table4_tasks else []) + self.controls))
         self.runs = list(range(c["num_sub_models"]))
         self.epochs = list(range(1, c["epochs"] + 1))
         self.merge_epochs = c["merge"]["epochs"] or self.epochs
@@ -33,7 +38,6 @@ class Dimensions:
         self.seeds = c["merge"]["seeds"]
         # a group set to null in a layered config file is removed
         self.groups = {n: g for n, g in c["multitask"]["groups"].items() if g is not None}
-        self.figures = c["figures"] if self.tasks else None
         if self.figures:
             self.fig_task = self.figures["task"] or self.decoder_tasks[0]
             self.fig_model = self.model_of(self.fig_task)

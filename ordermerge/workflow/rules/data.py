@@ -18,8 +18,13 @@ class DataRules:
         return as_json({"data": self.task_cfg(wildcards)["data"], "seed": self.config["seed"]})
 
     def order_params(self, wildcards) -> str:
-        return as_json({"epochs": self.config["epochs"], "seed": self.config["seed"],
-                        "batch_size": self.task_cfg(wildcards)["train"]["batch_size"]})
+        out = {"epochs": self.config["epochs"], "seed": self.config["seed"],
+               "batch_size": self.task_cfg(wildcards)["train"]["batch_size"]}
+        if wildcards.scheme in self.controls:  # the anchor's order, the anchor's or another seed
+            ctl = self.figures["controls"]
+            out["control"] = {"scheme": self.fig_scheme, "seed": self.config["seed"]
+                              if wildcards.scheme == "control-repeat" else ctl["reseed"]}
+        return as_json(out)
 
     def tokenizer_data(self) -> list[str]:
         return [self.data(t, s) for t in self.decoder_tasks for s in SPLITS]
@@ -51,6 +56,16 @@ class DataRules:
 
     def train_cfg(self, wildcards) -> dict:
         return self.train_of(wildcards.model, wildcards.task)
+
+    def sft_params(self, wildcards) -> dict:
+        """The sft rule's --params: the run's train section, and how it reports (sft.trackers,
+        sft.progress_s) only where the config changes the defaults, so that a run's params
+        (and so Snakemake's rerun decision) do not change with the defaults' arrival."""
+        from ...progress import DEFAULT_TRACKERS, EVERY_S
+        s = self.config["sft"]
+        monitor = {"trackers": s["trackers"], "progress_s": s["progress_s"]}
+        default = {"trackers": list(DEFAULT_TRACKERS), "progress_s": EVERY_S}
+        return self.train_cfg(wildcards) | ({"monitor": monitor} if monitor != default else {})
 
     def train_of(self, model: str, task: str) -> dict:
         """An SFT run's train section: the task's, or for LoRA runs with the lora section's

@@ -33,13 +33,13 @@ class ReportRules:
         tr = self.task_cfg(wildcards)["train"]
         return as_json({"max_length": tr["max_length"], "batch_size": tr["micro_batch_size"]})
 
-    def fig_run_dir(self, r) -> str:
-        return self.run_dir(self.fig_model, self.fig_task, self.fig_scheme, r)
+    def fig_run_dir(self, r, scheme=None) -> str:
+        return self.run_dir(self.fig_model, self.fig_task, scheme or self.fig_scheme, r)
 
-    def fig_score(self, kind, name) -> str:
+    def fig_score(self, kind, name, scheme=None) -> str:
         """A model's per-sample losses on the figure task's training rows (last epoch)."""
-        return self.score_file(self.fig_model, self.fig_task, self.fig_scheme, self.epochs[-1],
-                               kind, name, "train")
+        return self.score_file(self.fig_model, self.fig_task, scheme or self.fig_scheme,
+                               self.epochs[-1], kind, name, "train")
 
     def figure_inputs(self, n) -> list[tuple[str, str]]:
         """NAME=PATH pairs of a figure's inputs: the runs' order positions (samples.csv) and
@@ -47,8 +47,11 @@ class ReportRules:
         samples = [(f"run{r}", f"{self.fig_run_dir(r)}/samples.csv") for r in self.runs]
         runs = [(f"run{r}", self.fig_score("sft", f"run{r}")) for r in self.runs]
         merged = [(m, self.fig_score("merged", m)) for m in self.fig_ids]
-        if n == 1:
-            return samples + runs + merged
+        if n == 1:  # and the controls: the anchor's order again (named by their scheme)
+            a = self.figures["anchor"]
+            controls = [(c, path) for c in self.controls for path in
+                        (f"{self.fig_run_dir(a, c)}/samples.csv", self.fig_score("sft", f"run{a}", c))]
+            return samples + runs + merged + controls
         if n == 3:
             a = self.figures["anchor"]
             return samples[a:a + 1] + runs + merged
