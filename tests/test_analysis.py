@@ -196,3 +196,38 @@ def test_curve_of_a_merge_of_identical_runs_is_the_runs_curve(setup, single, tmp
     for step, v in zip(avg["step"], avg["validation_loss"]):
         if step in (8, 16, 24):
             assert v == pytest.approx(hist[step], rel=0.05)
+
+
+def test_figure1_controls_and_the_runs_order_effect(tmp_path):
+    """The rho table's order-effect rows are the means over runs of rho against the run's own
+    positions and against every other run's; a control is in the table against its own
+    positions, and its line says whether its training log is the anchor's bytes."""
+    from scipy.stats import spearmanr
+    s = {f"run{r}": _samples(seed=r) for r in range(3)}
+    ctl = {"control-repeat": s["run0"].copy(), "control-reseed": s["run0"].assign(
+        final_loss=s["run0"]["final_loss"] + np.linspace(0, 0.01, 40))}
+    data, rho, _ = figures.figure1(s, {}, "run0", panels=3, bins=4, controls=ctl)
+    eff = rho[rho.kind.str.startswith("order effect")].set_index("kind")
+    own = np.mean([spearmanr(s[r]["position"], s[r]["final_loss"]).statistic for r in s])
+    cross = np.mean([spearmanr(s[a]["position"], s[r]["final_loss"].reindex(s[a].index)).statistic
+                     for r in s for a in s if a != r])
+    assert eff.loc["order effect: own", "rho"] == pytest.approx(own, abs=1e-12)
+    assert eff.loc["order effect: cross", "rho"] == pytest.approx(cross, abs=1e-12)
+    d = eff.loc["order effect: own - cross"]
+    assert d.rho == pytest.approx(own - cross, abs=1e-12) and d.low <= d.rho <= d.high
+    assert d.high < 0 and d.p < 0.05  # the planted slope is each run's own order's
+    c = rho[rho.kind == "control"].set_index("model")
+    assert c.loc["control-repeat", "rho"] == pytest.approx(
+        rho.set_index(["model", "positions_of"]).loc[("run0", "run0"), "rho"])
+    assert set(data["model"]) == {"run0", "run1", "run2", "control-repeat", "control-reseed"}
+    # the control's line: its samples.csv against the anchor's, bytes first
+    a = tmp_path / "a.csv"
+    a.write_text("id,epoch,position,step,loss_seen\nt:000,1,0,0,1.5\nt:001,1,1,0,1.25\n"
+                 "t:000,2,1,1,1.0\nt:001,2,0,1,0.75\n")
+    b = tmp_path / "b.csv"
+    b.write_bytes(a.read_bytes())
+    line = figures.control_line("control-repeat", str(b), str(a), ctl["control-repeat"], s["run0"], "run0")
+    assert "is the same bytes as run0's" in line and "40 of 40 rows equal" in line
+    b.write_text(a.read_text().replace("t:000,2,1,1,1.0", "t:000,2,1,1,1.01"))
+    line = figures.control_line("control-reseed", str(b), str(a), ctl["control-reseed"], s["run0"], "run0")
+    assert "differs from run0's from epoch 2, optimizer step 2, on" in line and "1 of 40 rows equal" in line

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as _sp
 
 from ordermerge.report import stats, tables
 
@@ -127,3 +128,44 @@ def test_table2_blocks_per_model_and_the_papers_arrows():
     assert "| tiny-bert | param-selection | 37.50 → 100.00 | – |" in md
     assert "| tiny-llama | param-selection | 37.50 → 100.00 | 37.50 → 100.00 |" in md
     assert tables.table2_latex(t).count(r"\begin{table}") == 2
+
+
+def test_order_effect_pairs_every_run_with_every_runs_positions():
+    rng = np.random.default_rng(0)
+    k, n = 3, 30
+    pos = np.array([rng.permutation(n) for _ in range(k)], dtype=float)
+    loss = rng.normal(size=(k, n))
+    loss[:, :5] = 1.0  # ties: average ranks, as scipy's
+    c = stats._rank_corr(pos, loss)
+    for r in range(k):
+        for s in range(k):
+            assert c[r, s] == pytest.approx(_sp.spearmanr(pos[s], loss[r]).statistic, abs=1e-12)
+    eff = stats.order_effect(pos, loss, resamples=200, seed=0)
+    off = ~np.eye(k, dtype=bool)
+    assert eff.own == pytest.approx(np.mean(np.diag(c)), abs=1e-12)
+    assert eff.cross == pytest.approx(np.mean(c[off]), abs=1e-12)
+    assert eff.diff == pytest.approx(eff.own - eff.cross, abs=1e-12) and (eff.runs, eff.n) == (k, n)
+    # seeded: the same draws again
+    assert stats.order_effect(pos, loss, resamples=200, seed=0) == eff
+
+
+def test_order_effect_tells_order_from_item_difficulty():
+    rng = np.random.default_rng(1)
+    k, n = 4, 200
+    pos = np.array([rng.permutation(n) for _ in range(k)], dtype=float)
+    difficulty = rng.normal(size=n)
+    # an order effect: each run's loss falls with its own position (and shares the difficulty)
+    ordered = difficulty - 0.02 * pos + rng.normal(0, 0.3, (k, n))
+    eff = stats.order_effect(pos, ordered, resamples=500, seed=0)
+    assert eff.own < -0.5 and abs(eff.cross) < 0.1
+    assert eff.diff_ci[1] < 0 and eff.p < 0.01
+    assert eff.own_ci[0] <= eff.own <= eff.own_ci[1] and eff.cross_ci[0] <= eff.cross <= eff.cross_ci[1]
+    # item difficulty alone: every run's loss is the item's, whatever its position; own and
+    # cross are then both near 0 and their difference's interval holds 0
+    alike = np.tile(difficulty, (k, 1)) + rng.normal(0, 0.1, (k, n))
+    eff = stats.order_effect(pos, alike, resamples=500, seed=0)
+    assert eff.diff_ci[0] < 0 < eff.diff_ci[1] and eff.p > 0.05
+    with pytest.raises(ValueError, match="must be the same"):
+        stats.order_effect(pos, alike[:, :-1])
+    with pytest.raises(ValueError, match="NaN"):
+        stats.order_effect(pos, np.where(alike > 2, np.nan, alike))

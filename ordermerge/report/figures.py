@@ -251,7 +251,8 @@ def control_line(name: str, path: str, anchor_path: str, control: pd.DataFrame,
     log = ("its training log (samples.csv, every row's loss at every step) is the same bytes "
            f"as {anchor_name}'s" if same_log else
            f"its training log differs from {anchor_name}'s"
-           + (f" from epoch {first['epoch']} step {first['step']} on" if first is not None else ""))
+           + (f" from epoch {first['epoch']}, optimizer step {first['step'] + 1}, on"
+              if first is not None else ""))
     return (f"- **{name}** ({anchor_name}'s order again): {log}; losses after training: "
             f"{same} of {len(delta)} rows equal to {anchor_name}'s, largest difference "
             f"{delta.max():.3g}, ρ between them {st.rho:.4f}.")
