@@ -479,6 +479,14 @@ def run_plan(args) -> int:
                      d["peak_gb_temporary"], str(temp).lower()), "",
              "Task sizes from: " + "; ".join(f"{k}: {v}" for k, v in sorted(proj.sizes.sources.items())),
              ""]
+    total = t.loc["total"]
+    if total["gpu_h"] == 0 and total["wall_h"] > 0:
+        # a CPU config (resources.*.gpus 0, the real-model tier): its jobs' time on the
+        # calibration's device is the wall column; one after the other, on one such device
+        lines[4:4] = [f"This config requests no GPU (resources.<stage>.gpus is 0 for every job), "
+                      f"so GPU h is 0; on one device of the calibration ({cal.get('device', '')}) "
+                      f"its {len(jobs)} jobs take {total['wall_h']:.3g} h one after the other "
+                      f"({60 * total['wall_h']:.0f} min; the wall h column).", ""]
     text = "\n".join(lines)
     with atomic_dir(args.out) as tmp:  # all three files, or the previous ones
         (tmp / "projection.md").write_text(text)

@@ -227,3 +227,25 @@ def test_every_declared_rule_has_its_cost_model():
     declared = {r.cost for r in RULES.values()} | {r.cost for r, _ in FAMILIES.values()}
     missing = sorted(c for c in declared if not callable(getattr(Projector, f"cost_{c}", None)))
     assert missing == [] and {"free", "sft", "merge", "evaluate"} <= declared
+
+
+def test_the_real_model_tier_is_projected_on_a_gpu(tmp_path):
+    """`ordermerge plan --configfile config/smollm2-gsm8k.yaml`: its K = 4 runs and two
+    controls of 3 epochs of 128 GSM8K rows, on the calibration's GPU; the config asks for
+    no GPU, so the report says what the wall column means."""
+    wd = copy_project(tmp_path / "project", bare=False)
+    proc = subprocess.run([sys.executable, "-m", "ordermerge.cli", "plan", "--configfile",
+                           "config/smollm2-gsm8k.yaml"], cwd=wd, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = pd.read_csv(wd / "results" / "plan" / "jobs.csv")
+    table = pd.read_csv(wd / "results" / "plan" / "projection.csv", index_col=0)
+    sft = jobs[jobs["job_rule"] == "sft"]
+    assert sorted(sft["path"]) == [f"sft/smollm2-135m/gsm8k/{s}/run{r}.tsv" for s, r in
+                                   [("control-repeat", 0), ("control-reseed", 0)] + [("shuffle", r) for r in range(4)]]
+    from ordermerge.data.stats import STATS
+    tr = yaml.safe_load((ROOT / "config" / "smollm2-gsm8k.yaml").read_text())["tasks"]["gsm8k"]["train"]
+    assert (sft["trained_tokens"] == 3 * 128 * min(STATS["gsm8k"]["train_tokens"], tr["max_length"])).all()
+    assert table.loc["total", "gpu_h"] == 0 and table.loc["total", "wall_h"] > 0
+    assert (f"its {len(jobs)} jobs take {table.loc['total', 'wall_h']:.3g} h one after the other"
+            in proc.stdout)

@@ -36,7 +36,8 @@ def purpose(rule: str, rel: Path) -> str:
         return "shared (base models)"
     if "multitask" in parts[:2]:
         return "Table 3"
-    if rule in ("score", "curve"):
+    # the figures' scores and curves, and Figure 1's controls (their orders and runs)
+    if rule in ("score", "curve") or any(p.startswith("control-") for p in parts):
         return "Figures 1, 3, 4"
     if rule == "general_eval":
         return "Table 5"

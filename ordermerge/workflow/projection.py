@@ -203,8 +203,10 @@ class Sizes:
         d = cfg.get("data") or {}
         cap = cfg["train"]["max_length"]
         n_val = d.get("n_validation") or 0
-        n_train = (d.get("n_train") or s["train_rows"]) - n_val
-        n_test = d.get("n_test") or s["test_rows"]
+        # prepare.py holds the validation rows out of the source's train split first, then
+        # keeps the first n_train of the rest (was: n_train - n_validation)
+        n_train = min(d.get("n_train") or s["train_rows"], s["train_rows"] - n_val)
+        n_test = min(d.get("n_test") or s["test_rows"], s["test_rows"])
         per_row = min(s["train_tokens"], cap)
         self.sources[task] = f"task entry stats ({s['source']})"
         return {"rows": {"train": n_train, "validation": n_val, "test": n_test},
