@@ -114,3 +114,18 @@ def test_an_encoder_ensemble_averages_the_class_distributions():
         got = Ensemble(models)(input_ids=ids).logits
         want = (sum(torch.softmax(m(input_ids=ids).logits.double(), -1) for m in models) / 2).log()
     assert torch.allclose(got.double(), want, rtol=0, atol=gamma(8) * float(want.abs().max()) + 1e-6)
+
+
+def test_generation_prints_progress_at_the_interval(llamas, capsys, monkeypatch):
+    """greedy_ids prints a progress line after a batch once progress.EVERY_S has passed
+    (here 0: after every batch), counting prompts and the new tokens up to each EOS."""
+    from ordermerge import progress
+    tok, models = llamas
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    capsys.readouterr()
+    got = greedy_ids(models[0], tok, PROMPTS, max_new_tokens=5, batch_size=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("progress:")]
+    assert [line.split(",")[0] for line in lines] == ["progress: prompt 2/3 (66.7%)",
+                                                      "progress: prompt 3/3 (100.0%)"]
+    assert all(" new tokens/s " in line and ", elapsed " in line for line in lines)
+    assert lines[-1].endswith("eta 0:00:00") and len(got) == 3

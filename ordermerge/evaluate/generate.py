@@ -49,6 +49,10 @@ def greedy_ids(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
         margins[:] = [[] for _ in prompts]
     extra = {} if margins is None else {"output_logits": True, "return_dict_in_generate": True}
     pad_id = tokenizer.pad_token_id
+    from .. import progress  # a line in the job's log at its interval (progress.EVERY_S)
+    lines = progress.Progress(len(prompts), lambda s: print(s, flush=True),
+                              every_s=progress.EVERY_S, unit="prompt")
+    done = new_tokens = 0
     for idx in length_batches([len(e) for e in encoded], batch_size):
         rows = [encoded[i] for i in idx]
         width = max(len(r) for r in rows)
@@ -66,6 +70,11 @@ def greedy_ids(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
             outputs[i] = gen[row, width:].tolist()
             if margins is not None:
                 margins[i] = gaps[row]
+        done += len(idx)
+        # the tokens generated up to each row's end of sequence (padding after it is not)
+        new_tokens += sum(next((k + 1 for k, t in enumerate(outputs[i]) if t == tokenizer.eos_token_id),
+                               len(outputs[i])) for i in idx)
+        lines.update(done, count=new_tokens, count_name="new tokens")
     return outputs
 
 
