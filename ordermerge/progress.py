@@ -17,6 +17,10 @@ import time
 EVERY_S = 60.0
 # the SFT run's trackers unless the config names others (sft.trackers)
 DEFAULT_TRACKERS = ("tensorboard",)
+# the workflow hands the SFT jobs sft.trackers and sft.progress_s in this environment variable
+# (JSON), not in their params: how a run reports changes none of its outputs, so changing it
+# reruns nothing
+MONITOR_ENV = "ORDERMERGE_SFT_MONITOR"
 # the trackers accelerate writes the SFT scalars to (sft.trackers), and the module each needs
 TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",),
             "mlflow": ("mlflow",)}
@@ -74,3 +78,21 @@ def tracker_errors(trackers) -> list[str]:
             out.append(f"config key sft.trackers: {t!r} needs the package {mods[0]!r} "
                        f"(pip install {mods[0]}), which is not installed here")
     return out
+
+
+def monitor_from_env() -> dict:
+    """The SFT run's trackers and progress interval: the workflow's (MONITOR_ENV), else the
+    defaults."""
+    import json
+    import os
+    raw = os.environ.get(MONITOR_ENV)
+    if not raw:
+        return {"trackers": list(DEFAULT_TRACKERS), "progress_s": EVERY_S}
+    try:
+        m = json.loads(raw)
+        assert set(m) == {"trackers", "progress_s"} and all(t in TRACKERS for t in m["trackers"])
+        assert isinstance(m["progress_s"], (int, float)) and m["progress_s"] > 0
+    except (ValueError, AssertionError, TypeError):
+        raise ValueError(f"${MONITOR_ENV} = {raw!r}: not {{\"trackers\": [{', '.join(TRACKERS)}], "
+                         f"\"progress_s\": seconds}}") from None
+    return m

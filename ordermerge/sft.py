@@ -27,7 +27,7 @@ from . import sharding as fsdp
 from .layouts import layout_for
 from .lora import is_adapter, save_adapter
 from .schema import train_defaults, train_errors
-from .progress import DEFAULT_TRACKERS, EVERY_S, Progress
+from .progress import EVERY_S, Progress, monitor_from_env
 from .provenance import now, write_record
 from .objectives import objective_for, sample_losses
 from .train import make_optimizer, micro_batches
@@ -582,8 +582,10 @@ def load_run(task_name: str, base, data_dir, order_file, out_dir, params: dict, 
     from .utils import read_jsonl
 
     # how the run reports (the workflow's sft.trackers and sft.progress_s): not a train setting
-    params = dict(params)
-    monitor = params.pop("monitor", {"trackers": DEFAULT_TRACKERS})
+    try:
+        monitor = monitor_from_env()
+    except ValueError as e:
+        raise TrainError(str(e)) from None
     defaults = train_defaults()
     unknown = sorted(set(params) - set(defaults))
     if unknown:

@@ -33,6 +33,10 @@ except (ConfigError, PlanError) as e:
     raise WorkflowError(str(e)) from None
 
 PY = P.py
+# how SFT jobs report (sft.trackers, sft.progress_s): in their environment, not their params,
+# so that changing it reruns nothing (a job re-reads this file under SLURM too)
+from ordermerge.progress import MONITOR_ENV
+os.environ[MONITOR_ENV] = P.sft_monitor()
 
 
 wildcard_constraints:

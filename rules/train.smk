@@ -23,7 +23,7 @@ rule sft:
         summary=f"{RUN}/run.json",
         prov=[f"{RUN}/{name}.prov.json" for name in ("samples.csv", "steps.jsonl", "run.json")],
     params:
-        json=lambda w: as_json(P.sft_params(w)),
+        json=lambda w: as_json(P.train_cfg(w)),
         out_dir=lambda w: P.run_dir(w.model, w.task, w.scheme, w.run),
         launcher=P.sft_launcher,
     threads: P.threads("sft")

@@ -1,5 +1,5 @@
-"""Progress lines at a fixed interval, the trackers' config check, and the sft rule's params
-(how a run reports enters them only where the config changes the defaults)."""
+"""Progress lines at a fixed interval, the trackers' config check, and how the workflow
+hands an SFT job its trackers and interval (its environment, not its params)."""
 import pytest
 
 from ordermerge.progress import Progress, hms, tracker_errors
@@ -53,16 +53,27 @@ def test_a_tracker_whose_package_is_missing_is_named(monkeypatch):
     assert "sft.trackers" in err and "'wandb'" in err
 
 
-def test_sft_params_carry_the_monitor_only_when_changed():
+def test_the_workflow_hands_the_monitor_to_sft_jobs_in_their_environment(monkeypatch):
+    """sft.trackers and sft.progress_s reach the SFT jobs through progress.MONITOR_ENV, not
+    their params: a run's params (Snakemake's rerun decision) are its train section alone."""
+    import json
     from types import SimpleNamespace
 
+    from ordermerge.progress import MONITOR_ENV, monitor_from_env
     from ordermerge.workflow.config import ConfigError, load
     from ordermerge.workflow.plan import Plan
     w = SimpleNamespace(model="tiny-llama", task="gsm8k", scheme="shuffle", run="0")
     plan = Plan(load())
-    assert plan.sft_params(w) == plan.train_cfg(w)  # the defaults: the params as before
-    layered = Plan(load_with({"sft": {"progress_s": 5}}))
-    assert layered.sft_params(w)["monitor"] == {"trackers": ["tensorboard"], "progress_s": 5}
+    assert "monitor" not in plan.train_cfg(w)
+    assert json.loads(plan.sft_monitor()) == {"trackers": ["tensorboard"], "progress_s": 60}
+    layered = Plan(load_with({"sft": {"progress_s": 5, "trackers": []}}))
+    monkeypatch.setenv(MONITOR_ENV, layered.sft_monitor())
+    assert monitor_from_env() == {"trackers": [], "progress_s": 5}
+    monkeypatch.delenv(MONITOR_ENV)
+    assert monitor_from_env() == {"trackers": ["tensorboard"], "progress_s": 60.0}
+    monkeypatch.setenv(MONITOR_ENV, '{"trackers": ["neptune"], "progress_s": 5}')
+    with pytest.raises(ValueError, match=MONITOR_ENV):
+        monitor_from_env()
     with pytest.raises(ConfigError, match="sft.trackers"):
         load_with({"sft": {"trackers": ["neptune"]}})
 

@@ -57,15 +57,10 @@ class DataRules:
     def train_cfg(self, wildcards) -> dict:
         return self.train_of(wildcards.model, wildcards.task)
 
-    def sft_params(self, wildcards) -> dict:
-        """The sft rule's --params: the run's train section, and how it reports (sft.trackers,
-        sft.progress_s) only where the config changes the defaults, so that a run's params
-        (and so Snakemake's rerun decision) do not change with the defaults' arrival."""
-        from ...progress import DEFAULT_TRACKERS, EVERY_S
+    def sft_monitor(self) -> str:
+        """sft.trackers and sft.progress_s as the SFT jobs read them (progress.MONITOR_ENV)."""
         s = self.config["sft"]
-        monitor = {"trackers": s["trackers"], "progress_s": s["progress_s"]}
-        default = {"trackers": list(DEFAULT_TRACKERS), "progress_s": EVERY_S}
-        return self.train_cfg(wildcards) | ({"monitor": monitor} if monitor != default else {})
+        return as_json({"trackers": s["trackers"], "progress_s": s["progress_s"]})
 
     def train_of(self, model: str, task: str) -> dict:
         """An SFT run's train section: the task's, or for LoRA runs with the lora section's
