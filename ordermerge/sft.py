@@ -445,8 +445,10 @@ class SFTRun:
                 if done < len(self.steps):
                     self.resume.save(self.acc, done, progress)
         wall = time.perf_counter() - t0
-        if self.trackers:
-            self.acc.end_training()
+        # the trackers' files are flushed and closed here; not through acc.end_training(),
+        # which also destroys the process group that the barrier below still needs
+        for tracker in self.acc.trackers:
+            tracker.finish()
         summary = None
         if self.acc.is_main_process:
             summary = self._write_logs(progress, wall, start)

@@ -124,7 +124,7 @@ def test_generation_prints_progress_at_the_interval(llamas, capsys, monkeypatch)
     monkeypatch.setattr(progress, "EVERY_S", 0.0)
     capsys.readouterr()
     got = greedy_ids(models[0], tok, PROMPTS, max_new_tokens=5, batch_size=2)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("progress:")]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress:")]
     assert [line.split(",")[0] for line in lines] == ["progress: prompt 2/3 (66.7%)",
                                                       "progress: prompt 3/3 (100.0%)"]
     assert all(" new tokens/s " in line and ", elapsed " in line for line in lines)

@@ -3,6 +3,8 @@ vLLM through vllm_backend.py. Both encode prompts and read completions with the 
 here, so the two backends differ only in how they compute the greedy tokens."""
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from ..train import length_batches, mask_of, pad
@@ -49,8 +51,10 @@ def greedy_ids(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
         margins[:] = [[] for _ in prompts]
     extra = {} if margins is None else {"output_logits": True, "return_dict_in_generate": True}
     pad_id = tokenizer.pad_token_id
-    from .. import progress  # a line in the job's log at its interval (progress.EVERY_S)
-    lines = progress.Progress(len(prompts), lambda s: print(s, flush=True),
+    # a line in the job's log at its interval (progress.EVERY_S), on stderr: a command's
+    # stdout may be its result (`ordermerge soup` prints the soup's record as JSON)
+    from .. import progress
+    lines = progress.Progress(len(prompts), lambda s: print(s, file=sys.stderr, flush=True),
                               every_s=progress.EVERY_S, unit="prompt")
     done = new_tokens = 0
     for idx in length_batches([len(e) for e in encoded], batch_size):
